@@ -1,0 +1,105 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Envelope(_message.Message):
+    __slots__ = ("event_id", "schema_version", "type", "producer", "time", "lineage", "video_ingested")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    PRODUCER_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_INGESTED_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    schema_version: int
+    type: str
+    producer: str
+    time: _timestamp_pb2.Timestamp
+    lineage: _containers.RepeatedScalarFieldContainer[str]
+    video_ingested: VideoIngested
+    def __init__(self, event_id: _Optional[str] = ..., schema_version: _Optional[int] = ..., type: _Optional[str] = ..., producer: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Iterable[str]] = ..., video_ingested: _Optional[_Union[VideoIngested, _Mapping]] = ...) -> None: ...
+
+class VideoInfo(_message.Message):
+    __slots__ = ("container", "codec", "width", "height", "fps", "duration_s", "frame_count", "rotation", "has_audio", "pix_fmt", "start_time_s")
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FPS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    FRAME_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ROTATION_FIELD_NUMBER: _ClassVar[int]
+    HAS_AUDIO_FIELD_NUMBER: _ClassVar[int]
+    PIX_FMT_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    container: str
+    codec: str
+    width: int
+    height: int
+    fps: float
+    duration_s: float
+    frame_count: int
+    rotation: int
+    has_audio: bool
+    pix_fmt: str
+    start_time_s: float
+    def __init__(self, container: _Optional[str] = ..., codec: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., duration_s: _Optional[float] = ..., frame_count: _Optional[int] = ..., rotation: _Optional[int] = ..., has_audio: _Optional[bool] = ..., pix_fmt: _Optional[str] = ..., start_time_s: _Optional[float] = ...) -> None: ...
+
+class VideoIngested(_message.Message):
+    __slots__ = ("video_id", "uri", "metadata_uri", "size_bytes", "filename", "source", "info", "attributes")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    VIDEO_ID_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    METADATA_URI_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    video_id: str
+    uri: str
+    metadata_uri: str
+    size_bytes: int
+    filename: str
+    source: str
+    info: VideoInfo
+    attributes: _containers.ScalarMap[str, str]
+    def __init__(self, video_id: _Optional[str] = ..., uri: _Optional[str] = ..., metadata_uri: _Optional[str] = ..., size_bytes: _Optional[int] = ..., filename: _Optional[str] = ..., source: _Optional[str] = ..., info: _Optional[_Union[VideoInfo, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class DeadLetter(_message.Message):
+    __slots__ = ("topic", "partition", "offset", "key", "value", "error", "error_type", "attempts", "consumer_group", "failed_at")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_GROUP_FIELD_NUMBER: _ClassVar[int]
+    FAILED_AT_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    partition: int
+    offset: int
+    key: str
+    value: bytes
+    error: str
+    error_type: str
+    attempts: int
+    consumer_group: str
+    failed_at: _timestamp_pb2.Timestamp
+    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., offset: _Optional[int] = ..., key: _Optional[str] = ..., value: _Optional[bytes] = ..., error: _Optional[str] = ..., error_type: _Optional[str] = ..., attempts: _Optional[int] = ..., consumer_group: _Optional[str] = ..., failed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,117 @@
+"""Pure-ASGI middleware (streaming-safe): request ids, access logs, HTTP metrics and body-size limits."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from worldloom.core.service.errors import BodyTooLarge, error_body
+from worldloom.core.service.logging import request_id_var
+
+log = logging.getLogger("worldloom.http")
+
+REQUESTS = Counter(
+    "worldloom_http_requests_total", "HTTP requests", ["service", "method", "route", "status"]
+)
+LATENCY = Histogram(
+    "worldloom_http_request_seconds", "HTTP request latency", ["service", "method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+
+class ServiceMiddleware:
+    """Wraps the whole app; `body_limits` maps (method, path) to a byte limit, others get `default_limit`."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        service: str,
+        default_limit: int,
+        body_limits: Mapping[tuple[str, str], int] | None = None,
+    ) -> None:
+        self.app = app
+        self.service = service
+        self.default_limit = default_limit
+        self.body_limits = dict(body_limits or {})
+
+    def limit_for(self, method: str, path: str) -> int:
+        return self.body_limits.get((method, path), self.default_limit)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        rid = headers.get("x-request-id", "")[:128] or uuid.uuid4().hex
+        token = request_id_var.set(rid)
+        method, path = scope["method"], scope["path"]
+        limit = self.limit_for(method, path)
+        status = {"code": 500, "started": False}
+        start = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"], status["started"] = message["status"], True
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            declared = headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                await self._too_large(send_wrapper, limit)
+                return
+            await self.app(scope, _limited(receive, limit), send_wrapper)
+        except BodyTooLarge as exc:
+            if not status["started"]:
+                await self._too_large(send_wrapper, exc.limit)
+        except Exception:  # last resort: the caller gets our error shape, the log gets the traceback
+            log.exception("unhandled error")
+            if not status["started"]:
+                await self._send_json(send_wrapper, 500, error_body(
+                    "internal", "internal error; see the service log for this request_id"))
+        finally:
+            route = scope.get("route")
+            label = getattr(route, "path", None) or "unmatched"
+            elapsed = time.perf_counter() - start
+            REQUESTS.labels(self.service, method, label, str(status["code"])).inc()
+            LATENCY.labels(self.service, method, label).observe(elapsed)
+            log.info(
+                "%s %s -> %s", method, path, status["code"],
+                extra={"status": status["code"], "route": label, "duration_ms": round(elapsed * 1000, 2)},
+            )
+            request_id_var.reset(token)
+
+    @classmethod
+    async def _too_large(cls, send: Send, limit: int) -> None:
+        body = error_body("payload_too_large", f"request body exceeds the limit of {limit} bytes")
+        await cls._send_json(send, 413, body, close=True)
+
+    @staticmethod
+    async def _send_json(send: Send, status: int, body: dict, close: bool = False) -> None:
+        headers = [(b"content-type", b"application/json")]
+        if close:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+
+
+def _limited(receive: Receive, limit: int) -> Callable[[], object]:
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise BodyTooLarge(limit)
+        return message
+
+    return wrapped

@@ -1,0 +1,96 @@
+"""Service settings from environment variables: one prefix per service, validated at start-up.
+
+Nested blocks use `__`, e.g. WORLDLOOM_INGEST_BUS__KIND=kafka, WORLDLOOM_INGEST_STORE__BUCKET=raw.
+The defaults are the embedded mode: in-process bus, a local directory store and a Milvus Lite file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class _Block(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BusSettings(_Block):
+    kind: Literal["inprocess", "kafka"] = "inprocess"
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "worldloom"
+    partitions: int = Field(3, ge=1, description="partitions for topics created on demand")
+    replication_factor: int = Field(1, ge=1)
+    max_attempts: int = Field(3, ge=1, description="handler attempts before a message goes to the DLQ")
+    retry_backoff_s: float = Field(0.2, ge=0)
+    poll_timeout_s: float = Field(0.5, gt=0)
+
+
+class StoreSettings(_Block):
+    kind: Literal["local", "s3"] = "local"
+    root: Path = Path(".worldloom/store")
+    endpoint: str = "127.0.0.1:9000"
+    bucket: str = Field("worldloom", min_length=3, max_length=63)
+    access_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    secure: bool = False
+    region: str | None = None
+    part_size: int = Field(16 * 1024 * 1024, ge=5 * 1024 * 1024)
+
+
+class VectorSettings(_Block):
+    uri: str = ".worldloom/vectors.db"
+    token: SecretStr | None = None
+
+
+class HttpSettings(_Block):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_tokens: SecretStr | None = Field(None, description="comma-separated bearer tokens")
+    auth_required: bool = True
+    max_body_bytes: int = Field(1024 * 1024, ge=1, description="limit for non-upload requests")
+
+    def tokens(self) -> list[str]:
+        raw = self.api_tokens.get_secret_value() if self.api_tokens else ""
+        return [t.strip() for t in raw.split(",") if t.strip()]
+
+
+class ServiceSettings(BaseSettings):
+    """Base for every service's settings; subclasses set env_prefix (WORLDLOOM_<SERVICE>_)."""
+
+    model_config = SettingsConfigDict(env_nested_delimiter="__", extra="forbid")
+
+    bus: BusSettings = BusSettings()
+    store: StoreSettings = StoreSettings()
+    vectors: VectorSettings = VectorSettings()
+    http: HttpSettings = HttpSettings()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class SettingsError(RuntimeError):
+    """Raised at start-up with every invalid variable named, so ops see all problems at once."""
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S], **overrides: object) -> S:
+    try:
+        settings = cls(**overrides)
+    except ValidationError as exc:
+        prefix = cls.model_config.get("env_prefix", "")
+        lines = []
+        for err in exc.errors():
+            var = prefix + "__".join(str(p) for p in err["loc"]).upper()
+            lines.append(f"  {var}: {err['msg']}")
+        raise SettingsError(f"invalid settings for {cls.__name__}:\n" + "\n".join(lines)) from None
+    http = getattr(settings, "http", None)
+    if isinstance(http, HttpSettings) and http.auth_required and not http.tokens():
+        prefix = cls.model_config.get("env_prefix", "")
+        raise SettingsError(
+            f"{prefix}HTTP__API_TOKENS is empty: set one or more bearer tokens "
+            f"(or {prefix}HTTP__AUTH_REQUIRED=false for a private, local-only run)"
+        )
+    return settings

@@ -1,0 +1,92 @@
+"""A directory as object store: the embedded mode's default, no server needed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import unquote, urlparse
+
+from worldloom.core.store.base import InvalidKey, ObjectInfo, ObjectNotFound, ObjectStore, validate_key
+
+_TMP_PREFIX = ".tmp-"
+
+
+class LocalStore(ObjectStore):
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / validate_key(key)).resolve()
+        if self.root not in path.parents:  # symlinks in the tree must not lead out either
+            raise InvalidKey(f"object key escapes the store: {key!r}")
+        return path
+
+    def put_file(
+        self, key: str, fileobj: BinaryIO, length: int = -1, content_type: str = "application/octet-stream"
+    ) -> ObjectInfo:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                if length >= 0:
+                    remaining = length
+                    while remaining > 0 and (chunk := fileobj.read(min(remaining, 1 << 20))):
+                        out.write(chunk)
+                        remaining -= len(chunk)
+                else:
+                    shutil.copyfileobj(fileobj, out, 1 << 20)
+            os.replace(tmp, path)  # atomic: readers see the old object or the whole new one
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return self.stat(key)
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return open(self._path(key), "rb")
+        except (FileNotFoundError, IsADirectoryError):
+            raise ObjectNotFound(key) from None
+
+    def stat(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        if not path.is_file():
+            raise ObjectNotFound(key)
+        st = path.stat()
+        return ObjectInfo(key, st.st_size, None, datetime.fromtimestamp(st.st_mtime, timezone.utc))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        keys = []
+        for dirpath, _, files in os.walk(self.root):
+            for name in files:
+                if name.startswith(_TMP_PREFIX):
+                    continue
+                key = Path(dirpath, name).relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    keys.append(key)
+        for key in sorted(keys):
+            yield self.stat(key)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def presigned_url(self, key: str, expires_s: int = 3600) -> str:
+        return self._path(key).as_uri()
+
+    def uri(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+    def key_from_uri(self, uri: str) -> str:
+        parsed = urlparse(uri)
+        if parsed.scheme != "file":
+            raise InvalidKey(f"not a file:// URI of this store: {uri!r}")
+        path = Path(unquote(parsed.path))
+        if self.root not in path.parents:
+            raise InvalidKey(f"URI is outside this store ({self.root}): {uri!r}")
+        return validate_key(path.relative_to(self.root).as_posix())

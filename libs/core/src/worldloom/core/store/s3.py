@@ -1,0 +1,109 @@
+"""S3 backend (MinIO SDK): streaming multipart puts, works with MinIO, SeaweedFS or AWS S3."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import BinaryIO, cast
+from urllib.parse import urlparse
+
+from minio import Minio
+from minio.error import S3Error
+
+from worldloom.core.settings import StoreSettings
+from worldloom.core.store.base import InvalidKey, ObjectInfo, ObjectNotFound, ObjectStore, validate_key
+
+_MISSING = {"NoSuchKey", "NoSuchObject", "NotFound"}
+
+
+class S3Store(ObjectStore):
+    def __init__(self, settings: StoreSettings, create_bucket: bool = True) -> None:
+        self.settings = settings
+        self.bucket = settings.bucket
+        self.client = Minio(
+            settings.endpoint,
+            access_key=settings.access_key.get_secret_value() if settings.access_key else None,
+            secret_key=settings.secret_key.get_secret_value() if settings.secret_key else None,
+            secure=settings.secure,
+            region=settings.region,
+        )
+        if create_bucket and not self.client.bucket_exists(self.bucket):
+            try:
+                self.client.make_bucket(self.bucket)
+            except S3Error as exc:  # another replica created it first
+                if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+
+    def put_file(
+        self, key: str, fileobj: BinaryIO, length: int = -1, content_type: str = "application/octet-stream"
+    ) -> ObjectInfo:
+        result = self.client.put_object(
+            self.bucket, validate_key(key), fileobj, length,
+            content_type=content_type, part_size=self.settings.part_size,
+        )
+        size = length if length >= 0 else self.stat(key).size
+        return ObjectInfo(key, size, result.etag)
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            resp = self.client.get_object(self.bucket, validate_key(key))
+        except S3Error as exc:
+            if exc.code in _MISSING:
+                raise ObjectNotFound(key) from None
+            raise
+        return cast(BinaryIO, _Response(resp))
+
+    def stat(self, key: str) -> ObjectInfo:
+        try:
+            st = self.client.stat_object(self.bucket, validate_key(key))
+        except S3Error as exc:
+            if exc.code in _MISSING:
+                raise ObjectNotFound(key) from None
+            raise
+        return ObjectInfo(key, st.size or 0, st.etag, st.last_modified)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        for obj in self.client.list_objects(self.bucket, prefix=prefix or None, recursive=True):
+            if obj.object_name and not obj.is_dir:
+                yield ObjectInfo(obj.object_name, obj.size or 0, obj.etag, obj.last_modified)
+
+    def delete(self, key: str) -> None:
+        self.client.remove_object(self.bucket, validate_key(key))
+
+    def presigned_url(self, key: str, expires_s: int = 3600) -> str:
+        return self.client.presigned_get_object(self.bucket, validate_key(key), timedelta(seconds=expires_s))
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{validate_key(key)}"
+
+    def key_from_uri(self, uri: str) -> str:
+        parsed = urlparse(uri)
+        if parsed.scheme != "s3" or parsed.netloc != self.bucket:
+            raise InvalidKey(f"URI is not in this store (s3://{self.bucket}/...): {uri!r}")
+        return validate_key(parsed.path.lstrip("/"))
+
+    def healthy(self) -> bool:
+        try:
+            return self.client.bucket_exists(self.bucket)
+        except Exception:
+            return False
+
+
+class _Response:
+    """Adapts urllib3's response to a closable binary stream that also releases the connection."""
+
+    def __init__(self, resp) -> None:  # noqa: ANN001 (urllib3 type varies by version)
+        self._resp = resp
+
+    def read(self, n: int = -1) -> bytes:
+        return self._resp.read() if n is None or n < 0 else self._resp.read(n)
+
+    def close(self) -> None:
+        self._resp.close()
+        self._resp.release_conn()
+
+    def __enter__(self) -> "_Response":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

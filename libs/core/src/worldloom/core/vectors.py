@@ -1,0 +1,128 @@
+"""A thin layer over pymilvus.MilvusClient: one collection = vectors + typed scalar fields to filter on.
+
+The URI is a file path for Milvus Lite (embedded) or http://host:port for a Milvus server
+(`milvus-lite server` locally, Milvus on Kubernetes in production).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pymilvus import DataType, MilvusClient
+
+ScalarType = Literal["str", "int", "float", "bool", "json"]
+_DTYPES = {
+    "str": DataType.VARCHAR,
+    "int": DataType.INT64,
+    "float": DataType.DOUBLE,
+    "bool": DataType.BOOL,
+    "json": DataType.JSON,
+}
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """Schema of one collection; `id` is a string primary key (content hashes, clip ids)."""
+
+    name: str
+    dim: int
+    scalars: Mapping[str, ScalarType] = field(default_factory=dict)
+    metric: Literal["COSINE", "IP", "L2"] = "COSINE"
+    max_id_length: int = 128
+    max_str_length: int = 2048
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    fields: dict[str, Any]
+
+
+class VectorIndex:
+    def __init__(self, uri: str, token: str | None = None) -> None:
+        if "://" not in uri:
+            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        self.uri = uri
+        self.client = MilvusClient(uri=uri, token=token or "")
+        self._lock = threading.Lock()  # Milvus Lite's local client is not safe for concurrent calls
+
+    def ensure_collection(self, spec: CollectionSpec) -> None:
+        with self._lock:
+            if self.client.has_collection(spec.name):
+                self.client.load_collection(spec.name)
+                return
+            schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=spec.max_id_length)
+            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=spec.dim)
+            for name, kind in spec.scalars.items():
+                extra = {"max_length": spec.max_str_length} if kind == "str" else {}
+                schema.add_field(name, _DTYPES[kind], **extra)
+            index = self.client.prepare_index_params()
+            index.add_index(field_name="vector", index_type="AUTOINDEX", metric_type=spec.metric)
+            self.client.create_collection(spec.name, schema=schema, index_params=index)
+            self.client.load_collection(spec.name)
+
+    def upsert(self, collection: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Inserts or replaces rows by id and flushes, so a search right after sees them."""
+        if not rows:
+            return 0
+        with self._lock:
+            res = self.client.upsert(collection, [dict(r) for r in rows])
+            self.client.flush(collection)
+        return int(res.get("upsert_count", len(rows)))
+
+    def search(
+        self,
+        collection: str,
+        vectors: Sequence[Sequence[float]],
+        limit: int = 10,
+        filter: str = "",
+        output_fields: Sequence[str] = (),
+    ) -> list[list[Hit]]:
+        with self._lock:
+            results = self.client.search(
+                collection, data=[list(map(float, v)) for v in vectors], limit=limit,
+                filter=filter, output_fields=list(output_fields), anns_field="vector",
+            )
+        return [
+            [Hit(str(h["id"]), float(h["distance"]), dict(h.get("entity", {}))) for h in hits]
+            for hits in results
+        ]
+
+    def get(self, collection: str, ids: Sequence[str], output_fields: Sequence[str] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.client.get(collection, ids=list(ids), output_fields=list(output_fields) or None))
+
+    def delete(self, collection: str, ids: Sequence[str] = (), filter: str = "") -> int:
+        with self._lock:
+            if ids:
+                res = self.client.delete(collection, ids=list(ids))
+            else:
+                res = self.client.delete(collection, filter=filter)
+            self.client.flush(collection)
+        return int(res.get("delete_count", 0)) if isinstance(res, dict) else len(res)
+
+    def count(self, collection: str) -> int:
+        with self._lock:
+            res = self.client.query(collection, filter="", output_fields=["count(*)"])
+        return int(res[0]["count(*)"])
+
+    def drop(self, collection: str) -> None:
+        with self._lock:
+            self.client.drop_collection(collection)
+
+    def healthy(self) -> bool:
+        try:
+            with self._lock:
+                self.client.list_collections()
+            return True
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        self.client.close()

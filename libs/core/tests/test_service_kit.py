@@ -1,0 +1,100 @@
+from fastapi import APIRouter, Request
+from fastapi.testclient import TestClient
+from pydantic import BaseModel, ConfigDict
+
+from worldloom.core.service import ApiError, create_app
+from worldloom.core.settings import HttpSettings, ServiceSettings
+
+TOKEN = "s3cret"
+
+
+class Item(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+
+
+def _client(ready: bool = True) -> TestClient:
+    router = APIRouter(prefix="/v1")
+
+    @router.post("/items")
+    def create(item: Item) -> dict:
+        return {"name": item.name}
+
+    @router.get("/boom")
+    def boom() -> dict:
+        raise RuntimeError("secret internals")
+
+    @router.get("/teapot")
+    def teapot() -> dict:
+        raise ApiError(409, "conflict", "already there")
+
+    @router.post("/big")
+    async def big(request: Request) -> dict:
+        return {"n": len(await request.body())}
+
+    settings = ServiceSettings(http=HttpSettings(api_tokens=TOKEN, max_body_bytes=100))
+    app = create_app(
+        "kit", settings, [router], readiness={"dep": lambda: ready},
+        body_limits={("POST", "/v1/big"): 1000},
+    )
+    return TestClient(app, raise_server_exceptions=False)
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def test_auth_required_except_health_metrics_docs():
+    c = _client()
+    r = c.post("/v1/items", json={"name": "a"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+    assert c.post("/v1/items", json={"name": "a"}, headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert c.post("/v1/items", json={"name": "a"}, headers=AUTH).json() == {"name": "a"}
+    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"):
+        assert c.get(path).status_code == 200, path
+
+
+def test_readiness_reflects_dependencies():
+    r = _client(ready=False).get("/readyz")
+    assert r.status_code == 503 and r.json() == {"ready": False, "checks": {"dep": False}}
+
+
+def test_one_error_shape_for_validation_unknown_fields_and_bad_json():
+    c = _client()
+    r = c.post("/v1/items", json={"name": "a", "extra": 1}, headers=AUTH)
+    assert r.status_code == 422
+    err = r.json()["error"]
+    assert err["code"] == "invalid_request" and "extra" in err["message"] and err["request_id"]
+    r = c.post("/v1/items", content=b"{not json", headers={**AUTH, "content-type": "application/json"})
+    assert r.status_code == 422 and "JSON" in r.json()["error"]["message"]
+    r = c.get("/v1/teapot", headers=AUTH)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
+    r = c.get("/v1/boom", headers=AUTH)
+    assert r.status_code == 500 and "secret" not in r.text
+    assert r.json()["error"]["request_id"] == r.headers["x-request-id"]
+
+
+def test_body_limits_default_and_per_route():
+    c = _client()
+    r = c.post("/v1/items", content=b'{"name": "' + b"x" * 200 + b'"}', headers={**AUTH, "content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+    assert c.post("/v1/big", content=b"x" * 900, headers=AUTH).json() == {"n": 900}
+    assert c.post("/v1/big", content=b"x" * 1001, headers=AUTH).status_code == 413
+
+    def chunks():  # no content-length: the limit is enforced while streaming
+        for _ in range(20):
+            yield b"x" * 100
+
+    assert c.post("/v1/big", content=chunks(), headers=AUTH).status_code == 413
+
+
+def test_metrics_count_requests_by_route_and_status():
+    c = _client()
+    c.get("/v1/teapot", headers=AUTH)
+    text = c.get("/metrics").text
+    assert 'worldloom_http_requests_total{method="GET",route="/v1/teapot",service="kit",status="409"}' in text
+    assert "worldloom_http_request_seconds_bucket" in text
+
+
+def test_request_id_is_echoed():
+    r = _client().get("/healthz", headers={"x-request-id": "abc123"})
+    assert r.headers["x-request-id"] == "abc123"

@@ -1,0 +1,149 @@
+"""Ingest HTTP API: upload or import videos, read their records. Run with `python -m worldloom.ingest`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import APIRouter, FastAPI, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+
+from worldloom.core.bus import Bus, make_bus
+from worldloom.core.service import ApiError, create_app
+from worldloom.core.store import ObjectStore, make_store
+from worldloom.ingest.records import ImportRequest, IngestResult, VideoPage, VideoRecord, VideoStatus
+from worldloom.ingest.service import IngestError, IngestService
+from worldloom.ingest.settings import IngestSettings
+
+UPLOAD_FIELDS = {"file", "attributes"}
+DESCRIPTION = """Uploads and imports videos. Each video is validated and probed (PyAV), stored under
+`raw/<sha256>/` with a JSON sidecar, and announced on the `videos.ingested` topic. The id is the
+SHA-256 of the bytes, so uploading the same file again returns the same record and emits nothing."""
+
+
+def _api_error(exc: IngestError) -> ApiError:
+    return ApiError(exc.status, exc.code, exc.message)
+
+
+def _parse_attributes(raw: object) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, str):
+        raise ApiError(400, "invalid_attributes", "'attributes' must be a JSON object of strings, not a file")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_attributes", f"'attributes' is not valid JSON: {exc}") from None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ApiError(400, "invalid_attributes", "'attributes' must be a JSON object mapping strings to strings")
+    if len(value) > 64:
+        raise ApiError(400, "invalid_attributes", "'attributes' may hold at most 64 entries")
+    return value
+
+
+def build_router(service: IngestService) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["videos"])
+
+    @router.post(
+        "/videos",
+        response_model=IngestResult,
+        status_code=201,
+        summary="Upload a video (multipart: `file`, optional `attributes` JSON)",
+        responses={200: {"description": "already ingested (duplicate)"}, 413: {}, 422: {}},
+    )
+    async def upload(request: Request, response: Response) -> IngestResult:
+        ctype = request.headers.get("content-type", "")
+        if not ctype.startswith("multipart/form-data"):
+            raise ApiError(415, "unsupported_media_type", "send the video as multipart/form-data with a 'file' part")
+        try:
+            form = await request.form(max_files=1, max_fields=8, max_part_size=64 * 1024)
+        except MultiPartException as exc:
+            raise ApiError(400, "invalid_multipart", str(exc)) from None
+        try:
+            unknown = set(form.keys()) - UPLOAD_FIELDS
+            if unknown:
+                raise ApiError(400, "unknown_field", f"unknown form field(s): {sorted(unknown)}; allowed: {sorted(UPLOAD_FIELDS)}")
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise ApiError(400, "missing_file", "the form has no 'file' part holding the video")
+            attributes = _parse_attributes(form.get("attributes"))
+            try:
+                result = await run_in_threadpool(
+                    service.ingest_stream, upload.file, upload.filename, "upload", attributes
+                )
+            except IngestError as exc:
+                raise _api_error(exc) from None
+        finally:
+            await form.close()
+        if result.duplicate:
+            response.status_code = 200
+        return result
+
+    @router.post("/videos:import", response_model=IngestResult, status_code=201,
+                 summary="Ingest an object already in the configured store")
+    def import_video(body: ImportRequest, response: Response) -> IngestResult:
+        try:
+            result = service.import_uri(body.uri, body.filename, body.attributes)
+        except IngestError as exc:
+            raise _api_error(exc) from None
+        if result.duplicate:
+            response.status_code = 200
+        return result
+
+    @router.get("/videos/{video_id}", response_model=VideoRecord, summary="One video's record")
+    def get_video(video_id: str) -> VideoRecord:
+        try:
+            return service.get(video_id)
+        except IngestError as exc:
+            raise _api_error(exc) from None
+
+    @router.get("/videos", response_model=VideoPage, summary="List videos, oldest id first, paged")
+    def list_videos(
+        status: VideoStatus | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        page_token: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> VideoPage:
+        items = []
+        for record in service.iter_records(status, after=page_token):
+            if len(items) == limit:
+                return VideoPage(items=items, next_page_token=items[-1].video_id)
+            items.append(record)
+        return VideoPage(items=items)
+
+    return router
+
+
+def build_app(
+    settings: IngestSettings | None = None,
+    *,
+    store: ObjectStore | None = None,
+    bus: Bus | None = None,
+) -> FastAPI:
+    """The ingest app; pass store/bus to share them with other in-process services (embedded mode)."""
+    from worldloom.core.settings import load_settings
+
+    settings = settings or load_settings(IngestSettings)
+    store = store or make_store(settings.store)
+    own_bus = bus is None
+    bus = bus or make_bus(settings.bus)
+    service = IngestService(store, bus, settings.video_limits(), settings.raw_prefix)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if own_bus:
+            bus.close()
+
+    app = create_app(
+        "ingest", settings, [build_router(service)], description=DESCRIPTION,
+        readiness={"store": store.healthy, "bus": bus.healthy},
+        # the upload route may carry a whole video; multipart framing adds a little on top
+        body_limits={("POST", "/v1/videos"): settings.max_upload_bytes + 64 * 1024},
+        lifespan=lifespan,
+    )
+    app.state.ingest = service
+    return app

@@ -1,0 +1,232 @@
+"""Ingest logic without HTTP: validate, probe, store under raw/, emit videos.ingested, exactly once.
+
+Write order makes every failure safe to retry: the video bytes first, then the sidecar (status
+"stored"), then the event, then the sidecar again (status "ingested"). A video without a sidecar is
+invisible; a sidecar still "stored" (the bus was down) is re-emitted by the next upload of the same
+bytes. The id is the content's SHA-256, so a repeated upload finds the sidecar and emits nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import BinaryIO
+
+from prometheus_client import Counter
+
+from worldloom.core import events
+from worldloom.core.bus import Bus
+from worldloom.core.ids import is_sha256_hex, sha256_file
+from worldloom.core.store import InvalidKey, ObjectNotFound, ObjectStore
+from worldloom.video.limits import VideoLimits
+from worldloom.video.errors import VideoRejected
+from worldloom.video.probe import VideoInfo, probe
+
+from worldloom.ingest.records import IngestResult, VideoRecord, VideoStatus
+
+log = logging.getLogger("worldloom.ingest")
+
+PRODUCER = "ingest"
+VIDEOS = Counter("worldloom_ingest_videos_total", "Videos seen by ingest", ["outcome"])
+BYTES = Counter("worldloom_ingest_bytes_total", "Bytes of newly stored videos")
+
+_EXT_BY_CONTAINER = {"mov": "mp4", "mp4": "mp4", "matroska": "mkv", "webm": "webm", "avi": "avi",
+                     "mpegts": "ts", "flv": "flv", "gif": "gif", "ogg": "ogv", "mpeg": "mpg"}
+_CONTENT_TYPES = {"mp4": "video/mp4", "mkv": "video/x-matroska", "webm": "video/webm",
+                  "avi": "video/x-msvideo", "ts": "video/mp2t", "flv": "video/x-flv", "gif": "image/gif",
+                  "ogv": "video/ogg", "mpg": "video/mpeg"}
+_BAD_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
+
+
+class IngestError(Exception):
+    """A rejected request: `status` is the HTTP status the API answers with, `code` a stable name."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def validate_filename(name: str | None) -> str:
+    """Names are informational only, but a hostile one must be refused, not quietly rewritten."""
+    if not name:
+        return "video"
+    if len(name) > 255:
+        raise IngestError(400, "invalid_filename", "file name is longer than 255 characters")
+    if _BAD_NAME.search(name) or name in (".", "..") or name.startswith(".."):
+        raise IngestError(
+            400, "invalid_filename",
+            f"file name {name!r} contains a path separator, '..' or control characters; send a plain name",
+        )
+    return name
+
+
+class IngestService:
+    def __init__(self, store: ObjectStore, bus: Bus, limits: VideoLimits, raw_prefix: str = "raw") -> None:
+        self.store = store
+        self.bus = bus
+        self.limits = limits
+        self.raw_prefix = raw_prefix.strip("/")
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    # keys ----------------------------------------------------------------------------------------
+    def _meta_key(self, video_id: str) -> str:
+        return f"{self.raw_prefix}/{video_id}/meta.json"
+
+    def _video_key(self, video_id: str, ext: str) -> str:
+        return f"{self.raw_prefix}/{video_id}/video.{ext}"
+
+    def _lock(self, video_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(video_id, threading.Lock())
+
+    # reads ---------------------------------------------------------------------------------------
+    def get(self, video_id: str) -> VideoRecord:
+        if not is_sha256_hex(video_id):
+            raise IngestError(404, "not_found", f"no video {video_id!r}: ids are 64 lowercase hex characters")
+        try:
+            return VideoRecord.model_validate_json(self.store.get_bytes(self._meta_key(video_id)))
+        except ObjectNotFound:
+            raise IngestError(404, "not_found", f"no video {video_id}") from None
+
+    def iter_records(self, status: VideoStatus | None = None, after: str | None = None) -> Iterator[VideoRecord]:
+        for obj in self.store.list(f"{self.raw_prefix}/"):
+            parts = obj.key.split("/")
+            if len(parts) != 3 or parts[2] != "meta.json" or (after and parts[1] <= after):
+                continue
+            try:
+                record = VideoRecord.model_validate_json(self.store.get_bytes(obj.key))
+            except ObjectNotFound:
+                continue  # deleted while listing
+            if status is None or record.status == status:
+                yield record
+
+    # writes --------------------------------------------------------------------------------------
+    def ingest_stream(
+        self,
+        fileobj: BinaryIO,
+        filename: str | None,
+        source: str = "upload",
+        attributes: dict[str, str] | None = None,
+    ) -> IngestResult:
+        """Spools a stream to a temp file (hashing as it goes, enforcing the size limit) and ingests it."""
+        with tempfile.NamedTemporaryFile(prefix="wl-ingest-", suffix=".bin") as tmp:
+            total = 0
+            while chunk := fileobj.read(1 << 20):
+                total += len(chunk)
+                if total > self.limits.max_bytes:
+                    VIDEOS.labels("rejected_too_large").inc()
+                    raise IngestError(
+                        413, "too_large", f"file is larger than the limit of {self.limits.max_bytes} bytes"
+                    )
+                tmp.write(chunk)
+            tmp.flush()
+            return self.ingest_file(Path(tmp.name), filename, source, attributes)
+
+    def ingest_file(
+        self,
+        path: Path,
+        filename: str | None,
+        source: str = "upload",
+        attributes: dict[str, str] | None = None,
+    ) -> IngestResult:
+        filename = validate_filename(filename)
+        with open(path, "rb") as f:
+            video_id, size = sha256_file(f)
+        with self._lock(video_id):
+            try:
+                existing = self.get(video_id)
+            except IngestError:
+                existing = None
+            if existing is not None and existing.status == "ingested":
+                VIDEOS.labels("duplicate").inc()
+                return IngestResult(video=existing, duplicate=True)
+            if existing is None:
+                try:
+                    info = probe(path, self.limits)
+                except VideoRejected as exc:
+                    VIDEOS.labels(f"rejected_{exc.code}").inc()
+                    status = 413 if exc.code == "too_large" else 422
+                    raise IngestError(status, exc.code, exc.reason) from None
+                existing = self._store(path, video_id, size, info, filename, source, attributes or {})
+            return IngestResult(video=self._emit(existing), duplicate=False)
+
+    def _store(
+        self, path: Path, video_id: str, size: int, info: VideoInfo, filename: str, source: str,
+        attributes: dict[str, str],
+    ) -> VideoRecord:
+        ext = _EXT_BY_CONTAINER.get(info.container.split(",")[0], "bin")
+        content_type = _CONTENT_TYPES.get(ext, "application/octet-stream")
+        video_key, meta_key = self._video_key(video_id, ext), self._meta_key(video_id)
+        with open(path, "rb") as f:
+            self.store.put_file(video_key, f, size, content_type)
+        record = VideoRecord(
+            video_id=video_id, uri=self.store.uri(video_key), metadata_uri=self.store.uri(meta_key),
+            filename=filename, source=source, size_bytes=size, content_type=content_type,
+            info=info.to_dict(), attributes=attributes, status="stored",
+            created_at=datetime.now(timezone.utc),
+        )
+        try:
+            self._write_record(record)
+        except Exception:
+            self.store.delete(video_key)  # no sidecar -> no video: never leave half an ingest behind
+            raise
+        BYTES.inc(size)
+        return record
+
+    def _emit(self, record: VideoRecord) -> VideoRecord:
+        payload = events.VideoIngested(
+            video_id=record.video_id, uri=record.uri, metadata_uri=record.metadata_uri,
+            size_bytes=record.size_bytes, filename=record.filename, source=record.source,
+            info=_info_proto(record.info), attributes=record.attributes,
+        )
+        event = events.new_event(PRODUCER, payload, lineage=[record.video_id])
+        try:
+            self.bus.publish(events.TOPIC_VIDEOS_INGESTED, event, key=record.video_id, wait=True)
+        except Exception as exc:
+            log.error("could not emit videos.ingested", extra={"video_id": record.video_id, "error": str(exc)})
+            raise IngestError(
+                503, "bus_unavailable",
+                "the video is stored but the event bus did not accept videos.ingested; "
+                "upload the same file again to retry (nothing will be duplicated)",
+            ) from None
+        done = record.model_copy(
+            update={"status": "ingested", "event_id": event.event_id, "ingested_at": datetime.now(timezone.utc)}
+        )
+        self._write_record(done)
+        VIDEOS.labels("ingested").inc()
+        log.info("ingested video", extra={"video_id": record.video_id, "event_id": event.event_id})
+        return done
+
+    def _write_record(self, record: VideoRecord) -> None:
+        self.store.put_bytes(
+            self._meta_key(record.video_id), record.model_dump_json(indent=2).encode(), "application/json"
+        )
+
+    def import_uri(self, uri: str, filename: str | None, attributes: dict[str, str]) -> IngestResult:
+        """Ingests an object already in the configured store (no re-upload through HTTP)."""
+        try:
+            key = self.store.key_from_uri(uri)
+        except InvalidKey as exc:
+            raise IngestError(400, "invalid_uri", str(exc)) from None
+        try:
+            size = self.store.stat(key).size
+        except ObjectNotFound:
+            raise IngestError(404, "not_found", f"no object at {uri}") from None
+        if size > self.limits.max_bytes:
+            raise IngestError(413, "too_large", f"{uri} is {size} bytes; the limit is {self.limits.max_bytes}")
+        with self.store.open(key) as src, tempfile.NamedTemporaryFile(prefix="wl-import-") as tmp:
+            shutil.copyfileobj(src, tmp, 1 << 20)
+            tmp.flush()
+            return self.ingest_file(Path(tmp.name), filename or key.rsplit("/", 1)[-1], "import", attributes)
+
+
+def _info_proto(info: dict) -> events.VideoInfo:
+    fields = {f.name for f in events.VideoInfo.DESCRIPTOR.fields}
+    return events.VideoInfo(**{k: v for k, v in info.items() if k in fields and v is not None})
