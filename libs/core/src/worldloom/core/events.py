@@ -16,9 +16,13 @@ Envelope = pb.Envelope
 VideoIngested = pb.VideoIngested
 VideoInfo = pb.VideoInfo
 DeadLetter = pb.DeadLetter
+ClipCurated = pb.ClipCurated
+DatasetCreated = pb.DatasetCreated
 
 # Topic names live here so producers and consumers cannot drift apart.
 TOPIC_VIDEOS_INGESTED = "videos.ingested"
+TOPIC_CLIPS_CURATED = "clips.curated"
+TOPIC_DATASETS_CREATED = "datasets.created"
 
 
 def dlq_topic(topic: str) -> str:

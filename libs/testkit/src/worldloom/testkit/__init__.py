@@ -1,0 +1,25 @@
+"""Real Kafka, S3 (SeaweedFS) and Milvus Lite servers on 127.0.0.1 for integration tests and local dev.
+
+Classes load lazily so `import worldloom.testkit` stays cheap (pymilvus and kafka-python are heavy).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "KafkaServer": "worldloom.testkit.kafka",
+    "S3Server": "worldloom.testkit.s3",
+    "MilvusServer": "worldloom.testkit.milvus",
+    "ManagedProcess": "worldloom.testkit.process",
+    "ServerStartError": "worldloom.testkit.process",
+    "free_port": "worldloom.testkit.ports",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

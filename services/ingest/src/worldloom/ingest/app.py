@@ -9,17 +9,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException
 
 from worldloom.core.bus import Bus, make_bus
 from worldloom.core.service import ApiError, create_app
+from worldloom.core.service.uploads import receive_multipart
 from worldloom.core.store import ObjectStore, make_store
 from worldloom.ingest.records import ImportRequest, IngestResult, VideoPage, VideoRecord, VideoStatus
 from worldloom.ingest.service import IngestError, IngestService
 from worldloom.ingest.settings import IngestSettings
 
-UPLOAD_FIELDS = {"file", "attributes"}
 DESCRIPTION = """Uploads and imports videos. Each video is validated and probed (PyAV), stored under
 `raw/<sha256>/` with a JSON sidecar, and announced on the `videos.ingested` topic. The id is the
 SHA-256 of the bytes, so uploading the same file again returns the same record and emits nothing."""
@@ -29,11 +27,9 @@ def _api_error(exc: IngestError) -> ApiError:
     return ApiError(exc.status, exc.code, exc.message)
 
 
-def _parse_attributes(raw: object) -> dict[str, str]:
+def _parse_attributes(raw: str | None) -> dict[str, str]:
     if raw is None:
         return {}
-    if not isinstance(raw, str):
-        raise ApiError(400, "invalid_attributes", "'attributes' must be a JSON object of strings, not a file")
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -56,29 +52,21 @@ def build_router(service: IngestService) -> APIRouter:
         responses={200: {"description": "already ingested (duplicate)"}, 413: {}, 422: {}},
     )
     async def upload(request: Request, response: Response) -> IngestResult:
-        ctype = request.headers.get("content-type", "")
-        if not ctype.startswith("multipart/form-data"):
-            raise ApiError(415, "unsupported_media_type", "send the video as multipart/form-data with a 'file' part")
+        form = await receive_multipart(
+            request, allowed_fields=frozenset({"attributes"}), max_file_bytes=service.limits.max_bytes
+        )
         try:
-            form = await request.form(max_files=1, max_fields=8, max_part_size=64 * 1024)
-        except MultiPartException as exc:
-            raise ApiError(400, "invalid_multipart", str(exc)) from None
-        try:
-            unknown = set(form.keys()) - UPLOAD_FIELDS
-            if unknown:
-                raise ApiError(400, "unknown_field", f"unknown form field(s): {sorted(unknown)}; allowed: {sorted(UPLOAD_FIELDS)}")
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise ApiError(400, "missing_file", "the form has no 'file' part holding the video")
-            attributes = _parse_attributes(form.get("attributes"))
+            attributes = _parse_attributes(form.fields.get("attributes"))
+            upload = form.file
             try:
                 result = await run_in_threadpool(
-                    service.ingest_stream, upload.file, upload.filename, "upload", attributes
+                    service.ingest_file, upload.path, upload.filename, "upload", attributes,
+                    (upload.sha256, upload.size),
                 )
             except IngestError as exc:
                 raise _api_error(exc) from None
         finally:
-            await form.close()
+            form.close()
         if result.duplicate:
             response.status_code = 200
         return result

@@ -108,37 +108,20 @@ class IngestService:
                 yield record
 
     # writes --------------------------------------------------------------------------------------
-    def ingest_stream(
-        self,
-        fileobj: BinaryIO,
-        filename: str | None,
-        source: str = "upload",
-        attributes: dict[str, str] | None = None,
-    ) -> IngestResult:
-        """Spools a stream to a temp file (hashing as it goes, enforcing the size limit) and ingests it."""
-        with tempfile.NamedTemporaryFile(prefix="wl-ingest-", suffix=".bin") as tmp:
-            total = 0
-            while chunk := fileobj.read(1 << 20):
-                total += len(chunk)
-                if total > self.limits.max_bytes:
-                    VIDEOS.labels("rejected_too_large").inc()
-                    raise IngestError(
-                        413, "too_large", f"file is larger than the limit of {self.limits.max_bytes} bytes"
-                    )
-                tmp.write(chunk)
-            tmp.flush()
-            return self.ingest_file(Path(tmp.name), filename, source, attributes)
-
     def ingest_file(
         self,
         path: Path,
         filename: str | None,
         source: str = "upload",
         attributes: dict[str, str] | None = None,
+        digest: tuple[str, int] | None = None,
     ) -> IngestResult:
+        """Ingests a local file; `digest` is (sha256, size) when the caller hashed it while receiving."""
         filename = validate_filename(filename)
-        with open(path, "rb") as f:
-            video_id, size = sha256_file(f)
+        if digest is None:
+            with open(path, "rb") as f:
+                digest = sha256_file(f)
+        video_id, size = digest
         with self._lock(video_id):
             try:
                 existing = self.get(video_id)

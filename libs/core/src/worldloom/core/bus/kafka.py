@@ -71,7 +71,8 @@ class KafkaBus(Bus):
     def publish_raw(self, topic: str, value: bytes, key: str | None = None, *, wait: bool = True) -> None:
         self.ensure_topics([topic])
         future = self.producer.send(topic, value=value, key=key.encode() if key is not None else None)
-        if wait:
+        if wait:  # skip the linger: a caller waiting for durability wants this record sent now
+            self.producer.flush(timeout=30)
             future.get(timeout=30)
 
     def flush(self, timeout_s: float | None = None) -> None:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19worldloom/v1/events.proto\x12\x0cworldloom.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd1\x01\n\x08\x45nvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x16\n\x0eschema_version\x18\x02 \x01(\r\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x10\n\x08producer\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07lineage\x18\x06 \x03(\t\x12\x35\n\x0evideo_ingested\x18\n \x01(\x0b\x32\x1b.worldloom.v1.VideoIngestedH\x00\x42\t\n\x07payload\"\xce\x01\n\tVideoInfo\x12\x11\n\tcontainer\x18\x01 \x01(\t\x12\r\n\x05\x63odec\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\x0b\n\x03\x66ps\x18\x05 \x01(\x01\x12\x12\n\nduration_s\x18\x06 \x01(\x01\x12\x13\n\x0b\x66rame_count\x18\x07 \x01(\x04\x12\x10\n\x08rotation\x18\x08 \x01(\x05\x12\x11\n\thas_audio\x18\t \x01(\x08\x12\x0f\n\x07pix_fmt\x18\n \x01(\t\x12\x14\n\x0cstart_time_s\x18\x0b \x01(\x01\"\x95\x02\n\rVideoIngested\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x14\n\x0cmetadata_uri\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x10\n\x08\x66ilename\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\x12%\n\x04info\x18\x07 \x01(\x0b\x32\x17.worldloom.v1.VideoInfo\x12?\n\nattributes\x18\x08 \x03(\x0b\x32+.worldloom.v1.VideoIngested.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd6\x01\n\nDeadLetter\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0b\n\x03key\x18\x04 \x01(\t\x12\r\n\x05value\x18\x05 \x01(\x0c\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x12\n\nerror_type\x18\x07 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\r\x12\x16\n\x0e\x63onsumer_group\x18\t \x01(\t\x12-\n\tfailed_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19worldloom/v1/events.proto\x12\x0cworldloom.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x02\n\x08\x45nvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x16\n\x0eschema_version\x18\x02 \x01(\r\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x10\n\x08producer\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07lineage\x18\x06 \x03(\t\x12\x35\n\x0evideo_ingested\x18\n \x01(\x0b\x32\x1b.worldloom.v1.VideoIngestedH\x00\x12\x31\n\x0c\x63lip_curated\x18\x0b \x01(\x0b\x32\x19.worldloom.v1.ClipCuratedH\x00\x12\x37\n\x0f\x64\x61taset_created\x18\x0c \x01(\x0b\x32\x1c.worldloom.v1.DatasetCreatedH\x00\x42\t\n\x07payload\"\xce\x01\n\tVideoInfo\x12\x11\n\tcontainer\x18\x01 \x01(\t\x12\r\n\x05\x63odec\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\x0b\n\x03\x66ps\x18\x05 \x01(\x01\x12\x12\n\nduration_s\x18\x06 \x01(\x01\x12\x13\n\x0b\x66rame_count\x18\x07 \x01(\x04\x12\x10\n\x08rotation\x18\x08 \x01(\x05\x12\x11\n\thas_audio\x18\t \x01(\x08\x12\x0f\n\x07pix_fmt\x18\n \x01(\t\x12\x14\n\x0cstart_time_s\x18\x0b \x01(\x01\"\x95\x02\n\rVideoIngested\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x14\n\x0cmetadata_uri\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x10\n\x08\x66ilename\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\x12%\n\x04info\x18\x07 \x01(\x0b\x32\x17.worldloom.v1.VideoInfo\x12?\n\nattributes\x18\x08 \x03(\x0b\x32+.worldloom.v1.VideoIngested.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf3\x02\n\x0b\x43lipCurated\x12\x0f\n\x07\x63lip_id\x18\x01 \x01(\t\x12\x10\n\x08video_id\x18\x02 \x01(\t\x12\x13\n\x0bstart_frame\x18\x03 \x01(\x03\x12\x11\n\tend_frame\x18\x04 \x01(\x03\x12\x0f\n\x07start_s\x18\x05 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x06 \x01(\x01\x12\x13\n\x0b\x63onfig_hash\x18\x07 \x01(\t\x12\x14\n\x0cmetadata_uri\x18\x08 \x01(\t\x12=\n\nrenditions\x18\t \x03(\x0b\x32).worldloom.v1.ClipCurated.RenditionsEntry\x12\x11\n\tshard_uri\x18\n \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x0b \x01(\t\x12\x0c\n\x04tags\x18\x0c \x03(\t\x12\r\n\x05width\x18\r \x01(\r\x12\x0e\n\x06height\x18\x0e \x01(\r\x12\x0b\n\x03\x66ps\x18\x0f \x01(\x01\x1a\x31\n\x0fRenditionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Y\n\x0e\x44\x61tasetCreated\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x14\n\x0cmanifest_uri\x18\x03 \x01(\t\x12\x12\n\nclip_count\x18\x04 \x01(\r\"\xd6\x01\n\nDeadLetter\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0b\n\x03key\x18\x04 \x01(\t\x12\r\n\x05value\x18\x05 \x01(\x0c\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x12\n\nerror_type\x18\x07 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\r\x12\x16\n\x0e\x63onsumer_group\x18\t \x01(\t\x12-\n\tfailed_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,14 +34,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_VIDEOINGESTED_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_VIDEOINGESTED_ATTRIBUTESENTRY']._serialized_options = b'8\001'
+  _globals['_CLIPCURATED_RENDITIONSENTRY']._loaded_options = None
+  _globals['_CLIPCURATED_RENDITIONSENTRY']._serialized_options = b'8\001'
   _globals['_ENVELOPE']._serialized_start=77
-  _globals['_ENVELOPE']._serialized_end=286
-  _globals['_VIDEOINFO']._serialized_start=289
-  _globals['_VIDEOINFO']._serialized_end=495
-  _globals['_VIDEOINGESTED']._serialized_start=498
-  _globals['_VIDEOINGESTED']._serialized_end=775
-  _globals['_VIDEOINGESTED_ATTRIBUTESENTRY']._serialized_start=726
-  _globals['_VIDEOINGESTED_ATTRIBUTESENTRY']._serialized_end=775
-  _globals['_DEADLETTER']._serialized_start=778
-  _globals['_DEADLETTER']._serialized_end=992
+  _globals['_ENVELOPE']._serialized_end=394
+  _globals['_VIDEOINFO']._serialized_start=397
+  _globals['_VIDEOINFO']._serialized_end=603
+  _globals['_VIDEOINGESTED']._serialized_start=606
+  _globals['_VIDEOINGESTED']._serialized_end=883
+  _globals['_VIDEOINGESTED_ATTRIBUTESENTRY']._serialized_start=834
+  _globals['_VIDEOINGESTED_ATTRIBUTESENTRY']._serialized_end=883
+  _globals['_CLIPCURATED']._serialized_start=886
+  _globals['_CLIPCURATED']._serialized_end=1257
+  _globals['_CLIPCURATED_RENDITIONSENTRY']._serialized_start=1208
+  _globals['_CLIPCURATED_RENDITIONSENTRY']._serialized_end=1257
+  _globals['_DATASETCREATED']._serialized_start=1259
+  _globals['_DATASETCREATED']._serialized_end=1348
+  _globals['_DEADLETTER']._serialized_start=1351
+  _globals['_DEADLETTER']._serialized_end=1565
 # @@protoc_insertion_point(module_scope)

@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Envelope(_message.Message):
-    __slots__ = ("event_id", "schema_version", "type", "producer", "time", "lineage", "video_ingested")
+    __slots__ = ("event_id", "schema_version", "type", "producer", "time", "lineage", "video_ingested", "clip_curated", "dataset_created")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,8 @@ class Envelope(_message.Message):
     TIME_FIELD_NUMBER: _ClassVar[int]
     LINEAGE_FIELD_NUMBER: _ClassVar[int]
     VIDEO_INGESTED_FIELD_NUMBER: _ClassVar[int]
+    CLIP_CURATED_FIELD_NUMBER: _ClassVar[int]
+    DATASET_CREATED_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     schema_version: int
     type: str
@@ -25,7 +27,9 @@ class Envelope(_message.Message):
     time: _timestamp_pb2.Timestamp
     lineage: _containers.RepeatedScalarFieldContainer[str]
     video_ingested: VideoIngested
-    def __init__(self, event_id: _Optional[str] = ..., schema_version: _Optional[int] = ..., type: _Optional[str] = ..., producer: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Iterable[str]] = ..., video_ingested: _Optional[_Union[VideoIngested, _Mapping]] = ...) -> None: ...
+    clip_curated: ClipCurated
+    dataset_created: DatasetCreated
+    def __init__(self, event_id: _Optional[str] = ..., schema_version: _Optional[int] = ..., type: _Optional[str] = ..., producer: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Iterable[str]] = ..., video_ingested: _Optional[_Union[VideoIngested, _Mapping]] = ..., clip_curated: _Optional[_Union[ClipCurated, _Mapping]] = ..., dataset_created: _Optional[_Union[DatasetCreated, _Mapping]] = ...) -> None: ...
 
 class VideoInfo(_message.Message):
     __slots__ = ("container", "codec", "width", "height", "fps", "duration_s", "frame_count", "rotation", "has_audio", "pix_fmt", "start_time_s")
@@ -79,6 +83,59 @@ class VideoIngested(_message.Message):
     info: VideoInfo
     attributes: _containers.ScalarMap[str, str]
     def __init__(self, video_id: _Optional[str] = ..., uri: _Optional[str] = ..., metadata_uri: _Optional[str] = ..., size_bytes: _Optional[int] = ..., filename: _Optional[str] = ..., source: _Optional[str] = ..., info: _Optional[_Union[VideoInfo, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ClipCurated(_message.Message):
+    __slots__ = ("clip_id", "video_id", "start_frame", "end_frame", "start_s", "end_s", "config_hash", "metadata_uri", "renditions", "shard_uri", "caption", "tags", "width", "height", "fps")
+    class RenditionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    CLIP_ID_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_ID_FIELD_NUMBER: _ClassVar[int]
+    START_FRAME_FIELD_NUMBER: _ClassVar[int]
+    END_FRAME_FIELD_NUMBER: _ClassVar[int]
+    START_S_FIELD_NUMBER: _ClassVar[int]
+    END_S_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_HASH_FIELD_NUMBER: _ClassVar[int]
+    METADATA_URI_FIELD_NUMBER: _ClassVar[int]
+    RENDITIONS_FIELD_NUMBER: _ClassVar[int]
+    SHARD_URI_FIELD_NUMBER: _ClassVar[int]
+    CAPTION_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FPS_FIELD_NUMBER: _ClassVar[int]
+    clip_id: str
+    video_id: str
+    start_frame: int
+    end_frame: int
+    start_s: float
+    end_s: float
+    config_hash: str
+    metadata_uri: str
+    renditions: _containers.ScalarMap[str, str]
+    shard_uri: str
+    caption: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    width: int
+    height: int
+    fps: float
+    def __init__(self, clip_id: _Optional[str] = ..., video_id: _Optional[str] = ..., start_frame: _Optional[int] = ..., end_frame: _Optional[int] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., config_hash: _Optional[str] = ..., metadata_uri: _Optional[str] = ..., renditions: _Optional[_Mapping[str, str]] = ..., shard_uri: _Optional[str] = ..., caption: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ...) -> None: ...
+
+class DatasetCreated(_message.Message):
+    __slots__ = ("name", "version", "manifest_uri", "clip_count")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_URI_FIELD_NUMBER: _ClassVar[int]
+    CLIP_COUNT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    manifest_uri: str
+    clip_count: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., manifest_uri: _Optional[str] = ..., clip_count: _Optional[int] = ...) -> None: ...
 
 class DeadLetter(_message.Message):
     __slots__ = ("topic", "partition", "offset", "key", "value", "error", "error_type", "attempts", "consumer_group", "failed_at")

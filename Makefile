@@ -1,0 +1,49 @@
+# Worldloom developer commands. `make demo` and `make test` work on a fresh clone (Python 3.11, JDK 17, mvn).
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+UV := $(PYTHON) -m uv
+VENV := .venv
+BIN := $(VENV)/bin
+DATA ?= ../shared/data
+PYTEST_ARGS ?=
+
+.PHONY: help install demo test test-unit servers-up servers-down proto bench clean
+
+help:
+	@echo "make demo    - set up and run the embedded pipeline on $(DATA) (output in out/demo)"
+	@echo "make test    - set up, start real Kafka/S3/Milvus on 127.0.0.1, run every test, stop them"
+	@echo "make test-unit, make bench, make proto, make servers-up / servers-down, make clean"
+
+$(BIN)/.installed: uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(UV) sync --frozen --all-packages --python $(PYTHON)
+	@touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/worldloom demo --data $(DATA) --out out/demo
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
+
+servers-up: install
+	$(BIN)/worldloom-servers up --state-dir .cache/servers
+	@echo "source .cache/servers/env to point tests and services at them"
+
+servers-down:
+	$(BIN)/worldloom-servers down --state-dir .cache/servers
+
+proto: install
+	$(BIN)/python -m worldloom.core.protogen
+
+bench: install
+	$(BIN)/python bench/bench_ingest.py
+	$(BIN)/python bench/bench_bus.py
+
+clean:
+	rm -rf out .cache/servers .pytest_cache

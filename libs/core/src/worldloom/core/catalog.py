@@ -1,0 +1,106 @@
+"""The curated-clip catalog shared by curate (writer) and search (reader).
+
+Object layout (all under the configured store):
+  clips/<clip_id>/meta.json            ClipRecord (accepted and rejected clips alike, with reasons)
+  clips/<clip_id>/<rendition>.mp4      e.g. preview.mp4 (256p), train.mp4 (square training clip)
+  clips/<clip_id>/thumb.jpg, preview.gif
+  curated/<video_id>/<config_hash>.json  marker written last: this video is done with this config
+  shards/<config_hash>/<bucket>/<video_id>-<n>.tar   webdataset shards of accepted clips
+  runs/<run_id>/run.json, runs/<run_id>/summary.parquet
+  datasets/<name>/v<version>.json       DatasetManifest
+Milvus: two collections with the same ids and scalar fields — one over visual clip embeddings,
+one over caption text embeddings.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from worldloom.core.vectors import CollectionSpec
+
+VISUAL_COLLECTION = "clips_visual"
+TEXT_COLLECTION = "clips_text"
+
+# Scalar fields stored next to both vectors, so search can filter without touching the store.
+CLIP_SCALARS: dict[str, Literal["str", "int", "float", "bool", "json"]] = {
+    "video_id": "str",
+    "source": "str",
+    "caption": "str",
+    "tags": "json",
+    "duration_s": "float",
+    "start_s": "float",
+    "end_s": "float",
+    "width": "int",
+    "height": "int",
+    "fps": "float",
+    "motion": "float",
+    "sharpness": "float",
+    "brightness": "float",
+    "config_hash": "str",
+}
+
+
+def clip_collections(visual_dim: int, text_dim: int) -> tuple[CollectionSpec, CollectionSpec]:
+    return (
+        CollectionSpec(VISUAL_COLLECTION, visual_dim, CLIP_SCALARS),
+        CollectionSpec(TEXT_COLLECTION, text_dim, CLIP_SCALARS),
+    )
+
+
+def clip_prefix(clip_id: str) -> str:
+    return f"clips/{clip_id}"
+
+
+def clip_meta_key(clip_id: str) -> str:
+    return f"clips/{clip_id}/meta.json"
+
+
+class Rejection(BaseModel):
+    filter: str
+    reason: str
+    value: float | None = None
+    threshold: float | None = None
+
+
+class ClipRecord(BaseModel):
+    """Everything known about one clip; `status` says whether it made it into the training set."""
+
+    clip_id: str
+    video_id: str
+    source: str = Field(description="where the video came from, e.g. its dataset attribute or file name")
+    status: Literal["accepted", "rejected"]
+    start_frame: int
+    end_frame: int
+    start_s: float
+    end_s: float
+    duration_s: float
+    fps: float
+    width: int
+    height: int
+    caption: str = ""
+    caption_source: str = ""
+    tags: list[str] = []
+    scores: dict[str, float] = {}
+    descriptors: dict[str, Any] = {}
+    rejections: list[Rejection] = []
+    duplicate_of: str | None = None
+    renditions: dict[str, str] = Field(default_factory=dict, description="name -> object key")
+    shard: str | None = None
+    config_hash: str
+    created_at: datetime
+
+
+class DatasetManifest(BaseModel):
+    """What post-training consumes: a frozen, named, versioned list of clips with their URIs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    version: int
+    created_at: datetime
+    query: dict[str, Any] | None = None
+    clip_ids: list[str]
+    clips: list[dict[str, Any]] = Field(description="per clip: id, video_id, span, caption, rendition URIs")

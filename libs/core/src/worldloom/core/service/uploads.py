@@ -1,0 +1,169 @@
+"""Streaming multipart uploads: the file part goes straight to a temp file, hashed on the way in.
+
+Starlette's form parser spools to a SpooledTemporaryFile through a thread hop per chunk and leaves
+hashing for a second pass; for video uploads that doubles the work. Here one pass writes, hashes and
+enforces the size limit, so the service can reject early and knows the content id when the body ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import Request
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from worldloom.core.service.errors import ApiError
+
+
+@dataclass
+class ReceivedFile:
+    path: Path
+    size: int
+    sha256: str
+    filename: str | None
+    content_type: str | None
+
+
+@dataclass
+class ReceivedForm:
+    file: ReceivedFile | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.path.unlink(missing_ok=True)
+
+
+class _Part:
+    def __init__(self) -> None:
+        self.headers: dict[bytes, bytes] = {}
+        self.name: str | None = None
+        self.filename: str | None = None
+        self.data = bytearray()
+        self.fd: int | None = None
+        self.path: Path | None = None
+        self.size = 0
+        self.digest = hashlib.sha256()
+
+
+async def receive_multipart(
+    request: Request,
+    *,
+    file_field: str = "file",
+    allowed_fields: frozenset[str] = frozenset(),
+    max_file_bytes: int,
+    max_field_bytes: int = 64 * 1024,
+) -> ReceivedForm:
+    """Parses multipart/form-data with one file part; raises ApiError with a reason on any misuse."""
+    ctype, params = parse_options_header(request.headers.get("content-type", ""))
+    if ctype != b"multipart/form-data":
+        raise ApiError(415, "unsupported_media_type", f"send multipart/form-data with a '{file_field}' part")
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise ApiError(400, "invalid_multipart", "the multipart content-type has no boundary")
+    form = ReceivedForm()
+    state: dict[str, object] = {"part": None, "hname": bytearray(), "hval": bytearray()}
+    pending: list[bytes] = []
+
+    def part() -> _Part:
+        return state["part"]  # type: ignore[return-value]
+
+    def on_part_begin() -> None:
+        state["part"] = _Part()
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["hname"] += data[start:end]  # type: ignore[operator]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        state["hval"] += data[start:end]  # type: ignore[operator]
+
+    def on_header_end() -> None:
+        part().headers[bytes(state["hname"]).lower()] = bytes(state["hval"])  # type: ignore[arg-type]
+        state["hname"], state["hval"] = bytearray(), bytearray()
+
+    def on_headers_finished() -> None:
+        p = part()
+        _, opts = parse_options_header(p.headers.get(b"content-disposition", b""))
+        if b"name" not in opts:
+            raise ApiError(400, "invalid_multipart", "a form part has no name")
+        p.name = opts[b"name"].decode("utf-8", "replace")
+        if b"filename" in opts:
+            if p.name != file_field:
+                raise ApiError(400, "unknown_field", f"file part {p.name!r} is not expected; send it as '{file_field}'")
+            if form.file is not None:
+                raise ApiError(400, "invalid_multipart", f"send exactly one '{file_field}' part")
+            p.filename = opts[b"filename"].decode("utf-8", "replace")
+            p.fd, name = tempfile.mkstemp(prefix="wl-upload-")
+            p.path = Path(name)
+            form.file = ReceivedFile(p.path, 0, "", p.filename, None)  # registered early for cleanup
+        elif p.name not in allowed_fields:
+            allowed = sorted({file_field, *allowed_fields})
+            raise ApiError(400, "unknown_field", f"unknown form field {p.name!r}; allowed: {allowed}")
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        p = part()
+        if p.fd is not None:
+            pending.append(data[start:end])
+            return
+        p.data += data[start:end]
+        if len(p.data) > max_field_bytes:
+            raise ApiError(413, "payload_too_large", f"form field {p.name!r} exceeds {max_field_bytes} bytes")
+
+    def on_part_end() -> None:
+        p = part()
+        flush()
+        if p.fd is not None:
+            os.close(p.fd)
+            p.fd = None
+            ctype = p.headers.get(b"content-type")
+            form.file = ReceivedFile(p.path, p.size, p.digest.hexdigest(), p.filename,  # type: ignore[arg-type]
+                                     ctype.decode("latin-1") if ctype else None)
+        else:
+            form.fields[p.name or ""] = p.data.decode("utf-8", "replace")
+
+    def flush() -> None:
+        p = state["part"]
+        if not pending or not isinstance(p, _Part) or p.fd is None:
+            pending.clear()
+            return
+        for chunk in pending:
+            p.size += len(chunk)
+            if p.size > max_file_bytes:
+                raise ApiError(413, "payload_too_large", f"the file exceeds the limit of {max_file_bytes} bytes")
+            p.digest.update(chunk)
+            os.write(p.fd, chunk)
+        pending.clear()
+
+    parser = MultipartParser(boundary, {
+        "on_part_begin": on_part_begin, "on_part_data": on_part_data, "on_part_end": on_part_end,
+        "on_header_field": on_header_field, "on_header_value": on_header_value,
+        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
+    })
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+            flush()
+        parser.finalize()
+    except MultipartParseError as exc:
+        _abort(form, state)
+        raise ApiError(400, "invalid_multipart", f"malformed multipart body: {exc}") from None
+    except BaseException:
+        _abort(form, state)
+        raise
+    if form.file is None or not form.file.sha256:
+        _abort(form, state)
+        raise ApiError(400, "missing_file", f"the form has no complete '{file_field}' part")
+    return form
+
+
+def _abort(form: ReceivedForm, state: dict[str, object]) -> None:
+    p = state.get("part")
+    if isinstance(p, _Part) and p.fd is not None:
+        os.close(p.fd)
+        p.fd = None
+    form.close()

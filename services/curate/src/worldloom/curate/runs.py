@@ -1,0 +1,98 @@
+"""Curation runs: persisted status with per-stage counts, percent done and per-filter rejections.
+
+A run's record lives in the object store (runs/<run_id>/run.json), so any replica can answer
+GET /v1/curation-runs/{id} and a restarted service still knows finished runs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from worldloom.core.store import ObjectNotFound, ObjectStore
+
+RunState = Literal["queued", "running", "succeeded", "failed"]
+
+
+class StageCount(BaseModel):
+    clips_in: int = 0
+    clips_out: int = 0
+    seconds: float = 0.0
+
+
+class VideoOutcome(BaseModel):
+    video_id: str
+    state: Literal["pending", "running", "done", "skipped", "failed"] = "pending"
+    clips_total: int = 0
+    clips_accepted: int = 0
+    error: str | None = None
+
+
+class CurationRun(BaseModel):
+    run_id: str
+    state: RunState = "queued"
+    trigger: Literal["api", "event"] = "api"
+    config_hash: str
+    config: dict[str, Any]
+    pipeline: list[dict[str, Any]] = []
+    videos: list[VideoOutcome]
+    percent_done: float = 0.0
+    stage_counts: dict[str, StageCount] = {}
+    rejections_by_filter: dict[str, int] = {}
+    clips_total: int = 0
+    clips_accepted: int = 0
+    video_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    summary_uri: str | None = None
+    error: str | None = None
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    finished_at: datetime | None = None
+
+
+def run_key(run_id: str) -> str:
+    return f"runs/{run_id}/run.json"
+
+
+class RunTracker:
+    """Updates one run's record; progress within a video is folded into percent_done."""
+
+    def __init__(self, store: ObjectStore, run: CurationRun) -> None:
+        self.store = store
+        self.run = run
+        self._lock = threading.Lock()
+        self._rejections: Counter[str] = Counter(run.rejections_by_filter)
+
+    def save(self) -> None:
+        with self._lock:
+            self.store.put_bytes(run_key(self.run.run_id), self.run.model_dump_json(indent=2).encode(),
+                                 "application/json")
+
+    def video(self, video_id: str) -> VideoOutcome:
+        return next(v for v in self.run.videos if v.video_id == video_id)
+
+    def progress(self, video_index: int, stages_done: int, stages_total: int) -> None:
+        n = max(1, len(self.run.videos))
+        self.run.percent_done = round(100.0 * (video_index + stages_done / max(1, stages_total)) / n, 1)
+        self.save()
+
+    def add_stage_counts(self, stats: dict[str, Any]) -> None:
+        for name, st in stats.items():
+            cur = self.run.stage_counts.setdefault(name, StageCount())
+            cur.clips_in += st.clips_in
+            cur.clips_out += st.clips_out
+            cur.seconds = round(cur.seconds + st.seconds, 3)
+
+    def add_rejections(self, filters: list[str]) -> None:
+        self._rejections.update(filters)
+        self.run.rejections_by_filter = dict(self._rejections.most_common())
+
+
+def load_run(store: ObjectStore, run_id: str) -> CurationRun | None:
+    try:
+        return CurationRun.model_validate_json(store.get_bytes(run_key(run_id)))
+    except ObjectNotFound:
+        return None

@@ -1,0 +1,168 @@
+"""The last stage: clips, metadata and webdataset shards to the object store, vectors to Milvus,
+then one clips.curated event per accepted clip.
+
+Every key is derived from the clip id (a hash of video id, span and config hash), so writing the same
+video again overwrites identical objects and upserts identical rows: a redelivered event changes nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import ClassVar
+
+import webdataset as wds
+
+from worldloom.core import events
+from worldloom.core.bus import Bus
+from worldloom.core.catalog import (
+    TEXT_COLLECTION, VISUAL_COLLECTION, ClipRecord, Rejection, clip_meta_key, clip_prefix,
+)
+from worldloom.core.store import ObjectStore
+from worldloom.core.vectors import VectorIndex
+from worldloom.video.pipeline import ClipTask, Resources, Stage, VideoTask
+
+log = logging.getLogger("worldloom.curate.write")
+
+CONTENT_TYPES = {".mp4": "video/mp4", ".jpg": "image/jpeg", ".gif": "image/gif", ".json": "application/json"}
+
+
+def length_bucket(duration_s: float) -> str:
+    for upper, name in ((2.0, "0-2s"), (5.0, "2-5s"), (10.0, "5-10s"), (30.0, "10-30s")):
+        if duration_s < upper:
+            return name
+    return "30s+"
+
+
+def source_of(task: VideoTask) -> str:
+    return task.attributes.get("dataset") or task.attributes.get("source") or "upload"
+
+
+class WriteStage(Stage):
+    name: ClassVar[str] = "write"
+    inputs: ClassVar[tuple[str, ...]] = (
+        "clips", "clip.renditions", "clip.scores", "clip.caption", "clip.visual_embedding", "clip.text_embedding",
+    )
+    outputs: ClassVar[tuple[str, ...]] = ("outputs",)
+    resources: ClassVar[Resources] = Resources(cpus=0.5, memory_mb=256)
+
+    def __init__(self, store: ObjectStore, index: VectorIndex, bus: Bus, config_hash: str,
+                 shard_max_clips: int = 256, train_rendition: str = "train.mp4") -> None:
+        self.store = store
+        self.index = index
+        self.bus = bus
+        self.config_hash = config_hash
+        self.shard_max_clips = shard_max_clips
+        self.train_rendition = train_rendition
+
+    def process(self, task: VideoTask) -> None:
+        now = datetime.now(timezone.utc)
+        accepted = task.accepted
+        shard_of = self._write_shards(task, accepted)
+        records = []
+        for clip in task.clips:
+            keys = {}
+            if clip.accepted:
+                for name, path in clip.renditions.items():
+                    key = f"{clip_prefix(clip.clip_id)}/{name}"
+                    with open(path, "rb") as f:
+                        self.store.put_file(key, f, Path(path).stat().st_size,
+                                            CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream"))
+                    keys[name] = key
+            record = self._record(task, clip, keys, shard_of.get(clip.clip_id), now)
+            self.store.put_bytes(clip_meta_key(clip.clip_id), record.model_dump_json(indent=2).encode(),
+                                 "application/json")
+            records.append(record)
+        self._upsert_vectors(accepted, {r.clip_id: r for r in records})
+        for record in records:
+            if record.status == "accepted":
+                self._emit(record)
+        self.bus.flush()
+        task.outputs["records"] = records
+        task.outputs["shards"] = sorted(set(shard_of.values()))
+
+    def _record(self, task: VideoTask, clip: ClipTask, keys: dict[str, str], shard: str | None,
+                now: datetime) -> ClipRecord:
+        train = clip.renditions.get(self.train_rendition)
+        span = clip.span
+        meta = task.outputs.get("rendition_sizes", {}).get(clip.clip_id, {})
+        return ClipRecord(
+            clip_id=clip.clip_id, video_id=task.video_id, source=source_of(task),
+            status="accepted" if clip.accepted else "rejected",
+            start_frame=span.start_frame, end_frame=span.end_frame, start_s=round(span.start_s, 4),
+            end_s=round(span.end_s, 4), duration_s=round(span.end_s - span.start_s, 4),
+            fps=float(task.info.get("fps") or 0.0),
+            width=int(meta.get("width", task.info.get("width", 0))),
+            height=int(meta.get("height", task.info.get("height", 0))),
+            caption=clip.caption, caption_source=clip.caption_source, tags=clip.tags,
+            scores={k: round(float(v), 5) for k, v in clip.scores.items()}, descriptors=clip.descriptors,
+            rejections=[Rejection(**r) for r in clip.rejections], duplicate_of=clip.duplicate_of,
+            renditions=keys if train is not None or keys else {}, shard=shard, config_hash=self.config_hash,
+            created_at=now,
+        )
+
+    def _write_shards(self, task: VideoTask, accepted: list[ClipTask]) -> dict[str, str]:
+        """Groups training renditions by (resolution, length) bucket into webdataset tar shards."""
+        buckets: dict[str, list[ClipTask]] = {}
+        sizes = task.outputs.get("rendition_sizes", {})
+        for clip in accepted:
+            if self.train_rendition not in clip.renditions:
+                continue
+            size = sizes.get(clip.clip_id, {})
+            bucket = f"{size.get('train_width', 0)}x{size.get('train_height', 0)}/{length_bucket(clip.span.end_s - clip.span.start_s)}"
+            buckets.setdefault(bucket, []).append(clip)
+        shard_of: dict[str, str] = {}
+        for bucket, clips in sorted(buckets.items()):
+            for n in range(0, len(clips), self.shard_max_clips):
+                part = clips[n : n + self.shard_max_clips]
+                key = f"shards/{self.config_hash}/{bucket}/{task.video_id}-{n // self.shard_max_clips:05d}.tar"
+                buf = io.BytesIO()
+                with wds.TarWriter(buf) as sink:
+                    for clip in part:
+                        sink.write({
+                            "__key__": clip.clip_id,
+                            "mp4": Path(clip.renditions[self.train_rendition]).read_bytes(),
+                            "txt": clip.caption,
+                            "json": json.dumps({
+                                "clip_id": clip.clip_id, "video_id": task.video_id, "caption": clip.caption,
+                                "tags": clip.tags, "start_s": clip.span.start_s, "end_s": clip.span.end_s,
+                                "scores": clip.scores, "attributes": task.attributes,
+                            }).encode(),
+                        })
+                self.store.put_bytes(key, buf.getvalue(), "application/x-tar")
+                for clip in part:
+                    shard_of[clip.clip_id] = key
+        return shard_of
+
+    def _upsert_vectors(self, accepted: list[ClipTask], records: dict[str, ClipRecord]) -> None:
+        visual, text = [], []
+        for clip in accepted:
+            r = records[clip.clip_id]
+            scalars = {
+                "video_id": r.video_id, "source": r.source, "caption": r.caption[:2000], "tags": r.tags,
+                "duration_s": r.duration_s, "start_s": r.start_s, "end_s": r.end_s, "width": r.width,
+                "height": r.height, "fps": r.fps, "motion": float(r.scores.get("motion_mean", 0.0)),
+                "sharpness": float(r.scores.get("blur", 0.0)), "brightness": float(r.scores.get("brightness", 0.0)),
+                "config_hash": r.config_hash,
+            }
+            if clip.visual_embedding is not None:
+                visual.append({"id": r.clip_id, "vector": clip.visual_embedding.tolist(), **scalars})
+            if clip.text_embedding is not None:
+                text.append({"id": r.clip_id, "vector": clip.text_embedding.tolist(), **scalars})
+        self.index.upsert(VISUAL_COLLECTION, visual)
+        self.index.upsert(TEXT_COLLECTION, text)
+
+    def _emit(self, r: ClipRecord) -> None:
+        payload = events.ClipCurated(
+            clip_id=r.clip_id, video_id=r.video_id, start_frame=r.start_frame, end_frame=r.end_frame,
+            start_s=r.start_s, end_s=r.end_s, config_hash=r.config_hash,
+            metadata_uri=self.store.uri(clip_meta_key(r.clip_id)),
+            renditions={k: self.store.uri(v) for k, v in r.renditions.items()},
+            shard_uri=self.store.uri(r.shard) if r.shard else "", caption=r.caption, tags=r.tags,
+            width=r.width, height=r.height, fps=r.fps,
+        )
+        event = events.new_event("curate", payload, lineage=[r.video_id, r.config_hash])
+        self.bus.publish(events.TOPIC_CLIPS_CURATED, event, key=r.clip_id, wait=False)

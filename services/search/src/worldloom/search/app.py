@@ -1,0 +1,153 @@
+"""Search HTTP API and web page. Run with `python -m worldloom.search`."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Annotated
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, StreamingResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+
+from worldloom.core.bus import Bus, make_bus
+from worldloom.core.catalog import ClipRecord, DatasetManifest
+from worldloom.core.service import ApiError, create_app
+from worldloom.core.settings import load_settings
+from worldloom.core.store import ObjectStore, make_store
+from worldloom.core.vectors import VectorIndex
+from worldloom.search.engine import SearchEngine, SearchError
+from worldloom.search.models import DatasetRequest, DatasetSummary, SearchFilters, SearchRequest, SearchResponse
+from worldloom.search.settings import SearchSettings
+
+DESCRIPTION = """Finds curated clips by text (caption embeddings), by an example image or clip (visual
+embeddings) or by a clip id, with scalar filters; saves results as named, versioned datasets that
+post-training jobs consume. A small web page is served at `/`."""
+
+
+def _api(exc: SearchError) -> ApiError:
+    return ApiError(exc.status, exc.code, exc.message)
+
+
+def build_router(engine: SearchEngine, settings: SearchSettings) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    def _top_k(k: int) -> int:
+        if k > settings.max_top_k:
+            raise ApiError(422, "invalid_request", f"top_k is at most {settings.max_top_k}")
+        return k
+
+    @router.post("/search", response_model=SearchResponse, tags=["search"],
+                 summary="Search by text, clip id or a base64 image, with filters")
+    def search(req: SearchRequest) -> SearchResponse:
+        _top_k(req.top_k)
+        try:
+            return engine.search(req)
+        except SearchError as exc:
+            raise _api(exc) from None
+
+    @router.post("/search:media", response_model=SearchResponse, tags=["search"],
+                 summary="Search with an uploaded image or video clip (multipart: file, top_k, filters)")
+    async def search_media(request: Request) -> SearchResponse:
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise ApiError(415, "unsupported_media_type", "send multipart/form-data with a 'file' part")
+        try:
+            form = await request.form(max_files=1, max_fields=4, max_part_size=64 * 1024)
+        except MultiPartException as exc:
+            raise ApiError(400, "invalid_multipart", str(exc)) from None
+        try:
+            unknown = set(form.keys()) - {"file", "top_k", "filters"}
+            if unknown:
+                raise ApiError(400, "unknown_field", f"unknown form field(s): {sorted(unknown)}")
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise ApiError(400, "missing_file", "the form has no 'file' part")
+            try:
+                top_k = _top_k(int(str(form.get("top_k") or 10)))
+                filters = SearchFilters.model_validate(json.loads(str(form.get("filters") or "{}")))
+            except (ValueError, ValidationError) as exc:
+                raise ApiError(422, "invalid_request", f"top_k/filters: {exc}") from None
+            try:
+                return await run_in_threadpool(engine.search_media, upload.file, top_k, filters)
+            except SearchError as exc:
+                raise _api(exc) from None
+        finally:
+            await form.close()
+
+    @router.get("/clips/{clip_id}", response_model=ClipRecord, tags=["clips"], summary="A clip's record")
+    def clip(clip_id: str) -> ClipRecord:
+        try:
+            return engine.clip(clip_id)
+        except SearchError as exc:
+            raise _api(exc) from None
+
+    @router.get("/clips/{clip_id}/media/{name}", tags=["clips"],
+                summary="A clip's thumbnail (thumb.jpg), animated preview (preview.gif) or video")
+    def media(clip_id: str, name: str) -> StreamingResponse:
+        try:
+            stream, ctype = engine.media(clip_id, name)
+        except SearchError as exc:
+            raise _api(exc) from None
+
+        def chunks():  # noqa: ANN202
+            with stream:
+                while chunk := stream.read(1 << 16):
+                    yield chunk
+
+        return StreamingResponse(chunks(), media_type=ctype, headers={"cache-control": "private, max-age=3600"})
+
+    @router.post("/datasets", response_model=DatasetManifest, status_code=201, tags=["datasets"],
+                 summary="Save a query's results or a list of clip ids as the next version of a dataset")
+    def create_dataset(req: DatasetRequest) -> DatasetManifest:
+        if req.query is not None:
+            _top_k(req.query.top_k)
+        try:
+            return engine.create_dataset(req)
+        except SearchError as exc:
+            raise _api(exc) from None
+
+    @router.get("/datasets", response_model=list[DatasetSummary], tags=["datasets"])
+    def list_datasets() -> list[DatasetSummary]:
+        return engine.datasets()
+
+    @router.get("/datasets/{name}", response_model=DatasetManifest, tags=["datasets"],
+                summary="A dataset manifest (latest version unless ?version=N)")
+    def get_dataset(name: str, version: Annotated[int | None, Query(ge=1)] = None) -> DatasetManifest:
+        try:
+            return engine.dataset(name, version)
+        except SearchError as exc:
+            raise _api(exc) from None
+
+    return router
+
+
+def build_app(
+    settings: SearchSettings | None = None,
+    *,
+    store: ObjectStore | None = None,
+    bus: Bus | None = None,
+    index: VectorIndex | None = None,
+) -> FastAPI:
+    settings = settings or load_settings(SearchSettings)
+    store = store or make_store(settings.store)
+    bus = bus or make_bus(settings.bus)
+    index = index or VectorIndex(settings.vectors.uri,
+                                 settings.vectors.token.get_secret_value() if settings.vectors.token else None)
+    engine = SearchEngine(index, store, bus, settings.max_dataset_clips)
+    app = create_app(
+        "search", settings, [build_router(engine, settings)], description=DESCRIPTION,
+        readiness={"store": store.healthy, "bus": bus.healthy, "vectors": index.healthy},
+        body_limits={("POST", "/v1/search:media"): settings.max_upload_bytes + 64 * 1024,
+                     ("POST", "/v1/search"): 24 * 1024 * 1024},
+    )
+    page = resources.files("worldloom.search").joinpath("static/index.html").read_text()
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index_page() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    app.state.engine = engine
+    return app

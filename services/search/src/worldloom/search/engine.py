@@ -1,0 +1,228 @@
+"""Search over curated clips: text -> caption vectors, image/clip -> visual vectors, plus datasets."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from prometheus_client import Counter, Histogram
+
+from worldloom.core import events
+from worldloom.core.bus import Bus
+from worldloom.core.catalog import (
+    TEXT_COLLECTION, VISUAL_COLLECTION, ClipRecord, DatasetManifest, clip_collections, clip_meta_key,
+)
+from worldloom.core.store import ObjectNotFound, ObjectStore
+from worldloom.core.vectors import Hit, VectorIndex
+from worldloom.video import analysis, visual_embed
+from worldloom.video.errors import VideoRejected
+
+from worldloom.search.models import DatasetRequest, DatasetSummary, SearchFilters, SearchHit, SearchRequest, SearchResponse
+
+log = logging.getLogger("worldloom.search")
+QUERIES = Counter("worldloom_search_queries_total", "Search queries", ["kind"])
+QUERY_SECONDS = Histogram("worldloom_search_query_seconds", "Search latency without HTTP", ["kind"])
+HIT_FIELDS = ("caption", "tags", "video_id", "source", "start_s", "end_s", "duration_s")
+MEDIA_NAMES = {"thumb.jpg": "image/jpeg", "preview.gif": "image/gif", "preview.mp4": "video/mp4", "train.mp4": "video/mp4"}
+_VERSION = re.compile(r"^datasets/([^/]+)/v(\d+)\.json$")
+
+
+class SearchError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class SearchEngine:
+    def __init__(self, index: VectorIndex, store: ObjectStore, bus: Bus, max_dataset_clips: int = 100_000) -> None:
+        self.index = index
+        self.store = store
+        self.bus = bus
+        self.max_dataset_clips = max_dataset_clips
+        self._text = None
+        self._text_lock = threading.Lock()
+        self._dataset_lock = threading.Lock()
+        from worldloom.models.text_embedder import DIM as TEXT_DIM
+
+        for spec in clip_collections(visual_embed.DIM, TEXT_DIM):
+            index.ensure_collection(spec)
+
+    @property
+    def text_embedder(self):  # noqa: ANN201 (loaded on first text query: ~1 s, 90 MB)
+        with self._text_lock:
+            if self._text is None:
+                from worldloom.models.text_embedder import shared_text_embedder
+
+                self._text = shared_text_embedder()
+            return self._text
+
+    # queries -----------------------------------------------------------------------------------
+    def search(self, req: SearchRequest) -> SearchResponse:
+        exclude = None
+        if req.text:
+            kind, collection = "text", TEXT_COLLECTION
+            vector = self.text_embedder.encode_one(req.text)
+        elif req.clip_id:
+            kind, collection, exclude = "clip", VISUAL_COLLECTION, req.clip_id
+            rows = self.index.get(VISUAL_COLLECTION, [req.clip_id], ["vector"])
+            if not rows:
+                raise SearchError(404, "not_found", f"no curated clip {req.clip_id!r} in the index")
+            vector = np.asarray(rows[0]["vector"], dtype=np.float32)
+        else:
+            kind, collection = "image", VISUAL_COLLECTION
+            try:
+                data = base64.b64decode(req.image_base64 or "", validate=True)
+            except (binascii.Error, ValueError):
+                raise SearchError(422, "invalid_image", "image_base64 is not valid base64") from None
+            vector = self._embed_image_bytes(data)
+        return self._query(kind, collection, vector, req.top_k, req.filters, exclude)
+
+    def search_media(self, fileobj: BinaryIO, top_k: int, filters: SearchFilters) -> SearchResponse:
+        """An uploaded image or video clip: frames are embedded exactly as curation embeds clips."""
+        with tempfile.NamedTemporaryFile(prefix="wl-query-") as tmp:
+            while chunk := fileobj.read(1 << 20):
+                tmp.write(chunk)
+            tmp.flush()
+            try:
+                frames = analysis.analysis_frames(Path(tmp.name)).frames
+            except VideoRejected as exc:
+                raise SearchError(422, exc.code, f"cannot read the uploaded media: {exc.reason}") from None
+        if len(frames) == 0:
+            raise SearchError(422, "no_frames", "the uploaded media has no decodable frames")
+        kind = "image" if len(frames) == 1 else "video"
+        vector = visual_embed.embed_clip(frames)
+        return self._query(kind, VISUAL_COLLECTION, vector, top_k, filters, None)
+
+    def _embed_image_bytes(self, data: bytes) -> np.ndarray:
+        if not data:
+            raise SearchError(422, "invalid_image", "the image is empty")
+        with tempfile.NamedTemporaryFile(prefix="wl-image-") as tmp:
+            tmp.write(data)
+            tmp.flush()
+            try:
+                frames = analysis.analysis_frames(Path(tmp.name), max_frames=1).frames
+            except VideoRejected as exc:
+                raise SearchError(422, "invalid_image", f"cannot decode the image: {exc.reason}") from None
+        if len(frames) == 0:
+            raise SearchError(422, "invalid_image", "the image has no decodable frame")
+        return visual_embed.embed_clip(frames[:1])
+
+    def _query(self, kind: str, collection: str, vector: np.ndarray, top_k: int, filters: SearchFilters,
+               exclude: str | None) -> SearchResponse:
+        start = time.perf_counter()
+        expr = filters.expression()
+        if exclude:
+            expr = f'({expr}) and id != "{exclude}"' if expr else f'id != "{exclude}"'
+        hits = self.index.search(collection, [vector.tolist()], limit=top_k, filter=expr, output_fields=HIT_FIELDS)[0]
+        took = time.perf_counter() - start
+        QUERIES.labels(kind).inc()
+        QUERY_SECONDS.labels(kind).observe(took)
+        return SearchResponse(query_kind=kind, collection=collection, took_ms=round(took * 1000, 2),
+                              hits=[_hit(h) for h in hits])
+
+    # clips and media ---------------------------------------------------------------------------
+    def clip(self, clip_id: str) -> ClipRecord:
+        try:
+            return ClipRecord.model_validate_json(self.store.get_bytes(clip_meta_key(_clip_id(clip_id))))
+        except ObjectNotFound:
+            raise SearchError(404, "not_found", f"no clip {clip_id!r}") from None
+
+    def media(self, clip_id: str, name: str) -> tuple[BinaryIO, str]:
+        if name not in MEDIA_NAMES:
+            raise SearchError(404, "not_found", f"unknown media {name!r}; one of {sorted(MEDIA_NAMES)}")
+        record = self.clip(clip_id)
+        key = record.renditions.get(name)
+        if key is None:
+            raise SearchError(404, "not_found", f"clip {clip_id} has no {name} (rejected clips keep no media)")
+        try:
+            return self.store.open(key), MEDIA_NAMES[name]
+        except ObjectNotFound:
+            raise SearchError(404, "not_found", f"{name} of clip {clip_id} is missing from the store") from None
+
+    # datasets ----------------------------------------------------------------------------------
+    def create_dataset(self, req: DatasetRequest) -> DatasetManifest:
+        if req.query is not None:
+            query = req.query.model_copy(update={"top_k": min(req.query.top_k, self.max_dataset_clips)})
+            clip_ids = [h.clip_id for h in self.search(query).hits]
+        else:
+            clip_ids = list(dict.fromkeys(req.clip_ids or []))
+        if not clip_ids:
+            raise SearchError(422, "empty_dataset", "the query found no clips; nothing to save")
+        if len(clip_ids) > self.max_dataset_clips:
+            raise SearchError(413, "too_many_clips", f"a dataset holds at most {self.max_dataset_clips} clips")
+        clips, missing = [], []
+        for cid in clip_ids:
+            try:
+                rec = self.clip(cid)
+            except SearchError:
+                missing.append(cid)
+                continue
+            if rec.status != "accepted":
+                missing.append(cid)
+                continue
+            clips.append({
+                "clip_id": rec.clip_id, "video_id": rec.video_id, "start_s": rec.start_s, "end_s": rec.end_s,
+                "caption": rec.caption, "tags": rec.tags, "shard": rec.shard and self.store.uri(rec.shard),
+                "renditions": {k: self.store.uri(v) for k, v in rec.renditions.items()},
+            })
+        if missing:
+            raise SearchError(422, "unknown_clips", f"not accepted curated clips: {missing[:10]}")
+        with self._dataset_lock:
+            version = self._latest_version(req.name) + 1
+            manifest = DatasetManifest(
+                name=req.name, version=version, created_at=datetime.now(timezone.utc),
+                query=req.query.model_dump(mode="json") if req.query else None,
+                clip_ids=[c["clip_id"] for c in clips], clips=clips,
+            )
+            key = f"datasets/{req.name}/v{version}.json"
+            self.store.put_bytes(key, manifest.model_dump_json(indent=2).encode(), "application/json")
+        payload = events.DatasetCreated(name=req.name, version=version, manifest_uri=self.store.uri(key),
+                                        clip_count=len(clips))
+        self.bus.publish(events.TOPIC_DATASETS_CREATED, events.new_event("search", payload, lineage=manifest.clip_ids),
+                         key=req.name)
+        return manifest
+
+    def _latest_version(self, name: str) -> int:
+        versions = [int(m.group(2)) for o in self.store.list(f"datasets/{name}/") if (m := _VERSION.match(o.key))]
+        return max(versions, default=0)
+
+    def dataset(self, name: str, version: int | None = None) -> DatasetManifest:
+        version = version or self._latest_version(name)
+        try:
+            return DatasetManifest.model_validate_json(self.store.get_bytes(f"datasets/{name}/v{version}.json"))
+        except (ObjectNotFound, ValueError):
+            raise SearchError(404, "not_found", f"no dataset {name!r} version {version}") from None
+
+    def datasets(self) -> list[DatasetSummary]:
+        latest: dict[str, int] = {}
+        for obj in self.store.list("datasets/"):
+            if m := _VERSION.match(obj.key):
+                latest[m.group(1)] = max(latest.get(m.group(1), 0), int(m.group(2)))
+        return [DatasetSummary(name=n, latest_version=v, manifest_uri=self.store.uri(f"datasets/{n}/v{v}.json"))
+                for n, v in sorted(latest.items())]
+
+
+def _clip_id(clip_id: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{8,64}", clip_id):
+        raise SearchError(404, "not_found", f"no clip {clip_id!r}: ids are lowercase hex")
+    return clip_id
+
+
+def _hit(h: Hit) -> SearchHit:
+    f = h.fields
+    base = f"/v1/clips/{h.id}/media"
+    return SearchHit(
+        clip_id=h.id, score=round(h.score, 5), caption=f.get("caption", ""), tags=list(f.get("tags") or []),
+        video_id=f.get("video_id", ""), source=f.get("source", ""), start_s=f.get("start_s", 0.0),
+        end_s=f.get("end_s", 0.0), duration_s=f.get("duration_s", 0.0),
+        thumbnail_url=f"{base}/thumb.jpg", preview_url=f"{base}/preview.gif", video_url=f"{base}/preview.mp4",
+    )
