@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-unit servers-up servers-down proto bench clean
+.PHONY: help install browser demo test test-unit servers-up servers-down proto bench clean
 
 help:
 	@echo "make demo    - set up and run the embedded pipeline on $(DATA) (output in out/demo)"
@@ -25,8 +25,12 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/worldloom demo --data $(DATA) --out out/demo
 
-test: install
+test: install browser
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Debian's Chromium for the web-page test (Playwright drives it; no browser download needed)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 test-unit: install
 	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
@@ -44,6 +48,9 @@ proto: install
 bench: install
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_bus.py
+	$(BIN)/python bench/bench_split.py
+	$(BIN)/python bench/bench_curate.py
+	$(BIN)/python bench/bench_search.py
 
 clean:
 	rm -rf out .cache/servers .pytest_cache

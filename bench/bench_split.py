@@ -66,7 +66,7 @@ def timed(fn: Callable[[], object]) -> tuple[float, float, object]:
 def agreement(found: list[int], golden: list[int] | None) -> str:
     """'matched/golden +extra, max err' with a tolerance of 1 frame."""
     if golden is None:
-        return f"{found} (no golden)"
+        return "n/a"
     matched = [min(abs(f - g) for f in found) for g in golden if found and min(abs(f - g) for f in found) <= 1]
     extra = len(found) - len(matched)
     err = max(matched) if matched else 0
@@ -86,8 +86,11 @@ def main() -> None:
     print(f"ours: SplitConfig(analysis_side={config.analysis_side}, threshold={config.threshold}, "
           f"min_scene_len={config.min_scene_len}, fast_decode={config.fast_decode}); {args.reps} reps, medians\n")
 
-    rows = []
-    totals = {"frames": 0, "ours": 0.0, "psd": 0.0, "dec": 0.0, "ours_cpu": 0.0, "psd_cpu": 0.0, "dec_cpu": 0.0}
+    timing: list[list[str]] = []
+    agree: list[list[str]] = []
+    backends_note: list[str] = []
+    total = {k: [0.0, 0.0] for k in ("ours", "psd", "dec")}
+    total_frames = 0
     for rel in FILES:
         path = args.data / rel
         golden_file = path.parent / "goldens" / f"{path.name}.ContentDetector.default.json"
@@ -101,7 +104,7 @@ def main() -> None:
             fn()
         samples: dict[str, list[tuple[float, float]]] = {k: [] for k in jobs}
         outputs: dict[str, object] = {}
-        for _ in range(args.reps):
+        for _ in range(args.reps):  # interleaved, so load changes hit every contender alike
             for name, fn in jobs.items():
                 wall, cpu, outputs[name] = timed(fn)
                 samples[name].append((wall, cpu))
@@ -109,34 +112,39 @@ def main() -> None:
         backend = min(BACKENDS, key=lambda b: med[f"psd_{b}"][0])
         frames = int(outputs["dec"])  # type: ignore[call-overload]
         o, p, d = med["ours"], med[f"psd_{backend}"], med["dec"]
-        rows.append((path.name, frames, o, p, backend, d, outputs["ours"], outputs[f"psd_{backend}"], golden,
-                     {b: med[f"psd_{b}"][0] for b in BACKENDS}))
-        totals["frames"] += frames
-        for key, (wall, cpu) in (("ours", o), ("psd", p), ("dec", d)):
-            totals[key] += wall
-            totals[f"{key}_cpu"] += cpu
+        for key, m in (("ours", o), ("psd", p), ("dec", d)):
+            total[key][0] += m[0]
+            total[key][1] += m[1]
+        total_frames += frames
+        timing.append(_timing_row(path.name, frames, o, p, d, backend))
+        cuts_o, cuts_p = outputs["ours"], outputs[f"psd_{backend}"]
+        agree.append([path.name, str(golden if golden is not None else "-"), str(cuts_o), str(cuts_p),
+                      agreement(cuts_o, golden), agreement(cuts_p, golden)])  # type: ignore[arg-type]
+        backends_note.append(f"{path.name} " + "/".join(f"{med[f'psd_{b}'][0]:.3f}" for b in BACKENDS))
+    timing.append(_timing_row("all files", total_frames, tuple(total["ours"]), tuple(total["psd"]),
+                              tuple(total["dec"]), "best"))
 
-    head = (f"{'file':<22}{'frames':>7} | {'ours s':>7}{'cpu':>7}{'fps':>7} | {'PySD s':>7}{'cpu':>7}{'fps':>7} {'backend':<7}"
-            f"| {'decode s':>8}{'cpu':>7}{'fps':>7} | {'ours/PySD':>9}{'(cpu)':>7} | {'ours/dec':>8}{'(cpu)':>7}"
-            f" | {'ours vs golden':<18}| PySD vs golden")
-    print(head)
-    print("-" * len(head))
-    for name, frames, o, p, backend, d, cuts_o, cuts_p, golden, per_backend in rows:
-        print(f"{name:<22}{frames:>7} | {o[0]:>7.3f}{o[1]:>7.3f}{frames / o[0]:>7.0f} | {p[0]:>7.3f}{p[1]:>7.3f}"
-              f"{frames / p[0]:>7.0f} {backend:<7}| {d[0]:>8.3f}{d[1]:>7.3f}{frames / d[0]:>7.0f} | "
-              f"{p[0] / o[0]:>8.2f}x{p[1] / o[1]:>6.2f}x | {d[0] / o[0]:>8.2f}{d[1] / o[1]:>7.2f} | "
-              f"{agreement(cuts_o, golden):<18}| {agreement(cuts_p, golden)}")  # type: ignore[arg-type]
-    t = totals
-    print("-" * len(head))
-    print(f"{'all files':<22}{t['frames']:>7} | {t['ours']:>7.3f}{t['ours_cpu']:>7.3f}{t['frames'] / t['ours']:>7.0f} | "
-          f"{t['psd']:>7.3f}{t['psd_cpu']:>7.3f}{t['frames'] / t['psd']:>7.0f} {'best':<7}| {t['dec']:>8.3f}"
-          f"{t['dec_cpu']:>7.3f}{t['frames'] / t['dec']:>7.0f} | {t['psd'] / t['ours']:>8.2f}x"
-          f"{t['psd_cpu'] / t['ours_cpu']:>6.2f}x | {t['dec'] / t['ours']:>8.2f}{t['dec_cpu'] / t['ours_cpu']:>7.2f} |")
-    print("\nPySceneDetect wall s per backend: " + "; ".join(
-        f"{r[0]}: " + ", ".join(f"{b} {s:.3f}" for b, s in r[9].items()) for r in rows))
-    print("ours/PySD = speed-up (PySD time / ours); ours/dec = decode-only time / ours (1.0 = as fast as decoding).")
+    print(_table(["file", "frames", "ours s (cpu)", "PySD s (cpu)", "decode s (cpu)", "ours f/s", "PySD f/s",
+                  "decode f/s", "ours vs PySD", "ours / decode"], timing))
+    print("ours vs PySD = PySD time / ours time (wall, cpu); ours / decode = decode-only time / ours time.")
+    print(f"PySceneDetect {'/'.join(BACKENDS)} wall s: " + "; ".join(backends_note))
+    print()
+    print(_table(["file", "golden cuts", "ours cuts", "PySD cuts", "ours vs golden", "PySD vs golden"], agree))
+    print("x/y = golden cuts found within 1 frame; +n = extra cuts; err = largest offset in frames.")
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
+
+def _timing_row(name: str, frames: int, o: tuple[float, ...], p: tuple[float, ...], d: tuple[float, ...],
+                backend: str) -> list[str]:
+    return [name, str(frames), f"{o[0]:.3f} ({o[1]:.3f})", f"{p[0]:.3f} ({p[1]:.3f}) {backend}",
+            f"{d[0]:.3f} ({d[1]:.3f})", f"{frames / o[0]:.0f}", f"{frames / p[0]:.0f}", f"{frames / d[0]:.0f}",
+            f"{p[0] / o[0]:.2f}x ({p[1] / o[1]:.2f}x)", f"{d[0] / o[0]:.2f} ({d[1] / o[1]:.2f})"]
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    line = lambda r: " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return "\n".join([line(head), "-+-".join("-" * w for w in widths), *map(line, rows)])
 
 if __name__ == "__main__":
     main()

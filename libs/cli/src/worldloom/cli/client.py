@@ -98,5 +98,10 @@ class WorldloomClient:
             if not token:
                 return items
 
+    def search(self, body: dict[str, Any]) -> dict[str, Any]:
+        resp = self.http.post("/v1/search", json=body)
+        _raise_for(resp)
+        return resp.json()
+
     def close(self) -> None:
         self.http.close()

@@ -1,8 +1,8 @@
 """The embedded pipeline behind `make demo`: every service in one process on the embedded defaults.
 
-Today it runs ingest: real videos are uploaded through the real HTTP API (the same client as
-`worldloom ingest`), stored in a local directory, announced on the in-process bus, and a consumer
-reports what arrived. Later stages (curate, tokenize, train) hang off the same bus.
+Real videos are uploaded through the real ingest API (the same client as `worldloom ingest`), stored
+in a local directory and announced on the in-process bus; the curate service consumes those events
+and writes clips, shards and Milvus Lite vectors; the search service answers text queries over HTTP.
 """
 
 from __future__ import annotations
@@ -10,18 +10,30 @@ from __future__ import annotations
 import json
 import secrets
 import tempfile
-import threading
+import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from worldloom.core import events
-from worldloom.core.bus.inprocess import InProcessBus
-from worldloom.core.service.background import BackgroundServer
-from worldloom.core.settings import HttpSettings, StoreSettings
 from worldloom.cli.client import WorldloomClient
 from worldloom.cli.ingest_cmd import outcome_table, upload_all
+from worldloom.core import events
+from worldloom.core.bus.inprocess import InProcessBus
+from worldloom.core.catalog import curated_marker_key
+from worldloom.core.service.background import BackgroundServer
+from worldloom.core.settings import HttpSettings, StoreSettings, VectorSettings
+from worldloom.core.store.local import LocalStore
+from worldloom.core.vectors import VectorIndex
+
+DEMO_QUERIES = [
+    "put the pot in the sink",
+    "move the cloth",
+    "a fast moving shot with a panning camera",
+    "dark shot with black and grey colours",
+]
 
 
 def demo_inputs(data: Path) -> tuple[list[Path], dict[Path, dict[str, str]]]:
@@ -42,32 +54,37 @@ def demo_inputs(data: Path) -> tuple[list[Path], dict[Path, dict[str, str]]]:
 
 
 def run_demo(data: Path, out: Path, console: Console) -> None:
-    from worldloom.ingest.app import build_app
+    from worldloom.curate.app import build_app as build_curate
+    from worldloom.curate.config import CurationConfig
+    from worldloom.curate.settings import CurateSettings
+    from worldloom.ingest.app import build_app as build_ingest
     from worldloom.ingest.settings import IngestSettings
+    from worldloom.search.app import build_app as build_search
+    from worldloom.search.settings import SearchSettings
 
     out.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(16)
-    bus = InProcessBus()
-    settings = IngestSettings(
-        store=StoreSettings(kind="local", root=out / "store"),
-        http=HttpSettings(api_tokens=token),
-    )
-    arrived: list[events.Envelope] = []
-    consumer = bus.consumer([events.TOPIC_VIDEOS_INGESTED], "demo-report", arrived.append)
-    stop = threading.Event()
-    worker = threading.Thread(target=consumer.run, args=(stop, 0.1), daemon=True)
-    worker.start()
-
+    http = HttpSettings(api_tokens=token)
+    store_settings = StoreSettings(kind="local", root=out / "store")
+    vectors = VectorSettings(uri=str((out / "vectors.db").resolve()))
+    bus, store = InProcessBus(), LocalStore(store_settings.root)
+    index = VectorIndex(vectors.uri)
     files, attrs = demo_inputs(data)
-    console.rule("[bold]Worldloom embedded demo: ingest")
-    console.print(f"store: {settings.store.root.resolve()}  bus: in-process  inputs: {len(files)} videos")
-    with BackgroundServer(build_app(settings, bus=bus)) as server:
-        client = WorldloomClient(server.url, token)
-        console.print(f"ingest API on {server.url} (OpenAPI docs at {server.url}/docs)")
+    console.rule("[bold]Worldloom embedded demo")
+    console.print(f"store: {store.root}  vectors: Milvus Lite {vectors.uri}  bus: in-process  inputs: {len(files)} videos")
+
+    with ExitStack() as stack:
+        ingest = stack.enter_context(BackgroundServer(build_ingest(IngestSettings(store=store_settings, http=http), store=store, bus=bus)))
+        curate_app = build_curate(CurateSettings(store=store_settings, http=http, vectors=vectors), store=store, bus=bus, index=index)
+        curate = stack.enter_context(BackgroundServer(curate_app))
+        search = stack.enter_context(BackgroundServer(build_search(SearchSettings(store=store_settings, http=http, vectors=vectors),
+                                                                  store=store, bus=bus, index=index)))
+        console.print(f"APIs (OpenAPI at /docs): ingest {ingest.url}  curate {curate.url}  search {search.url}")
+
+        console.rule("[bold]1. ingest")
+        client = WorldloomClient(ingest.url, token)
         outcomes = upload_all(client, files, console, attrs)
         console.print(outcome_table(outcomes))
-
-        console.rule("[bold]idempotency and bad input")
         again = upload_all(client, files[:1], console)
         console.print(f"re-upload of {files[0].name}: [yellow]{again[0].status}[/] (same id, no new event)")
         with tempfile.TemporaryDirectory() as tmp:
@@ -77,33 +94,63 @@ def run_demo(data: Path, out: Path, console: Console) -> None:
         console.print(f"random bytes named corrupt.mp4: [red]{rejected.status}[/] ({rejected.detail})")
         client.close()
 
-    while True:  # let the consumer catch up with everything published
-        if consumer.drain(idle_polls=1, timeout_s=0.1) == 0 and len(arrived) >= _published(bus):
-            break
-    stop.set()
-    worker.join(5)
+        console.rule("[bold]2. curate (consuming videos.ingested)")
+        video_ids = [o.video_id for o in outcomes if o.video_id]
+        config_hash = curate_app.state.curate.config_hash(CurationConfig())
+        start = time.perf_counter()
+        _wait_for_curation(store, video_ids, config_hash, console)
+        wall = time.perf_counter() - start
+        _curation_report(store, video_ids, config_hash, wall, bus, console)
 
-    table = Table(title=f"videos.ingested: {len(arrived)} events consumed")
-    for col in ("video id", "source", "resolution", "fps", "duration", "frames", "instruction"):
-        table.add_column(col, overflow="ellipsis", no_wrap=True)
-    for env in arrived:
-        v = env.video_ingested
-        a = v.attributes
-        source = f"bridge/{a['split']}/{a['episode']}" if a.get("dataset") == "bridge" else v.filename
-        table.add_row(v.video_id[:12], source, f"{v.info.width}x{v.info.height}", f"{v.info.fps:.2f}",
-                      f"{v.info.duration_s:.1f}s", str(v.info.frame_count), a.get("instruction", "")[:48])
-    console.print(table)
-    report = {
-        "store": str(settings.store.root.resolve()),
+        console.rule("[bold]3. search")
+        searcher = WorldloomClient(search.url, token)
+        report = {"queries": {}}
+        for query in DEMO_QUERIES:
+            hits = searcher.search({"text": query, "top_k": 3})["hits"]
+            report["queries"][query] = hits
+            table = Table(title=f"top 3 for {query!r}", title_justify="left")
+            for col in ("score", "source", "span", "caption"):
+                table.add_column(col, overflow="fold" if col == "caption" else "ellipsis")
+            for h in hits:
+                table.add_row(f"{h['score']:.3f}", h["source"], f"{h['start_s']:.1f}-{h['end_s']:.1f}s", h["caption"])
+            console.print(table)
+        searcher.close()
+
+    report.update({
+        "store": str(store.root),
         "uploaded": [{"path": str(o.path), "video_id": o.video_id, "result": o.status, "detail": o.detail}
                      for o in outcomes],
-        "events": [{"event_id": e.event_id, "video_id": e.video_ingested.video_id, "uri": e.video_ingested.uri}
-                   for e in arrived],
-    }
-    (out / "ingest_report.json").write_text(json.dumps(report, indent=2))
-    new = sum(o.status == "new" for o in outcomes)
-    console.print(f"[green]ingested {new} new videos, {len(arrived)} events; report: {out / 'ingest_report.json'}")
+    })
+    (out / "demo_report.json").write_text(json.dumps(report, indent=2))
+    console.print(f"[green]done; report: {out / 'demo_report.json'}")
 
 
-def _published(bus: InProcessBus) -> int:
-    return len(bus.messages(events.TOPIC_VIDEOS_INGESTED))
+def _wait_for_curation(store: LocalStore, video_ids: list[str], config_hash: str, console: Console) -> None:
+    columns = (TextColumn("[bold]curating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("curate", total=len(video_ids))
+        while True:
+            done = sum(store.exists(curated_marker_key(v, config_hash)) for v in video_ids)
+            progress.update(task, completed=done)
+            if done == len(video_ids):
+                return
+            time.sleep(0.5)
+
+
+def _curation_report(store: LocalStore, video_ids: list[str], config_hash: str, wall: float, bus: InProcessBus,
+                     console: Console) -> None:
+    total = accepted = 0
+    reasons: dict[str, int] = {}
+    for vid in video_ids:
+        marker = json.loads(store.get_bytes(curated_marker_key(vid, config_hash)))
+        total += marker["clips_total"]
+        accepted += len(marker["accepted"])
+        for cid in marker["rejected"]:
+            rec = json.loads(store.get_bytes(f"clips/{cid}/meta.json"))
+            for r in rec["rejections"]:
+                reasons[r["filter"]] = reasons.get(r["filter"], 0) + 1
+    shards = sum(1 for o in store.list("shards/") if o.key.endswith(".tar"))
+    curated_events = len(bus.messages(events.TOPIC_CLIPS_CURATED))
+    console.print(f"{len(video_ids)} videos -> {total} clips, [green]{accepted} accepted[/], "
+                  f"{total - accepted} rejected {reasons}; {shards} webdataset shards; "
+                  f"{curated_events} clips.curated events; {wall:.1f}s wall")

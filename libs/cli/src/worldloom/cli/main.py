@@ -89,6 +89,84 @@ def videos(
 
 
 @app.command()
+def scenes(
+    path: Annotated[Path, typer.Argument(help="a local video file")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    threshold: Annotated[float, typer.Option(help="content-change score that counts as a cut")] = 27.0,
+    min_scene_len: Annotated[int, typer.Option(help="frames; shorter shots merge")] = 15,
+) -> None:
+    """Print the shot boundaries the curation split stage finds (frame numbers and times)."""
+    from rich.table import Table
+
+    from worldloom.video.errors import VideoRejected
+    from worldloom.video.split import SplitConfig, detect_shots
+
+    if not path.is_file():
+        raise typer.BadParameter(f"no such file: {path}")
+    with console.status(f"detecting shots in {path.name}"):
+        try:
+            shots = detect_shots(path, SplitConfig(threshold=threshold, min_scene_len=min_scene_len))
+        except VideoRejected as exc:
+            console.print(f"[red]{exc.code}: {exc.reason}")
+            raise typer.Exit(1) from None
+    doc = {
+        "path": str(path), "fps": shots.fps, "frames": shots.decoded_frames, "cuts": shots.cuts,
+        "error": shots.error,
+        "shots": [{"start_frame": s.start_frame, "end_frame": s.end_frame, "start_s": round(s.start_s, 3),
+                   "end_s": round(s.end_s, 3)} for s in shots],
+    }
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    table = Table(title=f"{path.name}: {len(shots)} shots, cuts at frames {shots.cuts or 'none'}")
+    for col in ("#", "start frame", "end frame", "start", "end", "length"):
+        table.add_column(col, justify="right")
+    for i, s in enumerate(shots, 1):
+        table.add_row(str(i), str(s.start_frame), str(s.end_frame), f"{s.start_s:.3f}s", f"{s.end_s:.3f}s",
+                      f"{s.end_s - s.start_s:.2f}s")
+    Console().print(table)
+    if shots.error:
+        console.print(f"[yellow]decoding stopped early: {shots.error}")
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="what to look for, in words")],
+    api: ApiOpt = None,
+    token: TokenOpt = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k")] = 10,
+    source: Annotated[Optional[str], typer.Option(help="only clips from this source")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Print the curated clips that best match a text query (search service)."""
+    client = WorldloomClient(api, token)
+    filters = {"sources": [source]} if source else {}
+    try:
+        res = client.search({"text": query, "top_k": top_k, "filters": filters})
+    except ApiFailure as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(2) from None
+    finally:
+        client.close()
+    if as_json:
+        typer.echo(json.dumps(res, indent=2))
+        return
+    print_hits(query, res["hits"])
+
+
+def print_hits(query: str, hits: list[dict]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"top {len(hits)} for {query!r}")
+    for col in ("score", "clip", "source", "span", "caption"):
+        table.add_column(col, overflow="fold" if col == "caption" else "ellipsis")
+    for h in hits:
+        table.add_row(f"{h['score']:.3f}", h["clip_id"][:12], h["source"], f"{h['start_s']:.1f}-{h['end_s']:.1f}s",
+                      h["caption"])
+    Console().print(table)
+
+
+@app.command()
 def demo(
     data: Annotated[Path, typer.Option(help="folder of real videos (the repo's ../shared/data)")] = Path("../shared/data"),
     out: Annotated[Path, typer.Option(help="output folder (store, report)")] = Path("out/demo"),

@@ -1,6 +1,7 @@
-"""The curated-clip catalog shared by curate (writer) and search (reader).
+"""The object layout and records shared by the services (ingest, curate, search).
 
 Object layout (all under the configured store):
+  raw/<video_id>/video.<ext>, raw/<video_id>/meta.json   ingested videos and their sidecars
   clips/<clip_id>/meta.json            ClipRecord (accepted and rejected clips alike, with reasons)
   clips/<clip_id>/<rendition>.mp4      e.g. preview.mp4 (256p), train.mp4 (square training clip)
   clips/<clip_id>/thumb.jpg, preview.gif
@@ -25,7 +26,12 @@ VISUAL_COLLECTION = "clips_visual"
 TEXT_COLLECTION = "clips_text"
 
 # Scalar fields stored next to both vectors, so search can filter without touching the store.
+# The visual collection holds one "clip" row per clip (mean embedding, id = clip_id) and a few
+# "frame" rows (keyframe embeddings, id = "<clip_id>:<k>"): an image query is matched against
+# keyframes, so a frame finds its own clip even among clips cut from one continuous shot.
 CLIP_SCALARS: dict[str, Literal["str", "int", "float", "bool", "json"]] = {
+    "clip_id": "str",
+    "kind": "str",
     "video_id": "str",
     "source": "str",
     "caption": "str",
@@ -40,6 +46,7 @@ CLIP_SCALARS: dict[str, Literal["str", "int", "float", "bool", "json"]] = {
     "sharpness": "float",
     "brightness": "float",
     "config_hash": "str",
+    "phash": "str",
 }
 
 
@@ -48,6 +55,18 @@ def clip_collections(visual_dim: int, text_dim: int) -> tuple[CollectionSpec, Co
         CollectionSpec(VISUAL_COLLECTION, visual_dim, CLIP_SCALARS),
         CollectionSpec(TEXT_COLLECTION, text_dim, CLIP_SCALARS),
     )
+
+
+def raw_video_key(video_id: str, ext: str) -> str:
+    return f"raw/{video_id}/video.{ext}"
+
+
+def raw_meta_key(video_id: str) -> str:
+    return f"raw/{video_id}/meta.json"
+
+
+def curated_marker_key(video_id: str, config_hash: str) -> str:
+    return f"curated/{video_id}/{config_hash}.json"
 
 
 def clip_prefix(clip_id: str) -> str:
@@ -78,7 +97,7 @@ class ClipRecord(BaseModel):
     end_s: float
     duration_s: float
     fps: float
-    width: int
+    width: int = Field(description="source width as displayed (rotation applied)")
     height: int
     caption: str = ""
     caption_source: str = ""
@@ -87,7 +106,9 @@ class ClipRecord(BaseModel):
     descriptors: dict[str, Any] = {}
     rejections: list[Rejection] = []
     duplicate_of: str | None = None
+    phash: list[str] = Field(default_factory=list, description="64-bit perceptual hashes (hex) of sampled frames")
     renditions: dict[str, str] = Field(default_factory=dict, description="name -> object key")
+    rendition_info: dict[str, dict[str, float]] = Field(default_factory=dict, description="name -> width, height, fps, frames")
     shard: str | None = None
     config_hash: str
     created_at: datetime

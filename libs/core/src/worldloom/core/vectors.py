@@ -32,6 +32,10 @@ class CollectionSpec:
     dim: int
     scalars: Mapping[str, ScalarType] = field(default_factory=dict)
     metric: Literal["COSINE", "IP", "L2"] = "COSINE"
+    # HNSW: high recall at low latency on Milvus and Milvus Lite alike (AUTOINDEX on Lite gave ~0.9 recall@10)
+    index_type: Literal["HNSW", "FLAT", "IVF_FLAT", "AUTOINDEX"] = "HNSW"
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 200
     max_id_length: int = 128
     max_str_length: int = 2048
 
@@ -50,11 +54,18 @@ class VectorIndex:
         self.uri = uri
         self.client = MilvusClient(uri=uri, token=token or "")
         self._lock = threading.Lock()  # Milvus Lite's local client is not safe for concurrent calls
+        self._loaded: set[str] = set()
+
+    def _load(self, collection: str) -> None:
+        """Collections must be loaded before reads; a new process finds them released."""
+        if collection not in self._loaded:
+            self.client.load_collection(collection)
+            self._loaded.add(collection)
 
     def ensure_collection(self, spec: CollectionSpec) -> None:
         with self._lock:
             if self.client.has_collection(spec.name):
-                self.client.load_collection(spec.name)
+                self._load(spec.name)
                 return
             schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
             schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=spec.max_id_length)
@@ -63,9 +74,10 @@ class VectorIndex:
                 extra = {"max_length": spec.max_str_length} if kind == "str" else {}
                 schema.add_field(name, _DTYPES[kind], **extra)
             index = self.client.prepare_index_params()
-            index.add_index(field_name="vector", index_type="AUTOINDEX", metric_type=spec.metric)
+            params = {"M": spec.hnsw_m, "efConstruction": spec.hnsw_ef_construction} if spec.index_type == "HNSW" else {}
+            index.add_index(field_name="vector", index_type=spec.index_type, metric_type=spec.metric, params=params)
             self.client.create_collection(spec.name, schema=schema, index_params=index)
-            self.client.load_collection(spec.name)
+            self._load(spec.name)
 
     def upsert(self, collection: str, rows: Sequence[Mapping[str, Any]]) -> int:
         """Inserts or replaces rows by id and flushes, so a search right after sees them."""
@@ -83,11 +95,15 @@ class VectorIndex:
         limit: int = 10,
         filter: str = "",
         output_fields: Sequence[str] = (),
+        ef: int | None = None,
     ) -> list[list[Hit]]:
+        """Top `limit` per query vector; `ef` (HNSW search breadth, >= limit) trades latency for recall."""
+        params = {"params": {"ef": max(ef or 256, limit)}}
         with self._lock:
+            self._load(collection)
             results = self.client.search(
                 collection, data=[list(map(float, v)) for v in vectors], limit=limit,
-                filter=filter, output_fields=list(output_fields), anns_field="vector",
+                filter=filter, output_fields=list(output_fields), anns_field="vector", search_params=params,
             )
         return [
             [Hit(str(h["id"]), float(h["distance"]), dict(h.get("entity", {}))) for h in hits]
@@ -96,6 +112,7 @@ class VectorIndex:
 
     def get(self, collection: str, ids: Sequence[str], output_fields: Sequence[str] = ()) -> list[dict[str, Any]]:
         with self._lock:
+            self._load(collection)
             return list(self.client.get(collection, ids=list(ids), output_fields=list(output_fields) or None))
 
     def delete(self, collection: str, ids: Sequence[str] = (), filter: str = "") -> int:
@@ -109,12 +126,14 @@ class VectorIndex:
 
     def count(self, collection: str) -> int:
         with self._lock:
+            self._load(collection)
             res = self.client.query(collection, filter="", output_fields=["count(*)"])
         return int(res[0]["count(*)"])
 
     def drop(self, collection: str) -> None:
         with self._lock:
             self.client.drop_collection(collection)
+            self._loaded.discard(collection)
 
     def healthy(self) -> bool:
         try:

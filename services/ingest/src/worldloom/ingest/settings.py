@@ -25,7 +25,6 @@ class IngestSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="WORLDLOOM_INGEST_", env_nested_delimiter="__", extra="forbid")
 
     max_upload_bytes: int = Field(2 * 1024**3, ge=1, description="largest accepted video file")
-    raw_prefix: str = "raw"
     limits: LimitSettings = LimitSettings()
 
     def video_limits(self) -> VideoLimits:

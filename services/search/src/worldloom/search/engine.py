@@ -31,7 +31,8 @@ from worldloom.search.models import DatasetRequest, DatasetSummary, SearchFilter
 log = logging.getLogger("worldloom.search")
 QUERIES = Counter("worldloom_search_queries_total", "Search queries", ["kind"])
 QUERY_SECONDS = Histogram("worldloom_search_query_seconds", "Search latency without HTTP", ["kind"])
-HIT_FIELDS = ("caption", "tags", "video_id", "source", "start_s", "end_s", "duration_s")
+HIT_FIELDS = ("clip_id", "caption", "tags", "video_id", "source", "start_s", "end_s", "duration_s")
+KEYFRAMES_PER_CLIP = 16  # upper bound of "frame" rows per clip, to over-fetch before grouping
 MEDIA_NAMES = {"thumb.jpg": "image/jpeg", "preview.gif": "image/gif", "preview.mp4": "video/mp4", "train.mp4": "video/mp4"}
 _VERSION = re.compile(r"^datasets/([^/]+)/v(\d+)\.json$")
 
@@ -67,24 +68,24 @@ class SearchEngine:
 
     # queries -----------------------------------------------------------------------------------
     def search(self, req: SearchRequest) -> SearchResponse:
-        exclude = None
+        exclude, rows = None, "clip"
         if req.text:
-            kind, collection = "text", TEXT_COLLECTION
+            kind, collection, rows = "text", TEXT_COLLECTION, "caption"
             vector = self.text_embedder.encode_one(req.text)
         elif req.clip_id:
             kind, collection, exclude = "clip", VISUAL_COLLECTION, req.clip_id
-            rows = self.index.get(VISUAL_COLLECTION, [req.clip_id], ["vector"])
-            if not rows:
+            found = self.index.get(VISUAL_COLLECTION, [req.clip_id], ["vector"])
+            if not found:
                 raise SearchError(404, "not_found", f"no curated clip {req.clip_id!r} in the index")
-            vector = np.asarray(rows[0]["vector"], dtype=np.float32)
+            vector = np.asarray(found[0]["vector"], dtype=np.float32)
         else:
-            kind, collection = "image", VISUAL_COLLECTION
+            kind, collection, rows = "image", VISUAL_COLLECTION, "frame"
             try:
                 data = base64.b64decode(req.image_base64 or "", validate=True)
             except (binascii.Error, ValueError):
                 raise SearchError(422, "invalid_image", "image_base64 is not valid base64") from None
             vector = self._embed_image_bytes(data)
-        return self._query(kind, collection, vector, req.top_k, req.filters, exclude)
+        return self._query(kind, collection, rows, vector, req.top_k, req.filters, exclude)
 
     def search_media(self, fileobj: BinaryIO, top_k: int, filters: SearchFilters) -> SearchResponse:
         """An uploaded image or video clip: frames are embedded exactly as curation embeds clips."""
@@ -98,9 +99,9 @@ class SearchEngine:
                 raise SearchError(422, exc.code, f"cannot read the uploaded media: {exc.reason}") from None
         if len(frames) == 0:
             raise SearchError(422, "no_frames", "the uploaded media has no decodable frames")
-        kind = "image" if len(frames) == 1 else "video"
-        vector = visual_embed.embed_clip(frames)
-        return self._query(kind, VISUAL_COLLECTION, vector, top_k, filters, None)
+        if len(frames) == 1:
+            return self._query("image", VISUAL_COLLECTION, "frame", visual_embed.embed_clip(frames), top_k, filters, None)
+        return self._query("video", VISUAL_COLLECTION, "clip", visual_embed.embed_clip(frames), top_k, filters, None)
 
     def _embed_image_bytes(self, data: bytes) -> np.ndarray:
         if not data:
@@ -116,13 +117,21 @@ class SearchEngine:
             raise SearchError(422, "invalid_image", "the image has no decodable frame")
         return visual_embed.embed_clip(frames[:1])
 
-    def _query(self, kind: str, collection: str, vector: np.ndarray, top_k: int, filters: SearchFilters,
-               exclude: str | None) -> SearchResponse:
+    def _query(self, kind: str, collection: str, rows: str, vector: np.ndarray, top_k: int,
+               filters: SearchFilters, exclude: str | None) -> SearchResponse:
         start = time.perf_counter()
-        expr = filters.expression()
+        parts = [f'kind == "{rows}"'] + ([f"({e})"] if (e := filters.expression()) else [])
         if exclude:
-            expr = f'({expr}) and id != "{exclude}"' if expr else f'id != "{exclude}"'
-        hits = self.index.search(collection, [vector.tolist()], limit=top_k, filter=expr, output_fields=HIT_FIELDS)[0]
+            parts.append(f'clip_id != "{exclude}"')
+        limit = top_k * KEYFRAMES_PER_CLIP if rows == "frame" else top_k
+        raw = self.index.search(collection, [vector.tolist()], limit=min(limit, 16384), filter=" and ".join(parts),
+                                output_fields=HIT_FIELDS)[0]
+        best: dict[str, Hit] = {}
+        for h in raw:  # keyframe rows: keep each clip's best-matching frame
+            cid = h.fields.get("clip_id") or h.id
+            if cid not in best or h.score > best[cid].score:
+                best[cid] = h
+        hits = sorted(best.values(), key=lambda h: -h.score)[:top_k]
         took = time.perf_counter() - start
         QUERIES.labels(kind).inc()
         QUERY_SECONDS.labels(kind).observe(took)
@@ -219,9 +228,10 @@ def _clip_id(clip_id: str) -> str:
 
 def _hit(h: Hit) -> SearchHit:
     f = h.fields
-    base = f"/v1/clips/{h.id}/media"
+    cid = f.get("clip_id") or h.id
+    base = f"/v1/clips/{cid}/media"
     return SearchHit(
-        clip_id=h.id, score=round(h.score, 5), caption=f.get("caption", ""), tags=list(f.get("tags") or []),
+        clip_id=cid, score=round(h.score, 5), caption=f.get("caption", ""), tags=list(f.get("tags") or []),
         video_id=f.get("video_id", ""), source=f.get("source", ""), start_s=f.get("start_s", 0.0),
         end_s=f.get("end_s", 0.0), duration_s=f.get("duration_s", 0.0),
         thumbnail_url=f"{base}/thumb.jpg", preview_url=f"{base}/preview.gif", video_url=f"{base}/preview.mp4",

@@ -1,0 +1,136 @@
+"""Curate's HTTP API, its videos.ingested consumer (retries, DLQ) and the optional VLM captioner."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.testclient import TestClient
+
+from worldloom.core import events
+from worldloom.core.service.background import BackgroundServer
+from worldloom.core.settings import HttpSettings
+from worldloom.curate.app import build_app
+from worldloom.curate.config import CurationConfig
+from worldloom.curate.settings import CurateSettings
+
+AUTH = {"Authorization": "Bearer curate-token"}
+
+
+def _app(env, **kw):
+    settings = CurateSettings(http=HttpSettings(api_tokens="curate-token"), **kw)
+    return build_app(settings, store=env.store, bus=env.bus, index=env.index)
+
+
+def test_runs_api_reports_progress_counts_and_clips(env, shared_data):
+    vid = env.ingest(shared_data / "video/sintel/sintel_clip_10s.mp4", {"dataset": "sintel"})
+    with TestClient(_app(env, consume=False), raise_server_exceptions=False) as client:
+        r = client.post("/v1/curation-runs", json={"video_ids": [vid]}, headers=AUTH)
+        assert r.status_code == 202, r.text
+        run_id = r.json()["run_id"]
+        for _ in range(300):
+            run = client.get(f"/v1/curation-runs/{run_id}", headers=AUTH).json()
+            if run["state"] in ("succeeded", "failed"):
+                break
+            assert 0.0 <= run["percent_done"] <= 100.0
+            time.sleep(0.2)
+        assert run["state"] == "succeeded" and run["percent_done"] == 100.0
+        assert run["stage_counts"]["split"]["clips_out"] == run["clips_total"] > 0
+        assert [s["name"] for s in run["pipeline"]][0] == "split" and run["pipeline"][0]["resources"]["cpus"] > 0
+        clip_id = env.store.list("clips/").__next__().key.split("/")[1]
+        clip = client.get(f"/v1/clips/{clip_id}", headers=AUTH).json()
+        assert clip["video_id"] == vid and "scores" in clip
+        assert client.get("/v1/pipeline", headers=AUTH).json()["stages"][-1]["name"] == "write"
+        bad = [
+            ({"video_ids": []}, 422), ({"video_ids": ["0" * 64]}, 404), ({"video_ids": [vid], "colour": 1}, 422),
+            ({"video_ids": [vid], "config": {"split": {"threshold": -1}}}, 422),
+            ({"video_ids": [vid], "config": {"filters": {"unknown": 1}}}, 422),
+        ]
+        for body, status in bad:
+            assert client.post("/v1/curation-runs", json=body, headers=AUTH).status_code == status, body
+        assert client.get("/v1/curation-runs/nope", headers=AUTH).status_code == 404
+        assert client.get("/v1/clips/../../etc", headers=AUTH).status_code == 404
+        assert client.post("/v1/curation-runs", json={"video_ids": [vid]}).status_code == 401
+
+
+def test_consumer_curates_ingested_videos_and_dead_letters_bad_events(env, shared_data):
+    vid = env.ingest(shared_data / "bridge/videos/val/27/rgb.mp4", {"dataset": "bridge", "instruction": "pick up pot"})
+    ghost = events.new_event("ingest", events.VideoIngested(video_id="f" * 64))
+    env.bus.publish(events.TOPIC_VIDEOS_INGESTED, ghost, key="f" * 64)
+    env.bus.publish_raw(events.TOPIC_VIDEOS_INGESTED, b"garbage", key="x")
+    with TestClient(_app(env), raise_server_exceptions=False) as client:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(env.bus.messages(events.dlq_topic(events.TOPIC_VIDEOS_INGESTED))) < 2:
+            time.sleep(0.2)
+        while time.monotonic() < deadline and not env.bus.messages(events.TOPIC_CLIPS_CURATED):
+            time.sleep(0.2)
+        assert client.get("/healthz").status_code == 200
+    curated = [events.decode(m.value) for m in env.bus.messages(events.TOPIC_CLIPS_CURATED)]
+    assert curated and all(e.clip_curated.video_id == vid for e in curated)
+    letters = [events.DeadLetter.FromString(m.value) for m in env.bus.messages(events.dlq_topic(events.TOPIC_VIDEOS_INGESTED))]
+    reasons = {d.key: d.error for d in letters}
+    assert "not ingested" in reasons["f" * 64]
+    assert "not a protobuf" in reasons["x"] or "no event_id" in reasons["x"]
+    # redelivery of the same event changes nothing
+    n = len(curated)
+    again = events.new_event("ingest", events.VideoIngested(video_id=vid))
+    svc = env.curate_service()
+    svc.handle_event(again)
+    assert len(env.bus.messages(events.TOPIC_CLIPS_CURATED)) == n
+
+
+def _vlm_app(calls: list, fail: bool = False) -> FastAPI:
+    """A local OpenAI-compatible chat endpoint: checks it got a real JPEG and answers a caption."""
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> dict:
+        body = await request.json()
+        calls.append(body)
+        if fail:
+            return _error()
+        parts = body["messages"][0]["content"]
+        url = next(p["image_url"]["url"] for p in parts if p["type"] == "image_url")
+        jpeg = base64.b64decode(url.split(",", 1)[1])
+        assert jpeg[:2] == b"\xff\xd8", "not a JPEG"
+        return {"choices": [{"message": {"role": "assistant", "content": "A robot gripper above a kitchen sink."}}]}
+
+    def _error():
+        from fastapi import HTTPException
+
+        raise HTTPException(503, "model overloaded")
+
+    return app
+
+
+def test_vlm_captions_through_openai_compatible_api_and_fallback(env, shared_data, tmp_path):
+    vid = env.ingest(shared_data / "bridge/videos/train/346/rgb.mp4", {"dataset": "bridge"})
+    calls: list = []
+    with BackgroundServer(_vlm_app(calls)) as vlm:
+        svc = env.curate_service(vlm_url=f"{vlm.url}/v1", vlm_model="test-vlm")
+        config = CurationConfig()
+        run = svc.execute(svc.new_run([vid], config), config)
+    recs = [svc.get_clip(c) for c in _accepted_ids(env)]
+    assert run.state == "succeeded" and calls and calls[0]["model"] == "test-vlm"
+    assert recs and all("robot gripper above a kitchen sink" in r.caption and "vlm" in r.caption_source for r in recs)
+    calls.clear()
+    with BackgroundServer(_vlm_app(calls, fail=True)) as vlm:
+        svc = env.curate_service(vlm_url=f"{vlm.url}/v1", vlm_model="test-vlm-2")
+        config = CurationConfig()
+        run = svc.execute(svc.new_run([vid], config), config)
+    assert run.state == "succeeded" and calls
+    fallback = [r for r in (svc.get_clip(c) for c in _accepted_ids(env)) if r.config_hash == run.config_hash]
+    assert fallback and all("vlm" not in r.caption_source and "vlm_error" in r.descriptors for r in fallback)
+
+
+def _accepted_ids(env) -> list[str]:
+    import json
+
+    out = []
+    for o in env.store.list("clips/"):
+        if o.key.endswith("meta.json"):
+            rec = json.loads(env.store.get_bytes(o.key))
+            if rec["status"] == "accepted":
+                out.append(rec["clip_id"])
+    return out

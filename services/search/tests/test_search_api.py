@@ -1,0 +1,136 @@
+"""Search over a catalog curated by the real pipeline from real videos."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pytest
+from fastapi.testclient import TestClient
+
+from worldloom.core import events
+from worldloom.video import analysis, transcode
+
+AUTH = {"Authorization": "Bearer search-token"}
+
+
+@pytest.fixture
+def client(search_app):
+    with TestClient(search_app, raise_server_exceptions=False) as c:
+        yield c
+
+
+def _accepted(catalog):
+    recs = [r for r in catalog.records if r.status == "accepted"]
+    assert len(recs) >= 5, "the catalog should hold several accepted clips"
+    return recs
+
+
+def test_own_caption_finds_the_clip_in_top3(client, catalog):
+    recs = _accepted(catalog)
+    found = 0
+    for rec in recs:
+        hits = client.post("/v1/search", json={"text": rec.caption, "top_k": 3}, headers=AUTH).json()["hits"]
+        found += rec.clip_id in [h["clip_id"] for h in hits]
+    assert found == len(recs), f"{found}/{len(recs)} clips found by their own caption"
+
+
+def test_a_frame_of_a_clip_finds_that_clip_first(client, catalog, tmp_path):
+    for rec in _accepted(catalog):
+        preview = catalog.store.root / rec.renditions["preview.mp4"]
+        frames = analysis.analysis_frames(preview).frames
+        jpg = transcode.write_thumbnail(frames[len(frames) // 3], tmp_path / f"{rec.clip_id}.jpg", max_side=256)
+        body = {"image_base64": base64.b64encode(jpg.read_bytes()).decode(), "top_k": 3}
+        hits = client.post("/v1/search", json=body, headers=AUTH).json()["hits"]
+        assert hits[0]["clip_id"] == rec.clip_id, (rec.clip_id, rec.start_s, [(h["clip_id"], h["start_s"], h["score"]) for h in hits])
+        with open(jpg, "rb") as f:
+            r = client.post("/v1/search:media", files={"file": ("q.jpg", f, "image/jpeg")}, data={"top_k": "3"},
+                            headers=AUTH)
+        assert r.json()["query_kind"] == "image" and r.json()["hits"][0]["clip_id"] == rec.clip_id
+
+
+def test_clip_upload_and_clip_id_queries(client, catalog):
+    rec = _accepted(catalog)[0]
+    with open(catalog.store.root / rec.renditions["preview.mp4"], "rb") as f:
+        r = client.post("/v1/search:media", files={"file": ("q.mp4", f, "video/mp4")}, headers=AUTH)
+    assert r.status_code == 200 and r.json()["query_kind"] == "video"
+    assert r.json()["hits"][0]["clip_id"] == rec.clip_id
+    r = client.post("/v1/search", json={"clip_id": rec.clip_id, "top_k": 5}, headers=AUTH).json()
+    assert r["query_kind"] == "clip" and rec.clip_id not in [h["clip_id"] for h in r["hits"]] and r["hits"]
+
+
+def test_filters_restrict_results(client, catalog):
+    body = {"text": "robot arm moves an object", "top_k": 50, "filters": {"sources": ["sintel"]}}
+    hits = client.post("/v1/search", json=body, headers=AUTH).json()["hits"]
+    assert hits and all(h["source"] == "sintel" for h in hits)
+    body["filters"] = {"min_duration_s": 5.0}
+    assert all(h["duration_s"] >= 5.0 for h in client.post("/v1/search", json=body, headers=AUTH).json()["hits"])
+    body["filters"] = {"tags_any": ["bridge"]}
+    hits = client.post("/v1/search", json=body, headers=AUTH).json()["hits"]
+    assert hits and all("bridge" in h["tags"] for h in hits)
+    one = _accepted(catalog)[0]
+    body["filters"] = {"video_id": one.video_id}
+    assert {h["video_id"] for h in client.post("/v1/search", json=body, headers=AUTH).json()["hits"]} == {one.video_id}
+
+
+def test_media_of_hits_is_served(client, catalog):
+    rec = _accepted(catalog)[0]
+    hit = client.post("/v1/search", json={"text": rec.caption, "top_k": 1}, headers=AUTH).json()["hits"][0]
+    for url, ctype in ((hit["thumbnail_url"], "image/jpeg"), (hit["preview_url"], "image/gif"), (hit["video_url"], "video/mp4")):
+        r = client.get(url, headers=AUTH)
+        assert r.status_code == 200 and r.headers["content-type"] == ctype and len(r.content) > 100
+    assert client.get(hit["thumbnail_url"]).status_code == 401
+    assert client.get(f"/v1/clips/{rec.clip_id}/media/secret.txt", headers=AUTH).status_code == 404
+    rejected = [r for r in catalog.records if r.status == "rejected"]
+    if rejected:
+        r = client.get(f"/v1/clips/{rejected[0].clip_id}/media/thumb.jpg", headers=AUTH)
+        assert r.status_code == 404
+
+
+@pytest.mark.parametrize("body, code", [
+    ({}, "invalid_request"),
+    ({"text": "a", "clip_id": "b"}, "invalid_request"),
+    ({"text": "x", "top_k": 0}, "invalid_request"),
+    ({"text": "x", "filters": {"sources": ['a" or 1==1 or "']}}, "invalid_request"),
+    ({"text": "x", "filters": {"colour": "red"}}, "invalid_request"),
+    ({"text": "x", "mode": "fast"}, "invalid_request"),
+    ({"clip_id": "0" * 32}, "not_found"),
+    ({"image_base64": "!!!notbase64"}, "invalid_image"),
+    ({"image_base64": base64.b64encode(b"not an image at all").decode()}, "invalid_image"),
+])
+def test_bad_queries_get_clear_errors(client, body, code):
+    r = client.post("/v1/search", json=body, headers=AUTH)
+    assert 400 <= r.status_code < 500 and r.json()["error"]["code"] == code, r.text
+
+
+def test_datasets_are_versioned_and_announced(client, catalog):
+    recs = _accepted(catalog)
+    ids = [r.clip_id for r in recs[:3]]
+    r1 = client.post("/v1/datasets", json={"name": "pick-place", "clip_ids": ids}, headers=AUTH)
+    assert r1.status_code == 201 and r1.json()["version"] == 1 and r1.json()["clip_ids"] == ids
+    assert all(c["renditions"]["train.mp4"].startswith("file://") for c in r1.json()["clips"])
+    r2 = client.post("/v1/datasets", json={"name": "pick-place", "query": {"text": "pot", "top_k": 2}}, headers=AUTH)
+    assert r2.status_code == 201 and r2.json()["version"] == 2 and len(r2.json()["clip_ids"]) == 2
+    assert client.get("/v1/datasets/pick-place", headers=AUTH).json()["version"] == 2
+    assert client.get("/v1/datasets/pick-place?version=1", headers=AUTH).json()["clip_ids"] == ids
+    assert {"name": "pick-place", "latest_version": 2} .items() <= client.get("/v1/datasets", headers=AUTH).json()[0].items()
+    evs = [events.decode(m.value) for m in catalog.bus.messages(events.TOPIC_DATASETS_CREATED)]
+    assert [(e.dataset_created.name, e.dataset_created.version) for e in evs][-2:] == [("pick-place", 1), ("pick-place", 2)]
+    bad = [
+        ({"name": "Bad Name", "clip_ids": ids}, 422),
+        ({"name": "../etc", "clip_ids": ids}, 422),
+        ({"name": "ok", "clip_ids": ["f" * 32]}, 422),
+        ({"name": "ok", "clip_ids": ids, "query": {"text": "x"}}, 422),
+        ({"name": "ok", "clip_ids": []}, 422),
+    ]
+    for body, status in bad:
+        assert client.post("/v1/datasets", json=body, headers=AUTH).status_code == status, body
+    assert client.get("/v1/datasets/missing", headers=AUTH).status_code == 404
+
+
+def test_page_openapi_and_auth(client):
+    assert "Worldloom search" in client.get("/").text
+    assert "/v1/search" in client.get("/openapi.json").json()["paths"]
+    assert client.post("/v1/search", json={"text": "x"}).status_code == 401
+    text = client.get("/metrics").text
+    assert "worldloom_search_queries_total" in text
