@@ -53,6 +53,11 @@ def fill(db: str, n: int, rng: np.random.Generator) -> np.ndarray:
     vecs, rows = synthetic_rows(n, rng)
     for i in range(0, n, 5000):
         index.upsert(TEXT_COLLECTION, rows[i : i + 5000])
+    for _ in range(600):  # measure the built index, not brute force over still-growing segments
+        info = index.client.describe_index(TEXT_COLLECTION, "vector")
+        if info.get("pending_index_rows", 0) == 0 and info.get("indexed_rows", 0) >= n:
+            break
+        time.sleep(0.5)
     index.close()
     return vecs
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
+from worldloom.video.decode import read_frames
+from worldloom.video.synthetic import pan_crops, scene_image
 from worldloom.video.descriptors import (
     CAMERA_MOTIONS,
     Descriptors,
@@ -27,20 +28,10 @@ SHOTS = {"snow": (3, 104), "man": (165, 214), "girl": (214, 240)}
 
 
 def scene(seed: int = 0, h: int = 360, w: int = 480) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    img = np.full((h, w, 3), 128, np.uint8)
-    for _ in range(300):
-        y, x = rng.integers(0, h), rng.integers(0, w)
-        dy, dx = rng.integers(4, 40, 2)
-        img[y : y + dy, x : x + dx] = rng.integers(0, 256, 3)
-    return img
+    return scene_image(seed, h, w, rects=300)
 
 
-def window(img: np.ndarray, offsets: list[tuple[int, int]], size: tuple[int, int] = (96, 128)) -> np.ndarray:
-    """Crops at (dx, dy) from the centre: the window moving right = the camera panning right."""
-    h, w = size
-    y0, x0 = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
-    return np.stack([img[y0 + dy : y0 + dy + h, x0 + dx : x0 + dx + w] for dx, dy in offsets])
+window = pan_crops
 
 
 def zoom(img: np.ndarray, n: int, rate: float, size: tuple[int, int] = (96, 128)) -> np.ndarray:
@@ -56,11 +47,7 @@ def zoom(img: np.ndarray, n: int, rate: float, size: tuple[int, int] = (96, 128)
 
 
 def decode(path: Path, max_side: int = 128) -> np.ndarray:
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        k = max_side / max(s.codec_context.width, s.codec_context.height)
-        w, h = round(s.codec_context.width * k / 2) * 2, round(s.codec_context.height * k / 2) * 2
-        return np.stack([f.reformat(width=w, height=h, format="rgb24").to_ndarray() for f in c.decode(s)])
+    return read_frames(path, max_side=max_side)[0]
 
 
 def test_phase_correlation_finds_shift() -> None:

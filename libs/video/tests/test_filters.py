@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
+from worldloom.video.decode import read_frames
+from worldloom.video.synthetic import pan_crops, scene_image
 from worldloom.video.filters import ClipScores, FilterConfig, Rejection, clip_scores, evaluate, laplacian_variance
 from worldloom.video.synthetic import render_frame
 
@@ -18,29 +19,14 @@ TITLE_CARD = (104, 165)  # small white text on black
 
 
 def decode(path: Path, max_side: int = 128) -> np.ndarray:
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        k = max_side / max(s.codec_context.width, s.codec_context.height)
-        w, h = round(s.codec_context.width * k / 2) * 2, round(s.codec_context.height * k / 2) * 2
-        return np.stack([f.reformat(width=w, height=h, format="rgb24").to_ndarray() for f in c.decode(s)])
+    return read_frames(path, max_side=max_side)[0]
 
 
 def scene(seed: int = 0, h: int = 300, w: int = 400) -> np.ndarray:
-    """A sharp synthetic scene: random coloured rectangles (edges everywhere)."""
-    rng = np.random.default_rng(seed)
-    img = np.full((h, w, 3), 128, np.uint8)
-    for _ in range(250):
-        y, x = rng.integers(0, h), rng.integers(0, w)
-        dy, dx = rng.integers(4, 40, 2)
-        img[y : y + dy, x : x + dx] = rng.integers(0, 256, 3)
-    return img
+    return scene_image(seed, h, w, rects=250)
 
 
-def window(img: np.ndarray, offsets: list[tuple[int, int]], size: tuple[int, int] = (96, 128)) -> np.ndarray:
-    """Crops of ``img`` at (dx, dy) offsets from the centre: a camera moving over a scene."""
-    h, w = size
-    y0, x0 = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
-    return np.stack([img[y0 + dy : y0 + dy + h, x0 + dx : x0 + dx + w] for dx, dy in offsets])
+window = pan_crops
 
 
 def box_blur(frames: np.ndarray, r: int) -> np.ndarray:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
+from worldloom.video.decode import read_frames
 from worldloom.video.transcode import transcode_clip
 from worldloom.video.visual_embed import DIM, cosine, embed_clip, embed_frames, embed_image
 
@@ -17,11 +17,7 @@ SHOTS = {"snow": (3, 104), "title": (104, 165), "man": (165, 214), "girl": (214,
 
 
 def decode(path: Path, max_side: int = 128) -> np.ndarray:
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        k = max_side / max(s.codec_context.width, s.codec_context.height)
-        w, h = round(s.codec_context.width * k / 2) * 2, round(s.codec_context.height * k / 2) * 2
-        return np.stack([f.reformat(width=w, height=h, format="rgb24").to_ndarray() for f in c.decode(s)])
+    return read_frames(path, max_side=max_side)[0]
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pymilvus import DataType, MilvusClient
 
+from worldloom.core.settings import VectorSettings
+
 ScalarType = Literal["str", "int", "float", "bool", "json"]
 _DTYPES = {
     "str": DataType.VARCHAR,
@@ -61,6 +63,10 @@ class VectorIndex:
         if collection not in self._loaded:
             self.client.load_collection(collection)
             self._loaded.add(collection)
+
+    @classmethod
+    def from_settings(cls, settings: VectorSettings) -> VectorIndex:
+        return cls(settings.uri, settings.token.get_secret_value() if settings.token else None)
 
     def ensure_collection(self, spec: CollectionSpec) -> None:
         with self._lock:

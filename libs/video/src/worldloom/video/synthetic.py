@@ -137,3 +137,21 @@ def write_random_bytes(path: str | os.PathLike[str], n: int = 4096, seed: int = 
     path = Path(path)
     path.write_bytes(np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes())
     return path
+
+
+def scene_image(seed: int = 0, height: int = 300, width: int = 400, rects: int = 250) -> np.ndarray:
+    """A sharp synthetic scene (random coloured rectangles: edges everywhere) to move a camera over."""
+    rng = np.random.default_rng(seed)
+    img = np.full((height, width, 3), 128, np.uint8)
+    for _ in range(rects):
+        y, x = rng.integers(0, height), rng.integers(0, width)
+        dy, dx = rng.integers(4, 40, 2)
+        img[y : y + dy, x : x + dx] = rng.integers(0, 256, 3)
+    return img
+
+
+def pan_crops(img: np.ndarray, offsets: list[tuple[int, int]], size: tuple[int, int] = (96, 128)) -> np.ndarray:
+    """Crops of ``img`` at (dx, dy) from its centre: the window moving right = a camera panning right."""
+    h, w = size
+    y0, x0 = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
+    return np.stack([img[y0 + dy : y0 + dy + h, x0 + dx : x0 + dx + w] for dx, dy in offsets])

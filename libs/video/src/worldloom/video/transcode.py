@@ -144,6 +144,8 @@ def transcode_clips(src: PathLike, jobs: Sequence[ClipJob]) -> list[list[ClipFil
     results: list[list[ClipFile] | Exception | None] = [None] * len(jobs)
     if not jobs:
         return []
+    need = _shared_short_side([spec for job in jobs for spec in job.outputs])
+    shrink = VideoReformatter()
     order = sorted(range(len(jobs)), key=lambda i: jobs[i].start_frame)
     last = max(j.end_frame for j in jobs)
     active: dict[int, list[_Writer]] = {}
@@ -159,6 +161,15 @@ def transcode_clips(src: PathLike, jobs: Sequence[ClipJob]) -> list[list[ClipFil
                     break
                 if rotation is None:
                     rotation = _clockwise_rotation(frame, stream)
+                starting = nxt < len(order) and jobs[order[nxt]].start_frame <= idx
+                if not active and not starting:
+                    continue  # between clips (trimmed ends, dropped short shots): decode only
+                if need and min(frame.width, frame.height) > need:
+                    # one full-resolution scale per frame, shared by every rendition (swscale is the
+                    # hot spot; each rendition then scales the small frame)
+                    k = need / min(frame.width, frame.height)
+                    frame = shrink.reformat(frame, width=_even(frame.width * k), height=_even(frame.height * k),
+                                            format="yuv420p", interpolation=SCALER)
                 while nxt < len(order) and jobs[order[nxt]].start_frame <= idx:
                     i = order[nxt]
                     nxt += 1
@@ -193,6 +204,17 @@ def transcode_clips(src: PathLike, jobs: Sequence[ClipJob]) -> list[list[ClipFil
             except Exception as exc:
                 results[i] = exc
     return [r if r is not None else ValueError("clip lies past the end of the video") for r in results]
+
+
+def _shared_short_side(specs: Sequence[RenditionSpec]) -> int | None:
+    """The short side every rendition can be made from (None: some rendition needs the full frame)."""
+    sides = []
+    for spec in specs:
+        side = spec.short_side or spec.square
+        if not side or spec.width or spec.height:
+            return None
+        sides.append(side)
+    return max(sides) if sides else None
 
 
 def write_thumbnail(frame: np.ndarray, path: PathLike, max_side: int = 256, quality: int = 3) -> Path:
@@ -409,6 +431,8 @@ class _Writer:
     def _convert(self, frame: av.VideoFrame) -> av.VideoFrame:
         numpy_work = self.crop_box is not None or self.rotation != 0
         fmt = "rgb24" if numpy_work else "yuv420p"
+        if not numpy_work and (frame.width, frame.height, frame.format.name) == (self.pre_w, self.pre_h, "yuv420p"):
+            return frame  # already the shared, pre-scaled frame: nothing to do
         scaled = self.scaler.reformat(frame, width=self.pre_w, height=self.pre_h, format=fmt, interpolation=SCALER)
         if not numpy_work:
             return scaled

@@ -87,8 +87,7 @@ def build_app(
     settings = settings or load_settings(CurateSettings)
     store = store or make_store(settings.store)
     bus = bus or make_bus(settings.bus)
-    index = index or VectorIndex(settings.vectors.uri,
-                                 settings.vectors.token.get_secret_value() if settings.vectors.token else None)
+    index = index or VectorIndex.from_settings(settings.vectors)
     service = CurateService(store, bus, index, settings)
     stop = threading.Event()
 

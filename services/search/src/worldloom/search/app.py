@@ -134,8 +134,7 @@ def build_app(
     settings = settings or load_settings(SearchSettings)
     store = store or make_store(settings.store)
     bus = bus or make_bus(settings.bus)
-    index = index or VectorIndex(settings.vectors.uri,
-                                 settings.vectors.token.get_secret_value() if settings.vectors.token else None)
+    index = index or VectorIndex.from_settings(settings.vectors)
     engine = SearchEngine(index, store, bus, settings.max_dataset_clips)
     app = create_app(
         "search", settings, [build_router(engine, settings)], description=DESCRIPTION,
