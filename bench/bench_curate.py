@@ -31,13 +31,14 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 INPUTS = ["video/pyscenedetect/testvideo.mp4", "video/pyscenedetect/issue-134-rotate.mp4"]
 
 
-def one_rep(files: list[Path]) -> tuple[float, float, dict[str, float]]:
+def one_rep(files: list[Path], parallel: int = 2) -> tuple[float, float, dict[str, float]]:
     with tempfile.TemporaryDirectory() as tmp:
         store, bus = LocalStore(Path(tmp) / "store"), InProcessBus()
         index = VectorIndex(str(Path(tmp) / "v.db"))
         ingest = IngestService(store, bus, VideoLimits())
         ids = [ingest.ingest_file(f, f.name).video.video_id for f in files]
-        svc = CurateService(store, bus, index, CurateSettings(http=HttpSettings(auth_required=False)))
+        svc = CurateService(store, bus, index, CurateSettings(http=HttpSettings(auth_required=False),
+                                                              parallel_videos=parallel))
         config = CurationConfig()
         svc.pipeline(config).setup()
         start = time.perf_counter()
@@ -50,6 +51,7 @@ def one_rep(files: list[Path]) -> tuple[float, float, dict[str, float]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--parallel", type=int, nargs="+", default=[1, 2], help="videos curated at once")
     args = ap.parse_args()
     files = [DATA / f for f in INPUTS]
     for f in files:
@@ -57,18 +59,24 @@ def main() -> None:
         print(f"input {f.name}: {i.width}x{i.height} {i.fps:.2f} fps {i.duration_s:.1f}s")
     shared_text_embedder()  # model load is start-up cost, not per-video cost
     one_rep(files[:1])  # warm-up
-    walls, stage_totals = [], defaultdict(list)
+    walls: dict[int, list[float]] = defaultdict(list)
+    stage_totals: dict[str, list[float]] = defaultdict(list)
     video_s = 0.0
-    for _ in range(args.reps):
-        wall, video_s, stages = one_rep(files)
-        walls.append(wall)
-        for k, v in stages.items():
-            stage_totals[k].append(v)
-    wall = statistics.median(walls)
-    print(f"video seconds: {video_s:.1f}, wall seconds (median of {args.reps}): {wall:.2f}")
-    print(f"speed: {video_s / wall:.1f}x real time on {__import__('os').cpu_count()} cores")
+    for _ in range(args.reps):  # interleaved, so machine noise hits every setting alike
+        for p in args.parallel:
+            wall, video_s, stages = one_rep(files, p)
+            walls[p].append(wall)
+            if p == args.parallel[0]:
+                for k, v in stages.items():
+                    stage_totals[k].append(v)
+    print(f"video seconds per run: {video_s:.1f} on {__import__('os').cpu_count()} cores, medians of {args.reps}")
+    for p in args.parallel:
+        wall = statistics.median(walls[p])
+        print(f"parallel_videos={p}: {wall:.2f}s wall -> {video_s / wall:.1f}x real time")
+    base = statistics.median(walls[args.parallel[0]])
+    print(f"stage seconds (parallel_videos={args.parallel[0]}):")
     for k, v in stage_totals.items():
-        print(f"  {k:<13} {statistics.median(v):6.2f}s  ({100 * statistics.median(v) / wall:4.1f}%)")
+        print(f"  {k:<13} {statistics.median(v):6.2f}s  ({100 * statistics.median(v) / base:4.1f}%)")
 
 
 if __name__ == "__main__":

@@ -126,7 +126,7 @@ class CurateService:
         accepted = [r for r in records if r.status == "accepted"]
         tracker.add_stage_counts(stats)
         tracker.add_rejections([rej.filter for r in records for rej in r.rejections])
-        tracker.run.video_seconds = round(tracker.run.video_seconds + float(raw["info"].get("duration_s", 0.0)), 3)
+        tracker.add_video(float(raw["info"].get("duration_s", 0.0)), _summary_rows(records))
         outcome.clips_total, outcome.clips_accepted = len(records), len(accepted)
         outcome.error = "; ".join(task.errors) or None
         outcome.state = "done"
@@ -135,7 +135,6 @@ class CurateService:
                   "errors": task.errors, "shards": task.outputs.get("shards", []),
                   "finished_at": datetime.now(timezone.utc).isoformat()}
         self.store.put_bytes(curated_marker_key(video_id, h), json.dumps(marker, indent=2).encode(), "application/json")
-        tracker.run._rows.extend(_summary_rows(records))
         VIDEO_SECONDS.observe(time.perf_counter() - start)
         VIDEOS.labels("curated").inc()
         CLIPS.labels("accepted").inc(len(accepted))
@@ -166,7 +165,9 @@ class CurateService:
         run.state = "running"
         tracker.save()
         start = time.perf_counter()
-        for i, video in enumerate(run.videos):
+
+        def one(i: int) -> None:
+            video = run.videos[i]
             try:
                 self.curate_video(video.video_id, config, tracker, i)
             except (VideoRejected, CurateError) as exc:  # the input is bad: record why, move on
@@ -177,7 +178,12 @@ class CurateService:
                 log.exception("curation failed", extra={"video_id": video.video_id, "run_id": run.run_id})
                 video.state, video.error = "failed", f"{exc.__class__.__name__}: {exc}"
                 VIDEOS.labels("failed").inc()
-            tracker.progress(i + 1, 0, 1)
+            tracker.progress(i, 1, 1)
+
+        # decoding, scaling and encoding release the GIL but are partly single-threaded (swscale,
+        # small x264 encodes), so two videos at once keep both cores busy
+        with ThreadPoolExecutor(max_workers=max(1, self.settings.parallel_videos)) as pool:
+            list(pool.map(one, range(len(run.videos))))
         run.clips_total = sum(v.clips_total for v in run.videos)
         run.clips_accepted = sum(v.clips_accepted for v in run.videos)
         rows = run._rows

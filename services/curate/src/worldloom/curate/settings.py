@@ -18,3 +18,4 @@ class CurateSettings(ServiceSettings):
     vlm_api_key: SecretStr | None = None
     vlm_timeout_s: float = Field(30.0, gt=0)
     max_videos_per_run: int = Field(1000, ge=1)
+    parallel_videos: int = Field(2, ge=1, le=64, description="videos of one run curated at the same time")
