@@ -16,7 +16,6 @@ import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO
 
 from prometheus_client import Counter
 
