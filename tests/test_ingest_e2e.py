@@ -76,3 +76,26 @@ def test_cli_upload_through_s3_and_kafka(s3_settings, kafka_settings, shared_dat
         assert e.producer == "ingest" and store.key_from_uri(e.video_ingested.uri).startswith("raw/")
         assert e.video_ingested.info.frame_count > 0
     bus.close()
+
+
+def test_cli_records_gymnasium_episodes_with_actions(s3_settings, kafka_settings):
+    from safetensors.numpy import load
+
+    settings = IngestSettings(store=s3_settings, bus=kafka_settings, http=HttpSettings(api_tokens=TOKEN))
+    with BackgroundServer(build_app(settings)) as server:
+        r = _cli(server.url, "ingest", "--env", "CartPole-v1", "--episodes", "2", "--max-steps", "30", "--seed", "7",
+                 "--json")
+        assert r.returncode == 0, r.stderr[-2000:]
+        job = json.loads(r.stdout)
+        again = _cli(server.url, "ingest", "--env", "CartPole-v1", "--episodes", "2", "--max-steps", "30", "--seed", "7",
+                     "--json")
+        assert [e["duplicate"] for e in json.loads(again.stdout)["episodes"]] == [True, True]
+        bad = _cli(server.url, "ingest", "--env", "NoSuchEnv-v0")
+        assert bad.returncode == 2 and "NoSuchEnv" in bad.stdout + bad.stderr
+    assert job["state"] == "succeeded" and job["percent"] == 100 and len(job["video_ids"]) == 2
+    store = S3Store(s3_settings)
+    for vid, ep in zip(job["video_ids"], job["episodes"], strict=True):
+        meta = json.loads(store.get_bytes(f"raw/{vid}/meta.json"))
+        assert meta["source"] == "gymnasium" and meta["attributes"]["env"] == "CartPole-v1"
+        arrays = load(store.get_bytes(store.key_from_uri(meta["attributes"]["actions_uri"])))
+        assert arrays["actions"].shape[0] == ep["steps"] and meta["info"]["frame_count"] == ep["steps"] + 1

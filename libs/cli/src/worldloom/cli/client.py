@@ -98,6 +98,16 @@ class WorldloomClient:
             if not token:
                 return items
 
+    def start_gymnasium(self, body: dict[str, Any]) -> dict[str, Any]:
+        resp = self.http.post("/v1/sources/gymnasium", json=body)
+        _raise_for(resp)
+        return resp.json()
+
+    def source_job(self, job_id: str) -> dict[str, Any]:
+        resp = self.http.get(f"/v1/sources/jobs/{job_id}")
+        _raise_for(resp)
+        return resp.json()
+
     def search(self, body: dict[str, Any]) -> dict[str, Any]:
         resp = self.http.post("/v1/search", json=body)
         _raise_for(resp)

@@ -31,13 +31,25 @@ def _parse_attrs(pairs: list[str]) -> dict[str, str]:
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="video files or folders (searched recursively)")],
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="video files or folders (searched recursively)")] = None,
     api: ApiOpt = None,
     token: TokenOpt = None,
     attr: Annotated[list[str], typer.Option("--attr", help="KEY=VALUE stored with every video")] = [],
     as_json: Annotated[bool, typer.Option("--json", help="print results as JSON lines")] = False,
+    env: Annotated[Optional[str], typer.Option("--env", help="record Gymnasium episodes instead, e.g. CartPole-v1")] = None,
+    episodes: Annotated[int, typer.Option(help="with --env: episodes to record")] = 1,
+    policy: Annotated[str, typer.Option(help='with --env: "random" or "constant:<json>"')] = "random",
+    seed: Annotated[int, typer.Option(help="with --env: seed of episode 0 (episode k uses seed+k)")] = 0,
+    max_steps: Annotated[int, typer.Option(help="with --env: steps per episode at most")] = 500,
 ) -> None:
-    """Upload videos to the ingest service (validated, probed, stored, announced on videos.ingested)."""
+    """Upload videos to the ingest service, or record simulator episodes with their actions (--env)."""
+    if env:
+        if paths:
+            raise typer.BadParameter("give video paths or --env, not both")
+        _ingest_gymnasium(WorldloomClient(api, token), env, episodes, policy, seed, max_steps, as_json)
+        return
+    if not paths:
+        raise typer.BadParameter("give video files/folders, or --env ENV_ID")
     try:
         files = expand_paths(paths)
     except FileNotFoundError as exc:
@@ -60,6 +72,46 @@ def ingest(
     else:
         Console().print(outcome_table(outcomes))
     if any(o.status == "rejected" for o in outcomes):
+        raise typer.Exit(1)
+
+
+def _ingest_gymnasium(client: WorldloomClient, env: str, episodes: int, policy: str, seed: int, max_steps: int,
+                     as_json: bool) -> None:
+    """Starts a recording job on the ingest service and follows it with a progress bar."""
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    body = {"env": env, "episodes": episodes, "policy": policy, "seed": seed, "max_steps": max_steps}
+    try:
+        job = client.start_gymnasium(body)
+        with Progress(TextColumn(f"[bold]recording {env}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+                      TimeElapsedColumn(), console=console) as progress:
+            task = progress.add_task("record", total=100)
+            while job["state"] not in ("succeeded", "failed"):
+                time.sleep(0.5)
+                job = client.source_job(job["job_id"])
+                progress.update(task, completed=job["percent"])
+    except ApiFailure as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(2) from None
+    finally:
+        client.close()
+    if as_json:
+        typer.echo(json.dumps(job, indent=2))
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"{env}: {len(job['episodes'])} episodes ({job['state']})")
+        for col in ("episode", "seed", "steps", "video id", "result"):
+            table.add_column(col)
+        for e in job["episodes"]:
+            table.add_row(str(e["episode"]), str(e["seed"]), str(e["steps"]), e["video_id"][:12],
+                          "duplicate" if e["duplicate"] else "new")
+        Console().print(table)
+        for err in job["errors"]:
+            console.print(f"[red]episode {err.get('episode')}: {err['code']}: {err['message']}")
+    if job["state"] != "succeeded":
         raise typer.Exit(1)
 
 

@@ -17,10 +17,16 @@ from worldloom.core.store import ObjectStore, make_store
 from worldloom.ingest.records import ImportRequest, IngestResult, VideoPage, VideoRecord, VideoStatus
 from worldloom.ingest.service import IngestError, IngestService
 from worldloom.ingest.settings import IngestSettings
+from worldloom.ingest.sources.api import build_sources_router
+from worldloom.ingest.sources.jobs import JobRunner
+from worldloom.ingest.sources.limits import GymnasiumLimits
 
 DESCRIPTION = """Uploads and imports videos. Each video is validated and probed (PyAV), stored under
 `raw/<sha256>/` with a JSON sidecar, and announced on the `videos.ingested` topic. The id is the
-SHA-256 of the bytes, so uploading the same file again returns the same record and emits nothing."""
+SHA-256 of the bytes, so uploading the same file again returns the same record and emits nothing.
+
+`/v1/sources/gymnasium` records simulator episodes (MP4 + actions) in the background and ingests
+them the same way; `/v1/sources/jobs/{id}` follows such a job."""
 
 
 def _api_error(exc: IngestError) -> ApiError:
@@ -119,19 +125,22 @@ def build_app(
     own_bus = bus is None
     bus = bus or make_bus(settings.bus)
     service = IngestService(store, bus, settings.video_limits())
+    runner = JobRunner(service, GymnasiumLimits())
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        await run_in_threadpool(runner.shutdown)
         if own_bus:
             bus.close()
 
     app = create_app(
-        "ingest", settings, [build_router(service)], description=DESCRIPTION,
+        "ingest", settings, [build_router(service), build_sources_router(runner)], description=DESCRIPTION,
         readiness={"store": store.healthy, "bus": bus.healthy},
         # the upload route may carry a whole video; multipart framing adds a little on top
         body_limits={("POST", "/v1/videos"): settings.max_upload_bytes + 64 * 1024},
         lifespan=lifespan,
     )
     app.state.ingest = service
+    app.state.sources = runner
     return app

@@ -17,7 +17,7 @@ class VideoRecord(BaseModel):
     uri: str
     metadata_uri: str
     filename: str
-    source: Literal["upload", "import"]
+    source: Literal["upload", "import", "gymnasium"]
     size_bytes: int
     content_type: str
     info: dict[str, Any]

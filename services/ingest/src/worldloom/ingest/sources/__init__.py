@@ -1,0 +1,12 @@
+"""Sources that make videos instead of receiving them: simulators recorded headlessly, with actions.
+
+`gymnasium` records episodes of Gymnasium environments as MP4 plus a safetensors file of the actions
+(what world models need besides pixels); `ingest` hands each episode to IngestService like an upload;
+`jobs` runs requests in the background with progress kept in the store; `api` is the HTTP surface.
+"""
+
+from worldloom.ingest.sources.errors import SourceError
+from worldloom.ingest.sources.gymnasium import FRAME_ALIGNMENT, EpisodeRecording, record_episode, record_episodes
+from worldloom.ingest.sources.limits import GymnasiumLimits
+
+__all__ = ["FRAME_ALIGNMENT", "EpisodeRecording", "GymnasiumLimits", "SourceError", "record_episode", "record_episodes"]
