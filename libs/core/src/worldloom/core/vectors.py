@@ -58,7 +58,9 @@ class VectorIndex:
         if "://" in uri:
             # pymilvus pings every 10 s even when idle; servers with gRPC's default ping policy
             # (milvus-lite server) answer GOAWAY "too_many_pings" and then refuse reconnects
+            # (dedicated: pymilvus otherwise shares one channel per address, whatever options it was made with)
             extra["grpc_options"] = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": 0}
+            extra["dedicated"] = True
         self.client = MilvusClient(uri=uri, token=token or "", **extra)
         self._lock = threading.Lock()  # Milvus Lite's local client is not safe for concurrent calls
         self._loaded: set[str] = set()
