@@ -19,6 +19,12 @@ ApiOpt = Annotated[Optional[str], typer.Option("--api", envvar="WORLDLOOM_API_UR
 TokenOpt = Annotated[Optional[str], typer.Option("--token", envvar="WORLDLOOM_API_TOKEN", help="bearer token")]
 
 
+def _fail(exc: ApiFailure) -> None:
+    """The service's error code and reason for the user, exit status 2."""
+    console.print(f"[red]{exc}")
+    raise typer.Exit(2) from None
+
+
 def _parse_attrs(pairs: list[str]) -> dict[str, str]:
     attrs = {}
     for pair in pairs:
@@ -62,8 +68,7 @@ def ingest(
     try:
         outcomes = upload_all(client, files, console, {f: attrs for f in files} if attrs else None)
     except ApiFailure as exc:
-        console.print(f"[red]{exc}")
-        raise typer.Exit(2) from None
+        _fail(exc)
     finally:
         client.close()
     if as_json:
@@ -93,8 +98,7 @@ def _ingest_gymnasium(client: WorldloomClient, env: str, episodes: int, policy: 
                 job = client.source_job(job["job_id"])
                 progress.update(task, completed=job["percent"])
     except ApiFailure as exc:
-        console.print(f"[red]{exc}")
-        raise typer.Exit(2) from None
+        _fail(exc)
     finally:
         client.close()
     if as_json:
@@ -128,8 +132,7 @@ def videos(
     try:
         items = client.list_videos(status)
     except ApiFailure as exc:
-        console.print(f"[red]{exc}")
-        raise typer.Exit(2) from None
+        _fail(exc)
     table = Table(title=f"{len(items)} videos")
     for col in ("video id", "file", "status", "size", "resolution", "duration"):
         table.add_column(col)
@@ -196,8 +199,7 @@ def search(
     try:
         res = client.search({"text": query, "top_k": top_k, "filters": filters})
     except ApiFailure as exc:
-        console.print(f"[red]{exc}")
-        raise typer.Exit(2) from None
+        _fail(exc)
     finally:
         client.close()
     if as_json:
