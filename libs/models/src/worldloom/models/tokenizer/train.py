@@ -45,7 +45,7 @@ def autocast_for(device: torch.device) -> contextlib.AbstractContextManager[Any]
 
 
 def train_step(
-    model: CausalVideoTokenizer,
+    model: CausalVideoTokenizer | nn.Module,
     batch: Batch,
     optimizer: torch.optim.Optimizer,
     loss_cfg: LossConfig | None = None,
@@ -108,8 +108,9 @@ def train_step(
             (d_loss / len(fakes)).backward()
             out["gan_d"] = out.get("gan_d", 0.0) + float(d_loss.detach()) / len(fakes)
         disc_optimizer.step()
-    if all_indices and model.fsq is not None:
-        out["code_usage"] = codebook_usage(torch.cat(all_indices), model.fsq.codebook_size)["usage"]
+    fsq = getattr(model, "module", model).fsq  # unwrap DDP
+    if all_indices and fsq is not None:
+        out["code_usage"] = codebook_usage(torch.cat(all_indices), fsq.codebook_size)["usage"]
     return out
 
 

@@ -1,0 +1,225 @@
+"""A tokenizer training job: the per-worker loop Ray Train runs, and the driver that launches it.
+
+The loop reads clips from the object store, trains with :func:`~.train.train_step` under DDP (gloo
+on CPU, NCCL on GPU), reports progress (``progress.json``) and saves safetensors checkpoints to the
+store every ``checkpoint_every`` steps. Started again after a crash (Ray's ``FailureConfig`` restarts
+the worker group) it resumes from the last checkpoint with the same data order (the sampler is seeded
+from the seed, the rank and the resume step). When it finishes, rank 0 evaluates PSNR/SSIM on the
+held-out clips and writes the final model to ``<prefix>/model/tokenizer.safetensors``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from worldloom.core.jobs import ProgressWriter
+from worldloom.core.settings import StoreSettings
+from worldloom.core.store.base import ObjectStore
+from worldloom.core.store.factory import make_store
+from worldloom.models.tokenizer.checkpoint import load_checkpoint, save_checkpoint
+from worldloom.models.tokenizer.data import ClipSampler, frames_to_tensor
+from worldloom.models.tokenizer.losses import LossConfig
+from worldloom.models.tokenizer.metrics import codebook_usage, psnr, ssim
+from worldloom.models.tokenizer.model import CausalVideoTokenizer, TokenizerConfig
+from worldloom.models.tokenizer.train import lr_at, train_step
+from worldloom.models.training import ScalingSpec, StoreCheckpoints, run_torch_trainer, worker_info
+
+MODEL_FILE = "tokenizer.safetensors"
+
+
+def model_key(prefix: str) -> str:
+    return f"{prefix}/model/{MODEL_FILE}"
+
+
+class JobCancelled(RuntimeError):
+    pass
+
+
+@dataclass
+class TokenizerJob:
+    """Everything a worker needs; plain data so it crosses process and machine boundaries."""
+
+    prefix: str  # e.g. tokenizers/<id>: progress, checkpoints and the final model live under it
+    store: dict[str, Any]  # StoreSettings payload (see worldloom.core.jobs.store_settings_payload)
+    tokenizer: dict[str, Any]  # TokenizerConfig.to_dict()
+    train_keys: list[str]  # object keys of training clips (mp4)
+    val_keys: list[str] = field(default_factory=list)
+    resolution: int = 64
+    frames: int = 17
+    batch: int = 4
+    num_images: int = 2
+    steps: int = 500
+    lr: float = 1e-3
+    checkpoint_every: int = 100
+    log_every: int = 10
+    seed: int = 0
+    augment: bool = True
+    threads_per_worker: int = 1
+
+    def __post_init__(self) -> None:
+        cfg = TokenizerConfig.from_dict(self.tokenizer)
+        if (self.frames - 1) % cfg.t_compression:
+            raise ValueError(f"frames must be 1 + k * {cfg.t_compression} for {cfg.compression}, got {self.frames}")
+        if self.resolution % cfg.s_compression:
+            raise ValueError(f"resolution must be a multiple of {cfg.s_compression}, got {self.resolution}")
+        if not self.train_keys:
+            raise ValueError("no training clips")
+        for name in ("steps", "batch", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_clip_tensors(store: ObjectStore, keys: list[str], size: int) -> list[torch.Tensor]:
+    """Decode clips from the store to ``[3, T, size, size]`` tensors in [-1, 1]."""
+    from worldloom.video.decode import read_frames
+
+    out = []
+    with tempfile.TemporaryDirectory(prefix="wl-clips-") as tmp:
+        for i, key in enumerate(keys):
+            path = os.path.join(tmp, f"{i}.mp4")
+            store.download(key, path)
+            frames, _ = read_frames(path, size=(size, size))
+            out.append(frames_to_tensor(frames))
+            os.unlink(path)
+    return out
+
+
+@torch.no_grad()
+def evaluate_clips(model: CausalVideoTokenizer, videos: list[torch.Tensor], max_frames: int = 33) -> dict[str, float]:
+    """Mean per-clip PSNR/SSIM (each clip trimmed to a valid causal length), plus FSQ code usage."""
+    model.eval()
+    tc = model.config.t_compression
+    p, s, idx = [], [], []
+    for v in videos:
+        t = 1 + (min(v.shape[1], max_frames) - 1) // tc * tc
+        clip = v[None, :, :t]
+        recon, aux = model(clip)
+        p.append(float(psnr(recon, clip)[0]))
+        s.append(float(ssim(recon, clip)[0]))
+        if "indices" in aux:
+            idx.append(aux["indices"].flatten())
+    out = {"psnr": sum(p) / len(p), "ssim": sum(s) / len(s), "clips": float(len(p))}
+    if idx and model.fsq is not None:
+        out["code_usage"] = codebook_usage(torch.cat(idx), model.fsq.codebook_size)["usage"]
+    return out
+
+
+def _broadcast_flag(flag: bool) -> bool:
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1 if flag else 0])
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def _gather_pids() -> list[int]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return [os.getpid()]
+    pids: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(pids, os.getpid())
+    return [int(p) for p in pids]
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Per-worker body (Ray Train calls it on every worker; also runs in-process with one worker)."""
+    job = TokenizerJob(**config)
+    info = worker_info()
+    torch.set_num_threads(max(1, job.threads_per_worker))
+    torch.manual_seed(job.seed)
+    store = make_store(StoreSettings(**job.store))
+    ckpts = StoreCheckpoints(store, job.prefix)
+    writer = ProgressWriter(store, job.prefix, job.steps, workers=info.world_size) if info.rank == 0 else None
+    try:
+        _train(job, info, store, ckpts, writer)
+    except JobCancelled:
+        if writer is not None:
+            writer.finish("cancelled", error="cancelled by user")
+    except Exception as exc:
+        if writer is not None:
+            writer.progress.error = f"{type(exc).__name__}: {exc}"  # state stays running: Ray may retry
+            writer.flush(force=True)
+        raise
+
+
+def _train(job: TokenizerJob, info: Any, store: ObjectStore, ckpts: StoreCheckpoints,
+           writer: ProgressWriter | None) -> None:
+    device = torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
+    train_res = job.resolution * 9 // 8 if job.augment else job.resolution
+    videos = load_clip_tensors(store, job.train_keys, train_res)
+    model = CausalVideoTokenizer(TokenizerConfig.from_dict(job.tokenizer)).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=job.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    start = 0
+    with tempfile.TemporaryDirectory(prefix="wl-resume-") as tmp:
+        if ckpts.restore(Path(tmp)) is not None:
+            _, state = load_checkpoint(Path(tmp) / MODEL_FILE, model=model, optimizer=optimizer, device=str(device))
+            start = state.step
+    trained = model
+    if info.world_size > 1:
+        import ray.train.torch
+
+        trained = ray.train.torch.prepare_model(model, move_to_device=False)
+    pids = _gather_pids()
+    if writer is not None:
+        writer.resumed(start, pids)
+    sampler = ClipSampler(videos, job.frames, job.batch, num_images=job.num_images,
+                          seed=job.seed * 1_000_003 + info.rank * 7919 + start,
+                          crop=job.resolution if job.augment else None, reverse=job.augment)
+    loss_cfg = LossConfig()
+    warmup = min(100, max(1, job.steps // 20))
+    window: dict[str, float] = {}
+    count, t0 = 0, time.perf_counter()
+    for step in range(start, job.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, job.steps, job.lr, warmup)
+        logs = train_step(trained, next(sampler), optimizer, loss_cfg, step=step)
+        for k, v in logs.items():
+            window[k] = window.get(k, 0.0) + v
+        count += 1
+        done = step + 1
+        if done % job.log_every == 0 or done == job.steps:
+            if writer is not None and all(math.isfinite(v) for v in window.values()):
+                entry = {k: window[k] / count for k in ("loss", "psnr", "code_usage") if k in window}
+                entry["sec_per_step"] = (time.perf_counter() - t0) / count
+                writer.log(done, entry)
+            window, count, t0 = {}, 0, time.perf_counter()
+            if _broadcast_flag(writer is not None and writer.cancelled()):
+                raise JobCancelled()
+        if done % job.checkpoint_every == 0 and done < job.steps and info.rank == 0:
+            ckpts.save(done, lambda d, s=done: save_checkpoint(d / MODEL_FILE, model, optimizer=optimizer, step=s))
+    if info.rank != 0 or writer is None:
+        return
+    val_keys = job.val_keys or job.train_keys[:4]
+    metrics = evaluate_clips(model, load_clip_tensors(store, val_keys, job.resolution))
+    metrics = {("val_" + k if job.val_keys else "train_" + k): v for k, v in metrics.items()}
+    with tempfile.TemporaryDirectory(prefix="wl-final-") as tmp:
+        path = save_checkpoint(Path(tmp) / MODEL_FILE, model, step=job.steps, extra={"metrics": metrics})
+        for f in sorted(Path(tmp).iterdir()):  # sidecar last: its presence means the weights are complete
+            if f.suffix == ".safetensors":
+                with open(f, "rb") as fh:
+                    store.put_file(f"{job.prefix}/model/{f.name}", fh, f.stat().st_size)
+        side = path.with_suffix(".json")
+        store.put_bytes(f"{job.prefix}/model/{side.name}", side.read_bytes(), "application/json")
+    writer.finish("succeeded", metrics)
+
+
+def run_job(job: TokenizerJob, scaling: ScalingSpec, *, name: str, address: str | None = None,
+            in_process: bool = False) -> None:
+    """Train ``job`` on Ray Train (or, with ``in_process``, in this process: tests and tiny runs)."""
+    config = job.to_dict()
+    config["threads_per_worker"] = max(1, int(scaling.cpus_per_worker))
+    if in_process:
+        train_loop(config)
+        return
+    run_torch_trainer(train_loop, config, scaling, name, address=address)
