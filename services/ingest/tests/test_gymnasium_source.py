@@ -20,7 +20,7 @@ from safetensors.numpy import load, load_file
 
 from worldloom.core import events
 from worldloom.ingest.sources import GymnasiumLimits, SourceError, record_episodes
-from worldloom.ingest.sources.encode import Mp4Writer, rgb_to_yuv420p
+from worldloom.video.mp4_writer import Mp4Writer, rgb_to_yuv420p
 from worldloom.ingest.sources.envs import check_env_kwargs
 from worldloom.ingest.sources.ingest import actions_key, ingest_recording
 from worldloom.video.probe import probe

@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Envelope(_message.Message):
-    __slots__ = ("event_id", "schema_version", "type", "producer", "time", "lineage", "video_ingested", "clip_curated", "dataset_created")
+    __slots__ = ("event_id", "schema_version", "type", "producer", "time", "lineage", "video_ingested", "clip_curated", "dataset_created", "clip_tokenized")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,7 @@ class Envelope(_message.Message):
     VIDEO_INGESTED_FIELD_NUMBER: _ClassVar[int]
     CLIP_CURATED_FIELD_NUMBER: _ClassVar[int]
     DATASET_CREATED_FIELD_NUMBER: _ClassVar[int]
+    CLIP_TOKENIZED_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     schema_version: int
     type: str
@@ -29,7 +30,8 @@ class Envelope(_message.Message):
     video_ingested: VideoIngested
     clip_curated: ClipCurated
     dataset_created: DatasetCreated
-    def __init__(self, event_id: _Optional[str] = ..., schema_version: _Optional[int] = ..., type: _Optional[str] = ..., producer: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Iterable[str]] = ..., video_ingested: _Optional[_Union[VideoIngested, _Mapping]] = ..., clip_curated: _Optional[_Union[ClipCurated, _Mapping]] = ..., dataset_created: _Optional[_Union[DatasetCreated, _Mapping]] = ...) -> None: ...
+    clip_tokenized: ClipTokenized
+    def __init__(self, event_id: _Optional[str] = ..., schema_version: _Optional[int] = ..., type: _Optional[str] = ..., producer: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Iterable[str]] = ..., video_ingested: _Optional[_Union[VideoIngested, _Mapping]] = ..., clip_curated: _Optional[_Union[ClipCurated, _Mapping]] = ..., dataset_created: _Optional[_Union[DatasetCreated, _Mapping]] = ..., clip_tokenized: _Optional[_Union[ClipTokenized, _Mapping]] = ...) -> None: ...
 
 class VideoInfo(_message.Message):
     __slots__ = ("container", "codec", "width", "height", "fps", "duration_s", "frame_count", "rotation", "has_audio", "pix_fmt", "start_time_s")
@@ -136,6 +138,28 @@ class DatasetCreated(_message.Message):
     manifest_uri: str
     clip_count: int
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., manifest_uri: _Optional[str] = ..., clip_count: _Optional[int] = ...) -> None: ...
+
+class ClipTokenized(_message.Message):
+    __slots__ = ("clip_id", "tokenizer_id", "kind", "shard_uri", "shape", "dtype", "frames", "resolution", "compression")
+    CLIP_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKENIZER_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SHARD_URI_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    clip_id: str
+    tokenizer_id: str
+    kind: str
+    shard_uri: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    dtype: str
+    frames: int
+    resolution: int
+    compression: str
+    def __init__(self, clip_id: _Optional[str] = ..., tokenizer_id: _Optional[str] = ..., kind: _Optional[str] = ..., shard_uri: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., frames: _Optional[int] = ..., resolution: _Optional[int] = ..., compression: _Optional[str] = ...) -> None: ...
 
 class DeadLetter(_message.Message):
     __slots__ = ("topic", "partition", "offset", "key", "value", "error", "error_type", "attempts", "consumer_group", "failed_at")

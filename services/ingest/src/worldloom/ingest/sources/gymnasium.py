@@ -26,7 +26,7 @@ import numpy as np
 from safetensors.numpy import save as save_safetensors
 
 from worldloom.ingest.sources.arrays import action_dtype, describe_space, space_shape, stored_observation_dtype
-from worldloom.ingest.sources.encode import Mp4Writer
+from worldloom.video.mp4_writer import Mp4Writer
 from worldloom.ingest.sources.envs import check_env_kwargs, make_env, resolve_env
 from worldloom.ingest.sources.errors import SourceError
 from worldloom.ingest.sources.limits import GymnasiumLimits

@@ -101,3 +101,11 @@ def _pad_even(frame: np.ndarray) -> np.ndarray:
     if h % 2 == 0 and w % 2 == 0:
         return frame
     return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+
+
+def frames_to_mp4(frames: np.ndarray, path: Path, fps: float) -> Path:
+    """Write ``[T, H, W, 3]`` uint8 frames as one H.264 MP4 (deterministic bytes)."""
+    with Mp4Writer(Path(path), fps) as writer:
+        for frame in frames:
+            writer.write(np.ascontiguousarray(frame))
+    return Path(path)

@@ -1,0 +1,145 @@
+"""clips.curated -> token/latent shards + clips.tokenized, idempotent per (clip, tokenizer).
+
+Writes happen in the order shard -> event -> marker, so a crash at any point is repaired by the
+redelivered event: a marker means done (nothing happens), a shard without a marker means the event
+may not have gone out (it is emitted, the clip is not encoded again).
+
+  tokens/<tokenizer_id>/<clip_id>.tar    webdataset shard: <clip_id>.tokens.npy | .latents.npy + .json
+  tokens/<tokenizer_id>/<clip_id>.done   marker (the event that was emitted)
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import json
+import os
+import tarfile
+import tempfile
+import time
+
+import numpy as np
+
+from worldloom.core import events
+from worldloom.core.bus import Bus, PermanentError
+from worldloom.core.catalog import ClipRecord
+from worldloom.core.store.base import ObjectNotFound, ObjectStore
+from worldloom.tokenize.codec import Encoded, TokenizerCache, encode_frames, square_frames
+from worldloom.tokenize.errors import TokenizeError
+from worldloom.tokenize.registry import Registry
+
+
+log = logging.getLogger("worldloom.tokenize.clips")
+
+
+def shard_key(tokenizer_id: str, clip_id: str) -> str:
+    return f"tokens/{tokenizer_id}/{clip_id}.tar"
+
+
+def marker_key(tokenizer_id: str, clip_id: str) -> str:
+    return f"tokens/{tokenizer_id}/{clip_id}.done"
+
+
+def write_shard(clip_id: str, encoded: Encoded, meta: dict) -> bytes:
+    """One-sample webdataset tar (``__key__`` = clip id): the array as .npy and its metadata as .json."""
+    ext = "tokens.npy" if encoded.kind == "discrete" else "latents.npy"
+    array = encoded.array.astype(np.int32 if encoded.kind == "discrete" else np.float16)
+    npy = io.BytesIO()
+    np.save(npy, array, allow_pickle=False)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in ((f"{clip_id}.{ext}", npy.getvalue()), (f"{clip_id}.json", json.dumps(meta).encode())):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+class ClipEncoder:
+    def __init__(self, store: ObjectStore, bus: Bus, registry: Registry, cache: TokenizerCache,
+                 max_frames: int) -> None:
+        self.store, self.bus, self.registry, self.cache, self.max_frames = store, bus, registry, cache, max_frames
+
+    def handle_event(self, env: events.Envelope) -> None:
+        if env.WhichOneof("payload") != "clip_curated":
+            raise PermanentError(f"tokenize does not handle {env.type}")
+        tokenizer_id = self.registry.active_id()
+        if tokenizer_id is None:
+            return  # nothing to encode with yet; POST /v1/tokenizers/{id}/activate, then re-run curation
+        try:
+            self.encode_clip(env.clip_curated, tokenizer_id)
+        except TokenizeError as exc:
+            raise PermanentError(f"{exc.code}: {exc.message}") from None
+
+    def encode_clip(self, clip: events.ClipCurated, tokenizer_id: str) -> events.Envelope | None:
+        """Encode one curated clip; returns the emitted event, or None when it was already done."""
+        done, shard = marker_key(tokenizer_id, clip.clip_id), shard_key(tokenizer_id, clip.clip_id)
+        if self.store.exists(done):
+            return None
+        record = self.registry.get(tokenizer_id)
+        resolution = int((record.request or {}).get("resolution") or clip.width or 64)
+        if not self.store.exists(shard):
+            uri = clip.renditions.get("train")
+            if not uri:
+                raise TokenizeError(422, "no_train_rendition", f"clip {clip.clip_id} has no 'train' rendition")
+            model = self.cache.get(tokenizer_id)
+            fd, path = tempfile.mkstemp(suffix=".mp4", prefix="wl-clip-")
+            os.close(fd)
+            try:
+                try:
+                    self.store.download(self.store.key_from_uri(uri), path)
+                except ObjectNotFound:
+                    raise TokenizeError(422, "clip_missing", f"{uri} does not exist") from None
+                encoded = encode_frames(model, square_frames(path, resolution, self.max_frames), self.max_frames)
+            finally:
+                os.unlink(path)
+            meta = {"clip_id": clip.clip_id, "video_id": clip.video_id, "tokenizer_id": tokenizer_id,
+                    "kind": encoded.kind, "shape": list(encoded.array.shape), "frames": encoded.frames,
+                    "resolution": encoded.resolution, "compression": model.config.compression,
+                    "caption": clip.caption, "start_s": clip.start_s, "end_s": clip.end_s}
+            self.store.put_bytes(shard, write_shard(clip.clip_id, encoded, meta), "application/x-tar")
+        else:
+            meta = _shard_meta(self.store.get_bytes(shard), clip.clip_id)
+        payload = events.ClipTokenized(
+            clip_id=clip.clip_id, tokenizer_id=tokenizer_id, kind=meta["kind"], shard_uri=self.store.uri(shard),
+            shape=meta["shape"], dtype="int32" if meta["kind"] == "discrete" else "float16",
+            frames=meta["frames"], resolution=meta["resolution"], compression=meta["compression"])
+        env = events.new_event("tokenize", payload, lineage=[clip.clip_id, tokenizer_id])
+        self.bus.publish(events.TOPIC_CLIPS_TOKENIZED, env, clip.clip_id, wait=True)
+        self.store.put_bytes(done, json.dumps({"event_id": env.event_id}).encode(), "application/json")
+        return env
+
+    def backfill(self, tokenizer_id: str) -> dict[str, int]:
+        """Encode every accepted curated clip not yet done with ``tokenizer_id`` (runs after activation,
+        so clips curated before any tokenizer was active are tokenized too)."""
+        counts = {"encoded": 0, "skipped": 0, "failed": 0}
+        for info in list(self.store.list("clips/")):
+            if not info.key.endswith("/meta.json"):
+                continue
+            try:
+                rec = ClipRecord.model_validate_json(self.store.get_bytes(info.key))
+                if rec.status != "accepted" or "train" not in rec.renditions:
+                    continue
+                done = self.encode_clip(curated_event_of(self.store, rec), tokenizer_id)
+                counts["encoded" if done is not None else "skipped"] += 1
+            except Exception:  # noqa: BLE001 - one bad clip must not stop the backfill
+                log.exception("backfill of %s with %s failed", info.key, tokenizer_id)
+                counts["failed"] += 1
+        return counts
+
+
+def curated_event_of(store: ObjectStore, rec: ClipRecord) -> events.ClipCurated:
+    """The clips.curated payload for a stored clip record (backfill after a tokenizer is activated)."""
+    return events.ClipCurated(
+        clip_id=rec.clip_id, video_id=rec.video_id, start_frame=rec.start_frame, end_frame=rec.end_frame,
+        start_s=rec.start_s, end_s=rec.end_s, config_hash=rec.config_hash,
+        renditions={k: store.uri(v) for k, v in rec.renditions.items()}, caption=rec.caption, tags=rec.tags,
+        width=int(rec.rendition_info.get("train", {}).get("width", 0)),
+        height=int(rec.rendition_info.get("train", {}).get("height", 0)))
+
+
+def _shard_meta(tar_bytes: bytes, clip_id: str) -> dict:
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        member = tar.extractfile(f"{clip_id}.json")
+        assert member is not None
+        return json.loads(member.read())
