@@ -91,4 +91,35 @@ def test_upload_curate_search_on_real_servers(s3_settings, kafka_settings, milvu
         assert len([e for e in seen if e.clip_curated.video_id == video_id]) == before == len(marker["accepted"])
         assert sorted((o.key, o.etag) for o in store.list("clips/")) == objects_before
         watcher.close()
+
+        # tokenize: train a tokenizer on Ray Train from the curated clips, activate it, every clip is
+        # encoded once into S3 token shards and announced on Kafka; a redelivered clip changes nothing
+        from worldloom.tokenize.app import build_app as tokenize_app
+        from worldloom.tokenize.clip_encoder import marker_key
+        from worldloom.tokenize.settings import TokenizeSettings
+
+        tokenize = stack.enter_context(BackgroundServer(tokenize_app(TokenizeSettings(
+            store=s3_settings, bus=kafka_settings, http=http, consumer_group=f"tok-{uuid.uuid4().hex[:6]}"))))
+        tokenized: list[events.Envelope] = []
+        tok_watch = bus.consumer([events.TOPIC_CLIPS_TOKENIZED], f"watch-{uuid.uuid4().hex[:6]}", tokenized.append)
+        r = httpx.post(f"{tokenize.url}/v1/tokenizers", headers=AUTH, timeout=60, json={
+            "name": "e2e", "clips": {"config_hash": config_hash}, "kind": "discrete", "resolution": 32, "frames": 5,
+            "steps": 6, "batch": 2, "num_images": 1, "checkpoint_every": 3, "log_every": 2, "activate": True})
+        assert r.status_code == 202, r.text
+        tid = r.json()["tokenizer_id"]
+        _wait(lambda: httpx.get(f"{tokenize.url}/v1/tokenizers/{tid}", headers=AUTH).json()["state"]
+              in ("succeeded", "failed"), timeout_s=400, what="tokenizer training on Ray")
+        rec = httpx.get(f"{tokenize.url}/v1/tokenizers/{tid}", headers=AUTH).json()
+        assert rec["state"] == "succeeded" and rec["active"] and rec["percent"] == 100.0, rec
+        assert rec["lineage"]["clip_filter"]["config_hash"] == config_hash
+        _wait(lambda: all(store.exists(marker_key(tid, c)) for c in marker["accepted"]), what="backfill")
+        clip_id = marker["accepted"][0]
+        again = events.new_event("curate", events.ClipCurated(clip_id=clip_id, video_id=video_id), lineage=[clip_id])
+        bus.publish(events.TOPIC_CLIPS_CURATED, again, key=clip_id)
+        time.sleep(3)
+        tok_watch.drain(idle_polls=3, timeout_s=1.0)
+        mine = [e.clip_tokenized for e in tokenized if e.clip_tokenized.tokenizer_id == tid]
+        assert sorted(e.clip_id for e in mine) == sorted(marker["accepted"])  # once each, redelivery included
+        assert all(store.exists(store.key_from_uri(e.shard_uri)) and e.kind == "discrete" for e in mine)
+        tok_watch.close()
         bus.close()

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from worldloom.core import events
 from worldloom.core.bus.inprocess import InProcessBus
-from worldloom.core.catalog import ClipRecord, clip_meta_key
+from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord, clip_meta_key
 from worldloom.core.settings import HttpSettings, StoreSettings
 from worldloom.core.store.local import LocalStore
 from worldloom.models.tokenizer import CausalVideoTokenizer, TokenizerConfig, save_checkpoint
@@ -35,7 +35,7 @@ def _clip(store: LocalStore, tmp: Path, i: int, frames: int = 24) -> ClipRecord:
     store.put_bytes(key, path.read_bytes())
     rec = ClipRecord(clip_id=f"clip{i}", video_id=f"v{i}", source="synthetic", status="accepted", start_frame=0,
                      end_frame=frames, start_s=0, end_s=frames / 24, duration_s=frames / 24, fps=24, width=48,
-                     height=48, renditions={"train": key}, rendition_info={"train": {"width": 48, "height": 48}},
+                     height=48, renditions={TRAIN_RENDITION: key}, rendition_info={TRAIN_RENDITION: {"width": 48, "height": 48}},
                      config_hash="h", created_at=datetime.now(timezone.utc))
     store.put_bytes(clip_meta_key(rec.clip_id), rec.model_dump_json().encode())
     return rec
@@ -98,7 +98,7 @@ def test_activation_tokenizes_clips_once_with_shards_and_events(env, trained) ->
     # a new clip arrives through the bus; then the same event is delivered again
     rec = _clip(store, tmp, 7)
     env_ = events.new_event("curate", events.ClipCurated(
-        clip_id=rec.clip_id, video_id=rec.video_id, renditions={"train": store.uri(rec.renditions["train"])},
+        clip_id=rec.clip_id, video_id=rec.video_id, renditions={TRAIN_RENDITION: store.uri(rec.renditions[TRAIN_RENDITION])},
         width=48, height=48))
     for _ in range(2):
         bus.publish(events.TOPIC_CLIPS_CURATED, env_, rec.clip_id)

@@ -22,6 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from worldloom.core.vectors import CollectionSpec
 
+#: the rendition models train on (square, fixed fps); ClipRecord.renditions / ClipCurated.renditions key
+TRAIN_RENDITION = "train.mp4"
+
 VISUAL_COLLECTION = "clips_visual"
 TEXT_COLLECTION = "clips_text"
 

@@ -19,7 +19,7 @@ import webdataset as wds
 from worldloom.core import events
 from worldloom.core.bus import Bus
 from worldloom.core.catalog import (
-    TEXT_COLLECTION, VISUAL_COLLECTION, ClipRecord, Rejection, clip_meta_key, clip_prefix,
+    TEXT_COLLECTION, TRAIN_RENDITION, VISUAL_COLLECTION, ClipRecord, Rejection, clip_meta_key, clip_prefix,
 )
 from worldloom.core.store import ObjectStore
 from worldloom.core.vectors import VectorIndex
@@ -50,7 +50,7 @@ class WriteStage(Stage):
     resources: ClassVar[Resources] = Resources(cpus=0.5, memory_mb=256)
 
     def __init__(self, store: ObjectStore, index: VectorIndex, bus: Bus, config_hash: str,
-                 shard_max_clips: int = 256, train_rendition: str = "train.mp4") -> None:
+                 shard_max_clips: int = 256, train_rendition: str = TRAIN_RENDITION) -> None:
         self.store = store
         self.index = index
         self.bus = bus

@@ -22,7 +22,7 @@ import numpy as np
 
 from worldloom.core import events
 from worldloom.core.bus import Bus, PermanentError
-from worldloom.core.catalog import ClipRecord
+from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord
 from worldloom.core.store.base import ObjectNotFound, ObjectStore
 from worldloom.tokenize.codec import Encoded, TokenizerCache, encode_frames, square_frames
 from worldloom.tokenize.errors import TokenizeError
@@ -79,9 +79,9 @@ class ClipEncoder:
         record = self.registry.get(tokenizer_id)
         resolution = int((record.request or {}).get("resolution") or clip.width or 64)
         if not self.store.exists(shard):
-            uri = clip.renditions.get("train")
+            uri = clip.renditions.get(TRAIN_RENDITION)
             if not uri:
-                raise TokenizeError(422, "no_train_rendition", f"clip {clip.clip_id} has no 'train' rendition")
+                raise TokenizeError(422, "no_train_rendition", f"clip {clip.clip_id} has no training rendition")
             model = self.cache.get(tokenizer_id)
             fd, path = tempfile.mkstemp(suffix=".mp4", prefix="wl-clip-")
             os.close(fd)
@@ -118,7 +118,7 @@ class ClipEncoder:
                 continue
             try:
                 rec = ClipRecord.model_validate_json(self.store.get_bytes(info.key))
-                if rec.status != "accepted" or "train" not in rec.renditions:
+                if rec.status != "accepted" or TRAIN_RENDITION not in rec.renditions:
                     continue
                 done = self.encode_clip(curated_event_of(self.store, rec), tokenizer_id)
                 counts["encoded" if done is not None else "skipped"] += 1
@@ -134,8 +134,8 @@ def curated_event_of(store: ObjectStore, rec: ClipRecord) -> events.ClipCurated:
         clip_id=rec.clip_id, video_id=rec.video_id, start_frame=rec.start_frame, end_frame=rec.end_frame,
         start_s=rec.start_s, end_s=rec.end_s, config_hash=rec.config_hash,
         renditions={k: store.uri(v) for k, v in rec.renditions.items()}, caption=rec.caption, tags=rec.tags,
-        width=int(rec.rendition_info.get("train", {}).get("width", 0)),
-        height=int(rec.rendition_info.get("train", {}).get("height", 0)))
+        width=int(rec.rendition_info.get(TRAIN_RENDITION, {}).get("width", 0)),
+        height=int(rec.rendition_info.get(TRAIN_RENDITION, {}).get("height", 0)))
 
 
 def _shard_meta(tar_bytes: bytes, clip_id: str) -> dict:

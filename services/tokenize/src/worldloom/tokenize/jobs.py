@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from worldloom.core.catalog import ClipRecord, DatasetManifest
+from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord, DatasetManifest
 from worldloom.core.jobs import read_progress, request_cancel, store_settings_payload
 from worldloom.core.settings import StoreSettings
 from worldloom.core.store.base import InvalidKey, ObjectNotFound, ObjectStore
@@ -64,7 +64,7 @@ class JobManager:
             manifest = self._manifest(req.dataset.name, req.dataset.version)
             pairs = []
             for clip in manifest.clips:
-                uri = (clip.get("renditions") or {}).get("train")
+                uri = (clip.get("renditions") or {}).get(TRAIN_RENDITION)
                 if uri:
                     pairs.append((clip["clip_id"], self.store.key_from_uri(uri)))
             lineage = Lineage(dataset=f"{manifest.name}@v{manifest.version}",
@@ -77,13 +77,13 @@ class JobManager:
                 if not info.key.endswith("/meta.json"):
                     continue
                 rec = ClipRecord.model_validate_json(self.store.get_bytes(info.key))
-                if rec.status != "accepted" or "train" not in rec.renditions:
+                if rec.status != "accepted" or TRAIN_RENDITION not in rec.renditions:
                     continue
                 if flt.source and rec.source != flt.source or flt.config_hash and rec.config_hash != flt.config_hash:
                     continue
                 if not set(flt.tags) <= set(rec.tags):
                     continue
-                pairs.append((rec.clip_id, rec.renditions["train"]))
+                pairs.append((rec.clip_id, rec.renditions[TRAIN_RENDITION]))
                 if len(pairs) >= flt.limit:
                     break
             lineage = Lineage(clip_filter=flt.model_dump())
