@@ -1,0 +1,347 @@
+"""Autoregressive world model: a GPT over the discrete tokenizer's indices, frame after frame.
+
+Sequence layout (``N = tokens_per_frame = h * w``, ``L`` text tokens, ``T`` frames)::
+
+    [text_0 .. text_{L-1}] [F_0 x_{0,0} .. x_{0,N-1}] [F_1 x_{1,0} .. x_{1,N-1}] ...
+
+Every frame opens with a *frame token* ``F_t`` = learned frame-start vector + the embedding of the action
+that leads into frame ``t`` (``actions[:, t-1]``; a learned "no action" vector for ``t = 0`` or when no
+actions are given). A token sees the text, every earlier frame, the frame token of its own frame and its
+own frame's earlier tokens in raster order: plain causal attention over the flattened sequence, which is
+block-causal over time. The output at ``F_t`` predicts ``x_{t,0}`` and the output at ``x_{t,s}`` predicts
+``x_{t,s+1}``, so frame ``t``'s ``N`` predictions come from its own ``N + 1``-slot block (the last slot,
+``x_{t,N-1}``, predicts nothing and instead summarises the frame for the reward head). Why a separate
+frame token rather than adding the action to the frame's tokens: the first token of frame ``t`` must see
+the action, and adding ``a_{t-1}`` to the tokens of frame ``t - 1`` would hand frame ``t - 1``'s own
+predictions the policy's choice, which depends on that frame's content (a leak).
+
+Text (MiniLM, 384-d) is projected into a prefix of ``L`` tokens, visible to everything after it.
+
+Positions are learned and factorised (frame index + raster index within a frame, see
+:class:`~.common.SpaceTimePosEmb`); the frame token of frame ``t`` gets the frame position only.
+
+Vocabulary: the output head is a full ``Linear(d_model, vocab_size)`` whose weight is *tied* to the input
+embedding (``tie_embeddings=True``): with the FSQ codebook of 64,000 entries and a small ``d_model`` the
+tied table is ``64000 * d`` parameters once instead of twice (8.2M for ``d = 128``), without the
+approximation of a factorised head.
+
+Sampling (:meth:`ARWorldModel.generate`) feeds one token at a time through a :class:`~.common.KVCache`,
+or, with ``use_kv_cache=False``, recomputes the whole prefix for each token (the reference the cache is
+tested against). Randomness comes only from the given ``torch.Generator`` (Gumbel-max sampling).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from worldloom.models.world.common import (
+    SIZES,
+    TEXT_DIM,
+    ActionEncoder,
+    ActionSpec,
+    Block,
+    KVCache,
+    RewardHead,
+    RMSNorm,
+    SpaceTimePosEmb,
+    TextConditioner,
+    check_transformer_dims,
+    coerce_action_spec,
+    config_from_dict,
+    config_to_dict,
+    rand,
+    reward_losses,
+)
+
+
+@dataclass(frozen=True)
+class ARConfig:
+    """Everything needed to rebuild an :class:`ARWorldModel`; round-trips through JSON."""
+
+    vocab_size: int = 64_000
+    tokens_per_frame: int = 256
+    max_frames: int = 16
+    n_layer: int = 4
+    d_model: int = 128
+    n_head: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    action: ActionSpec | None = None
+    #: width of text embeddings (MiniLM: 384); ``None`` disables text conditioning.
+    text_dim: int | None = TEXT_DIM
+    max_text_tokens: int = 8
+    tie_embeddings: bool = True
+    reward_head: bool = False
+    size: str = field(default="custom", compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "action", coerce_action_spec(self.action))
+        check_transformer_dims(self.n_layer, self.d_model, self.n_head, self.mlp_ratio, self.dropout)
+        if self.vocab_size < 2 or self.tokens_per_frame < 1 or self.max_frames < 1:
+            raise ValueError("vocab_size must be >= 2, tokens_per_frame and max_frames >= 1")
+        if self.text_dim is not None and (self.text_dim < 1 or self.max_text_tokens < 1):
+            raise ValueError("text_dim and max_text_tokens must be >= 1")
+
+    @classmethod
+    def preset(cls, size: str = "tiny", **overrides: Any) -> ARConfig:
+        """A named transformer size (see :data:`~.common.SIZES`) with any field overridden."""
+        if size not in SIZES:
+            raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
+        return cls(size=size, **{**SIZES[size], **overrides})
+
+    @property
+    def max_seq_len(self) -> int:
+        """Longest flattened sequence: text prefix + one frame token and ``N`` tokens per frame."""
+        return (self.max_text_tokens if self.text_dim else 0) + self.max_frames * (self.tokens_per_frame + 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ARConfig:
+        return config_from_dict(cls, d)
+
+    def replace(self, **changes: Any) -> ARConfig:
+        return replace(self, **changes)
+
+
+class ARWorldModel(nn.Module):
+    """Next-token world model over discrete video tokens ``[B, T, h, w]`` (``h * w = tokens_per_frame``)."""
+
+    def __init__(self, config: ARConfig) -> None:
+        super().__init__()
+        self.config = cfg = config
+        d = cfg.d_model
+        self.wte = nn.Embedding(cfg.vocab_size, d)
+        self.pos = SpaceTimePosEmb(cfg.max_frames, cfg.tokens_per_frame, d)
+        self.frame_start = nn.Parameter(torch.zeros(d))
+        self.actions = ActionEncoder(cfg.action, d) if cfg.action is not None else None
+        self.text = TextConditioner(cfg.text_dim, d, cfg.max_text_tokens) if cfg.text_dim else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(d, cfg.n_head, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.n_layer))
+        self.norm = RMSNorm(d)
+        self.lm_head = None if cfg.tie_embeddings else nn.Linear(d, cfg.vocab_size, bias=False)
+        self.reward = RewardHead(d) if cfg.reward_head else None
+        self._init_weights()
+
+    @classmethod
+    def from_preset(cls, size: str = "tiny", **overrides: Any) -> ARWorldModel:
+        return cls(ARConfig.preset(size, **overrides))
+
+    def _init_weights(self) -> None:
+        """GPT-2 init: N(0, 0.02), residual output projections scaled by 1/sqrt(2 * n_layer)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight, std=0.02)
+        for name, p in self.named_parameters():
+            if name.endswith(("attn.proj.weight", "mlp.2.weight")):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * self.config.n_layer))
+            elif name.endswith(("text.pos", "frame_start", ".null")):
+                nn.init.normal_(p, std=0.02)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        return self.wte.weight.device
+
+    # ------------------------------------------------------------------------------------ validation
+
+    def _check_tokens(self, tokens: Tensor, min_frames: int = 1) -> None:
+        cfg = self.config
+        if tokens.ndim != 4 or tokens.is_floating_point() or tokens.is_complex():
+            raise ValueError(f"tokens must be integer [B, T, h, w]; got {tokens.dtype} {tuple(tokens.shape)}")
+        b, t, h, w = tokens.shape
+        if h * w != cfg.tokens_per_frame:
+            raise ValueError(f"frames of {h}x{w} = {h * w} tokens; the model expects tokens_per_frame="
+                             f"{cfg.tokens_per_frame}")
+        if not min_frames <= t <= cfg.max_frames:
+            raise ValueError(f"{t} frames given; between {min_frames} and max_frames={cfg.max_frames} allowed")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= cfg.vocab_size):
+            raise ValueError(f"token ids must lie in [0, vocab_size={cfg.vocab_size})")
+
+    def _check_cond(self, batch: int, frames: int, actions: Tensor | None, text: Tensor | None,
+                    action_mask: Tensor | None) -> Tensor | None:
+        """Validate actions (``frames - 1`` or ``frames`` steps) and text; returns text as ``[B, L, 384]``."""
+        if actions is not None:
+            if self.actions is None:
+                raise ValueError("actions given but the model has no action conditioning (config.action is None)")
+            self.actions.check(actions, batch, (max(frames - 1, 0), frames), action_mask)
+        elif action_mask is not None:
+            raise ValueError("action_mask given without actions")
+        if text is None:
+            return None
+        if self.text is None:
+            raise ValueError("text given but the model has no text conditioning (config.text_dim is None)")
+        return self.text.check(text, batch)
+
+    # ------------------------------------------------------------------------------------- embedding
+
+    def _token_emb(self, ids: Tensor, frame: Tensor | int, slot: Tensor | int) -> Tensor:
+        """Embedding of image tokens ``ids`` at frame index ``frame`` and raster index ``slot``."""
+        return self.wte(ids) + self.pos(frame, slot)
+
+    def _frame_tokens(self, actions: Tensor | None, frames: int, batch: int,
+                      action_mask: Tensor | None) -> Tensor:
+        """The ``F_t`` slot of every frame: ``[B, frames, d]``."""
+        lead = self.frame_start + self.pos.frame[:frames]
+        if self.actions is not None:
+            lead = lead + self.actions.lead_in(actions, frames, batch, action_mask)
+        return lead.expand(batch, frames, -1)
+
+    def _text_prefix(self, text: Tensor | None, batch: int) -> Tensor:
+        if text is None or self.text is None:
+            return self.frame_start.new_zeros(batch, 0, self.config.d_model)
+        return self.text(text)[0]
+
+    def _embed(self, tokens: Tensor, actions: Tensor | None, text: Tensor | None,
+               action_mask: Tensor | None) -> Tensor:
+        """Flattened input sequence ``[B, L + T * (N + 1), d]`` (see the module docstring)."""
+        b, t = tokens.shape[:2]
+        n = self.config.tokens_per_frame
+        img = self.wte(tokens.reshape(b, t, n)) + self.pos.grid(t)  # same sums as _token_emb, batched
+        lead = self._frame_tokens(actions, t, b, action_mask)
+        frames = torch.cat([lead[:, :, None].to(img.dtype), img], dim=2).reshape(b, t * (n + 1), -1)
+        return torch.cat([self._text_prefix(text, b).to(img.dtype), frames], dim=1)
+
+    # ----------------------------------------------------------------------------------- transformer
+
+    def _transformer(self, x: Tensor, mask: Tensor | None, cache: KVCache | None = None) -> Tensor:
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, cache=cache, layer=i)
+        if cache is not None:
+            cache.advance(x.shape[1])
+        return self.norm(x)
+
+    def _head(self, h: Tensor) -> Tensor:
+        return self.lm_head(h) if self.lm_head is not None else F.linear(h, self.wte.weight)
+
+    @staticmethod
+    def _causal_mask(n_new: int, start: int, device: torch.device) -> Tensor | None:
+        """Bool mask ``[n_new, start + n_new]``: query ``i`` (position ``start + i``) sees keys ``<= start + i``."""
+        if n_new == 1:
+            return None  # a single newest token sees everything before it
+        q = torch.arange(start, start + n_new, device=device)[:, None]
+        return torch.arange(start + n_new, device=device)[None, :] <= q
+
+    def forward(self, tokens: Tensor, actions: Tensor | None = None, text: Tensor | None = None, *,
+                action_mask: Tensor | None = None, rewards: Tensor | None = None,
+                terminations: Tensor | None = None, context_frames: int = 1) -> dict[str, Tensor]:
+        """Teacher-forced pass over ``tokens [B, T, h, w]``.
+
+        Returns ``logits [B, T, h, w, V]`` (``logits[:, t, i, j]`` predicts ``tokens[:, t, i, j]``), and
+        ``loss`` = next-token cross-entropy over frames ``>= context_frames`` (absent if there are none),
+        plus reward/termination predictions ``[B, T]`` (and their losses, added to ``loss``, when
+        ``rewards`` / ``terminations`` ``[B, T]`` are given) if the reward head is enabled.
+        """
+        self._check_tokens(tokens)
+        b, t, h, w = tokens.shape
+        text = self._check_cond(b, t, actions, text, action_mask)
+        if not 0 <= context_frames <= t:
+            raise ValueError(f"context_frames must be in [0, {t}], got {context_frames}")
+        n, v = self.config.tokens_per_frame, self.config.vocab_size
+        x = self._embed(tokens, actions, text, action_mask)
+        hid = self._transformer(x, self._causal_mask(x.shape[1], 0, x.device))
+        frames = hid[:, hid.shape[1] - t * (n + 1):].reshape(b, t, n + 1, -1)
+        logits = self._head(frames[:, :, :n])
+        out: dict[str, Tensor] = {"logits": logits.view(b, t, h, w, v)}
+        if t > context_frames:
+            ce = F.cross_entropy(logits[:, context_frames:].reshape(-1, v).float(),
+                                 tokens[:, context_frames:].reshape(-1))
+            out["ce_loss"] = out["loss"] = ce
+        if self.reward is not None:
+            out["reward"], out["termination_logits"] = self.reward(frames[:, :, n])
+            extra = reward_losses(out["reward"], out["termination_logits"], rewards, terminations)
+            out.update(extra)
+            if extra:
+                total = sum(extra.values(), torch.zeros((), device=tokens.device))
+                out["loss"] = out["loss"] + total if "loss" in out else total
+        elif rewards is not None or terminations is not None:
+            raise ValueError("rewards/terminations given but the model has no reward head (config.reward_head)")
+        return out
+
+    # -------------------------------------------------------------------------------------- sampling
+
+    @staticmethod
+    def _sample(logits: Tensor, temperature: float, top_k: int | None,
+                generator: torch.Generator | None) -> Tensor:
+        """Gumbel-max sampling (``temperature == 0``: greedy); ``[B, V]`` -> ``[B]``."""
+        logits = logits.float()
+        if top_k is not None and top_k < logits.shape[-1]:
+            kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if temperature == 0:
+            return logits.argmax(dim=-1)
+        u = rand(tuple(logits.shape), generator, logits.device).clamp_(min=torch.finfo(torch.float32).tiny)
+        return (logits / temperature - torch.log(-torch.log(u))).argmax(dim=-1)
+
+    @torch.no_grad()
+    def generate(self, context_tokens: Tensor, num_frames: int, actions: Tensor | None = None,
+                 text: Tensor | None = None, temperature: float = 1.0, top_k: int | None = None,
+                 generator: torch.Generator | None = None, use_kv_cache: bool = True, *,
+                 action_mask: Tensor | None = None) -> Tensor:
+        """Continue ``context_tokens [B, Tc, h, w]`` (``Tc >= 0``) by ``num_frames`` frames.
+
+        ``actions`` covers context *and* future transitions: ``Tc + num_frames - 1`` steps (or one more,
+        unused). ``temperature=0`` is greedy; ``top_k`` keeps the ``k`` most likely ids. Returns
+        ``[B, Tc + num_frames, h, w]`` int64 (the context is copied through). Runs in eval mode.
+        """
+        cfg = self.config
+        self._check_tokens(context_tokens, min_frames=0)
+        b, tc, h, w = context_tokens.shape
+        total = tc + num_frames
+        if num_frames < 1 or total > cfg.max_frames:
+            raise ValueError(f"need 1 <= num_frames and context + num_frames <= max_frames={cfg.max_frames}; "
+                             f"got {tc} + {num_frames}")
+        if temperature < 0 or (top_k is not None and top_k < 1):
+            raise ValueError("temperature must be >= 0 and top_k >= 1")
+        text = self._check_cond(b, total, actions, text, action_mask)
+        was_training = self.training
+        self.eval()
+        try:
+            out = self._generate(context_tokens, total, actions, text, action_mask, temperature, top_k,
+                                 generator, use_kv_cache)
+        finally:
+            self.train(was_training)
+        return out.view(b, total, h, w)
+
+    def _generate(self, ctx: Tensor, total: int, actions: Tensor | None, text: Tensor | None,
+                  action_mask: Tensor | None, temperature: float, top_k: int | None,
+                  generator: torch.Generator | None, use_kv_cache: bool) -> Tensor:
+        b, tc = ctx.shape[:2]
+        n = self.config.tokens_per_frame
+        out = ctx.new_zeros(b, total, n, dtype=torch.long)
+        out[:, :tc] = ctx.reshape(b, tc, n)
+        # Embeddings of the whole sequence, written as tokens are sampled; both paths read from here.
+        prefix = self._embed(out[:, :tc], actions, text, action_mask) if tc else self._text_prefix(text, b)
+        lead = self._frame_tokens(actions, total, b, action_mask).to(prefix.dtype)
+        seq = prefix.new_zeros(b, prefix.shape[1] + (total - tc) * (n + 1), prefix.shape[2])
+        seq[:, : prefix.shape[1]] = prefix
+        filled = prefix.shape[1]
+        cache = KVCache(self.config.n_layer, seq.shape[1]) if use_kv_cache else None
+        for t in range(tc, total):
+            seq[:, filled] = lead[:, t]
+            filled += 1
+            for s in range(n):
+                if cache is not None:  # feed only what the cache has not seen yet (frame token + last id)
+                    new = seq[:, cache.length:filled]
+                    hid = self._transformer(new, self._causal_mask(new.shape[1], cache.length, seq.device), cache)
+                else:  # reference path: recompute the full prefix
+                    hid = self._transformer(seq[:, :filled], self._causal_mask(filled, 0, seq.device))
+                tok = self._sample(self._head(hid[:, -1]), temperature, top_k, generator)
+                out[:, t, s] = tok
+                seq[:, filled] = self._token_emb(tok, t, s).to(seq.dtype)
+                filled += 1
+        return out

@@ -1,0 +1,427 @@
+"""Diffusion world model: a DiT over continuous tokenizer latents, trained with flow matching.
+
+Given clean context latent frames ``[B, C, Tc, h, w]`` it predicts the next ``n_future`` frames.
+Context and noisy target frames are patchified (``p x p``) into one token sequence, frame after frame,
+and attend to each other (fully, or frame-causally with ``frame_causal=True``).
+
+Flow matching (rectified flow): ``x_t = (1 - t) x_0 + t * noise`` with ``t ~ logit-normal`` (SD3; more
+weight on mid noise levels) or uniform, and the network predicts the velocity ``noise - x_0``. Sampling
+integrates ``dx/dt = v`` from ``t = 1`` (noise) to ``t = 0`` in a few Euler or Heun steps.
+
+Conditioning enters through adaLN-Zero (DiT), *per frame*: frame ``f`` is modulated by
+``timestep_emb(t_f) + action_emb(actions[:, f-1]) + pooled_text``, with ``t_f = 0`` for clean context
+frames and the sampled ``t`` for target frames. Per-frame modulation is how the model tells clean from
+noisy frames, and gives each frame the action that leads into it. Optionally (``cross_attn=True``) every
+block also cross-attends to the projected text tokens.
+
+Classifier-free guidance: during training text and actions are dropped together (replaced by learned
+null embeddings) with probability ``cond_drop`` per sample; :meth:`DiffusionWorldModel.sample` mixes
+``v_uncond + s * (v_cond - v_uncond)``. Context frames are never dropped, so guidance strengthens the
+text/action signal relative to plain continuation.
+
+Long horizons are rolled out in chunks: predict ``n_future`` frames from the last
+``max_frames - n_future`` frames, append, repeat (positions are re-indexed from 0 in every window).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from worldloom.models.world.common import (
+    SIZES,
+    TEXT_DIM,
+    ActionEncoder,
+    ActionSpec,
+    Block,
+    RewardHead,
+    RMSNorm,
+    SpaceTimePosEmb,
+    TextConditioner,
+    TimestepEmbedder,
+    check_transformer_dims,
+    coerce_action_spec,
+    config_from_dict,
+    config_to_dict,
+    modulate,
+    rand,
+    reward_losses,
+)
+
+TSampling = Literal["logit_normal", "uniform"]
+Sampler = Literal["euler", "heun"]
+
+#: conditioning of one window: per-frame vectors [B, T, d] (actions + pooled text) and text tokens or None
+_Cond = tuple[Tensor, Tensor | None]
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Everything needed to rebuild a :class:`DiffusionWorldModel`; round-trips through JSON."""
+
+    in_channels: int = 16
+    #: latent frame size ``(h, w)``; fixed because spatial positions are learned.
+    latent_size: tuple[int, int] = (16, 16)
+    patch_size: int = 2
+    #: attention window in frames (context + future); sampling keeps ``max_frames - n_future`` context.
+    max_frames: int = 4
+    n_future: int = 1
+    n_layer: int = 4
+    d_model: int = 128
+    n_head: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    action: ActionSpec | None = None
+    #: width of text embeddings (MiniLM: 384); ``None`` disables text conditioning.
+    text_dim: int | None = TEXT_DIM
+    max_text_tokens: int = 8
+    cross_attn: bool = False
+    #: probability of dropping text + actions together during training (classifier-free guidance).
+    cond_drop: float = 0.1
+    t_sampling: TSampling = "logit_normal"
+    #: frame ``f`` attends only to frames ``<= f`` (else attention over the whole window).
+    frame_causal: bool = False
+    reward_head: bool = False
+    size: str = field(default="custom", compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "action", coerce_action_spec(self.action))
+        object.__setattr__(self, "latent_size", tuple(self.latent_size))
+        check_transformer_dims(self.n_layer, self.d_model, self.n_head, self.mlp_ratio, self.dropout)
+        h, w = self.latent_size
+        if self.in_channels < 1 or self.patch_size < 1 or h % self.patch_size or w % self.patch_size or h < 1:
+            raise ValueError(f"latent_size {self.latent_size} must be positive multiples of patch_size "
+                             f"{self.patch_size}, in_channels >= 1")
+        if not 1 <= self.n_future < self.max_frames:
+            raise ValueError(f"need 1 <= n_future < max_frames (room for context); got {self.n_future}, "
+                             f"{self.max_frames}")
+        if not 0.0 <= self.cond_drop <= 1.0:
+            raise ValueError(f"cond_drop must be in [0, 1], got {self.cond_drop}")
+        if self.t_sampling not in ("logit_normal", "uniform"):
+            raise ValueError(f"t_sampling must be 'logit_normal' or 'uniform', got {self.t_sampling!r}")
+        if self.text_dim is not None and (self.text_dim < 1 or self.max_text_tokens < 1):
+            raise ValueError("text_dim and max_text_tokens must be >= 1")
+
+    @classmethod
+    def preset(cls, size: str = "tiny", **overrides: Any) -> DiTConfig:
+        """A named transformer size (see :data:`~.common.SIZES`) with any field overridden."""
+        if size not in SIZES:
+            raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
+        return cls(size=size, **{**SIZES[size], **overrides})
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return (self.latent_size[0] // self.patch_size) * (self.latent_size[1] // self.patch_size)
+
+    @property
+    def context_window(self) -> int:
+        """Context frames kept per chunk during rollout."""
+        return self.max_frames - self.n_future
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DiTConfig:
+        return config_from_dict(cls, d)
+
+    def replace(self, **changes: Any) -> DiTConfig:
+        return replace(self, **changes)
+
+
+def patchify(x: Tensor, p: int) -> Tensor:
+    """``[B, C, T, H, W]`` -> ``[B, T * H/p * W/p, C * p * p]`` tokens, frame-major then raster order."""
+    b, c, t, h, w = x.shape
+    x = x.reshape(b, c, t, h // p, p, w // p, p).permute(0, 2, 3, 5, 1, 4, 6)
+    return x.reshape(b, t * (h // p) * (w // p), c * p * p)
+
+
+def unpatchify(x: Tensor, p: int, channels: int, frames: int, h: int, w: int) -> Tensor:
+    """Inverse of :func:`patchify`."""
+    b = x.shape[0]
+    x = x.reshape(b, frames, h // p, w // p, channels, p, p).permute(0, 4, 1, 2, 5, 3, 6)
+    return x.reshape(b, channels, frames, h, w)
+
+
+class DiffusionWorldModel(nn.Module):
+    """Flow-matching DiT predicting future latent frames from context latents, actions and text."""
+
+    def __init__(self, config: DiTConfig) -> None:
+        super().__init__()
+        self.config = cfg = config
+        d, p = cfg.d_model, cfg.patch_size
+        self.patch_in = nn.Linear(cfg.in_channels * p * p, d)
+        self.pos = SpaceTimePosEmb(cfg.max_frames, cfg.tokens_per_frame, d)
+        self.t_embed = TimestepEmbedder(d)
+        self.actions = ActionEncoder(cfg.action, d) if cfg.action is not None else None
+        self.text = TextConditioner(cfg.text_dim, d, cfg.max_text_tokens) if cfg.text_dim else None
+        cross = cfg.cross_attn and cfg.text_dim is not None
+        self.blocks = nn.ModuleList(Block(d, cfg.n_head, cfg.mlp_ratio, cfg.dropout, cross_attn=cross, adaln=True)
+                                    for _ in range(cfg.n_layer))
+        self.norm_out = RMSNorm(d, affine=False)
+        self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
+        self.out = nn.Linear(d, cfg.in_channels * p * p)
+        self.reward = RewardHead(d) if cfg.reward_head else None
+        self._init_weights()
+
+    @classmethod
+    def from_preset(cls, size: str = "tiny", **overrides: Any) -> DiffusionWorldModel:
+        return cls(DiTConfig.preset(size, **overrides))
+
+    def _init_weights(self) -> None:
+        """DiT init: xavier linears, N(0, 0.02) embeddings; adaLN projections, the cross-attention output
+        and the output layer are zero (adaLN-Zero: every block starts as the identity, v starts at 0)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight, std=0.02)
+        for lin in self.t_embed.mlp:
+            if isinstance(lin, nn.Linear):
+                nn.init.normal_(lin.weight, std=0.02)
+        zero = [self.ada_out[1], self.out] + [b.ada[1] for b in self.blocks if b.ada is not None]
+        zero += [b.cross.proj for b in self.blocks if b.cross is not None]
+        for lin in zero:
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+        for name, p in self.named_parameters():
+            if name.endswith(("text.pos", ".null")):
+                nn.init.normal_(p, std=0.02)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        return self.patch_in.weight.device
+
+    # ------------------------------------------------------------------------------------ validation
+
+    def _check_latents(self, x: Tensor, name: str, min_frames: int, max_frames: int | None) -> None:
+        cfg = self.config
+        shape = f"[B, {cfg.in_channels}, T, {cfg.latent_size[0]}, {cfg.latent_size[1]}]"
+        if not x.is_floating_point() or x.ndim != 5 or x.shape[1] != cfg.in_channels or \
+                tuple(x.shape[3:]) != cfg.latent_size:
+            raise ValueError(f"{name} must be float latents {shape}; got {x.dtype} {tuple(x.shape)}")
+        if x.shape[2] < min_frames or (max_frames is not None and x.shape[2] > max_frames):
+            raise ValueError(f"{name} has {x.shape[2]} frames; {min_frames}..{max_frames} allowed "
+                             f"(max_frames={cfg.max_frames} in total)")
+
+    def _check_cond(self, batch: int, frames: int, actions: Tensor | None, text: Tensor | None,
+                    action_mask: Tensor | None) -> Tensor | None:
+        if actions is not None:
+            if self.actions is None:
+                raise ValueError("actions given but the model has no action conditioning (config.action is None)")
+            self.actions.check(actions, batch, (max(frames - 1, 0), frames), action_mask)
+        elif action_mask is not None:
+            raise ValueError("action_mask given without actions")
+        if text is None:
+            return None
+        if self.text is None:
+            raise ValueError("text given but the model has no text conditioning (config.text_dim is None)")
+        return self.text.check(text, batch)
+
+    # ----------------------------------------------------------------------------------- the network
+
+    def _conditions(self, batch: int, frames: int, actions: Tensor | None, text: Tensor | None,
+                    action_mask: Tensor | None, keep: Tensor | None) -> _Cond:
+        """Per-frame conditioning without the timestep ``[B, frames, d]`` and the text tokens (or None).
+        ``keep == False`` rows get the null action/text (CFG drop)."""
+        cond = self.pos.frame.new_zeros(batch, frames, self.config.d_model)
+        if self.actions is not None:
+            cond = cond + self.actions.lead_in(actions, frames, batch, action_mask, keep)
+        tokens = None
+        if self.text is not None:
+            tokens, pooled = self.text(text, keep) if text is not None else self.text.null_tokens(batch)
+            cond = cond + pooled[:, None]
+        return cond, tokens if self.config.cross_attn else None
+
+    def _run(self, clean: Tensor, noisy: Tensor, t: Tensor, cond: _Cond) -> tuple[Tensor | None, Tensor]:
+        """-> (velocity for ``noisy`` ``[B, C, Tf, h, w]`` fp32 or None if Tf = 0, per-frame features ``[B, T, d]``)."""
+        cfg = self.config
+        b, c, tc, h, w = clean.shape
+        tf = noisy.shape[2]
+        frames, n = tc + tf, cfg.tokens_per_frame
+        x = self.patch_in(patchify(torch.cat([clean, noisy.to(clean.dtype)], dim=2), cfg.patch_size))
+        x = (x.view(b, frames, n, -1) + self.pos.grid(frames)).flatten(1, 2)
+        tau = torch.cat([t.new_zeros(b, tc), t[:, None].expand(b, tf)], dim=1)  # clean context: t = 0
+        per_frame, text_tokens = cond
+        c_emb = self.t_embed(tau) + per_frame
+        mask = None
+        if cfg.frame_causal:
+            fi = torch.arange(frames, device=x.device).repeat_interleave(n)
+            mask = fi[None, :] <= fi[:, None]
+        for block in self.blocks:
+            x = block(x, mask, cond=c_emb, context=text_tokens)
+        feats = x.reshape(b, frames, n, -1).mean(dim=2)
+        if tf == 0:
+            return None, feats
+        shift, scale = self.ada_out(c_emb[:, tc:]).chunk(2, dim=-1)
+        y = self.out(modulate(self.norm_out(x[:, tc * n:]), shift, scale))
+        return unpatchify(y.float(), cfg.patch_size, c, tf, h, w), feats
+
+    def _sample_t(self, batch: int, generator: torch.Generator | None) -> Tensor:
+        if self.config.t_sampling == "uniform":
+            return rand((batch,), generator, self.device)
+        return torch.sigmoid(rand((batch,), generator, self.device, normal=True))
+
+    def forward(self, context: Tensor, target: Tensor, actions: Tensor | None = None, text: Tensor | None = None,
+                *, action_mask: Tensor | None = None, rewards: Tensor | None = None,
+                terminations: Tensor | None = None, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Flow-matching loss for predicting ``target [B, C, Tf, h, w]`` after ``context [B, C, Tc, h, w]``.
+
+        ``actions`` span context + target (``Tc + Tf - 1`` or ``Tc + Tf`` steps); ``text`` ``[B, 384]`` or
+        ``[B, L, 384]``. In training mode text and actions are dropped with probability ``cond_drop``.
+        Returns ``loss`` (= ``flow_loss`` + reward losses if targets are given), ``velocity`` (the
+        prediction), ``t`` ``[B]``, and with the reward head ``reward`` / ``termination_logits``
+        ``[B, Tc + Tf]`` (targets ``rewards`` / ``terminations`` have that shape too).
+        """
+        cfg = self.config
+        self._check_latents(context, "context", 0, cfg.max_frames - 1)
+        self._check_latents(target, "target", 1, cfg.max_frames - context.shape[2])
+        b = context.shape[0]
+        if target.shape[0] != b:
+            raise ValueError(f"context batch {b} != target batch {target.shape[0]}")
+        frames = context.shape[2] + target.shape[2]
+        text = self._check_cond(b, frames, actions, text, action_mask)
+        if self.reward is None and (rewards is not None or terminations is not None):
+            raise ValueError("rewards/terminations given but the model has no reward head (config.reward_head)")
+        x0 = target.float()
+        t = self._sample_t(b, generator)
+        noise = rand(tuple(x0.shape), generator, self.device, normal=True)
+        tb = t.view(b, 1, 1, 1, 1)
+        x_t = (1 - tb) * x0 + tb * noise
+        keep = None
+        if self.training and cfg.cond_drop > 0:
+            keep = rand((b,), generator, self.device) >= cfg.cond_drop
+        v, feats = self._run(context, x_t, t, self._conditions(b, frames, actions, text, action_mask, keep))
+        assert v is not None
+        flow = F.mse_loss(v, noise - x0)
+        out: dict[str, Tensor] = {"loss": flow, "flow_loss": flow, "velocity": v, "t": t}
+        if self.reward is not None:
+            out["reward"], out["termination_logits"] = self.reward(feats)
+            extra = reward_losses(out["reward"], out["termination_logits"], rewards, terminations)
+            out.update(extra)
+            out["loss"] = flow + sum(extra.values(), torch.zeros((), device=flow.device))
+        return out
+
+    # -------------------------------------------------------------------------------------- sampling
+
+    def _guided(self, clean: Tensor, x: Tensor, t: Tensor, cond: _Cond, uncond: _Cond | None,
+                cfg_scale: float) -> Tensor:
+        """Velocity with classifier-free guidance (one batched pass for cond + uncond)."""
+        if uncond is None:
+            v, _ = self._run(clean, x, t, cond)
+            assert v is not None
+            return v
+        tokens = None if cond[1] is None or uncond[1] is None else torch.cat([cond[1], uncond[1]])
+        both = (torch.cat([cond[0], uncond[0]]), tokens)
+        v, _ = self._run(torch.cat([clean, clean]), torch.cat([x, x]), torch.cat([t, t]), both)
+        assert v is not None
+        v_c, v_u = v.chunk(2)
+        return v_u + cfg_scale * (v_c - v_u)
+
+    def _cond_pair(self, batch: int, frames: int, actions: Tensor | None, text: Tensor | None,
+                   action_mask: Tensor | None, cfg_scale: float) -> tuple[_Cond, _Cond | None]:
+        cond = self._conditions(batch, frames, actions, text, action_mask, None)
+        if cfg_scale == 1.0 or (actions is None and text is None):
+            return cond, None
+        off = torch.zeros(batch, dtype=torch.bool, device=self.device)
+        return cond, self._conditions(batch, frames, actions, text, action_mask, off)
+
+    @torch.no_grad()
+    def velocity(self, context: Tensor, x_t: Tensor, t: float | Tensor, actions: Tensor | None = None,
+                 text: Tensor | None = None, cfg_scale: float = 1.0, *,
+                 action_mask: Tensor | None = None) -> Tensor:
+        """Predicted (guided) velocity ``[B, C, Tf, h, w]`` for noisy frames ``x_t`` at time ``t`` (eval mode)."""
+        cfg = self.config
+        self._check_latents(context, "context", 0, cfg.max_frames - 1)
+        self._check_latents(x_t, "x_t", 1, cfg.max_frames - context.shape[2])
+        b, frames = context.shape[0], context.shape[2] + x_t.shape[2]
+        text = self._check_cond(b, frames, actions, text, action_mask)
+        tt = torch.as_tensor(t, dtype=torch.float32, device=self.device).expand(b)
+        was_training = self.training
+        self.eval()
+        try:
+            cond, uncond = self._cond_pair(b, frames, actions, text, action_mask, cfg_scale)
+            return self._guided(context, x_t.float(), tt, cond, uncond, cfg_scale)
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def sample(self, context: Tensor, num_frames: int, actions: Tensor | None = None, text: Tensor | None = None,
+               steps: int = 10, cfg_scale: float = 1.0, generator: torch.Generator | None = None, *,
+               sampler: Sampler = "euler", action_mask: Tensor | None = None) -> Tensor:
+        """Roll out ``num_frames`` new latent frames after ``context [B, C, Tc, h, w]``.
+
+        Works in chunks of ``n_future`` frames (the last one may be shorter), each conditioned on the
+        latest ``max_frames - n_future`` frames. ``actions`` cover context and future transitions
+        (``Tc + num_frames - 1`` steps, or one more). Each chunk integrates the flow with ``steps``
+        Euler (1 evaluation per step) or Heun (2) steps. Returns ``[B, C, Tc + num_frames, h, w]``;
+        identical for identical ``generator`` seeds. Runs in eval mode.
+        """
+        cfg = self.config
+        self._check_latents(context, "context", 0, None)  # any length: only the last window is used
+        b, c, tc, h, w = context.shape
+        total = tc + num_frames
+        if num_frames < 1 or steps < 1:
+            raise ValueError(f"num_frames and steps must be >= 1; got {num_frames}, {steps}")
+        if sampler not in ("euler", "heun"):
+            raise ValueError(f"sampler must be 'euler' or 'heun', got {sampler!r}")
+        text = self._check_cond(b, total, actions, text, action_mask)
+        was_training = self.training
+        self.eval()
+        try:
+            video = context.float()
+            ts = torch.linspace(1.0, 0.0, steps + 1).tolist()
+            while video.shape[2] < total:
+                start = max(0, video.shape[2] - cfg.context_window)
+                clean = video[:, :, start:]
+                n = min(cfg.n_future, total - video.shape[2])
+                frames = clean.shape[2] + n
+                acts = actions[:, start:start + frames - 1] if actions is not None else None
+                mask = action_mask
+                if mask is not None and mask.ndim == 3:
+                    mask = mask[:, start:start + frames - 1]
+                cond, uncond = self._cond_pair(b, frames, acts, text, mask, cfg_scale)
+                x = rand((b, c, n, h, w), generator, self.device, normal=True)
+                for t0, t1 in zip(ts[:-1], ts[1:]):
+                    tt = torch.full((b,), t0, device=self.device)
+                    v = self._guided(clean, x, tt, cond, uncond, cfg_scale)
+                    x_next = x + (t1 - t0) * v
+                    if sampler == "heun" and t1 > 0:
+                        v2 = self._guided(clean, x_next, torch.full((b,), t1, device=self.device), cond, uncond,
+                                          cfg_scale)
+                        x_next = x + (t1 - t0) * 0.5 * (v + v2)
+                    x = x_next
+                video = torch.cat([video, x], dim=2)
+        finally:
+            self.train(was_training)
+        return video.to(context.dtype)
+
+    @torch.no_grad()
+    def predict_rewards(self, frames: Tensor, actions: Tensor | None = None, text: Tensor | None = None, *,
+                        action_mask: Tensor | None = None) -> dict[str, Tensor]:
+        """Reward and termination logits ``[B, T]`` for clean latent frames ``[B, C, T, h, w]`` (e.g. a
+        finished rollout window), all passed as context (``t = 0``). Needs ``reward_head=True``."""
+        if self.reward is None:
+            raise ValueError("the model has no reward head (config.reward_head=False)")
+        self._check_latents(frames, "frames", 1, self.config.max_frames)
+        b, t = frames.shape[0], frames.shape[2]
+        text = self._check_cond(b, t, actions, text, action_mask)
+        was_training = self.training
+        self.eval()
+        try:
+            empty = frames[:, :, :0]
+            zero_t = torch.zeros(b, device=self.device)
+            _, feats = self._run(frames, empty, zero_t, self._conditions(b, t, actions, text, action_mask, None))
+            reward, term = self.reward(feats)
+        finally:
+            self.train(was_training)
+        return {"reward": reward, "termination_logits": term}
