@@ -1,0 +1,468 @@
+"""World-model pretraining job: the per-worker loop Ray Train runs, and the driver that launches it.
+
+Mirrors :mod:`worldloom.models.tokenizer.job`. The loop reads token/latent shards
+(``tokens/<tokenizer_id>/<clip_id>.tar``) from the object store (:mod:`.data`), trains an
+:class:`~.autoregressive.ARWorldModel` (family ``"ar"``: next-token cross-entropy on frames after the first
+``context_frames`` of each window) or a :class:`~.diffusion.DiffusionWorldModel` (family ``"diffusion"``:
+flow matching of the last ``window - context_frames`` frames given the first ``context_frames``) under DDP
+(gloo on CPU, NCCL on GPU), reports progress (``<prefix>/progress.json``: loss, ``tokens_per_s`` or
+``latent_frames_per_s`` over all workers) and saves safetensors checkpoints (model + AdamW state, no
+pickle) to the store every ``checkpoint_every`` steps. Restarted, it resumes from the last checkpoint with
+the same data order (batch ``n`` depends only on seed, rank and ``n``; diffusion noise likewise). A
+``<prefix>/cancel`` marker stops it. When it finishes rank 0 computes the teacher-forced validation loss
+and, with a tokenizer, prediction quality per horizon next to the copy-last baseline
+(:mod:`.evaluation`), and writes ``<prefix>/model/world_model.safetensors`` + ``world_model.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from worldloom.core.jobs import ProgressWriter
+from worldloom.core.settings import StoreSettings
+from worldloom.core.store.base import ObjectNotFound, ObjectStore
+from worldloom.core.store.factory import make_store
+from worldloom.models.tokenizer.checkpoint import (
+    CheckpointError,
+    TrainState,
+    _atomic_tensors,
+    _jsonable,
+    _optimizer_state,
+    _sha256,
+    _split_optimizer,
+    read_safetensors,
+)
+from worldloom.models.tokenizer.train import lr_at
+from worldloom.models.training import ScalingSpec, StoreCheckpoints, run_torch_trainer, worker_info
+from worldloom.models.world.autoregressive import ARConfig, ARWorldModel
+from worldloom.models.world.data import Sequence, WindowSampler, batch_seed, load_sequences
+from worldloom.models.world.diffusion import DiffusionWorldModel, DiTConfig
+from worldloom.models.world.evaluation import DEFAULT_HORIZONS, evaluate_prediction, flat_metrics
+
+log = logging.getLogger("worldloom.models.world.job")
+
+MODEL_FILE = "world_model.safetensors"
+FORMAT = "worldloom-world-model"
+VERSION = 1
+FAMILIES = {"ar": (ARConfig, ARWorldModel), "diffusion": (DiTConfig, DiffusionWorldModel)}
+
+
+def model_key(prefix: str) -> str:
+    return f"{prefix}/model/{MODEL_FILE}"
+
+
+def tokenizer_model_key(tokenizer_id: str) -> str:
+    """Where the tokenizer job left the tokenizer (``tokenizers/<id>/model/tokenizer.safetensors``)."""
+    from worldloom.models.tokenizer.job import model_key as tok_key
+
+    return tok_key(f"tokenizers/{tokenizer_id}")
+
+
+class JobCancelled(RuntimeError):
+    pass
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+
+def build_model(family: str, config: dict[str, Any]) -> nn.Module:
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {sorted(FAMILIES)}, got {family!r}")
+    cfg_cls, model_cls = FAMILIES[family]
+    return model_cls(cfg_cls.from_dict(dict(config)))
+
+
+def family_of(model: nn.Module) -> str:
+    for name, (_, cls) in FAMILIES.items():
+        if isinstance(model, cls):
+            return name
+    raise TypeError(f"not a world model: {type(model).__name__}")
+
+
+def save_world_checkpoint(path: str | os.PathLike[str], model: nn.Module, *,
+                          optimizer: torch.optim.Optimizer | None = None, step: int = 0,
+                          extra: dict[str, Any] | None = None) -> Path:
+    """Weights (+ optimiser tensors) as safetensors and a JSON sidecar ``{family, config, step, ...}``
+    (same layout and guarantees as the tokenizer checkpoints: atomic writes, SHA-256s, no pickle)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"checkpoint path must end in .safetensors, got {path.name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    family, cfg = family_of(model), model.config.to_dict()  # type: ignore[operator]
+    _atomic_tensors(model.state_dict(), path, {"format": FORMAT, "family": family, "config": json.dumps(cfg)})
+    sidecar: dict[str, Any] = {"format": FORMAT, "version": VERSION, "family": family, "config": cfg,
+                               "step": int(step), "extra": _jsonable(extra or {}, "extra"),
+                               "weights": {"file": path.name, "sha256": _sha256(path)}, "optimizer": None}
+    if optimizer is not None:
+        tensors, rest = _split_optimizer(optimizer.state_dict())
+        opath = path.with_suffix(".optim.safetensors")
+        _atomic_tensors(tensors, opath)
+        sidecar["optimizer"] = {"file": opath.name, "sha256": _sha256(opath), "class": type(optimizer).__name__,
+                                **rest}
+    side = path.with_suffix(".json")
+    tmp = side.with_name(side.name + ".tmp")
+    tmp.write_text(json.dumps(sidecar, indent=1))
+    os.replace(tmp, side)
+    return path
+
+
+def load_world_checkpoint(path: str | os.PathLike[str], *, model: nn.Module | None = None,
+                          optimizer: torch.optim.Optimizer | None = None,
+                          device: str = "cpu") -> tuple[nn.Module, TrainState]:
+    """Load weights (strict) into ``model`` or a model rebuilt from the sidecar; restore the optimiser."""
+    if optimizer is not None and model is None:
+        raise ValueError("pass the model the optimizer was built over together with the optimizer")
+    path = Path(path)
+    weights = read_safetensors(path, device=device)
+    side = path.with_suffix(".json")
+    if not side.is_file():
+        raise CheckpointError(f"{path}: sidecar {side.name} is missing")
+    try:
+        meta = json.loads(side.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{side}: sidecar is not valid JSON ({exc})") from exc
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{side}: not a {FORMAT} sidecar")
+    if meta.get("weights", {}).get("sha256") not in (None, _sha256(path)):
+        raise CheckpointError(f"{path}: weights do not match the sidecar {side.name} (SHA-256 differs)")
+    rebuilt = build_model(meta["family"], meta["config"])
+    if model is None:
+        model = rebuilt.to(device)
+    elif family_of(model) != meta["family"] or model.config != rebuilt.config:  # type: ignore[attr-defined]
+        raise CheckpointError(f"{path}: checkpoint {meta['family']} config differs from the model's")
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the config: {exc}") from exc
+    state = TrainState(step=int(meta.get("step", 0)), extra=meta.get("extra", {}))
+    opt_meta = meta.get("optimizer")
+    if optimizer is not None and opt_meta:
+        opath = path.with_name(opt_meta["file"])
+        if not opath.is_file() or opt_meta.get("sha256") not in (None, _sha256(opath)):
+            raise CheckpointError(f"{opath}: optimizer state missing or not matching the sidecar")
+        optimizer.load_state_dict(_optimizer_state(read_safetensors(opath, device=device), opt_meta))
+        state.optimizer_restored = True
+    return model, state
+
+
+# ---------------------------------------------------------------------------------------------- the job
+
+
+@dataclass
+class WorldModelJob:
+    """Everything a worker needs; plain data so it crosses process and machine boundaries."""
+
+    prefix: str  # e.g. world_models/<id>: progress, checkpoints and the final model live under it
+    store: dict[str, Any]  # StoreSettings payload (worldloom.core.jobs.store_settings_payload)
+    family: str  # "ar" | "diffusion"
+    model: dict[str, Any]  # ARConfig.to_dict() | DiTConfig.to_dict()
+    tokenizer_id: str  # the tokenizer that made the shards (decodes predictions for evaluation)
+    train_keys: list[str]  # shard keys tokens/<tokenizer_id>/<clip_id>.tar
+    val_keys: list[str] = field(default_factory=list)
+    window: int = 4  # latent frames per training window
+    context_frames: int = 1  # AR: frames without loss; diffusion: clean context frames (rest is the target)
+    batch: int = 8
+    steps: int = 1000
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    checkpoint_every: int = 100
+    log_every: int = 10
+    seed: int = 0
+    eval_horizons: list[int] = field(default_factory=lambda: list(DEFAULT_HORIZONS))  # latent frames; [] = off
+    eval_sequences: int = 8
+    eval_steps: int = 10  # diffusion sampling steps
+    eval_real_frames: bool = True  # also compare with the clips' real frames when their rendition exists
+    threads_per_worker: int = 1
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {sorted(FAMILIES)}, got {self.family!r}")
+        try:
+            cfg = FAMILIES[self.family][0].from_dict(dict(self.model))
+        except TypeError as exc:
+            raise ValueError(f"bad {self.family} model config: {exc}") from exc
+        if not self.train_keys:
+            raise ValueError("no training shards")
+        if not self.tokenizer_id:
+            raise ValueError("tokenizer_id is required")
+        for name in ("steps", "batch", "checkpoint_every", "log_every", "eval_steps", "eval_sequences"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if not self.lr > 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("lr must be > 0, weight_decay and grad_clip >= 0")
+        if not 1 <= self.context_frames < self.window:
+            raise ValueError(f"need 1 <= context_frames < window, got {self.context_frames}, {self.window}")
+        if self.window > cfg.max_frames:
+            raise ValueError(f"window {self.window} exceeds the model's max_frames={cfg.max_frames}")
+        if any(int(h) < 1 for h in self.eval_horizons):
+            raise ValueError(f"eval_horizons must be >= 1, got {self.eval_horizons}")
+        if self.family == "ar" and self.eval_horizons and \
+                self.context_frames + max(self.eval_horizons) > cfg.max_frames:
+            raise ValueError(f"context_frames + max(eval_horizons) = {self.context_frames + max(self.eval_horizons)}"
+                             f" exceeds the AR model's max_frames={cfg.max_frames}")
+
+    @property
+    def config(self) -> ARConfig | DiTConfig:
+        return FAMILIES[self.family][0].from_dict(dict(self.model))
+
+    @property
+    def action_pooling(self) -> str | None:
+        """How per-step actions are pooled per latent frame (None: the model takes no actions)."""
+        spec = self.config.action
+        return None if spec is None else ("mean" if spec.kind == "continuous" else "last")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _broadcast_flag(flag: bool) -> bool:
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1 if flag else 0])
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def _gather_pids() -> list[int]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return [os.getpid()]
+    pids: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(pids, os.getpid())
+    return [int(p) for p in pids]
+
+
+def _check_data(job: WorldModelJob, sequences: list[Sequence]) -> None:
+    cfg = job.config
+    kind = sequences[0].kind
+    if job.family == "ar":
+        if kind != "discrete":
+            raise ValueError("the AR world model trains on discrete tokens; the shards hold continuous latents")
+        h, w = sequences[0].data.shape[-2:]
+        if h * w != cfg.tokens_per_frame:  # type: ignore[union-attr]
+            raise ValueError(f"shards have {h}x{w} tokens per frame; model tokens_per_frame={cfg.tokens_per_frame}")
+        top = max(int(s.data.max()) for s in sequences)
+        if top >= cfg.vocab_size:  # type: ignore[union-attr]
+            raise ValueError(f"token id {top} >= model vocab_size={cfg.vocab_size}")
+    else:
+        if kind != "continuous":
+            raise ValueError("the diffusion world model trains on continuous latents; the shards hold tokens")
+        c, _, h, w = sequences[0].data.shape
+        if c != cfg.in_channels or (h, w) != tuple(cfg.latent_size):  # type: ignore[union-attr]
+            raise ValueError(f"shards have latents [{c}, T, {h}, {w}]; model expects in_channels="
+                             f"{cfg.in_channels}, latent_size={cfg.latent_size}")
+
+
+def compute_loss(model: nn.Module, family: str, batch: dict[str, Tensor], context_frames: int, *,
+                 generator: torch.Generator | None = None) -> Tensor:
+    """Training loss of one window batch (``model`` may be the DDP wrapper)."""
+    x, acts = batch["frames"], batch.get("actions")
+    if family == "ar":
+        return model(x, actions=acts, context_frames=context_frames)["loss"]
+    return model(x[:, :, :context_frames], x[:, :, context_frames:], actions=acts, generator=generator)["loss"]
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, family: str, sequences: list[Sequence], job: WorldModelJob,
+                    batches: int = 4) -> float:
+    """Mean teacher-forced loss over fixed (seeded) windows; eval mode (no CFG drop)."""
+    device = next(model.parameters()).device
+    sampler = WindowSampler(sequences, job.window, job.batch, seed=job.seed + 1, rank=0)
+    was = model.training
+    model.eval()
+    try:
+        total = 0.0
+        for i in range(batches):
+            b = {k: v.to(device) for k, v in sampler.batch_at(i).items()}
+            g = torch.Generator().manual_seed(batch_seed(job.seed + 1, 0, i))
+            total += float(compute_loss(model, family, b, job.context_frames, generator=g))
+        return total / batches
+    finally:
+        model.train(was)
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Per-worker body (Ray Train calls it on every worker; also runs in-process with one worker)."""
+    job = WorldModelJob(**config)
+    info = worker_info()
+    torch.set_num_threads(max(1, job.threads_per_worker))
+    torch.manual_seed(job.seed)
+    store = make_store(StoreSettings(**job.store))
+    ckpts = StoreCheckpoints(store, job.prefix)
+    writer = ProgressWriter(store, job.prefix, job.steps, workers=info.world_size) if info.rank == 0 else None
+    try:
+        _train(job, info, store, ckpts, writer)
+    except JobCancelled:
+        if writer is not None:
+            writer.finish("cancelled", error="cancelled by user")
+    except Exception as exc:
+        if writer is not None:
+            writer.progress.error = f"{type(exc).__name__}: {exc}"  # state stays running: Ray may retry
+            writer.flush(force=True)
+        raise
+
+
+def _load_tokenizer(store: ObjectStore, tokenizer_id: str, device: torch.device) -> Any:
+    from worldloom.models.tokenizer.checkpoint import load_checkpoint
+
+    key = tokenizer_model_key(tokenizer_id)
+    with tempfile.TemporaryDirectory(prefix="wl-tok-") as tmp:
+        local = Path(tmp) / "tokenizer.safetensors"
+        try:
+            store.download(key, str(local))
+        except ObjectNotFound:
+            raise ValueError(f"tokenizer {tokenizer_id!r} not found at {key}") from None
+        try:
+            store.download(key.replace(".safetensors", ".json"), str(local.with_suffix(".json")))
+        except ObjectNotFound:
+            pass  # the config is in the weights' metadata too
+        model, _ = load_checkpoint(local, device=str(device))
+    return model.eval()
+
+
+def _real_videos(store: ObjectStore, sequences: list[Sequence]) -> list[Tensor | None]:
+    """Each sequence's real clip frames (train rendition of its ClipRecord), or None when unavailable."""
+    from worldloom.models.tokenizer.data import frames_to_tensor
+    from worldloom.video.decode import read_frames
+
+    out: list[Tensor | None] = []
+    with tempfile.TemporaryDirectory(prefix="wl-real-") as tmp:
+        for i, seq in enumerate(sequences):
+            try:
+                rec = json.loads(store.get_bytes(f"clips/{seq.clip_id}/meta.json"))
+                key = store.key_from_uri(rec["renditions"]["train.mp4"]) if "://" in rec["renditions"]["train.mp4"] \
+                    else rec["renditions"]["train.mp4"]
+                res = int(seq.meta["resolution"])
+                path = os.path.join(tmp, f"{i}.mp4")
+                store.download(key, path)
+                frames, _ = read_frames(path, size=(res, res))
+                out.append(frames_to_tensor(frames))
+                os.unlink(path)
+            except Exception as exc:  # noqa: BLE001 - real frames are optional for the evaluation
+                log.info("no real frames for clip %s: %s", seq.clip_id, exc)
+                out.append(None)
+    return out
+
+
+def _train(job: WorldModelJob, info: Any, store: ObjectStore, ckpts: StoreCheckpoints,
+           writer: ProgressWriter | None) -> None:
+    device = torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
+    tokenizer = None
+    if info.rank == 0 and job.eval_horizons:  # fail before training, not after it
+        tokenizer = _load_tokenizer(store, job.tokenizer_id, device)
+    sequences = load_sequences(store, job.train_keys, actions=job.action_pooling, min_frames=job.window)  # type: ignore[arg-type]
+    if not sequences:
+        raise ValueError(f"no training sequence has {job.window} latent frames")
+    _check_data(job, sequences)
+    model = build_model(job.family, job.model).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=job.lr, betas=(0.9, 0.95), weight_decay=job.weight_decay)
+    start = 0
+    with tempfile.TemporaryDirectory(prefix="wl-resume-") as tmp:
+        if ckpts.restore(Path(tmp)) is not None:
+            _, state = load_world_checkpoint(Path(tmp) / MODEL_FILE, model=model, optimizer=optimizer,
+                                             device=str(device))
+            start = state.step
+    trained: nn.Module = model
+    if info.world_size > 1:
+        import ray.train.torch
+
+        # text / action / reward modules may see no input in a batch: let DDP skip their gradients
+        trained = ray.train.torch.prepare_model(model, move_to_device=False,
+                                                parallel_strategy_kwargs={"find_unused_parameters": True})
+    pids = _gather_pids()
+    if writer is not None:
+        writer.resumed(start, pids)
+    sampler = WindowSampler(sequences, job.window, job.batch, seed=job.seed, rank=info.rank, start_step=start)
+    cfg = job.config
+    per_step = job.batch * job.window * info.world_size
+    rate_name = "tokens_per_s" if job.family == "ar" else "latent_frames_per_s"
+    if job.family == "ar":
+        per_step *= cfg.tokens_per_frame  # type: ignore[union-attr]
+    warmup = min(100, max(1, job.steps // 20))
+    loss_sum, count, t0 = 0.0, 0, time.perf_counter()
+    model.train()
+    for step in range(start, job.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, job.steps, job.lr, warmup)
+        batch = {k: v.to(device) for k, v in next(sampler).items()}
+        noise = torch.Generator().manual_seed(batch_seed(job.seed, info.rank, step) ^ 0xD1FF)
+        loss = compute_loss(trained, job.family, batch, job.context_frames, generator=noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if job.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), job.grad_clip)
+        optimizer.step()
+        loss_sum += float(loss.detach())
+        count += 1
+        done = step + 1
+        if done % job.log_every == 0 or done == job.steps:
+            elapsed = time.perf_counter() - t0
+            if writer is not None and math.isfinite(loss_sum):
+                writer.log(done, {"loss": loss_sum / count, "sec_per_step": elapsed / count,
+                                  rate_name: per_step * count / max(elapsed, 1e-9)})
+            loss_sum, count, t0 = 0.0, 0, time.perf_counter()
+            if _broadcast_flag(writer is not None and writer.cancelled()):
+                raise JobCancelled()
+        if done % job.checkpoint_every == 0 and done < job.steps and info.rank == 0:
+            ckpts.save(done, lambda d, s=done: save_world_checkpoint(d / MODEL_FILE, model, optimizer=optimizer,
+                                                                      step=s, extra={"seed": job.seed}))
+    if info.rank != 0 or writer is None:
+        return
+    metrics = _final_metrics(job, store, model, tokenizer, sequences)
+    with tempfile.TemporaryDirectory(prefix="wl-final-") as tmp:
+        path = save_world_checkpoint(Path(tmp) / MODEL_FILE, model, step=job.steps,
+                                     extra={"metrics": metrics, "tokenizer_id": job.tokenizer_id,
+                                            "window": job.window, "context_frames": job.context_frames})
+        with open(path, "rb") as fh:  # weights first, sidecar last: its presence means the weights are complete
+            store.put_file(model_key(job.prefix), fh, path.stat().st_size)
+        side = path.with_suffix(".json")
+        store.put_bytes(model_key(job.prefix).replace(".safetensors", ".json"), side.read_bytes(), "application/json")
+    writer.finish("succeeded", metrics)
+
+
+def _final_metrics(job: WorldModelJob, store: ObjectStore, model: nn.Module, tokenizer: Any,
+                   train_sequences: list[Sequence]) -> dict[str, float]:
+    tag = "val_" if job.val_keys else "train_"
+    sequences = (load_sequences(store, job.val_keys, actions=job.action_pooling)  # type: ignore[arg-type]
+                 if job.val_keys else train_sequences[:job.eval_sequences])
+    metrics: dict[str, float] = {}
+    if any(s.frames >= job.window for s in sequences):
+        metrics[f"{tag}loss"] = validation_loss(model, job.family, sequences, job)
+    if tokenizer is None:
+        return metrics
+    longest = max((s.frames for s in sequences), default=0)
+    horizons = [h for h in job.eval_horizons if job.context_frames + h <= longest]
+    if not horizons:
+        log.warning("no held-out sequence is long enough for any horizon %s; skipping evaluation", job.eval_horizons)
+        return metrics
+    sequences = [s for s in sequences if s.frames >= job.context_frames + max(horizons)][:job.eval_sequences]
+    reals = _real_videos(store, sequences) if job.eval_real_frames else None
+    result = evaluate_prediction(model, tokenizer, sequences, context_frames=job.context_frames, horizons=horizons,
+                                 real_videos=reals, steps=job.eval_steps, seed=job.seed,
+                                 max_sequences=job.eval_sequences)
+    metrics.update(flat_metrics(result, tag))
+    return metrics
+
+
+def run_job(job: WorldModelJob, scaling: ScalingSpec, *, name: str, address: str | None = None,
+            in_process: bool = False) -> None:
+    """Train ``job`` on Ray Train (or, with ``in_process``, in this process: tests and tiny runs)."""
+    config = job.to_dict()
+    config["threads_per_worker"] = max(1, int(scaling.cpus_per_worker))
+    if in_process:
+        train_loop(config)
+        return
+    run_torch_trainer(train_loop, config, scaling, name, address=address)
+
