@@ -1,0 +1,229 @@
+"""Pure parts of the held-out tokenizer benchmark (bench/bench_tokenizer.py): bits per pixel, JPEG at a
+bpp budget, evaluation windows, frame preparation and scoring. No training, no data files."""
+
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from worldloom.models.tokenizer.bench import (
+    eval_windows,
+    jpeg_at_bpp,
+    jpeg_bits,
+    jpeg_clip,
+    jpeg_encode,
+    jpeg_scan_bytes,
+    latent_bpp,
+    resize_frame,
+    round_latents,
+    score_clips,
+    square_resize,
+)
+from worldloom.models.tokenizer.data import moving_pattern_videos, tensor_to_frames
+from worldloom.models.tokenizer.model import CausalVideoTokenizer, TokenizerConfig
+
+needs_jpeg = pytest.mark.skipif(
+    importlib.util.find_spec("PIL") is None and importlib.util.find_spec("cv2") is None,
+    reason="the JPEG reference needs Pillow or OpenCV",
+)
+
+
+def _frames(n: int = 3, size: int = 64, seed: int = 0) -> np.ndarray:
+    """``[n, size, size, 3]`` uint8: smooth colours, stripes, shapes and a little noise (JPEG-realistic)."""
+    clip = tensor_to_frames(moving_pattern_videos(1, n, size, seed=seed)[0]).astype(np.int16)
+    noise = np.random.default_rng(seed).integers(-6, 7, clip.shape)
+    return np.clip(clip + noise, 0, 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------ bpp
+
+
+def test_latent_bpp_discrete_is_log2_codebook_bits_per_token():
+    cfg = TokenizerConfig.preset("tiny", "discrete", "4x8x8")
+    # 17 frames -> 1 + 16/4 = 5 latent frames of 8x8 tokens at 64x64
+    assert latent_bpp(cfg, 17, 64, 64) == pytest.approx(5 * 8 * 8 * math.log2(64000) / (17 * 64 * 64))
+    assert latent_bpp(cfg, 1, 64, 64) == pytest.approx(math.log2(64000) / 64)  # an image: 1 token per 8x8
+    assert latent_bpp(cfg, 17, 64, 64, latent_bits=32) == latent_bpp(cfg, 17, 64, 64)  # bits only for continuous
+    cfg8 = TokenizerConfig.preset("tiny", "discrete", "8x8x8")
+    assert latent_bpp(cfg8, 17, 128, 128) == pytest.approx(3 * math.log2(64000) / (17 * 64))
+    # resolution does not change bpp (fixed spatial compression)
+    assert latent_bpp(cfg, 17, 128, 128) == pytest.approx(latent_bpp(cfg, 17, 64, 64))
+
+
+def test_latent_bpp_continuous_counts_channels_times_bits_and_matches_latent_shape():
+    cfg = TokenizerConfig.preset("tiny", "continuous", "4x8x8")
+    c, t, h, w = CausalVideoTokenizer(cfg).latent_shape(17, 64, 64)
+    assert latent_bpp(cfg, 17, 64, 64, latent_bits=16) == pytest.approx(c * t * h * w * 16 / (17 * 64 * 64))
+    assert latent_bpp(cfg, 17, 64, 64, latent_bits=16) == pytest.approx(16 * 16 * 5 / (17 * 64))  # ~1.18
+    assert latent_bpp(cfg, 17, 64, 64, latent_bits=32) == pytest.approx(2 * latent_bpp(cfg, 17, 64, 64))
+
+
+@pytest.mark.parametrize("dims", [(16, 64, 64), (17, 60, 64), (0, 64, 64)])
+def test_latent_bpp_rejects_shapes_the_model_rejects(dims):
+    with pytest.raises(ValueError):
+        latent_bpp(TokenizerConfig.preset("tiny", "continuous", "4x8x8"), *dims)
+
+
+def test_round_latents_float16_or_unchanged():
+    z = torch.randn(2, 16, 3, 4, 4)
+    assert torch.equal(round_latents(z, 32), z)
+    r = round_latents(z, 16)
+    assert r.dtype == torch.float32 and torch.equal(r, z.half().float()) and not torch.equal(r, z)
+    with pytest.raises(ValueError):
+        round_latents(z, 8)
+
+
+# -------------------------------------------------------------------------------------------- windows
+
+
+@pytest.mark.parametrize(("frames", "expected"), [
+    (17, [(0, 17)]),
+    (33, [(0, 17)]),  # the tail shorter than a window is not scored
+    (34, [(0, 17), (17, 34)]),
+    (49, [(0, 17), (17, 34)]),
+    (240, [(s, s + 17) for s in range(0, 17 * 14, 17)]),
+    (16, [(0, 9)]),  # shorter than a window: the longest 1 + k*8 that fits
+    (9, [(0, 9)]),
+    (8, []),
+    (0, []),
+])
+def test_eval_windows(frames, expected):
+    spans = eval_windows(frames, 17, 8)
+    assert spans == expected
+    assert all(b <= frames and (b - a - 1) % 8 == 0 and (b - a - 1) % 4 == 0 for a, b in spans)
+
+
+@pytest.mark.parametrize("window", [16, 8, 13, 1])
+def test_eval_windows_rejects_lengths_not_1_plus_k_multiple(window):
+    with pytest.raises(ValueError):
+        eval_windows(100, window, 8)
+
+
+# ------------------------------------------------------------------------------------- frame prep
+
+
+def test_square_resize_center_crops_then_resizes():
+    frames = np.zeros((2, 40, 60, 3), np.uint8)
+    frames[:, :, :10] = 255  # left and right bands outside the centre 40x40 square
+    frames[:, :, 50:] = 255
+    frames[:, :, 10:50, 1] = 100
+    out = square_resize(frames, 16)
+    assert out.shape == (2, 16, 16, 3) and out.dtype == np.uint8
+    assert (out[..., 0] == 0).all() and (out[..., 1] == 100).all()  # bands cropped away, colour kept
+    assert square_resize(frames[:, :, 10:50], 40).tolist() == frames[:, :, 10:50].tolist()  # same size: as is
+    with pytest.raises(ValueError):
+        square_resize(frames.astype(np.float32), 16)
+
+
+def test_score_clips_means_per_clip_scores():
+    clips = [_frames(3, 32, seed=s) for s in range(2)]
+    same = score_clips(clips, clips)
+    assert same["psnr"] == 100.0 and same["ssim"] == pytest.approx(1.0) and same["clips"] == 2 and same["frames"] == 6
+    worse = [c.copy() for c in clips]
+    worse[1] = np.clip(worse[1].astype(np.int16) + 10, 0, 255).astype(np.uint8)
+    s = score_clips(worse, clips)
+    assert 100.0 > s["psnr"] > 50.0  # mean of 100 dB and ~28 dB
+    with pytest.raises(ValueError):
+        score_clips(clips[:1], clips)
+
+
+# ---------------------------------------------------------------------------------------------- JPEG
+
+
+def _fake_jpeg(payload: bytes) -> bytes:
+    app0 = b"\xff\xe0" + (16).to_bytes(2, "big") + b"JFIF\x00" + bytes(9)
+    sos = b"\xff\xda" + (12).to_bytes(2, "big") + bytes(10)
+    return b"\xff\xd8" + app0 + sos + payload + b"\xff\xd9"
+
+
+def test_jpeg_scan_bytes_counts_entropy_coded_data_only():
+    assert jpeg_scan_bytes(_fake_jpeg(b"\x12\x34\xff\x00\x56")) == 5
+    assert jpeg_bits(_fake_jpeg(b"abc"), "scan") == 24
+    assert jpeg_bits(_fake_jpeg(b"abc"), "file") == 8 * len(_fake_jpeg(b"abc"))
+    for bad in (b"", b"\xff\xd8\xff\xd9", _fake_jpeg(b"x")[:-2], b"\xff\xd8\x00\x00\x00\x00\xff\xd9"):
+        with pytest.raises(ValueError):
+            jpeg_scan_bytes(bad)
+    with pytest.raises(ValueError):
+        jpeg_bits(_fake_jpeg(b"x"), "bytes")
+
+
+@needs_jpeg
+def test_real_jpeg_scan_is_the_file_minus_headers_and_grows_with_quality():
+    frame = _frames(1)[0]
+    sizes = [(len(d), jpeg_scan_bytes(d)) for d in (jpeg_encode(frame, q) for q in (5, 50, 95))]
+    for file_bytes, scan in sizes:
+        assert 0 < scan < file_bytes - 300  # tables + headers are several hundred bytes
+    assert sizes[0][1] < sizes[1][1] < sizes[2][1]
+
+
+@needs_jpeg
+@pytest.mark.parametrize("count", ["scan", "file"])
+def test_jpeg_at_bpp_picks_the_highest_quality_within_budget(count):
+    frame = _frames(1)[0]
+    pixels = 64 * 64
+    bpp_of = lambda q: jpeg_bits(jpeg_encode(frame, q), count) / pixels  # noqa: E731
+    target = (bpp_of(30) + bpp_of(31)) / 2 if bpp_of(31) > bpp_of(30) else bpp_of(30) + 1e-9
+    res = jpeg_at_bpp(frame, target, count)
+    assert res.reached and res.bpp <= target
+    assert res.bpp == pytest.approx(bpp_of(res.quality))
+    assert res.quality == 95 or bpp_of(res.quality + 1) > target  # closest from below
+    assert res.quality >= 28  # ~30 (size is monotone in quality up to rare 1-step ties)
+    assert res.bpp >= 0.9 * target
+    assert res.file_bpp >= res.bpp and res.min_bpp == pytest.approx(bpp_of(1))
+    assert res.decoded.shape == frame.shape and res.decoded.dtype == np.uint8
+    err = np.abs(res.decoded.astype(int) - frame.astype(int)).mean()
+    assert err < 12  # a real reconstruction of the frame, not noise
+
+
+@needs_jpeg
+def test_jpeg_at_bpp_reports_an_unreachable_budget_instead_of_faking_it():
+    frame = _frames(1)[0]
+    res = jpeg_at_bpp(frame, 0.001)
+    assert not res.reached and res.quality == 1
+    assert res.bpp == res.min_bpp > 0.001
+    generous = jpeg_at_bpp(frame, 100.0)
+    assert generous.reached and generous.quality == 95
+
+
+@needs_jpeg
+def test_jpeg_clip_averages_frames_under_one_budget():
+    clip = _frames(3)
+    target = jpeg_at_bpp(clip[0], 1.0).bpp
+    jc = jpeg_clip(clip, 1.0)
+    assert jc.decoded.shape == clip.shape
+    assert jc.bpp <= 1.0 and 0.0 <= jc.reached <= 1.0 and jc.reached == 1.0
+    assert jc.bpp == pytest.approx(np.mean([jpeg_at_bpp(f, 1.0).bpp for f in clip]))
+    assert target <= 1.0 and 1 <= jc.quality <= 95 and jc.file_bpp > jc.bpp
+
+
+@needs_jpeg
+def test_downscaled_jpeg_reaches_budgets_below_plain_jpeg_floor():
+    frame = _frames(1)[0]
+    floor = jpeg_at_bpp(frame, 0.0).min_bpp  # plain JPEG at quality 1
+    target = floor / 2
+    plain, half = jpeg_at_bpp(frame, target), jpeg_at_bpp(frame, target, scale=2)
+    assert not plain.reached
+    assert half.reached and half.bpp <= target and half.scale == 2
+    assert half.decoded.shape == frame.shape  # upsampled back to the input size
+    clip = np.stack([frame, frame])
+    only_plain = jpeg_clip(clip, target)
+    assert only_plain.reached == 0.0 and only_plain.scale == 1.0 and only_plain.min_bpp == pytest.approx(floor)
+    down = jpeg_clip(clip, target, scales=(1, 2, 4))
+    assert down.reached == 1.0 and down.scale in (2.0, 4.0) and down.bpp <= target
+    assert down.min_bpp == pytest.approx(floor)  # reported for the first (plain) scale
+    mse = lambda d: float(np.mean((d.astype(np.float32) - frame) ** 2))  # noqa: E731
+    fitting = [r for r in (jpeg_at_bpp(frame, target, scale=s) for s in (2, 4)) if r.reached]
+    assert mse(down.decoded[0]) == pytest.approx(min(mse(r.decoded) for r in fitting))  # the closest that fits
+    assert jpeg_clip(clip, 100.0, scales=(1, 2, 4)).scale == 1.0  # full resolution wins when bits allow
+    none_fit = jpeg_clip(clip, 1e-6, scales=(1, 2))
+    assert none_fit.reached == 0.0 and none_fit.scale == 2.0  # the cheapest when nothing fits
+
+
+def test_resize_frame_keeps_constant_colour_and_size_roundtrip():
+    frame = np.full((32, 32, 3), 77, np.uint8)
+    small = resize_frame(frame, 8, 16)
+    assert small.shape == (8, 16, 3) and (small == 77).all()
+    assert resize_frame(small, 32, 32).shape == (32, 32, 3)
+    assert resize_frame(frame, 32, 32) is frame
