@@ -206,7 +206,7 @@ def test_cancel_marker_stops_the_job(tmp_path: Path) -> None:
 
 def test_missing_tokenizer_fails_before_training(tmp_path: Path) -> None:
     settings, store, keys = _setup(tmp_path, "discrete", n=2)
-    with pytest.raises(ValueError, match="tokenizer 'nope' not found"):
+    with pytest.raises(ValueError, match="tokenizer 'nope' has no model file"):
         run_job(_job(settings, keys, tokenizer_id="nope"), ScalingSpec(), name="w", in_process=True)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -11,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldloom.core.store.base import ObjectNotFound, ObjectStore
-from worldloom.models.tokenizer import CausalVideoTokenizer, CheckpointError, load_checkpoint
+from worldloom.core.store.base import ObjectStore
+from worldloom.models.tokenizer import CausalVideoTokenizer, CheckpointError
 from worldloom.models.tokenizer.data import frames_to_tensor, tensor_to_frames
-from worldloom.models.tokenizer.job import MODEL_FILE
+from worldloom.models.tokenizer.job import CheckpointMissing, load_tokenizer
 from worldloom.models.tokenizer.metrics import psnr, ssim
 from worldloom.tokenize.errors import TokenizeError
-from worldloom.tokenize.registry import Registry, prefix
+from worldloom.tokenize.registry import Registry
 
 
 @dataclass
@@ -56,24 +55,12 @@ class TokenizerCache:
         return model
 
     def _load(self, tokenizer_id: str) -> CausalVideoTokenizer:
-        base = f"{prefix(tokenizer_id)}/model/{MODEL_FILE}"
-        with tempfile.TemporaryDirectory(prefix="wl-tok-") as tmp:
-            weights = Path(tmp) / MODEL_FILE
-            try:
-                self.store.download(base, str(weights))
-            except ObjectNotFound:
-                raise TokenizeError(409, "checkpoint_missing",
-                                    f"tokenizer {tokenizer_id} has no model file {base} in the store") from None
-            try:
-                self.store.download(base.replace(".safetensors", ".json"), str(weights.with_suffix(".json")))
-            except ObjectNotFound:
-                pass  # the config is also in the safetensors metadata
-            try:
-                model, _ = load_checkpoint(weights)
-            except CheckpointError as exc:
-                raise TokenizeError(409, "checkpoint_corrupt", f"tokenizer {tokenizer_id}: {exc}") from None
-        model.eval()
-        return model
+        try:
+            return load_tokenizer(self.store, tokenizer_id)
+        except CheckpointMissing as exc:
+            raise TokenizeError(409, "checkpoint_missing", str(exc)) from None
+        except CheckpointError as exc:
+            raise TokenizeError(409, "checkpoint_corrupt", f"tokenizer {tokenizer_id}: {exc}") from None
 
 
 def check_frames(frames: np.ndarray, model: CausalVideoTokenizer, max_frames: int) -> None:

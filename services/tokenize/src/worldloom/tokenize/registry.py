@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from worldloom.core.jobs import JobState, Progress, read_progress
+from worldloom.core.jobs import JobRecord, read_progress
 from worldloom.core.store.base import ObjectNotFound, ObjectStore
 from worldloom.models.tokenizer.model import COMPRESSIONS, SIZES
 from worldloom.tokenize.errors import TokenizeError
@@ -98,36 +98,15 @@ class Lineage(BaseModel):
     imported_from: str | None = Field(None, description="uploaded file name, for imported tokenizers")
 
 
-class TokenizerRecord(BaseModel):
+class TokenizerRecord(JobRecord):
     tokenizer_id: str
     name: str
     source: Literal["trained", "imported"] = "trained"
-    state: JobState = "queued"
     config: dict[str, Any]
     request: dict[str, Any] | None = None
     lineage: Lineage = Field(default_factory=Lineage)
-    percent: float = 0.0
-    step: int = 0
-    total_steps: int = 0
-    eta_s: float | None = None
-    curves: dict[str, list[tuple[int, float]]] = {}
-    metrics: dict[str, float] = {}
-    resumed_from_step: list[int] = []
     model_uri: str | None = None
     active: bool = False
-    error: str | None = None
-    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
-    updated_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
-
-    def merged(self, progress: Progress | None) -> TokenizerRecord:
-        """The record with the workers' progress folded in (state stays the service's)."""
-        if progress is None:
-            return self
-        return self.model_copy(update=dict(
-            percent=progress.percent, step=progress.step, total_steps=progress.total_steps or self.total_steps,
-            eta_s=progress.eta_s, curves=progress.curves, metrics=progress.metrics or self.metrics,
-            resumed_from_step=progress.resumed_from_step, error=self.error or progress.error,
-            updated_at=max(self.updated_at, progress.updated_at)))
 
 
 class Registry:

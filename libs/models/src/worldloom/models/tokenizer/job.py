@@ -23,9 +23,9 @@ import torch.distributed as dist
 
 from worldloom.core.jobs import ProgressWriter
 from worldloom.core.settings import StoreSettings
-from worldloom.core.store.base import ObjectStore
+from worldloom.core.store.base import InvalidKey, ObjectNotFound, ObjectStore
 from worldloom.core.store.factory import make_store
-from worldloom.models.tokenizer.checkpoint import load_checkpoint, save_checkpoint
+from worldloom.models.tokenizer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from worldloom.models.tokenizer.data import ClipSampler, frames_to_tensor
 from worldloom.models.tokenizer.losses import LossConfig
 from worldloom.models.tokenizer.metrics import codebook_usage, psnr, ssim
@@ -42,6 +42,30 @@ def model_key(prefix: str) -> str:
 
 class JobCancelled(RuntimeError):
     pass
+
+
+class CheckpointMissing(CheckpointError):
+    """The tokenizer's model file is not in the store (never trained to the end, or deleted)."""
+
+
+def load_tokenizer(store: ObjectStore, tokenizer_id: str, device: str = "cpu") -> CausalVideoTokenizer:
+    """A finished tokenizer from ``tokenizers/<id>/model/`` in eval mode; safetensors only, never unpickled.
+
+    Raises :class:`CheckpointMissing` when the file is absent and :class:`CheckpointError` when it is corrupt.
+    """
+    key = model_key(f"tokenizers/{tokenizer_id}")
+    with tempfile.TemporaryDirectory(prefix="wl-tok-") as tmp:
+        local = Path(tmp) / MODEL_FILE
+        try:
+            store.download(key, str(local))
+        except (ObjectNotFound, InvalidKey):
+            raise CheckpointMissing(f"tokenizer {tokenizer_id!r} has no model file {key} in the store") from None
+        try:
+            store.download(key.replace(".safetensors", ".json"), str(local.with_suffix(".json")))
+        except ObjectNotFound:
+            pass  # the config is in the weights' metadata too
+        model, _ = load_checkpoint(local, device=device)
+    return model.eval()
 
 
 @dataclass

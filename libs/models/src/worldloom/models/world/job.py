@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from worldloom.core.jobs import ProgressWriter
 from worldloom.core.settings import StoreSettings
-from worldloom.core.store.base import ObjectNotFound, ObjectStore
+from worldloom.core.store.base import ObjectStore
 from worldloom.core.store.factory import make_store
 from worldloom.models.tokenizer.checkpoint import (
     CheckpointError,
@@ -315,21 +315,12 @@ def train_loop(config: dict[str, Any]) -> None:
 
 
 def _load_tokenizer(store: ObjectStore, tokenizer_id: str, device: torch.device) -> Any:
-    from worldloom.models.tokenizer.checkpoint import load_checkpoint
+    from worldloom.models.tokenizer.job import CheckpointMissing, load_tokenizer
 
-    key = tokenizer_model_key(tokenizer_id)
-    with tempfile.TemporaryDirectory(prefix="wl-tok-") as tmp:
-        local = Path(tmp) / "tokenizer.safetensors"
-        try:
-            store.download(key, str(local))
-        except ObjectNotFound:
-            raise ValueError(f"tokenizer {tokenizer_id!r} not found at {key}") from None
-        try:
-            store.download(key.replace(".safetensors", ".json"), str(local.with_suffix(".json")))
-        except ObjectNotFound:
-            pass  # the config is in the weights' metadata too
-        model, _ = load_checkpoint(local, device=str(device))
-    return model.eval()
+    try:
+        return load_tokenizer(store, tokenizer_id, str(device))
+    except CheckpointMissing as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _real_videos(store: ObjectStore, sequences: list[Sequence]) -> list[Tensor | None]:
