@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -32,15 +33,16 @@ def _raise_for(resp: httpx.Response) -> None:
         raise ApiFailure(resp.status_code, "http_error", resp.text[:500]) from None
 
 
-def _multipart(path: Path, attributes: dict[str, str] | None, progress: Callable[[int], None]) -> tuple[str, int, Iterator[bytes]]:
-    """Streams a multipart body from disk (no whole-file read) and reports bytes sent."""
+def _multipart(path: Path, fields: dict[str, str] | None, progress: Callable[[int], None]) -> tuple[str, int, Iterator[bytes]]:
+    """Streams a multipart body from disk (no whole-file read) and reports bytes sent: the text
+    ``fields`` first, then the ``file`` part."""
     boundary = uuid.uuid4().hex
-    name = path.name.replace('"', "_")
+    name = path.name.replace('"', "_").replace("\r", "_").replace("\n", "_")
     head = b""
-    if attributes:
+    for key, value in (fields or {}).items():
         head += (
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"attributes\"\r\n\r\n"
-            f"{json.dumps(attributes)}\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"{key}\"\r\n\r\n"
+            f"{value}\r\n"
         ).encode()
     head += (
         f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
@@ -60,6 +62,11 @@ def _multipart(path: Path, attributes: dict[str, str] | None, progress: Callable
     return f"multipart/form-data; boundary={boundary}", len(head) + size + len(tail), body()
 
 
+def _quote(segment: str) -> str:
+    """One URL path segment (an id typed by the user must not walk to another route)."""
+    return quote(segment, safe="")
+
+
 class WorldloomClient:
     def __init__(self, api: str | None = None, token: str | None = None, timeout_s: float = 600.0) -> None:
         self.api = (api or os.environ.get("WORLDLOOM_API_URL") or DEFAULT_API).rstrip("/")
@@ -70,10 +77,13 @@ class WorldloomClient:
     def upload_video(
         self, path: Path, attributes: dict[str, str] | None = None, progress: Callable[[int], None] = lambda n: None
     ) -> dict[str, Any]:
-        ctype, length, body = _multipart(path, attributes, progress)
-        resp = self.http.post(
-            "/v1/videos", content=body, headers={"content-type": ctype, "content-length": str(length)}
-        )
+        fields = {"attributes": json.dumps(attributes)} if attributes else None
+        return self._post_file("/v1/videos", path, fields, progress)
+
+    def _post_file(self, route: str, path: Path, fields: dict[str, str] | None,
+                   progress: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
+        ctype, length, body = _multipart(path, fields, progress)
+        resp = self.http.post(route, content=body, headers={"content-type": ctype, "content-length": str(length)})
         _raise_for(resp)
         return resp.json()
 
@@ -113,5 +123,68 @@ class WorldloomClient:
         _raise_for(resp)
         return resp.json()
 
+    # ---- tokenize service
+
+    def train_tokenizer(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Starts a training job (a TrainRequest); the answer is the queued TokenizerRecord."""
+        resp = self.http.post("/v1/tokenizers", json=body)
+        _raise_for(resp)
+        return resp.json()
+
+    def list_tokenizers(self) -> list[dict[str, Any]]:
+        resp = self.http.get("/v1/tokenizers")
+        _raise_for(resp)
+        return resp.json()
+
+    def tokenizer(self, tokenizer_id: str) -> dict[str, Any]:
+        """State, percent, step, ETA, loss/PSNR curves, metrics and lineage of one tokenizer."""
+        resp = self.http.get(f"/v1/tokenizers/{_quote(tokenizer_id)}")
+        _raise_for(resp)
+        return resp.json()
+
+    def cancel_tokenizer(self, tokenizer_id: str) -> dict[str, Any]:
+        resp = self.http.delete(f"/v1/tokenizers/{_quote(tokenizer_id)}")
+        _raise_for(resp)
+        return resp.json()
+
+    def activate_tokenizer(self, tokenizer_id: str) -> dict[str, Any]:
+        """Makes it encode clips.curated events; the service also backfills every accepted clip."""
+        resp = self.http.post(f"/v1/tokenizers/{_quote(tokenizer_id)}/activate")
+        _raise_for(resp)
+        return resp.json()
+
+    def import_tokenizer(self, path: Path, name: str | None = None) -> dict[str, Any]:
+        return self._post_file("/v1/tokenizers:import", path, {"name": name} if name else None)
+
+    def evaluate_video(self, path: Path, tokenizer_id: str | None = None, resolution: int | None = None) -> dict[str, Any]:
+        """Reconstruction PSNR/SSIM of a local video (the active tokenizer when ``tokenizer_id`` is None)."""
+        return self._post_file("/v1/evaluate", path, _codec_fields(tokenizer_id, resolution))
+
+    def encode_video(self, path: Path, tokenizer_id: str | None = None, resolution: int | None = None,
+                     encoding: str = "json") -> dict[str, Any]:
+        """A local video -> tokens or latents (``encoding`` "json": nested lists, "b64": raw bytes)."""
+        fields = _codec_fields(tokenizer_id, resolution)
+        fields["encoding"] = encoding
+        return self._post_file("/v1/encode", path, fields)
+
+    def decode_tokens(self, tokens: dict[str, Any], tokenizer_id: str | None = None, fmt: str = "json",
+                      fps: float = 10.0) -> Any:
+        """Tokens/latents -> frames: the JSON document for ``fmt`` "json", else the mp4/gif bytes."""
+        body: dict[str, Any] = {"tokens": tokens, "format": fmt, "fps": fps}
+        if tokenizer_id:
+            body["tokenizer_id"] = tokenizer_id
+        resp = self.http.post("/v1/decode", json=body)
+        _raise_for(resp)
+        return resp.json() if fmt == "json" else resp.content
+
     def close(self) -> None:
         self.http.close()
+
+
+def _codec_fields(tokenizer_id: str | None, resolution: int | None) -> dict[str, str]:
+    fields = {}
+    if tokenizer_id:
+        fields["tokenizer_id"] = tokenizer_id
+    if resolution:
+        fields["resolution"] = str(resolution)
+    return fields

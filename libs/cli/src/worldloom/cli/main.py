@@ -10,20 +10,12 @@ import typer
 from rich.console import Console
 
 from worldloom.cli.client import ApiFailure, WorldloomClient
+from worldloom.cli.common import ApiOpt, TokenOpt, console, fail
 from worldloom.cli.ingest_cmd import expand_paths, outcome_table, upload_all
+from worldloom.cli.tokenizer_cmd import tokenizer_app
 
 app = typer.Typer(help="Worldloom: build world foundation models from video.", no_args_is_help=True)
-console = Console(stderr=True)
-
-ApiOpt = Annotated[Optional[str], typer.Option("--api", envvar="WORLDLOOM_API_URL", help="service base URL")]
-TokenOpt = Annotated[Optional[str], typer.Option("--token", envvar="WORLDLOOM_API_TOKEN", help="bearer token")]
-
-
-def _fail(exc: ApiFailure) -> None:
-    """The service's error code and reason for the user, exit status 2."""
-    console.print(f"[red]{exc}")
-    raise typer.Exit(2) from None
-
+app.add_typer(tokenizer_app, name="tokenizer")
 
 def _parse_attrs(pairs: list[str]) -> dict[str, str]:
     attrs = {}
@@ -68,7 +60,7 @@ def ingest(
     try:
         outcomes = upload_all(client, files, console, {f: attrs for f in files} if attrs else None)
     except ApiFailure as exc:
-        _fail(exc)
+        fail(exc)
     finally:
         client.close()
     if as_json:
@@ -98,7 +90,7 @@ def _ingest_gymnasium(client: WorldloomClient, env: str, episodes: int, policy: 
                 job = client.source_job(job["job_id"])
                 progress.update(task, completed=job["percent"])
     except ApiFailure as exc:
-        _fail(exc)
+        fail(exc)
     finally:
         client.close()
     if as_json:
@@ -132,7 +124,7 @@ def videos(
     try:
         items = client.list_videos(status)
     except ApiFailure as exc:
-        _fail(exc)
+        fail(exc)
     table = Table(title=f"{len(items)} videos")
     for col in ("video id", "file", "status", "size", "resolution", "duration"):
         table.add_column(col)
@@ -199,7 +191,7 @@ def search(
     try:
         res = client.search({"text": query, "top_k": top_k, "filters": filters})
     except ApiFailure as exc:
-        _fail(exc)
+        fail(exc)
     finally:
         client.close()
     if as_json:
@@ -224,13 +216,18 @@ def print_hits(query: str, hits: list[dict]) -> None:
 def demo(
     data: Annotated[Path, typer.Option(help="folder of real videos (the repo's ../shared/data)")] = Path("../shared/data"),
     out: Annotated[Path, typer.Option(help="output folder (store, report)")] = Path("out/demo"),
+    tokenizer_steps: Annotated[Optional[int], typer.Option(
+        "--tokenizer-steps", envvar="WORLDLOOM_DEMO_TOKENIZER_STEPS", min=0,
+        help="training steps of the demo tokenizer (default 150, a few minutes on 2 cores); 0 skips that stage")] = None,
 ) -> None:
     """Run the pipeline in embedded mode: in-process bus, local directory store, Milvus Lite."""
     from worldloom.cli.demo import run_demo
 
     if not data.is_dir():
         raise typer.BadParameter(f"data folder not found: {data}")
-    run_demo(data, out, console)
+    report = run_demo(data, out, console, tokenizer_steps)
+    if (report.get("tokenizer") or {}).get("error"):
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":
