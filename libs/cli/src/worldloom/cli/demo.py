@@ -297,10 +297,10 @@ def _wait_for_tokens(store: LocalStore, tid: str, expected: int, console: Consol
 
 def _heldout(clips: list[ClipRecord], record: dict[str, Any], n: int = 3) -> list[tuple[ClipRecord, str]]:
     """Up to ``n`` of the clips the job held out (the service's own split), else training clips."""
-    from worldloom.tokenize.jobs import JobManager
+    from worldloom.core.selection import SelectedClip, Selection
 
-    pairs = [(c.clip_id, c.renditions[TRAIN_RENDITION]) for c in clips]
-    _, val_keys = JobManager._split(sorted(pairs), float(record["request"]["val_fraction"]))
+    sel = Selection([SelectedClip(c.clip_id, c.video_id, c.renditions[TRAIN_RENDITION]) for c in clips])
+    val_keys = [c.train_key for c in sel.split(float(record["request"]["val_fraction"]))[1]]
     by_key = {c.renditions[TRAIN_RENDITION]: c for c in clips}
     chosen = [(by_key[k], "held out") for k in val_keys if k in by_key]
     chosen += [(c, "train") for c in clips if c.renditions[TRAIN_RENDITION] not in val_keys]

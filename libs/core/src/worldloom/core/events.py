@@ -19,12 +19,14 @@ DeadLetter = pb.DeadLetter
 ClipCurated = pb.ClipCurated
 DatasetCreated = pb.DatasetCreated
 ClipTokenized = pb.ClipTokenized
+ModelTrained = pb.ModelTrained
 
 # Topic names live here so producers and consumers cannot drift apart.
 TOPIC_VIDEOS_INGESTED = "videos.ingested"
 TOPIC_CLIPS_CURATED = "clips.curated"
 TOPIC_DATASETS_CREATED = "datasets.created"
 TOPIC_CLIPS_TOKENIZED = "clips.tokenized"
+TOPIC_MODELS_TRAINED = "models.trained"
 
 
 def dlq_topic(topic: str) -> str:

@@ -6,7 +6,6 @@ by a previous process are resumed at start-up from their last store checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import uuid
@@ -14,10 +13,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord, DatasetManifest
 from worldloom.core.jobs import read_progress, request_cancel, store_settings_payload
 from worldloom.core.settings import StoreSettings
-from worldloom.core.store.base import InvalidKey, ObjectNotFound, ObjectStore
+from worldloom.core.selection import SelectionError, select_clips
+from worldloom.core.store.base import ObjectStore
 from worldloom.models.tokenizer.job import TokenizerJob, model_key, run_job
 from worldloom.models.tokenizer.model import TokenizerConfig
 from worldloom.models.training import ScalingSpec
@@ -58,64 +57,16 @@ class JobManager:
 
     # ------------------------------------------------------------------ dataset resolution
 
-    def _dataset_clips(self, req: TrainRequest) -> tuple[list[tuple[str, str]], Lineage]:
-        """(clip_id, train rendition key) pairs and the lineage they came from."""
-        if req.dataset is not None:
-            manifest = self._manifest(req.dataset.name, req.dataset.version)
-            pairs = []
-            for clip in manifest.clips:
-                uri = (clip.get("renditions") or {}).get(TRAIN_RENDITION)
-                if uri:
-                    pairs.append((clip["clip_id"], self.store.key_from_uri(uri)))
-            lineage = Lineage(dataset=f"{manifest.name}@v{manifest.version}",
-                              dataset_uri=self.store.uri(f"datasets/{manifest.name}/v{manifest.version}.json"))
-        else:
-            assert req.clips is not None
-            flt = req.clips
-            pairs = []
-            for info in self.store.list("clips/"):
-                if not info.key.endswith("/meta.json"):
-                    continue
-                rec = ClipRecord.model_validate_json(self.store.get_bytes(info.key))
-                if rec.status != "accepted" or TRAIN_RENDITION not in rec.renditions:
-                    continue
-                if flt.source and rec.source != flt.source or flt.config_hash and rec.config_hash != flt.config_hash:
-                    continue
-                if not set(flt.tags) <= set(rec.tags):
-                    continue
-                pairs.append((rec.clip_id, rec.renditions[TRAIN_RENDITION]))
-                if len(pairs) >= flt.limit:
-                    break
-            lineage = Lineage(clip_filter=flt.model_dump())
-        if not pairs:
-            raise TokenizeError(422, "no_clips", "the dataset/filter selects no accepted clips with a training rendition")
-        if len(pairs) > self.settings.max_train_clips:
-            raise TokenizeError(422, "too_many_clips", f"{len(pairs)} clips; the limit is {self.settings.max_train_clips}")
-        pairs.sort()
-        lineage.clip_ids_sha256 = hashlib.sha256("\n".join(c for c, _ in pairs).encode()).hexdigest()
-        return pairs, lineage
-
-    def _manifest(self, name: str, version: int | None) -> DatasetManifest:
+    def _dataset_clips(self, req: TrainRequest) -> tuple[list[str], list[str], Lineage]:
+        """Train and held-out rendition keys, and the lineage they came from."""
         try:
-            if version is None:
-                versions = [int(i.key.rsplit("/v", 1)[1].removesuffix(".json")) for i in self.store.list(f"datasets/{name}/")
-                            if i.key.endswith(".json")]
-                if not versions:
-                    raise ObjectNotFound(name)
-                version = max(versions)
-            return DatasetManifest.model_validate_json(self.store.get_bytes(f"datasets/{name}/v{version}.json"))
-        except (ObjectNotFound, InvalidKey):
-            raise TokenizeError(404, "dataset_not_found", f"no dataset {name!r}"
-                                + (f" version {version}" if version else "")) from None
-
-    @staticmethod
-    def _split(pairs: list[tuple[str, str]], val_fraction: float) -> tuple[list[str], list[str]]:
-        """Held-out clips chosen by hash of the clip id: stable across runs and replicas."""
-        if len(pairs) < 2 or val_fraction <= 0:
-            return [k for _, k in pairs], []
-        ranked = sorted(pairs, key=lambda p: hashlib.sha256(p[0].encode()).hexdigest())
-        n_val = max(1, round(len(pairs) * val_fraction))
-        return [k for _, k in ranked[n_val:]], [k for _, k in ranked[:n_val]]
+            sel = select_clips(self.store, req.dataset, req.clips, self.settings.max_train_clips)
+        except SelectionError as exc:
+            raise TokenizeError(exc.status, exc.code, exc.message) from None
+        train, val = sel.split(req.val_fraction)
+        lineage = Lineage(dataset=sel.dataset, dataset_uri=sel.dataset_uri, clip_filter=sel.clip_filter,
+                          clip_ids_sha256=sel.ids_sha256, train_clips=len(train), val_clips=len(val))
+        return [c.train_key for c in train], [c.train_key for c in val], lineage
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -127,9 +78,7 @@ class JobManager:
         if req.steps > self.settings.max_steps:
             raise TokenizeError(422, "too_many_steps", f"{req.steps} steps; the limit is {self.settings.max_steps}")
         cfg = tokenizer_config(req)
-        pairs, lineage = self._dataset_clips(req)
-        train, val = self._split(pairs, req.val_fraction)
-        lineage.train_clips, lineage.val_clips = len(train), len(val)
+        train, val, lineage = self._dataset_clips(req)
         tokenizer_id = f"tok-{uuid.uuid4().hex[:12]}"
         job = self._make_job(tokenizer_id, req, cfg, train, val)
         record = TokenizerRecord(tokenizer_id=tokenizer_id, name=req.name, config=cfg.to_dict(),
@@ -202,8 +151,7 @@ class JobManager:
                 continue
             try:
                 req = TrainRequest.model_validate(record.request)
-                pairs, _ = self._dataset_clips(req)
-                train, val = self._split(pairs, req.val_fraction)
+                train, val, _ = self._dataset_clips(req)
                 job = self._make_job(record.tokenizer_id, req, TokenizerConfig.from_dict(record.config), train, val)
             except Exception as exc:  # noqa: BLE001 - data gone since: record why
                 self.registry.update(record.tokenizer_id, state="failed", error=f"cannot resume: {exc}")

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from worldloom.core.jobs import JobRecord, read_progress
+from worldloom.core.selection import ClipFilter, DatasetRef
 from worldloom.core.store.base import ObjectNotFound, ObjectStore
 from worldloom.models.tokenizer.model import COMPRESSIONS, SIZES
 from worldloom.tokenize.errors import TokenizeError
@@ -31,24 +32,6 @@ def prefix(tokenizer_id: str) -> str:
 
 def record_key(tokenizer_id: str) -> str:
     return f"{prefix(tokenizer_id)}/job.json"
-
-
-class DatasetRef(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-    version: int | None = Field(None, ge=1, description="latest when omitted")
-
-
-class ClipFilter(BaseModel):
-    """Accepted curated clips, optionally narrowed by source and tags (all must match)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    source: str | None = None
-    tags: list[str] = []
-    config_hash: str | None = None
-    limit: int = Field(1000, ge=1, le=100_000)
 
 
 class TrainRequest(BaseModel):

@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Envelope(_message.Message):
-    __slots__ = ("event_id", "schema_version", "type", "producer", "time", "lineage", "video_ingested", "clip_curated", "dataset_created", "clip_tokenized")
+    __slots__ = ("event_id", "schema_version", "type", "producer", "time", "lineage", "video_ingested", "clip_curated", "dataset_created", "clip_tokenized", "model_trained")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,7 @@ class Envelope(_message.Message):
     CLIP_CURATED_FIELD_NUMBER: _ClassVar[int]
     DATASET_CREATED_FIELD_NUMBER: _ClassVar[int]
     CLIP_TOKENIZED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_TRAINED_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     schema_version: int
     type: str
@@ -31,7 +32,8 @@ class Envelope(_message.Message):
     clip_curated: ClipCurated
     dataset_created: DatasetCreated
     clip_tokenized: ClipTokenized
-    def __init__(self, event_id: _Optional[str] = ..., schema_version: _Optional[int] = ..., type: _Optional[str] = ..., producer: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Iterable[str]] = ..., video_ingested: _Optional[_Union[VideoIngested, _Mapping]] = ..., clip_curated: _Optional[_Union[ClipCurated, _Mapping]] = ..., dataset_created: _Optional[_Union[DatasetCreated, _Mapping]] = ..., clip_tokenized: _Optional[_Union[ClipTokenized, _Mapping]] = ...) -> None: ...
+    model_trained: ModelTrained
+    def __init__(self, event_id: _Optional[str] = ..., schema_version: _Optional[int] = ..., type: _Optional[str] = ..., producer: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Iterable[str]] = ..., video_ingested: _Optional[_Union[VideoIngested, _Mapping]] = ..., clip_curated: _Optional[_Union[ClipCurated, _Mapping]] = ..., dataset_created: _Optional[_Union[DatasetCreated, _Mapping]] = ..., clip_tokenized: _Optional[_Union[ClipTokenized, _Mapping]] = ..., model_trained: _Optional[_Union[ModelTrained, _Mapping]] = ...) -> None: ...
 
 class VideoInfo(_message.Message):
     __slots__ = ("container", "codec", "width", "height", "fps", "duration_s", "frame_count", "rotation", "has_audio", "pix_fmt", "start_time_s")
@@ -160,6 +162,37 @@ class ClipTokenized(_message.Message):
     resolution: int
     compression: str
     def __init__(self, clip_id: _Optional[str] = ..., tokenizer_id: _Optional[str] = ..., kind: _Optional[str] = ..., shard_uri: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., frames: _Optional[int] = ..., resolution: _Optional[int] = ..., compression: _Optional[str] = ...) -> None: ...
+
+class ModelTrained(_message.Message):
+    __slots__ = ("model_id", "name", "family", "size", "tokenizer_id", "model_uri", "datasets", "parent_model", "metrics", "steps")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    TOKENIZER_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_URI_FIELD_NUMBER: _ClassVar[int]
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    PARENT_MODEL_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    name: str
+    family: str
+    size: str
+    tokenizer_id: str
+    model_uri: str
+    datasets: _containers.RepeatedScalarFieldContainer[str]
+    parent_model: str
+    metrics: _containers.ScalarMap[str, float]
+    steps: int
+    def __init__(self, model_id: _Optional[str] = ..., name: _Optional[str] = ..., family: _Optional[str] = ..., size: _Optional[str] = ..., tokenizer_id: _Optional[str] = ..., model_uri: _Optional[str] = ..., datasets: _Optional[_Iterable[str]] = ..., parent_model: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., steps: _Optional[int] = ...) -> None: ...
 
 class DeadLetter(_message.Message):
     __slots__ = ("topic", "partition", "offset", "key", "value", "error", "error_type", "attempts", "consumer_group", "failed_at")

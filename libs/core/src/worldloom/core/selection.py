@@ -1,0 +1,120 @@
+"""Choosing training clips: a saved dataset manifest or a filter over accepted curated clips.
+
+Every training service (tokenize, train) selects data the same way and records the same lineage, so
+this lives here once. Held-out clips are chosen by a hash of the clip id: stable across runs, replicas
+and restarts, and independent of listing order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord, DatasetManifest
+from worldloom.core.store.base import InvalidKey, ObjectNotFound, ObjectStore
+
+
+class SelectionError(ValueError):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class DatasetRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    version: int | None = Field(None, ge=1, description="latest when omitted")
+
+
+class ClipFilter(BaseModel):
+    """Accepted curated clips, optionally narrowed by source, tags (all must match) and curation config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str | None = None
+    tags: list[str] = []
+    config_hash: str | None = None
+    limit: int = Field(1000, ge=1, le=100_000)
+
+
+@dataclass(frozen=True)
+class SelectedClip:
+    clip_id: str
+    video_id: str
+    train_key: str  # object key of the square training rendition
+
+
+@dataclass
+class Selection:
+    clips: list[SelectedClip]
+    dataset: str | None = None  # name@vN
+    dataset_uri: str | None = None
+    clip_filter: dict[str, Any] | None = None
+    ids_sha256: str = ""
+    label: str = field(default="")
+
+    def split(self, val_fraction: float) -> tuple[list[SelectedClip], list[SelectedClip]]:
+        """(train, held-out); nothing is held out from a single clip or with fraction 0."""
+        if len(self.clips) < 2 or val_fraction <= 0:
+            return list(self.clips), []
+        ranked = sorted(self.clips, key=lambda c: hashlib.sha256(c.clip_id.encode()).hexdigest())
+        n_val = max(1, round(len(ranked) * val_fraction))
+        return ranked[n_val:], ranked[:n_val]
+
+
+def latest_manifest(store: ObjectStore, name: str, version: int | None) -> DatasetManifest:
+    try:
+        if version is None:
+            versions = [int(i.key.rsplit("/v", 1)[1].removesuffix(".json")) for i in store.list(f"datasets/{name}/")
+                        if i.key.endswith(".json")]
+            if not versions:
+                raise ObjectNotFound(name)
+            version = max(versions)
+        return DatasetManifest.model_validate_json(store.get_bytes(f"datasets/{name}/v{version}.json"))
+    except (ObjectNotFound, InvalidKey):
+        raise SelectionError(404, "dataset_not_found",
+                             f"no dataset {name!r}" + (f" version {version}" if version else "")) from None
+
+
+def select_clips(store: ObjectStore, dataset: DatasetRef | None, clips: ClipFilter | None,
+                 max_clips: int = 100_000) -> Selection:
+    if (dataset is None) == (clips is None):
+        raise SelectionError(422, "bad_selection", "give exactly one of 'dataset' or 'clips'")
+    chosen: list[SelectedClip] = []
+    if dataset is not None:
+        manifest = latest_manifest(store, dataset.name, dataset.version)
+        for c in manifest.clips:
+            uri = (c.get("renditions") or {}).get(TRAIN_RENDITION)
+            if uri:
+                chosen.append(SelectedClip(c["clip_id"], c.get("video_id", ""), store.key_from_uri(uri)))
+        sel = Selection(chosen, dataset=f"{manifest.name}@v{manifest.version}",
+                        dataset_uri=store.uri(f"datasets/{manifest.name}/v{manifest.version}.json"))
+        sel.label = sel.dataset or ""
+    else:
+        assert clips is not None
+        for info in store.list("clips/"):
+            if not info.key.endswith("/meta.json"):
+                continue
+            rec = ClipRecord.model_validate_json(store.get_bytes(info.key))
+            if rec.status != "accepted" or TRAIN_RENDITION not in rec.renditions:
+                continue
+            if clips.source and rec.source != clips.source or clips.config_hash and rec.config_hash != clips.config_hash:
+                continue
+            if not set(clips.tags) <= set(rec.tags):
+                continue
+            chosen.append(SelectedClip(rec.clip_id, rec.video_id, rec.renditions[TRAIN_RENDITION]))
+            if len(chosen) >= clips.limit:
+                break
+        sel = Selection(chosen, clip_filter=clips.model_dump())
+        sel.label = "clips:" + ",".join(f"{k}={v}" for k, v in clips.model_dump(exclude_defaults=True).items())
+    if not chosen:
+        raise SelectionError(422, "no_clips", "the dataset/filter selects no accepted clips with a training rendition")
+    if len(chosen) > max_clips:
+        raise SelectionError(422, "too_many_clips", f"{len(chosen)} clips; the limit is {max_clips}")
+    sel.clips.sort(key=lambda c: c.clip_id)
+    sel.ids_sha256 = hashlib.sha256("\n".join(c.clip_id for c in sel.clips).encode()).hexdigest()
+    return sel
