@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ from worldloom.core.settings import StoreSettings
 from worldloom.core.store.factory import make_store
 from worldloom.models.tokenizer import CausalVideoTokenizer, TokenizerConfig, save_checkpoint
 from worldloom.models.tokenizer.data import moving_pattern_videos
+from worldloom.models.tokenizer.shards import write_shard
 from worldloom.models.training import ScalingSpec, StoreCheckpoints
 from worldloom.models.world import ActionSpec, ARConfig, ARWorldModel, DiTConfig
 from worldloom.models.world.data import WindowSampler, load_sequences, pool_actions
@@ -30,20 +29,6 @@ def _tokenizer(kind: str) -> CausalVideoTokenizer:
     torch.manual_seed(0)
     cfg = TokenizerConfig.preset("tiny", kind, "4x8x8").replace(channels=16, fsq_levels=(4, 4, 4), latent_channels=4)
     return CausalVideoTokenizer(cfg).eval()
-
-
-def _shard(clip_id: str, array: np.ndarray, kind: str, meta: dict) -> bytes:
-    """Same layout as worldloom.tokenize.clip_encoder.write_shard."""
-    ext = "tokens.npy" if kind == "discrete" else "latents.npy"
-    npy = io.BytesIO()
-    np.save(npy, array.astype(np.int32 if kind == "discrete" else np.float16), allow_pickle=False)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in ((f"{clip_id}.{ext}", npy.getvalue()), (f"{clip_id}.json", json.dumps(meta).encode())):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def _setup(tmp_path: Path, kind: str, n: int = 3, actions: bool = False):
@@ -64,7 +49,7 @@ def _setup(tmp_path: Path, kind: str, n: int = 3, actions: bool = False):
                 "shape": list(array.shape), "frames": FRAMES, "resolution": SIZE, "compression": "4x8x8",
                 "start_s": 0.0, "end_s": 1.0}
         key = f"tokens/tok/c{i}.tar"
-        store.put_bytes(key, _shard(f"c{i}", array, kind, meta))
+        store.put_bytes(key, write_shard(f"c{i}", kind, array, meta))
         keys.append(key)
         if actions:
             steps = np.random.default_rng(i).standard_normal((FRAMES - 1, 2)).astype(np.float32)

@@ -16,15 +16,14 @@ import json
 import os
 import tarfile
 import tempfile
-import time
 
-import numpy as np
 
 from worldloom.core import events
 from worldloom.core.bus import Bus, PermanentError
 from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord
 from worldloom.core.store.base import ObjectNotFound, ObjectStore
-from worldloom.tokenize.codec import Encoded, TokenizerCache, encode_frames, square_frames
+from worldloom.models.tokenizer.shards import write_shard
+from worldloom.tokenize.codec import TokenizerCache, encode_frames, square_frames
 from worldloom.tokenize.errors import TokenizeError
 from worldloom.tokenize.registry import Registry
 
@@ -38,21 +37,6 @@ def shard_key(tokenizer_id: str, clip_id: str) -> str:
 
 def marker_key(tokenizer_id: str, clip_id: str) -> str:
     return f"tokens/{tokenizer_id}/{clip_id}.done"
-
-
-def write_shard(clip_id: str, encoded: Encoded, meta: dict) -> bytes:
-    """One-sample webdataset tar (``__key__`` = clip id): the array as .npy and its metadata as .json."""
-    ext = "tokens.npy" if encoded.kind == "discrete" else "latents.npy"
-    array = encoded.array.astype(np.int32 if encoded.kind == "discrete" else np.float16)
-    npy = io.BytesIO()
-    np.save(npy, array, allow_pickle=False)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in ((f"{clip_id}.{ext}", npy.getvalue()), (f"{clip_id}.json", json.dumps(meta).encode())):
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 class ClipEncoder:
@@ -97,7 +81,7 @@ class ClipEncoder:
                     "kind": encoded.kind, "shape": list(encoded.array.shape), "frames": encoded.frames,
                     "resolution": encoded.resolution, "compression": model.config.compression,
                     "caption": clip.caption, "start_s": clip.start_s, "end_s": clip.end_s}
-            self.store.put_bytes(shard, write_shard(clip.clip_id, encoded, meta), "application/x-tar")
+            self.store.put_bytes(shard, write_shard(clip.clip_id, encoded.kind, encoded.array, meta), "application/x-tar")
         else:
             meta = _shard_meta(self.store.get_bytes(shard), clip.clip_id)
         payload = events.ClipTokenized(

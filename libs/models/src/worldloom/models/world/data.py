@@ -36,9 +36,7 @@ iterator state has to be checkpointed.
 from __future__ import annotations
 
 import bisect
-import io
 import json
-import tarfile
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -48,6 +46,7 @@ import torch
 from torch import Tensor
 
 from worldloom.core.store.base import ObjectNotFound, ObjectStore
+from worldloom.models.tokenizer.shards import read_shard  # the reader lives with the writer
 
 Pool = Literal["mean", "last"]
 
@@ -92,28 +91,6 @@ class Sequence:
 
 # ------------------------------------------------------------------------------------------------ shards
 
-
-def read_shard(payload: bytes) -> tuple[np.ndarray, str, dict[str, Any]]:
-    """A tokenize shard's bytes -> (array, kind, meta). Never unpickles (``allow_pickle=False``)."""
-    array, kind, meta = None, None, None
-    with tarfile.open(fileobj=io.BytesIO(payload)) as tar:
-        for member in tar.getmembers():
-            f = tar.extractfile(member) if member.isfile() else None
-            if f is None:
-                continue
-            name = member.name
-            if name.endswith(".tokens.npy") or name.endswith(".latents.npy"):
-                array = np.load(io.BytesIO(f.read()), allow_pickle=False)
-                kind = "discrete" if name.endswith(".tokens.npy") else "continuous"
-            elif name.endswith(".json"):
-                meta = json.loads(f.read())
-    if array is None or kind is None:
-        raise ValueError("shard has no .tokens.npy / .latents.npy member")
-    if kind == "discrete" and array.ndim != 3:
-        raise ValueError(f"tokens must be [t, h, w], got {list(array.shape)}")
-    if kind == "continuous" and array.ndim != 4:
-        raise ValueError(f"latents must be [c, t, h, w], got {list(array.shape)}")
-    return array, kind, meta or {}
 
 
 def t_compression_of(meta: dict[str, Any]) -> int:

@@ -1,0 +1,251 @@
+"""World models on simulator episodes: quality vs copy-last-frame, training throughput, sampling speed.
+
+1. Records random-policy Pendulum-v1 episodes headless (64x64, actions kept), writes them the way the
+   platform does (clip records, train renditions, actions next to the raw video), encodes them with the
+   tokenizers the tokenizer bench trained (out/bench/tokenizers/{discrete,continuous}_4x8x8_64.safetensors)
+   into token shards, then trains both families through the real job path (``run_job``, in-process) for
+   a wall-clock budget and prints PSNR/SSIM by horizon on held-out episodes next to copy-last-frame.
+2. Training throughput with 1 vs 2 Ray Train workers (tokens/s or latent frames/s, steady state).
+3. AR sampling with vs without the KV cache; diffusion quality at 4, 10 and 30 sampling steps.
+
+    .venv/bin/python bench/bench_world_model.py [--minutes 8] [--episodes 24] [--skip-ray]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import save as save_safetensors
+
+from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord, clip_meta_key
+from worldloom.core.jobs import read_progress, store_settings_payload
+from worldloom.core.settings import StoreSettings
+from worldloom.core.store.factory import make_store
+from worldloom.models.tokenizer import load_checkpoint
+from worldloom.models.tokenizer.bench import square_resize
+from worldloom.models.tokenizer.data import frames_to_tensor
+from worldloom.models.tokenizer.shards import write_shard
+from worldloom.models.training import ScalingSpec
+from worldloom.models.world import ActionSpec, ARConfig, DiTConfig
+from worldloom.models.world.data import load_sequences
+from worldloom.models.world.evaluation import evaluate_prediction
+from worldloom.models.world.job import WorldModelJob, load_world_checkpoint, model_key, run_job
+from worldloom.video.mp4_writer import frames_to_mp4
+
+ENV = "Pendulum-v1"
+HORIZONS = [1, 4, 8]
+
+
+def record(episodes: int, res: int, frames: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    import gymnasium as gym
+
+    env = gym.make(ENV, render_mode="rgb_array")
+    env.action_space.seed(seed)
+    out = []
+    for e in range(episodes):
+        env.reset(seed=seed + e)
+        imgs, acts = [env.render()], []
+        while len(imgs) < frames:
+            a = env.action_space.sample()
+            env.step(a)
+            acts.append(np.asarray(a, np.float32).reshape(-1))
+            imgs.append(env.render())
+        out.append((square_resize(np.stack(imgs), res), np.stack(acts)))
+    env.close()
+    return out
+
+
+def stage(store, tmp: Path, eps: list[tuple[np.ndarray, np.ndarray]], tokenizers: dict[str, Path]) -> dict[str, str]:
+    ids = {}
+    models = {}
+    for kind, path in tokenizers.items():
+        model, _ = load_checkpoint(path)
+        tid = f"bench-{kind}"
+        for f in (path, path.with_suffix(".json")):
+            if f.exists():
+                store.put_bytes(f"tokenizers/{tid}/model/tokenizer{f.suffix if f.suffix == '.json' else '.safetensors'}",
+                                f.read_bytes())
+        ids[kind], models[kind] = tid, model.eval()
+    for i, (frames, actions) in enumerate(eps):
+        cid, vid = f"ep{i:03d}", f"vid{i:03d}"
+        mp4 = frames_to_mp4(frames, tmp / f"{cid}.mp4", fps=30)
+        key = f"clips/{cid}/{TRAIN_RENDITION}"
+        store.put_bytes(key, mp4.read_bytes())
+        rec = ClipRecord(clip_id=cid, video_id=vid, source=ENV, status="accepted", start_frame=0,
+                         end_frame=len(frames), start_s=0, end_s=len(frames) / 30, duration_s=len(frames) / 30,
+                         fps=30, width=frames.shape[2], height=frames.shape[1], renditions={TRAIN_RENDITION: key},
+                         config_hash="bench", created_at=datetime.now(timezone.utc))
+        store.put_bytes(clip_meta_key(cid), rec.model_dump_json().encode())
+        store.put_bytes(f"raw/{vid}/actions.safetensors", save_safetensors({"actions": actions}))
+        store.put_bytes(f"raw/{vid}/actions.json", json.dumps({"action_space": {"type": "Box", "shape": [1]}}).encode())
+        video = frames_to_tensor(frames)[None]
+        with torch.no_grad():
+            for kind, model in models.items():
+                out = model.encode(video)
+                array = out[1][0].numpy() if kind == "discrete" else out[0].numpy()
+                meta = {"clip_id": cid, "video_id": vid, "kind": kind, "compression": model.config.compression,
+                        "frames": len(frames), "resolution": frames.shape[1]}
+                store.put_bytes(f"tokens/{ids[kind]}/{cid}.tar", write_shard(cid, kind, array, meta))
+    return ids
+
+
+def model_config(family: str, store, tid: str, key: str) -> dict:
+    from worldloom.models.tokenizer.shards import read_shard
+
+    array, _, _ = read_shard(store.get_bytes(key))
+    action = ActionSpec.continuous(1)
+    if family == "ar":
+        from worldloom.models.tokenizer.job import load_tokenizer
+
+        vocab = load_tokenizer(store, tid).config.codebook_size
+        return ARConfig.preset("tiny", vocab_size=vocab, tokens_per_frame=array.shape[1] * array.shape[2],
+                               max_frames=1 + max(HORIZONS), action=action).to_dict()
+    c, _, h, w = array.shape
+    return DiTConfig.preset("tiny", in_channels=c, latent_size=(h, w), patch_size=2, max_frames=3, n_future=1,
+                            action=action).to_dict()
+
+
+def make_job(family: str, settings: StoreSettings, tid: str, train: list[str], val: list[str], store, steps: int,
+             prefix: str, horizons: list[int]) -> WorldModelJob:
+    ar = family == "ar"
+    return WorldModelJob(prefix=prefix, store=store_settings_payload(settings), family=family,
+                         model=model_config(family, store, tid, train[0]), tokenizer_id=tid, train_keys=train,
+                         val_keys=val, window=9 if ar else 3, context_frames=1 if ar else 2, batch=8 if ar else 16,
+                         steps=steps, lr=1e-3 if ar else 5e-4, checkpoint_every=10**6, log_every=10,
+                         eval_horizons=horizons, eval_sequences=8, eval_steps=10, threads_per_worker=2)
+
+
+def quality(family: str, settings, store, tid, train, val, minutes: float) -> dict:
+    probe = make_job(family, settings, tid, train, val, store, 12, f"bench/{family}-probe", [])
+    t0 = time.perf_counter()
+    run_job(probe, ScalingSpec(cpus_per_worker=2), name="probe", in_process=True)
+    sps = statistics.median(v for _, v in read_progress(store, probe.prefix).curves["sec_per_step"])
+    steps = max(20, int(minutes * 60 / sps))
+    job = make_job(family, settings, tid, train, val, store, steps, f"bench/{family}", HORIZONS)
+    t0 = time.perf_counter()
+    run_job(job, ScalingSpec(cpus_per_worker=2), name=family, in_process=True)
+    progress = read_progress(store, job.prefix)
+    return {"steps": steps, "minutes": (time.perf_counter() - t0) / 60, "metrics": progress.metrics,
+            "final_loss": progress.curves["loss"][-1][1], "prefix": job.prefix}
+
+
+def ray_throughput(family: str, settings, store, tid, train, workers: int, steps: int) -> float:
+    cores = os.cpu_count() or 1
+    job = make_job(family, settings, tid, train, [], store, steps, f"bench/{family}-ray{workers}", [])
+    job.threads_per_worker = max(1, cores // workers)
+    run_job(job, ScalingSpec(num_workers=workers, cpus_per_worker=max(1, cores // workers)), name=job.prefix.replace("/", "-"))
+    curves = read_progress(store, job.prefix).curves
+    name = "tokens_per_s" if family == "ar" else "latent_frames_per_s"
+    return statistics.median(v for _, v in curves[name][1:])
+
+
+def _download_model(store, prefix: str, tmp: Path):
+    local = tmp / "wm.safetensors"
+    store.download(model_key(prefix), str(local))
+    store.download(model_key(prefix).replace(".safetensors", ".json"), str(local.with_suffix(".json")))
+    return load_world_checkpoint(local)[0].eval()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=8.0, help="training budget per family")
+    ap.add_argument("--episodes", type=int, default=24)
+    ap.add_argument("--val-episodes", type=int, default=6)
+    ap.add_argument("--frames", type=int, default=97)
+    ap.add_argument("--tokenizers", type=Path, default=Path("out/bench/tokenizers"))
+    ap.add_argument("--ray-steps", type=int, default=30)
+    ap.add_argument("--skip-ray", action="store_true")
+    ap.add_argument("--out", type=Path, default=Path("out/bench/world_model.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    toks = {"discrete": args.tokenizers / "discrete_4x8x8_64.safetensors",
+            "continuous": args.tokenizers / "continuous_4x8x8_64.safetensors"}
+    missing = [str(p) for p in toks.values() if not p.exists()]
+    if missing:
+        raise SystemExit(f"tokenizer checkpoints missing: {missing}; run bench/bench_tokenizer.py first")
+    results: dict = {"env": ENV, "episodes": args.episodes, "val_episodes": args.val_episodes, "frames": args.frames}
+    with tempfile.TemporaryDirectory(prefix="wl-bench-wm-") as tmpd:
+        tmp = Path(tmpd)
+        settings = StoreSettings(root=tmp / "store")
+        store = make_store(settings)
+        eps = record(args.episodes + args.val_episodes, 64, args.frames, seed=0)
+        ids = stage(store, tmp, eps, toks)
+        names = [f"ep{i:03d}" for i in range(len(eps))]
+        split = {"train": names[: args.episodes], "val": names[args.episodes:]}
+        for family, kind in (("ar", "discrete"), ("diffusion", "continuous")):
+            tid = ids[kind]
+            train = [f"tokens/{tid}/{c}.tar" for c in split["train"]]
+            val = [f"tokens/{tid}/{c}.tar" for c in split["val"]]
+            print(f"\n## {family}: training for {args.minutes} min on {len(train)} episodes", flush=True)
+            q = quality(family, settings, store, tid, train, val, args.minutes)
+            results[family] = q
+            model = _download_model(store, q["prefix"], tmp)
+            from worldloom.models.tokenizer.job import load_tokenizer
+
+            tokenizer = load_tokenizer(store, tid)
+            seqs = load_sequences(store, val, actions="mean")
+            if family == "ar":
+                ctx = torch.stack([s.data[:1] for s in seqs[:2]])
+                acts = torch.stack([s.actions[:4] for s in seqs[:2]]) if seqs[0].actions is not None else None
+                timing = {}
+                for cache in (True, False):
+                    g = torch.Generator().manual_seed(0)
+                    t0 = time.perf_counter()
+                    model.generate(ctx, 4, actions=acts, temperature=1.0, generator=g, use_kv_cache=cache)
+                    timing[cache] = time.perf_counter() - t0
+                q["kv_cache_s"], q["no_cache_s"] = timing[True], timing[False]
+                q["kv_speedup"] = timing[False] / timing[True]
+            else:
+                q["steps_quality"] = {}
+                for steps in (4, 10, 30):
+                    r = evaluate_prediction(model, tokenizer, seqs, context_frames=2, horizons=HORIZONS, steps=steps,
+                                            seed=0, max_sequences=args.val_episodes)
+                    q["steps_quality"][steps] = {h: r["model"][h]["psnr_vs_decoded"] for h in HORIZONS}
+            if not args.skip_ray:
+                q["ray"] = {w: ray_throughput(family, settings, store, tid, train, w, args.ray_steps) for w in (1, 2)}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1, default=str))
+    _print(results)
+
+
+def _print(results: dict) -> None:
+    print(f"\n{ENV}: {results['episodes']} training / {results['val_episodes']} held-out random-policy episodes, "
+          f"{results['frames']} frames at 64x64, tiny models, 4x8x8 tokenizers\n")
+    print("| family | steps | train min | horizon (latent) | video frames | model PSNR | copy-last PSNR | "
+          "model SSIM | copy-last SSIM | beats copy-last |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for family in ("ar", "diffusion"):
+        q, m = results[family], results[family]["metrics"]
+        c = 2 if family == "diffusion" else 1
+        for h in HORIZONS:
+            mp, cp = m.get(f"val_model_h{h}_psnr_vs_real"), m.get(f"val_copy_last_h{h}_psnr_vs_real")
+            ms, cs = m.get(f"val_model_h{h}_ssim_vs_real"), m.get(f"val_copy_last_h{h}_ssim_vs_real")
+            lo, hi = (c + h - 2) * 4 + 1, (c + h - 1) * 4
+            print(f"| {family} | {q['steps']} | {q['minutes']:.1f} | {h} | {lo}-{hi} | {mp:.2f} | {cp:.2f} | "
+                  f"{ms:.3f} | {cs:.3f} | {'yes' if mp > cp else 'no'} |")
+    ar = results["ar"]
+    print(f"\nAR sampling of 4 latent frames (batch 2): KV cache {ar['kv_cache_s']:.2f} s, recompute "
+          f"{ar['no_cache_s']:.2f} s -> {ar['kv_speedup']:.1f}x")
+    sq = results["diffusion"]["steps_quality"]
+    print("diffusion PSNR (vs decoded) by sampling steps: " + "; ".join(
+        f"{s} steps: " + ", ".join(f"h{h} {v:.2f}" for h, v in hs.items()) for s, hs in sq.items()))
+    for family in ("ar", "diffusion"):
+        ray = results[family].get("ray")
+        if ray:
+            unit = "tokens/s" if family == "ar" else "latent frames/s"
+            print(f"{family} training throughput: 1 worker {ray[1]:.0f} {unit}, 2 workers {ray[2]:.0f} -> "
+                  f"{ray[2] / ray[1]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,335 @@
+"""World-model inference without any serving layer: context video in, predicted video frames out.
+
+One :class:`WorldModelEngine` wraps a :class:`~worldloom.models.world.registry.LoadedWorldModel`
+(world model + its tokenizer) and answers :class:`GenerateRequest` s:
+
+1. the context frames (uint8 ``[B, T, H, W, 3]``) are brought to the model's training resolution
+   (``R x R`` with ``R = latent side * spatial compression``; other sizes are centre-cropped to a square
+   and resized when ``resize`` is on, else refused) and cut to a causal length ``1 + k * tc`` that fits
+   the model's window: the *oldest* frames are dropped;
+2. the tokenizer encodes them (discrete indices for the AR model, continuous latents for the DiT);
+3. the world model predicts ``ceil(num_frames / tc)`` latent frames (``ARWorldModel.generate`` or
+   ``DiffusionWorldModel.sample``), with a CPU ``torch.Generator`` seeded from the request, so the same
+   seed gives the same frames on any device;
+4. context + predicted latents are decoded *together* (the decoder is causal, so the new frames see the
+   context) and the first ``num_frames`` new video frames are returned.
+
+Actions follow the world models' convention (``actions[t - 1]`` leads into latent frame ``t``), given
+either per latent transition (``Lc + Ln - 1`` rows, or one more, unused) or per video-frame transition
+of the frames the request sent (``T + Ln * tc - 1`` rows), which are pooled per latent frame as in
+training (mean for continuous actions, last id for discrete ones; see ``worldloom.models.world.data``).
+
+Every violation raises :class:`BadInput` with a sentence naming the limit; the serving layer maps it to 400.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from worldloom.generate.settings import Limits
+from worldloom.models.tokenizer.data import frames_to_tensor, tensor_to_frames
+from worldloom.models.world import ARWorldModel, DiffusionWorldModel
+from worldloom.models.world.registry import LoadedWorldModel
+
+MAX_SEED = 2**63 - 1
+
+
+class BadInput(ValueError):
+    """The request cannot be served as given; the message says why (maps to HTTP 400)."""
+
+
+class IncompatibleModel(RuntimeError):
+    """The world model and its tokenizer do not fit together (a registry / training problem)."""
+
+
+@dataclass
+class Sampling:
+    seed: int | None = None
+    temperature: float | None = None  # AR
+    top_k: int | None = None  # AR
+    steps: int | None = None  # diffusion
+    cfg_scale: float | None = None  # diffusion
+
+
+@dataclass
+class GenerateRequest:
+    context: np.ndarray  # uint8 [B, T, H, W, 3]
+    num_frames: int
+    actions: np.ndarray | None = None  # [B, N, D] float | [B, N] int
+    text: list[str] | None = None  # one prompt, or one per batch item
+    sampling: Sampling = field(default_factory=Sampling)
+    resize: bool = True
+
+
+@dataclass
+class GenerateResult:
+    frames: np.ndarray  # uint8 [B, num_frames, R, R, 3]
+    seed: int
+    context_frames_used: int  # video frames of the context that were encoded (the latest ones)
+    context_latent_frames: int
+    predicted_latent_frames: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _text_embedder() -> Callable[[list[str]], np.ndarray]:
+    from worldloom.models.text_embedder import shared_text_embedder
+
+    return shared_text_embedder().encode
+
+
+class WorldModelEngine:
+    """Inference for one loaded world model; thread-safe (one generation at a time)."""
+
+    def __init__(self, loaded: LoadedWorldModel, limits: Limits | None = None, *, default_steps: int = 10,
+                 default_temperature: float = 1.0,
+                 embed_text: Callable[[list[str]], np.ndarray] | None = None) -> None:
+        self.loaded = loaded
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.limits = limits or Limits()
+        self.default_steps = default_steps
+        self.default_temperature = default_temperature
+        self._embed_text = embed_text
+        self._lock = threading.Lock()
+        tcfg = self.tokenizer.config
+        self.tc, self.sc = tcfg.t_compression, tcfg.s_compression
+        cfg = self.model.config
+        if isinstance(self.model, ARWorldModel):
+            self.family = "ar"
+            if not self.tokenizer.is_discrete or tcfg.codebook_size != cfg.vocab_size:
+                raise IncompatibleModel(f"AR model with vocab_size={cfg.vocab_size} needs a discrete tokenizer "
+                                        f"with as many codes; tokenizer is {tcfg.kind} ({tcfg.codebook_size} codes)")
+            side = math.isqrt(cfg.tokens_per_frame)
+            if side * side != cfg.tokens_per_frame:
+                raise IncompatibleModel(f"tokens_per_frame={cfg.tokens_per_frame} is not a square latent frame")
+            self.latent_hw = (side, side)
+        elif isinstance(self.model, DiffusionWorldModel):
+            self.family = "diffusion"
+            if self.tokenizer.is_discrete or tcfg.z_channels != cfg.in_channels:
+                raise IncompatibleModel(f"diffusion model with in_channels={cfg.in_channels} needs a continuous "
+                                        f"tokenizer with as many latent channels; tokenizer is {tcfg.kind} "
+                                        f"({tcfg.z_channels} channels)")
+            self.latent_hw = tuple(cfg.latent_size)
+        else:
+            raise IncompatibleModel(f"not a world model: {type(self.model).__name__}")
+        self.resolution = (self.latent_hw[0] * self.sc, self.latent_hw[1] * self.sc)
+        self.device = next(self.model.parameters()).device
+        self.tok_device = next(self.tokenizer.parameters()).device
+
+    # ------------------------------------------------------------------------------------- properties
+
+    @property
+    def action_spec(self) -> Any:
+        return self.model.config.action
+
+    @property
+    def has_text(self) -> bool:
+        return self.model.config.text_dim is not None
+
+    @property
+    def max_num_frames(self) -> int:
+        """Longest prediction (video frames) this model and the limits allow."""
+        if self.family == "ar":
+            return min(self.limits.max_num_frames, (self.model.config.max_frames - 1) * self.tc)
+        return self.limits.max_num_frames
+
+    def context_window(self, num_frames: int) -> int:
+        """Context video frames used for a prediction of ``num_frames`` (more are dropped, oldest first)."""
+        ln = -(-num_frames // self.tc)
+        cfg = self.model.config
+        lc = cfg.max_frames - ln if self.family == "ar" else cfg.context_window
+        lc = max(1, min(lc, 1 + (self.limits.max_context_frames - 1) // self.tc))
+        return 1 + (lc - 1) * self.tc
+
+    def describe(self) -> dict[str, Any]:
+        spec = self.action_spec
+        return {
+            "family": self.family,
+            "tokenizer_id": self.loaded.record.lineage.tokenizer_id,
+            "resolution": list(self.resolution),
+            "t_compression": self.tc,
+            "s_compression": self.sc,
+            "max_num_frames": self.max_num_frames,
+            "max_context_frames": self.limits.max_context_frames,
+            "action": None if spec is None else {"kind": spec.kind, "dim": spec.dim, "num_actions": spec.num_actions},
+            "text": self.has_text,
+        }
+
+    # --------------------------------------------------------------------------------------- checking
+
+    def _check_sampling(self, s: Sampling) -> Sampling:
+        lim = self.limits
+        seed = s.seed if s.seed is not None else secrets.randbits(62)
+        if not 0 <= seed <= MAX_SEED:
+            raise BadInput(f"seed must be in [0, 2^63 - 1], got {seed}")
+        if self.family == "ar":
+            for name in ("steps", "cfg_scale"):
+                if getattr(s, name) is not None:
+                    raise BadInput(f"'{name}' applies to diffusion models; {self.loaded.record.model_id} is an "
+                                   "autoregressive model (use temperature / top_k)")
+            temperature = self.default_temperature if s.temperature is None else float(s.temperature)
+            if not 0.0 <= temperature <= lim.max_temperature:
+                raise BadInput(f"temperature must be in [0, {lim.max_temperature}], got {temperature}")
+            vocab = self.model.config.vocab_size
+            if s.top_k is not None and not 1 <= s.top_k <= vocab:
+                raise BadInput(f"top_k must be in [1, {vocab}], got {s.top_k}")
+            return Sampling(seed=seed, temperature=temperature, top_k=s.top_k)
+        for name in ("temperature", "top_k"):
+            if getattr(s, name) is not None:
+                raise BadInput(f"'{name}' applies to autoregressive models; {self.loaded.record.model_id} is a "
+                               "diffusion model (use steps / cfg_scale)")
+        steps = self.default_steps if s.steps is None else int(s.steps)
+        if not 1 <= steps <= lim.max_steps:
+            raise BadInput(f"steps must be in [1, {lim.max_steps}], got {steps}")
+        cfg_scale = 1.0 if s.cfg_scale is None else float(s.cfg_scale)
+        if not 0.0 <= cfg_scale <= lim.max_cfg_scale:
+            raise BadInput(f"cfg_scale must be in [0, {lim.max_cfg_scale}], got {cfg_scale}")
+        return Sampling(seed=seed, steps=steps, cfg_scale=cfg_scale)
+
+    def _check_context(self, context: np.ndarray) -> np.ndarray:
+        lim = self.limits
+        if not isinstance(context, np.ndarray) or context.dtype != np.uint8:
+            raise BadInput("context frames must be uint8")
+        if context.ndim != 5 or context.shape[-1] != 3:
+            raise BadInput(f"context frames must be [T, H, W, 3] or [B, T, H, W, 3] RGB; got {list(context.shape)}")
+        b, t, h, w, _ = context.shape
+        if not 1 <= b <= lim.max_batch:
+            raise BadInput(f"batch of {b}; 1..{lim.max_batch} videos per request")
+        if not 1 <= t <= lim.max_context_frames:
+            raise BadInput(f"{t} context frames; 1..{lim.max_context_frames} allowed")
+        if min(h, w) < 1 or max(h, w) > lim.max_input_side:
+            raise BadInput(f"context frames of {h}x{w}; each side must be 1..{lim.max_input_side} pixels")
+        return context
+
+    def _fit_resolution(self, context: np.ndarray, resize: bool) -> np.ndarray:
+        """Centre-crop to the model's aspect and resize (antialiased bilinear) to its training resolution."""
+        rh, rw = self.resolution
+        b, t, h, w, _ = context.shape
+        if (h, w) == (rh, rw):
+            return context
+        if not resize:
+            raise BadInput(f"context frames are {h}x{w}; this model was trained at {rh}x{rw} (send that size, "
+                           "or resize=true to centre-crop and resize)")
+        scale = max(rh / h, rw / w)
+        ch, cw = min(h, round(rh / scale)), min(w, round(rw / scale))
+        y0, x0 = (h - ch) // 2, (w - cw) // 2
+        x = torch.from_numpy(np.ascontiguousarray(context[:, :, y0:y0 + ch, x0:x0 + cw]))
+        x = x.reshape(b * t, ch, cw, 3).permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
+        x = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).reshape(b, t, rh, rw, 3)
+        return x.numpy()
+
+    def _check_actions(self, actions: np.ndarray | None, batch: int, sent_frames: int, trim: int, lc: int,
+                       ln: int) -> torch.Tensor | None:
+        if actions is None:
+            return None
+        spec = self.action_spec
+        if spec is None:
+            raise BadInput(f"model {self.loaded.record.model_id} takes no actions")
+        arr = np.asarray(actions)
+        lat_rows, vid_rows = lc + ln - 1, sent_frames + ln * self.tc - 1
+        if spec.kind == "continuous":
+            if not np.issubdtype(arr.dtype, np.floating):
+                raise BadInput(f"continuous actions must be float [N, D] or [B, N, D]; got {arr.dtype}")
+            arr = arr.astype(np.float32)
+            if arr.ndim == 2:
+                arr = np.broadcast_to(arr[None], (batch, *arr.shape))
+            if arr.ndim != 3:
+                raise BadInput(f"continuous actions must be [N, D] or [B, N, D]; got shape {list(actions.shape)}")
+            if not 1 <= arr.shape[2] <= spec.dim:
+                raise BadInput(f"action width {arr.shape[2]}; this model takes 1..{spec.dim} values per action "
+                               "(narrower ones are zero-padded)")
+            if not np.isfinite(arr).all() or float(np.abs(arr).max(initial=0.0)) > self.limits.max_action_value:
+                raise BadInput(f"actions must be finite with |value| <= {self.limits.max_action_value}")
+        else:
+            if not np.issubdtype(arr.dtype, np.integer):
+                raise BadInput(f"discrete actions must be integer ids [N] or [B, N]; got {arr.dtype}")
+            arr = arr.astype(np.int64)
+            if arr.ndim == 1:
+                arr = np.broadcast_to(arr[None], (batch, *arr.shape))
+            if arr.ndim != 2:
+                raise BadInput(f"discrete actions must be [N] or [B, N]; got shape {list(actions.shape)}")
+            if arr.size and (arr.min() < 0 or arr.max() >= spec.num_actions):
+                raise BadInput(f"discrete action ids must lie in [0, {spec.num_actions})")
+        if arr.shape[0] != batch:
+            raise BadInput(f"actions for {arr.shape[0]} videos, context for {batch}")
+        rows = arr.shape[1]
+        if rows in (lat_rows, lat_rows + 1):
+            pooled = arr[:, :lat_rows]
+        elif rows == vid_rows:
+            per_video = arr[:, trim:]  # the rows of dropped context frames go with them
+            grouped = per_video.reshape(batch, lat_rows, self.tc, *per_video.shape[2:])
+            pooled = grouped.mean(axis=2) if spec.kind == "continuous" else grouped[:, :, -1]
+        else:
+            hint = f" or {vid_rows} (one per video-frame transition, pooled per latent frame)" if self.tc > 1 else ""
+            raise BadInput(f"{rows} action rows; expected {lat_rows} (one per latent transition: {lc} context + "
+                           f"{ln} predicted latent frames - 1){hint}")
+        return torch.from_numpy(np.array(pooled, copy=True)).to(self.device)
+
+    def _check_text(self, text: list[str] | None, batch: int) -> torch.Tensor | None:
+        if text is None:
+            return None
+        if not self.has_text:
+            raise BadInput(f"model {self.loaded.record.model_id} takes no text")
+        if len(text) not in (1, batch):
+            raise BadInput(f"{len(text)} text prompts for {batch} videos; give 1 or {batch}")
+        for prompt in text:
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise BadInput("text prompts must be non-empty strings")
+            if len(prompt) > self.limits.max_text_chars:
+                raise BadInput(f"text of {len(prompt)} characters; the limit is {self.limits.max_text_chars}")
+        embed = self._embed_text or _text_embedder()
+        vecs = np.asarray(embed(list(text)), dtype=np.float32)
+        if vecs.shape[0] == 1 and batch > 1:
+            vecs = np.repeat(vecs, batch, axis=0)
+        return torch.from_numpy(vecs).to(self.device)
+
+    # ------------------------------------------------------------------------------------ generation
+
+    def generate(self, req: GenerateRequest) -> GenerateResult:
+        context = self._check_context(req.context)
+        n = int(req.num_frames)
+        if not 1 <= n <= self.max_num_frames:
+            raise BadInput(f"num_frames={n}; this model predicts 1..{self.max_num_frames} frames per request")
+        sampling = self._check_sampling(req.sampling)
+        b, t = context.shape[:2]
+        ln = -(-n // self.tc)
+        window = self.context_window(n)
+        used = min(window, 1 + (t - 1) // self.tc * self.tc)
+        trim = t - used
+        lc = 1 + (used - 1) // self.tc
+        actions = self._check_actions(req.actions, b, t, trim, lc, ln)
+        text = self._check_text(req.text, b)
+        context = self._fit_resolution(np.array(context[:, trim:], copy=True), req.resize)
+        video = torch.stack([frames_to_tensor(clip) for clip in context]).to(self.tok_device)
+        generator = torch.Generator().manual_seed(int(sampling.seed))
+        with self._lock, torch.no_grad():
+            if self.family == "ar":
+                _, ctx = self.tokenizer.encode(video)
+                out = self.model.generate(ctx.to(self.device), ln, actions=actions, text=text,
+                                          temperature=float(sampling.temperature), top_k=sampling.top_k,
+                                          generator=generator)
+            else:
+                ctx = self.tokenizer.encode(video)
+                out = self.model.sample(ctx.to(self.device).float(), ln, actions=actions, text=text,
+                                        steps=int(sampling.steps), cfg_scale=float(sampling.cfg_scale),
+                                        generator=generator)
+            decoded = self.tokenizer.decode(out.to(self.tok_device)).float()
+        new = decoded[:, :, decoded.shape[2] - ln * self.tc:][:, :, :n]
+        frames = np.stack([tensor_to_frames(v) for v in new])
+        info = {"family": self.family, "resolution": list(self.resolution), "seed": int(sampling.seed),
+                "context_frames_used": used, "context_latent_frames": lc, "predicted_latent_frames": ln}
+        if self.family == "ar":
+            info.update(temperature=sampling.temperature, top_k=sampling.top_k)
+        else:
+            info.update(steps=sampling.steps, cfg_scale=sampling.cfg_scale)
+        return GenerateResult(frames, int(sampling.seed), used, lc, ln, info)

@@ -1,0 +1,397 @@
+"""Generate service: tiny random-init tokenizers + world models in a LocalStore, served in-process and by the
+real KServe model server (a subprocess bound to 127.0.0.1 on a free port)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord, clip_meta_key
+from worldloom.core.settings import StoreSettings
+from worldloom.core.store import make_store
+from worldloom.models.tokenizer import CausalVideoTokenizer, save_checkpoint
+from worldloom.models.tokenizer.job import model_key as tokenizer_key
+from worldloom.models.world import ActionSpec, ARConfig, ARWorldModel, DiffusionWorldModel, DiTConfig
+from worldloom.models.world.job import save_world_checkpoint
+from worldloom.models.world.registry import ModelLineage, ModelNotReady, ModelRecord, ModelRegistry
+
+RES = 16  # 16x16 frames, 4x8x8 compression: 2x2 latent frames, tc = 4
+TOKEN = "s3cret"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+
+
+def _perturb(model: torch.nn.Module, seed: int) -> None:
+    """Random init leaves zero-initialised layers (adaLN-Zero): give every weight some signal."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+def _upload(store, key: str, path: Path) -> None:
+    with open(path, "rb") as f:
+        store.put_file(key, f, path.stat().st_size)
+
+
+def _put_tokenizer(store, tid: str, kind: str, tmp: Path) -> None:
+    overrides = dict(channels=8, channel_mult=(1, 1, 1, 1), attention=False)
+    if kind == "discrete":
+        overrides["fsq_levels"] = (4, 4, 4)  # 64 codes
+    else:
+        overrides["latent_channels"] = 4
+    tok = CausalVideoTokenizer.from_preset("tiny", kind, "4x8x8", **overrides)
+    path = save_checkpoint(tmp / f"{tid}.safetensors", tok)
+    key = tokenizer_key(f"tokenizers/{tid}")
+    _upload(store, key, path)
+    _upload(store, key.replace(".safetensors", ".json"), path.with_suffix(".json"))
+
+
+def _put_world_model(store, model_id: str, model: torch.nn.Module, family: str, tid: str, tmp: Path,
+                     state: str = "succeeded") -> None:
+    path = save_world_checkpoint(tmp / f"{model_id}.safetensors", model)
+    _upload(store, f"models/{model_id}/model/world_model.safetensors", path)
+    _upload(store, f"models/{model_id}/model/world_model.json", path.with_suffix(".json"))
+    ModelRegistry(store).save(ModelRecord(model_id=model_id, name=model_id, family=family, state=state,
+                                          config=model.config.to_dict(), lineage=ModelLineage(tokenizer_id=tid)))
+
+
+def _put_clip(store, clip_id: str, tmp: Path) -> None:
+    from worldloom.video.mp4_writer import frames_to_mp4
+
+    frames = _frames(13, seed=5)
+    path = frames_to_mp4(frames, tmp / f"{clip_id}.mp4", 8.0)
+    key = f"clips/{clip_id}/{TRAIN_RENDITION}"
+    _upload(store, key, path)
+    record = ClipRecord(clip_id=clip_id, video_id="vid-1", source="test", status="accepted", start_frame=0,
+                        end_frame=13, start_s=0.0, end_s=1.6, duration_s=1.6, fps=8.0, width=RES, height=RES,
+                        renditions={TRAIN_RENDITION: key}, config_hash="x", created_at=datetime.now(timezone.utc))
+    store.put_bytes(clip_meta_key(clip_id), record.model_dump_json().encode(), "application/json")
+
+
+def _frames(t: int, seed: int = 0, h: int = RES, w: int = RES) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(t, h, w, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def store_root():
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory(prefix="wl-gen-test-") as tmp:
+        root = Path(tmp) / "store"
+        store = make_store(StoreSettings(kind="local", root=root))
+        work = Path(tmp) / "work"
+        work.mkdir()
+        _put_tokenizer(store, "tok-d", "discrete", work)
+        _put_tokenizer(store, "tok-c", "continuous", work)
+        ar = ARWorldModel(ARConfig.preset("tiny", vocab_size=64, tokens_per_frame=4, max_frames=4, n_layer=1,
+                                          d_model=32, n_head=2, action=ActionSpec.continuous(3)))
+        _perturb(ar, 1)
+        _put_world_model(store, "wm-ar", ar, "ar", "tok-d", work)
+        dit = DiffusionWorldModel(DiTConfig.preset("tiny", in_channels=4, latent_size=(2, 2), patch_size=1,
+                                                   max_frames=3, n_future=1, n_layer=1, d_model=32, n_head=2,
+                                                   action=ActionSpec.discrete(5), text_dim=None))
+        _perturb(dit, 2)
+        _put_world_model(store, "wm-dit", dit, "diffusion", "tok-c", work)
+        _put_world_model(store, "wm-queued", dit, "diffusion", "tok-c", work, state="queued")
+        _put_clip(store, "clip-1", work)
+        yield root
+
+
+@pytest.fixture(scope="module")
+def store(store_root):
+    return make_store(StoreSettings(kind="local", root=store_root))
+
+
+def _fake_embed(texts: list[str]) -> np.ndarray:
+    return np.stack([np.random.default_rng(len(t)).standard_normal(384).astype(np.float32) for t in texts])
+
+
+def _predictor(store, model_id: str, **kw):
+    from worldloom.generate.predictor import WorldModelPredictor
+
+    p = WorldModelPredictor(model_id, store, embed_text=_fake_embed, **kw)
+    p.load()
+    return p
+
+
+def _infer(model: str, inputs: list, parameters: dict | None = None):
+    from kserve import InferInput, InferRequest
+
+    objs = []
+    for name, datatype, arr in inputs:
+        arr = np.asarray(arr, dtype=object) if datatype == "BYTES" else np.asarray(arr)
+        shape = list(arr.shape)
+        data = arr.reshape(-1).tolist()
+        objs.append(InferInput(name=name, shape=shape, datatype=datatype, data=data))
+    return InferRequest(model_name=model, infer_inputs=objs, parameters=parameters or {})
+
+
+# ------------------------------------------------------------------------------------------- in process
+
+
+def test_predictor_ar_in_process(store):
+    from kserve.errors import InvalidInput
+
+    p = _predictor(store, "wm-ar")
+    assert p.engine.describe()["resolution"] == [RES, RES]
+    # 5 context frames (2 latents) + 4 new frames (1 latent): 2 action rows per latent transition
+    req = _infer("wm-ar", [("context_frames", "UINT8", _frames(5)), ("actions", "FP32", np.ones((2, 3))),
+                           ("text", "BYTES", ["push the block"])], {"num_frames": 3, "seed": 7, "temperature": "0.9"})
+    res = asyncio.run(p.predict(req))
+    out = res.outputs[0]
+    assert out.name == "frames" and out.datatype == "UINT8" and out.shape == [3, RES, RES, 3]
+    assert out.as_numpy().dtype == np.uint8
+    assert res.parameters["seed"] == 7 and res.parameters["context_frames_used"] == 5
+    # 7 frames of another size: resized, the oldest 2 dropped; per-video-frame actions (7 + 4 - 1 rows) pooled
+    req = _infer("wm-ar", [("context_frames", "UINT8", _frames(7, h=24, w=20)),
+                           ("actions", "FP32", np.ones((10, 2)))], {"num_frames": 4, "seed": 1})
+    res = asyncio.run(p.predict(req))
+    assert res.outputs[0].shape == [4, RES, RES, 3] and res.parameters["context_frames_used"] == 5
+    # without resizing, other sizes are refused; diffusion-only parameters are refused for AR models
+    for inputs, params, why in [
+        ([("context_frames", "UINT8", _frames(5, h=24))], {"num_frames": 4, "resize": False}, "trained at 16x16"),
+        ([("context_frames", "UINT8", _frames(5))], {"num_frames": 4, "steps": 3}, "diffusion models"),
+        ([("context_frames", "UINT8", _frames(5)), ("actions", "FP32", np.ones((4, 3)))], {"num_frames": 4},
+         "action rows"),
+        ([("context_frames", "UINT8", _frames(5)), ("actions", "FP32", np.ones((2, 4)))], {"num_frames": 4},
+         "action width"),
+    ]:
+        with pytest.raises(InvalidInput, match=why):
+            asyncio.run(p.predict(_infer("wm-ar", inputs, params)))
+
+
+def test_predictor_diffusion_clip_batch_and_determinism(store):
+    p = _predictor(store, "wm-dit")
+    inputs = [("clip_id", "BYTES", ["clip-1", "clip-1"]), ("actions", "INT64", [1, 2, 3])]
+    params = {"num_frames": 6, "seed": 3, "steps": 2, "cfg_scale": "1.5"}
+    a = asyncio.run(p.predict(_infer("wm-dit", inputs, params)))
+    frames = a.outputs[0].as_numpy()
+    assert frames.shape == (2, 6, RES, RES, 3)  # batched context -> batched output
+    assert a.parameters["context_frames_used"] == 5  # DiT window: 2 context latents
+    assert not np.array_equal(frames[0], frames[1])  # one generator: each batch row draws its own noise
+    b = asyncio.run(p.predict(_infer("wm-dit", inputs, params)))
+    assert np.array_equal(b.outputs[0].as_numpy(), frames)
+
+
+def test_model_not_ready(store):
+    from worldloom.generate.predictor import WorldModelPredictor
+
+    with pytest.raises(ModelNotReady, match="queued"):
+        WorldModelPredictor("wm-queued", store).load()
+
+
+def test_settings_parse_model_ids(monkeypatch):
+    from worldloom.generate.settings import GenerateSettings
+
+    monkeypatch.setenv("WORLDLOOM_GENERATE_MODEL_IDS", "wm-a, wm-b")
+    assert GenerateSettings().model_ids == ["wm-a", "wm-b"]
+    monkeypatch.setenv("WORLDLOOM_GENERATE_MODEL_IDS", '["wm-c"]')
+    assert GenerateSettings().model_ids == ["wm-c"]
+
+
+# ---------------------------------------------------------------------------------------- real server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(store_root):
+    port, grpc_port = _free_port(), _free_port()
+    env = {**os.environ, "WORLDLOOM_GENERATE_MODEL_IDS": "wm-ar,wm-dit", "WORLDLOOM_GENERATE_HTTP__PORT": str(port),
+           "WORLDLOOM_GENERATE_GRPC__ENABLED": "true", "WORLDLOOM_GENERATE_GRPC__PORT": str(grpc_port),
+           "WORLDLOOM_GENERATE_HTTP__HOST": "127.0.0.1", "WORLDLOOM_GENERATE_HTTP__API_TOKENS": TOKEN,
+           "WORLDLOOM_GENERATE_STORE__ROOT": str(store_root), "WORLDLOOM_GENERATE_DEVICE": "cpu",
+           "WORLDLOOM_GENERATE_TORCH_THREADS": "1", "WORLDLOOM_GENERATE_PRELOAD_TEXT_EMBEDDER": "false", "WORLDLOOM_GENERATE_LIMITS__MAX_CONTEXT_FRAMES": "9"}
+    log = open(store_root.parent / "server.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "worldloom.generate"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError("server exited:\n" + (store_root.parent / "server.log").read_text()[-4000:])
+            try:
+                if httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("server not ready:\n" + (store_root.parent / "server.log").read_text()[-4000:])
+            time.sleep(0.3)
+        with httpx.Client(base_url=base, headers=AUTH, timeout=60) as client:
+            client.grpc_address = f"127.0.0.1:{grpc_port}"  # type: ignore[attr-defined]
+            yield client
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _v2(inputs: list, parameters: dict | None = None) -> dict:
+    body: dict = {"inputs": [{"name": n, "datatype": d, "shape": list(np.shape(a)),
+                              "data": np.asarray(a).reshape(-1).tolist()} for n, d, a in inputs]}
+    if parameters:
+        body["parameters"] = parameters
+    return body
+
+
+def test_server_probes_are_public_and_auth_is_required(server):
+    base = str(server.base_url)
+    assert httpx.get(f"{base}/v2/health/live").status_code == 200
+    assert httpx.get(f"{base}/v2/models/wm-ar/ready").status_code == 200
+    r = httpx.post(f"{base}/v2/models/wm-ar/infer", json=_v2([("context_frames", "UINT8", _frames(1))], {"num_frames": 1}))
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+    r = server.get("/v2/models/wm-dit")
+    assert r.status_code == 200 and r.json()["name"] == "wm-dit"
+    metrics = server.get("/metrics").text
+    assert "request_predict_seconds" in metrics or "worldloom_http_requests_total" in metrics
+
+
+@pytest.mark.parametrize("model,params", [("wm-ar", {"temperature": 1.0, "top_k": 32}),
+                                          ("wm-dit", {"steps": 2, "cfg_scale": 1.0})])
+def test_server_infer_deterministic_per_seed(server, model, params):
+    ctx = _frames(5, seed=11)
+    def infer(seed: int) -> np.ndarray:
+        r = server.post(f"/v2/models/{model}/infer",
+                        json=_v2([("context_frames", "UINT8", ctx)], {"num_frames": 4, "seed": seed, **params}))
+        assert r.status_code == 200, r.text
+        out = r.json()["outputs"][0]
+        assert out["name"] == "frames" and out["datatype"] == "UINT8" and out["shape"] == [4, RES, RES, 3]
+        assert r.json()["parameters"]["seed"] == seed
+        return np.asarray(out["data"], dtype=np.uint8).reshape(out["shape"])
+    a, b, c = infer(5), infer(5), infer(6)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_server_binary_output(server):
+    r = server.post("/v2/models/wm-ar/infer", json=_v2([("context_frames", "UINT8", _frames(1))],
+                                                        {"num_frames": 4, "seed": 1, "binary_data_output": True}))
+    assert r.status_code == 200, r.text
+    json_len = int(r.headers["inference-header-content-length"])
+    assert len(r.content) - json_len == 4 * RES * RES * 3
+
+
+@pytest.mark.parametrize("model,inputs,params,status,why", [
+    ("wm-ar", [("context_frames", "UINT8", _frames(5))], {"num_frames": 999}, 400, "num_frames"),
+    ("wm-ar", [("context_frames", "UINT8", _frames(13))], {"num_frames": 4}, 400, "context frames"),
+    ("wm-ar", [("context_frames", "FP32", _frames(5).astype(np.float32))], {"num_frames": 4}, 400, "UINT8"),
+    ("wm-ar", [("context_frames", "UINT8", _frames(5)[..., 0])], {"num_frames": 4}, 400, "[T, H, W, 3]"),
+    ("wm-ar", [("context_frames", "UINT8", _frames(5)), ("prompt", "BYTES", ["x"])], {"num_frames": 4}, 400,
+     "unknown input 'prompt'"),
+    ("wm-ar", [("context_frames", "UINT8", _frames(5))], {"num_frames": 4, "sneed": 1}, 400, "unknown parameter"),
+    ("wm-ar", [("context_frames", "UINT8", _frames(1))], None, 400, "num_frames' is required"),
+    ("wm-dit", [("context_frames", "UINT8", _frames(5))], {"num_frames": 4, "steps": 10_000}, 400, "steps"),
+    ("wm-dit", [("context_frames", "UINT8", _frames(5)), ("actions", "FP32", np.ones((2, 3)))], {"num_frames": 4},
+     400, "discrete actions"),
+    ("wm-dit", [("context_frames", "UINT8", _frames(5)), ("text", "BYTES", ["hi"])], {"num_frames": 4}, 400,
+     "takes no text"),
+    ("wm-dit", [("clip_id", "BYTES", ["no-such-clip"])], {"num_frames": 4}, 400, "no clip"),
+    ("wm-nope", [("context_frames", "UINT8", _frames(1))], {"num_frames": 4}, 404, "wm-nope"),
+])
+def test_server_bad_inputs(server, model, inputs, params, status, why):
+    r = server.post(f"/v2/models/{model}/infer", json=_v2(inputs, params))
+    assert r.status_code == status, r.text
+    assert why in r.json()["error"], r.text
+
+
+def test_server_rejects_shape_data_mismatch_and_bad_json(server):
+    body = {"inputs": [{"name": "context_frames", "datatype": "UINT8", "shape": [5, RES, RES, 3], "data": [1, 2, 3]}],
+            "parameters": {"num_frames": 4}}
+    r = server.post("/v2/models/wm-ar/infer", json=body)
+    assert r.status_code == 400 and "does not match shape" in r.json()["error"]
+    r = server.post("/v2/models/wm-ar/infer", content=b"{not json", headers={"content-type": "application/json"})
+    assert 400 <= r.status_code < 500
+
+
+@pytest.mark.parametrize("fmt,magic", [("mp4", b"ftyp"), ("gif", b"GIF8")])
+def test_server_video_route(server, fmt, magic):
+    ctx = _frames(5, seed=3)
+    body = {"context_frames": {"shape": list(ctx.shape), "b64": base64.b64encode(ctx.tobytes()).decode()},
+            "num_frames": 8, "seed": 2, "format": fmt, "fps": 4, "actions": [[0.5, 0.5, 0.5]] * 3}
+    r = server.post("/v1/models/wm-ar:video", json=body)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == ("video/mp4" if fmt == "mp4" else "image/gif")
+    assert r.headers["x-seed"] == "2" and r.headers["x-frames"] == "8"
+    assert magic in r.content[:12]
+    if fmt == "mp4":
+        from worldloom.video.decode import read_frames
+
+        with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
+            f.write(r.content)
+            f.flush()
+            frames, _ = read_frames(f.name)
+        assert frames.shape == (8, RES, RES, 3)
+
+
+def test_server_video_route_errors(server):
+    r = server.post("/v1/models/wm-nope:video", json={"clip_id": "clip-1", "num_frames": 4})
+    assert r.status_code == 404
+    r = server.post("/v1/models/wm-dit:video", json={"clip_id": "clip-1", "num_frames": 4, "format": "avi"})
+    assert r.status_code == 422
+    r = server.post("/v1/models/wm-dit:video", json={"clip_id": "clip-1", "num_frames": 4, "temperature": 0.5})
+    assert r.status_code == 400 and "autoregressive" in r.json()["error"]
+    r = server.post("/v1/models/wm-dit:video", json={"clip_id": "clip-1", "num_frames": 4, "steps": 2,
+                                                     "format": "gif", "actions": [1, 2]})
+    assert r.status_code == 200, r.text
+    assert r.content[:4] == b"GIF8"
+
+
+def test_server_grpc(server):
+    import grpc
+    from kserve import InferenceGRPCClient, InferInput, InferRequest
+
+    def tensor(name: str, datatype: str, arr: np.ndarray) -> InferInput:
+        inp = InferInput(name, list(arr.shape), datatype)
+        inp.set_data_from_numpy(arr, binary_data=True)
+        return inp
+
+    async def run() -> None:
+        client = InferenceGRPCClient(server.grpc_address)
+        try:
+            inputs = [tensor("context_frames", "UINT8", _frames(5)), tensor("num_frames", "INT32", np.array([4], np.int32)),
+                      tensor("seed", "INT64", np.array([9])), tensor("temperature", "FP32", np.array([0.7], np.float32))]
+            res = await client.infer(InferRequest(model_name="wm-ar", infer_inputs=inputs))
+            assert res.outputs[0].shape == [4, RES, RES, 3] and res.outputs[0].as_numpy().dtype == np.uint8
+            assert res.parameters["seed"].int64_param == 9
+            bad = inputs[:2] + [tensor("prompt", "BYTES", np.array([b"x"], dtype=object))]
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await client.infer(InferRequest(model_name="wm-ar", infer_inputs=bad))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "unknown input" in err.value.details()
+        finally:
+            await client.close()
+
+    asyncio.run(run())
+
+
+def test_build_predictors_fails_fast_or_skips(store_root):
+    from worldloom.generate.server import build_predictors
+    from worldloom.generate.settings import GenerateSettings
+
+    settings = GenerateSettings(model_ids=["wm-dit", "wm-queued"], store={"root": store_root}, device="cpu",
+                                preload_text_embedder=False)
+    with pytest.raises(SystemExit, match="cannot serve model wm-queued: model wm-queued is queued"):
+        build_predictors(settings)
+    served = build_predictors(settings.model_copy(update={"skip_unloadable": True}))
+    assert [p.name for p in served] == ["wm-dit"]
