@@ -51,6 +51,9 @@ bench: install
 	$(BIN)/python bench/bench_split.py
 	$(BIN)/python bench/bench_curate.py
 	$(BIN)/python bench/bench_search.py
+	$(BIN)/python bench/bench_tokenizer.py
+	$(BIN)/python bench/bench_tokenizer_ray.py
+	$(BIN)/python bench/bench_world_model.py
 
 clean:
 	rm -rf out .cache/servers .pytest_cache
