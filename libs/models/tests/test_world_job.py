@@ -219,3 +219,45 @@ def test_evaluation_per_horizon_and_copy_last_baseline(tmp_path: Path) -> None:
         {h: {k: x for k, x in v.items() if k.endswith("decoded")} for h, v in res["model"].items()}
     with pytest.raises(ValueError, match="max_frames"):
         evaluate_prediction(model, tok, seqs, context_frames=2, horizons=(8,))
+
+
+@pytest.mark.integration
+def test_ray_two_workers_resume_after_a_killed_worker(tmp_path: Path, s3_settings: StoreSettings) -> None:
+    """World-model job on 2 Ray Train workers (DDP, gloo) with checkpoints in real S3: SIGKILL a worker after a
+    checkpoint, Ray restarts the group, the loop resumes from the checkpoint and the job finishes."""
+    import os
+    import signal
+    import threading
+    import time
+
+    local, local_store, keys = _setup(tmp_path, "discrete")
+    store = make_store(s3_settings)
+    for info in local_store.list(""):
+        store.put_bytes(info.key, local_store.get_bytes(info.key))
+    job = _job(s3_settings, keys, steps=40, checkpoint_every=6, log_every=2, eval_horizons=[1])
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_job(job, ScalingSpec(num_workers=2, max_failures=2), name=f"wm-kill-{s3_settings.bucket}")
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    killed, deadline = None, time.monotonic() + 240
+    while killed is None and time.monotonic() < deadline:
+        progress = read_progress(store, job.prefix)
+        pointer = StoreCheckpoints(store, job.prefix).latest()
+        if progress and pointer and progress.step >= pointer["step"] + 2 and len(progress.worker_pids) == 2:
+            killed = progress.worker_pids[1]
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.2)
+    assert killed is not None, "the job never reached a checkpoint"
+    thread.join(timeout=300)
+    assert not thread.is_alive() and not errors, errors
+    progress = read_progress(store, job.prefix)
+    assert progress.state == "succeeded" and progress.step == 40
+    assert progress.resumed_from_step and progress.resumed_from_step[0] >= 6
+    assert killed not in progress.worker_pids
+    assert store.exists(model_key(job.prefix))

@@ -19,29 +19,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from worldloom.core.jobs import ProgressWriter
-from worldloom.core.settings import StoreSettings
 from worldloom.core.store.base import InvalidKey, ObjectNotFound, ObjectStore
-from worldloom.core.store.factory import make_store
 from worldloom.models.tokenizer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from worldloom.models.tokenizer.data import ClipSampler, frames_to_tensor
 from worldloom.models.tokenizer.losses import LossConfig
 from worldloom.models.tokenizer.metrics import codebook_usage, psnr, ssim
 from worldloom.models.tokenizer.model import CausalVideoTokenizer, TokenizerConfig
 from worldloom.models.tokenizer.train import lr_at, train_step
-from worldloom.models.training import ScalingSpec, StoreCheckpoints, run_torch_trainer, worker_info
+from worldloom.models.training import ScalingSpec, StoreCheckpoints, run_torch_trainer
+from worldloom.models.training.worker import JobCancelled, broadcast_flag, gather_pids, run_worker
 
 MODEL_FILE = "tokenizer.safetensors"
 
 
 def model_key(prefix: str) -> str:
     return f"{prefix}/model/{MODEL_FILE}"
-
-
-class JobCancelled(RuntimeError):
-    pass
 
 
 class CheckpointMissing(CheckpointError):
@@ -140,41 +134,11 @@ def evaluate_clips(model: CausalVideoTokenizer, videos: list[torch.Tensor], max_
     return out
 
 
-def _broadcast_flag(flag: bool) -> bool:
-    if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    t = torch.tensor([1 if flag else 0])
-    dist.broadcast(t, src=0)
-    return bool(t.item())
-
-
-def _gather_pids() -> list[int]:
-    if not (dist.is_available() and dist.is_initialized()):
-        return [os.getpid()]
-    pids: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(pids, os.getpid())
-    return [int(p) for p in pids]
-
-
 def train_loop(config: dict[str, Any]) -> None:
     """Per-worker body (Ray Train calls it on every worker; also runs in-process with one worker)."""
     job = TokenizerJob(**config)
-    info = worker_info()
-    torch.set_num_threads(max(1, job.threads_per_worker))
-    torch.manual_seed(job.seed)
-    store = make_store(StoreSettings(**job.store))
-    ckpts = StoreCheckpoints(store, job.prefix)
-    writer = ProgressWriter(store, job.prefix, job.steps, workers=info.world_size) if info.rank == 0 else None
-    try:
-        _train(job, info, store, ckpts, writer)
-    except JobCancelled:
-        if writer is not None:
-            writer.finish("cancelled", error="cancelled by user")
-    except Exception as exc:
-        if writer is not None:
-            writer.progress.error = f"{type(exc).__name__}: {exc}"  # state stays running: Ray may retry
-            writer.flush(force=True)
-        raise
+    run_worker(job.store, job.prefix, job.steps, job.threads_per_worker, job.seed,
+               lambda env: _train(job, env.info, env.store, env.ckpts, env.writer))
 
 
 def _train(job: TokenizerJob, info: Any, store: ObjectStore, ckpts: StoreCheckpoints,
@@ -194,7 +158,7 @@ def _train(job: TokenizerJob, info: Any, store: ObjectStore, ckpts: StoreCheckpo
         import ray.train.torch
 
         trained = ray.train.torch.prepare_model(model, move_to_device=False)
-    pids = _gather_pids()
+    pids = gather_pids()
     if writer is not None:
         writer.resumed(start, pids)
     sampler = ClipSampler(videos, job.frames, job.batch, num_images=job.num_images,
@@ -218,7 +182,7 @@ def _train(job: TokenizerJob, info: Any, store: ObjectStore, ckpts: StoreCheckpo
                 entry["sec_per_step"] = (time.perf_counter() - t0) / count
                 writer.log(done, entry)
             window, count, t0 = {}, 0, time.perf_counter()
-            if _broadcast_flag(writer is not None and writer.cancelled()):
+            if broadcast_flag(writer is not None and writer.cancelled()):
                 raise JobCancelled()
         if done % job.checkpoint_every == 0 and done < job.steps and info.rank == 0:
             ckpts.save(done, lambda d, s=done: save_checkpoint(d / MODEL_FILE, model, optimizer=optimizer, step=s))

@@ -27,13 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
 from worldloom.core.jobs import ProgressWriter
-from worldloom.core.settings import StoreSettings
 from worldloom.core.store.base import ObjectStore
-from worldloom.core.store.factory import make_store
 from worldloom.models.tokenizer.checkpoint import (
     CheckpointError,
     TrainState,
@@ -45,7 +42,8 @@ from worldloom.models.tokenizer.checkpoint import (
     read_safetensors,
 )
 from worldloom.models.tokenizer.train import lr_at
-from worldloom.models.training import ScalingSpec, StoreCheckpoints, run_torch_trainer, worker_info
+from worldloom.models.training import ScalingSpec, StoreCheckpoints, run_torch_trainer
+from worldloom.models.training.worker import JobCancelled, broadcast_flag, gather_pids, run_worker
 from worldloom.models.world.autoregressive import ARConfig, ARWorldModel
 from worldloom.models.world.data import Sequence, WindowSampler, batch_seed, load_sequences
 from worldloom.models.world.diffusion import DiffusionWorldModel, DiTConfig
@@ -68,10 +66,6 @@ def tokenizer_model_key(tokenizer_id: str) -> str:
     from worldloom.models.tokenizer.job import model_key as tok_key
 
     return tok_key(f"tokenizers/{tokenizer_id}")
-
-
-class JobCancelled(RuntimeError):
-    pass
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -228,22 +222,6 @@ class WorldModelJob:
         return asdict(self)
 
 
-def _broadcast_flag(flag: bool) -> bool:
-    if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    t = torch.tensor([1 if flag else 0])
-    dist.broadcast(t, src=0)
-    return bool(t.item())
-
-
-def _gather_pids() -> list[int]:
-    if not (dist.is_available() and dist.is_initialized()):
-        return [os.getpid()]
-    pids: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(pids, os.getpid())
-    return [int(p) for p in pids]
-
-
 def _check_data(job: WorldModelJob, sequences: list[Sequence]) -> None:
     cfg = job.config
     kind = sequences[0].kind
@@ -296,22 +274,8 @@ def validation_loss(model: nn.Module, family: str, sequences: list[Sequence], jo
 def train_loop(config: dict[str, Any]) -> None:
     """Per-worker body (Ray Train calls it on every worker; also runs in-process with one worker)."""
     job = WorldModelJob(**config)
-    info = worker_info()
-    torch.set_num_threads(max(1, job.threads_per_worker))
-    torch.manual_seed(job.seed)
-    store = make_store(StoreSettings(**job.store))
-    ckpts = StoreCheckpoints(store, job.prefix)
-    writer = ProgressWriter(store, job.prefix, job.steps, workers=info.world_size) if info.rank == 0 else None
-    try:
-        _train(job, info, store, ckpts, writer)
-    except JobCancelled:
-        if writer is not None:
-            writer.finish("cancelled", error="cancelled by user")
-    except Exception as exc:
-        if writer is not None:
-            writer.progress.error = f"{type(exc).__name__}: {exc}"  # state stays running: Ray may retry
-            writer.flush(force=True)
-        raise
+    run_worker(job.store, job.prefix, job.steps, job.threads_per_worker, job.seed,
+               lambda env: _train(job, env.info, env.store, env.ckpts, env.writer))
 
 
 def _load_tokenizer(store: ObjectStore, tokenizer_id: str, device: torch.device) -> Any:
@@ -372,7 +336,7 @@ def _train(job: WorldModelJob, info: Any, store: ObjectStore, ckpts: StoreCheckp
         # text / action / reward modules may see no input in a batch: let DDP skip their gradients
         trained = ray.train.torch.prepare_model(model, move_to_device=False,
                                                 parallel_strategy_kwargs={"find_unused_parameters": True})
-    pids = _gather_pids()
+    pids = gather_pids()
     if writer is not None:
         writer.resumed(start, pids)
     sampler = WindowSampler(sequences, job.window, job.batch, seed=job.seed, rank=info.rank, start_step=start)
@@ -404,7 +368,7 @@ def _train(job: WorldModelJob, info: Any, store: ObjectStore, ckpts: StoreCheckp
                 writer.log(done, {"loss": loss_sum / count, "sec_per_step": elapsed / count,
                                   rate_name: per_step * count / max(elapsed, 1e-9)})
             loss_sum, count, t0 = 0.0, 0, time.perf_counter()
-            if _broadcast_flag(writer is not None and writer.cancelled()):
+            if broadcast_flag(writer is not None and writer.cancelled()):
                 raise JobCancelled()
         if done % job.checkpoint_every == 0 and done < job.steps and info.rank == 0:
             ckpts.save(done, lambda d, s=done: save_world_checkpoint(d / MODEL_FILE, model, optimizer=optimizer,
