@@ -177,8 +177,60 @@ class WorldloomClient:
         _raise_for(resp)
         return resp.json() if fmt == "json" else resp.content
 
+    # ---- generate service (KServe model server)
+
+    def model_status(self, model_id: str) -> dict[str, Any]:
+        """KServe's ``GET /v1/models/<id>``: ``{"name", "ready"}`` (404 for a model it does not serve)."""
+        resp = self.http.get(f"/v1/models/{_quote(model_id)}")
+        _raise_for_generate(resp, model_id)
+        return resp.json()
+
+    def infer(self, model_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Open Inference Protocol v2 ``POST /v2/models/<id>/infer`` with a JSON body; the JSON answer."""
+        resp = self.http.post(f"/v2/models/{_quote(model_id)}/infer", json=body)
+        _raise_for_generate(resp, model_id)
+        return resp.json()
+
+    def generate_video(self, model_id: str, body: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+        """``POST /v1/models/<id>:video`` (a VideoRequest): the MP4/GIF bytes and the response headers
+        (``x-seed``, ``x-frames``, ``x-context-frames-used``)."""
+        resp = self.http.post(f"/v1/models/{_quote(model_id)}:video", json=body)
+        _raise_for_generate(resp, model_id)
+        return resp.content, dict(resp.headers)
+
     def close(self) -> None:
         self.http.close()
+
+
+_GENERATE_CODES = {400: "bad_input", 401: "unauthorized", 403: "forbidden", 404: "model_not_found",
+                   413: "too_large", 422: "bad_request", 500: "generation_failed", 503: "model_not_ready"}
+
+
+def _raise_for_generate(resp: httpx.Response, model_id: str) -> None:
+    """The generate server (KServe) answers errors as ``{"error": "reason"}``, its own middleware as
+    ``{"error": {"code", "message"}}`` and request validation as ``{"detail": [...]}``: one ApiFailure."""
+    if resp.is_success:
+        return
+    code = _GENERATE_CODES.get(resp.status_code, "http_error")
+    try:
+        doc = resp.json()
+    except ValueError:
+        doc = None
+    message = resp.text[:500] or resp.reason_phrase
+    if isinstance(doc, dict):
+        err, detail = doc.get("error"), doc.get("detail")
+        if isinstance(err, dict):
+            code, message = err.get("code", code), err.get("message", message)
+        elif isinstance(err, str):
+            message = err
+        elif isinstance(detail, list):
+            message = "; ".join(f"{'.'.join(str(p) for p in d.get('loc', [])[1:]) or 'body'}: {d.get('msg', d)}"
+                                if isinstance(d, dict) else str(d) for d in detail)
+        elif detail is not None:
+            message = str(detail)
+    if resp.status_code == 404 and code == "model_not_found":
+        message = f"the generate server does not serve model {model_id!r} ({message})"
+    raise ApiFailure(resp.status_code, code, message)
 
 
 def _codec_fields(tokenizer_id: str | None, resolution: int | None) -> dict[str, str]:

@@ -13,14 +13,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from worldloom.core.errors import Refusal
 from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord, DatasetManifest
 from worldloom.core.store.base import InvalidKey, ObjectNotFound, ObjectStore
 
 
-class SelectionError(ValueError):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+class SelectionError(Refusal):
+    """The dataset or clip filter selects nothing usable."""
 
 
 class DatasetRef(BaseModel):

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prometheus_client import Counter, Histogram
 
+from worldloom.core.errors import Refusal
 from worldloom.core import events
 from worldloom.core.bus import Bus, PermanentError
 from worldloom.core.catalog import (
@@ -43,10 +44,8 @@ VIDEO_SECONDS = Histogram("worldloom_curate_video_seconds", "Wall time per video
                           buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900))
 
 
-class CurateError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+class CurateError(Refusal):
+    """A refused curation request."""
 
 
 class CurateService:

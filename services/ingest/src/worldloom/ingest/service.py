@@ -19,6 +19,7 @@ from pathlib import Path
 
 from prometheus_client import Counter
 
+from worldloom.core.errors import Refusal
 from worldloom.core import events
 from worldloom.core.bus import Bus
 from worldloom.core.catalog import raw_meta_key, raw_video_key
@@ -44,12 +45,8 @@ _CONTENT_TYPES = {"mp4": "video/mp4", "mkv": "video/x-matroska", "webm": "video/
 _BAD_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
 
 
-class IngestError(Exception):
+class IngestError(Refusal):
     """A rejected request: `status` is the HTTP status the API answers with, `code` a stable name."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 def validate_filename(name: str | None) -> str:

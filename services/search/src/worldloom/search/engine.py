@@ -16,6 +16,7 @@ from typing import BinaryIO
 import numpy as np
 from prometheus_client import Counter, Histogram
 
+from worldloom.core.errors import Refusal
 from worldloom.core import events
 from worldloom.core.bus import Bus
 from worldloom.core.catalog import (
@@ -37,10 +38,8 @@ MEDIA_NAMES = {"thumb.jpg": "image/jpeg", "preview.gif": "image/gif", "preview.m
 _VERSION = re.compile(r"^datasets/([^/]+)/v(\d+)\.json$")
 
 
-class SearchError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+class SearchError(Refusal):
+    """A refused search request."""
 
 
 class SearchEngine:

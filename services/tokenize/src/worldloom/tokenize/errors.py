@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from worldloom.core.errors import Refusal
 
-class TokenizeError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+
+class TokenizeError(Refusal):
+    """A refused tokenize request."""

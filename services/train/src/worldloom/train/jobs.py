@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from worldloom.core.errors import Refusal
 from worldloom.core import events
 from worldloom.core.bus import Bus
 from worldloom.core.jobs import read_progress, request_cancel, store_settings_payload
@@ -35,10 +36,8 @@ from worldloom.train.settings import TrainSettings
 log = logging.getLogger("worldloom.train.jobs")
 
 
-class TrainError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+class TrainError(Refusal):
+    """A refused training request."""
 
 
 class JobRequest(BaseModel):

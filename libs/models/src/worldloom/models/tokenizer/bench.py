@@ -46,7 +46,7 @@ from worldloom.models.tokenizer.data import (
     tensor_to_frames,
 )
 from worldloom.models.tokenizer.losses import LossConfig
-from worldloom.models.tokenizer.metrics import codebook_usage, psnr, ssim
+from worldloom.models.tokenizer.metrics import psnr, ssim
 from worldloom.models.tokenizer.model import CausalVideoTokenizer, TokenizerConfig
 from worldloom.models.tokenizer.train import Batch, fit, lr_at, train_step
 
@@ -95,21 +95,10 @@ def load_videos(root: Path, res: int) -> list[torch.Tensor]:
 @torch.no_grad()
 def evaluate(model: CausalVideoTokenizer, videos: list[torch.Tensor]) -> dict[str, float]:
     """Mean per-clip PSNR/SSIM over whole videos (trimmed to a valid length), plus code usage if discrete."""
-    model.eval()
-    tc = model.config.t_compression
-    p, s, idx = [], [], []
-    for v in videos:
-        t = 1 + (v.shape[1] - 1) // tc * tc
-        clip = v[None, :, :t]
-        recon, aux = model(clip)
-        p.append(float(psnr(recon, clip)[0]))
-        s.append(float(ssim(recon, clip)[0]))
-        if "indices" in aux:
-            idx.append(aux["indices"].flatten())
-    out = {"val_psnr": sum(p) / len(p), "val_ssim": sum(s) / len(s)}
-    if idx and model.fsq is not None:
-        out.update({f"val_code_{k}": v for k, v in codebook_usage(torch.cat(idx), model.fsq.codebook_size).items()})
-    return out
+    from worldloom.models.tokenizer.job import evaluate_clips
+
+    out = evaluate_clips(model, videos, max_frames=max(v.shape[1] for v in videos))
+    return {f"val_{k}": v for k, v in out.items() if k != "clips"}
 
 
 def bridge(data: Path, kind: str, minutes: float, size: str = "tiny", res: int = 64, batch: int = 4,

@@ -28,8 +28,8 @@ from worldloom.models.tokenizer.losses import LossConfig
 from worldloom.models.tokenizer.metrics import codebook_usage, psnr, ssim
 from worldloom.models.tokenizer.model import CausalVideoTokenizer, TokenizerConfig
 from worldloom.models.tokenizer.train import lr_at, train_step
-from worldloom.models.training import ScalingSpec, StoreCheckpoints, run_torch_trainer
-from worldloom.models.training.worker import JobCancelled, broadcast_flag, gather_pids, run_worker
+from worldloom.models.training import ScalingSpec, StoreCheckpoints
+from worldloom.models.training.worker import JobCancelled, broadcast_flag, gather_pids, launch, run_worker
 
 MODEL_FILE = "tokenizer.safetensors"
 
@@ -205,9 +205,4 @@ def _train(job: TokenizerJob, info: Any, store: ObjectStore, ckpts: StoreCheckpo
 def run_job(job: TokenizerJob, scaling: ScalingSpec, *, name: str, address: str | None = None,
             in_process: bool = False) -> None:
     """Train ``job`` on Ray Train (or, with ``in_process``, in this process: tests and tiny runs)."""
-    config = job.to_dict()
-    config["threads_per_worker"] = max(1, int(scaling.cpus_per_worker))
-    if in_process:
-        train_loop(config)
-        return
-    run_torch_trainer(train_loop, config, scaling, name, address=address)
+    launch(train_loop, job.to_dict(), scaling, name=name, address=address, in_process=in_process)

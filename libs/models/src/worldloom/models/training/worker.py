@@ -19,7 +19,7 @@ from worldloom.core.jobs import ProgressWriter
 from worldloom.core.settings import StoreSettings
 from worldloom.core.store.base import ObjectStore
 from worldloom.core.store.factory import make_store
-from worldloom.models.training.ray_runner import WorkerInfo, worker_info
+from worldloom.models.training.ray_runner import ScalingSpec, WorkerInfo, run_torch_trainer, worker_info
 from worldloom.models.training.store_checkpoints import StoreCheckpoints
 
 
@@ -74,3 +74,16 @@ def run_worker(store: dict[str, Any], prefix: str, steps: int, threads: int, see
             writer.progress.error = f"{type(exc).__name__}: {exc}"  # state stays running: Ray may retry
             writer.flush(force=True)
         raise
+
+
+def launch(loop: Callable[[dict[str, Any]], None], config: dict[str, Any], scaling: ScalingSpec, *, name: str,
+           address: str | None = None, in_process: bool = False) -> None:
+    """Run a job's per-worker ``loop`` on Ray Train (or, with ``in_process``, here: tests and tiny runs).
+
+    Each worker gets ``cpus_per_worker`` torch threads, so 1 worker x 2 CPUs and 2 workers x 1 CPU use the
+    same cores."""
+    config = {**config, "threads_per_worker": max(1, int(scaling.cpus_per_worker))}
+    if in_process:
+        loop(config)
+        return
+    run_torch_trainer(loop, config, scaling, name, address=address)

@@ -42,8 +42,8 @@ from worldloom.models.tokenizer.checkpoint import (
     read_safetensors,
 )
 from worldloom.models.tokenizer.train import lr_at
-from worldloom.models.training import ScalingSpec, StoreCheckpoints, run_torch_trainer
-from worldloom.models.training.worker import JobCancelled, broadcast_flag, gather_pids, run_worker
+from worldloom.models.training import ScalingSpec, StoreCheckpoints
+from worldloom.models.training.worker import JobCancelled, broadcast_flag, gather_pids, launch, run_worker
 from worldloom.models.world.autoregressive import ARConfig, ARWorldModel
 from worldloom.models.world.data import Sequence, WindowSampler, batch_seed, load_sequences
 from worldloom.models.world.diffusion import DiffusionWorldModel, DiTConfig
@@ -414,10 +414,4 @@ def _final_metrics(job: WorldModelJob, store: ObjectStore, model: nn.Module, tok
 def run_job(job: WorldModelJob, scaling: ScalingSpec, *, name: str, address: str | None = None,
             in_process: bool = False) -> None:
     """Train ``job`` on Ray Train (or, with ``in_process``, in this process: tests and tiny runs)."""
-    config = job.to_dict()
-    config["threads_per_worker"] = max(1, int(scaling.cpus_per_worker))
-    if in_process:
-        train_loop(config)
-        return
-    run_torch_trainer(train_loop, config, scaling, name, address=address)
-
+    launch(train_loop, job.to_dict(), scaling, name=name, address=address, in_process=in_process)
