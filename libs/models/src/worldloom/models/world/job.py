@@ -41,7 +41,7 @@ from worldloom.models.tokenizer.checkpoint import (
     _split_optimizer,
     read_safetensors,
 )
-from worldloom.models.tokenizer.train import lr_at
+from worldloom.models.tokenizer.train import autocast_for, lr_at
 from worldloom.models.training import ScalingSpec, StoreCheckpoints
 from worldloom.models.training.worker import JobCancelled, broadcast_flag, gather_pids, launch, run_worker
 from worldloom.models.world.autoregressive import ARConfig, ARWorldModel
@@ -336,6 +336,8 @@ def _train(job: WorldModelJob, info: Any, store: ObjectStore, ckpts: StoreCheckp
         # text / action / reward modules may see no input in a batch: let DDP skip their gradients
         trained = ray.train.torch.prepare_model(model, move_to_device=False,
                                                 parallel_strategy_kwargs={"find_unused_parameters": True})
+    if device.type == "cuda" and os.environ.get("WORLDLOOM_TORCH_COMPILE", "1") != "0":
+        trained = torch.compile(trained)  # GPU only: fused kernels; checkpoints still save the plain `model`
     pids = gather_pids()
     if writer is not None:
         writer.resumed(start, pids)
@@ -353,7 +355,8 @@ def _train(job: WorldModelJob, info: Any, store: ObjectStore, ckpts: StoreCheckp
             group["lr"] = lr_at(step, job.steps, job.lr, warmup)
         batch = {k: v.to(device) for k, v in next(sampler).items()}
         noise = torch.Generator().manual_seed(batch_seed(job.seed, info.rank, step) ^ 0xD1FF)
-        loss = compute_loss(trained, job.family, batch, job.context_frames, generator=noise)
+        with autocast_for(device):  # bf16 on CUDA (no loss scaling needed), fp32 on CPU
+            loss = compute_loss(trained, job.family, batch, job.context_frames, generator=noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if job.grad_clip > 0:
