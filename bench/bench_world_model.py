@@ -149,6 +149,69 @@ def ray_throughput(family: str, settings, store, tid, train, workers: int, steps
     return statistics.median(v for _, v in curves[name][1:])
 
 
+def serve_latency(store, settings: StoreSettings, prefixes: dict[str, tuple[str, str]], context: np.ndarray,
+                  requests: int) -> dict[str, dict[str, float]]:
+    """p50/p99 latency and frames/s for 16 predicted 64x64 frames through the real KServe model server.
+
+    The trained models are registered (models/<id>/...) and served by ``python -m worldloom.generate`` on
+    127.0.0.1; requests are sequential v2 JSON calls with a fixed seed."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    from worldloom.models.world.registry import ModelLineage, ModelRecord, ModelRegistry
+
+    registry = ModelRegistry(store)
+    for family, (prefix, tid) in prefixes.items():
+        for name in ("world_model.safetensors", "world_model.json"):
+            store.put_bytes(f"models/bench-{family}/model/{name}", store.get_bytes(f"{prefix}/model/{name}"))
+        registry.save(ModelRecord(model_id=f"bench-{family}", name=family, family=family, config={}, state="succeeded",
+                                  lineage=ModelLineage(tokenizer_id=tid)))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "WORLDLOOM_GENERATE_MODEL_IDS": ",".join(f"bench-{f}" for f in prefixes),
+           "WORLDLOOM_GENERATE_HTTP__HOST": "127.0.0.1", "WORLDLOOM_GENERATE_HTTP__PORT": str(port),
+           "WORLDLOOM_GENERATE_HTTP__AUTH_REQUIRED": "false", "WORLDLOOM_GENERATE_STORE__ROOT": str(settings.root),
+           "WORLDLOOM_GENERATE_DEVICE": "cpu", "WORLDLOOM_GENERATE_TORCH_THREADS": str(os.cpu_count() or 1),
+           "WORLDLOOM_GENERATE_PRELOAD_TEXT_EMBEDDER": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "worldloom.generate"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    out: dict[str, dict[str, float]] = {}
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        body = {"inputs": [{"name": "context_frames", "datatype": "UINT8", "shape": list(context.shape),
+                            "data": context.ravel().tolist()}],
+                "parameters": {"num_frames": 16, "seed": 0}}
+        for family in prefixes:
+            lat = []
+            for i in range(requests + 1):
+                t0 = time.perf_counter()
+                r = httpx.post(f"{url}/v2/models/bench-{family}/infer", json=body, timeout=600)
+                r.raise_for_status()
+                if i:  # the first request warms up
+                    lat.append(time.perf_counter() - t0)
+            lat.sort()
+            p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(round(0.99 * (len(lat) - 1))))]
+            out[family] = {"p50_s": p50, "p99_s": p99, "frames_per_s": 16 / statistics.mean(lat), "requests": len(lat)}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(Path(settings.root) / "models", ignore_errors=True)
+    return out
+
+
 def _download_model(store, prefix: str, tmp: Path):
     local = tmp / "wm.safetensors"
     store.download(model_key(prefix), str(local))
@@ -165,6 +228,7 @@ def main() -> None:
     ap.add_argument("--tokenizers", type=Path, default=Path("out/bench/tokenizers"))
     ap.add_argument("--ray-steps", type=int, default=30)
     ap.add_argument("--skip-ray", action="store_true")
+    ap.add_argument("--requests", type=int, default=10, help="timed generate-server requests per family")
     ap.add_argument("--out", type=Path, default=Path("out/bench/world_model.json"))
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -213,6 +277,10 @@ def main() -> None:
                     q["steps_quality"][steps] = {h: r["model"][h]["psnr_vs_decoded"] for h in HORIZONS}
             if not args.skip_ray:
                 q["ray"] = {w: ray_throughput(family, settings, store, tid, train, w, args.ray_steps) for w in (1, 2)}
+        ctx = eps[args.episodes][0][:5]
+        results["serve"] = serve_latency(store, settings, {f: (results[f]["prefix"], ids[k]) for f, k in
+                                                           (("ar", "discrete"), ("diffusion", "continuous"))},
+                                         ctx, args.requests)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1, default=str))
     _print(results)
@@ -239,6 +307,9 @@ def _print(results: dict) -> None:
     sq = results["diffusion"]["steps_quality"]
     print("diffusion PSNR (vs decoded) by sampling steps: " + "; ".join(
         f"{s} steps: " + ", ".join(f"h{h} {v:.2f}" for h, v in hs.items()) for s, hs in sq.items()))
+    for family, v in results.get("serve", {}).items():
+        print(f"{family} through the model server, 16 frames at 64x64 from 5 context frames: p50 {v['p50_s']:.2f} s, "
+              f"p99 {v['p99_s']:.2f} s, {v['frames_per_s']:.1f} frames/s ({v['requests']} requests)")
     for family in ("ar", "diffusion"):
         ray = results[family].get("ray")
         if ray:

@@ -13,9 +13,12 @@ from worldloom.cli.client import ApiFailure, WorldloomClient
 from worldloom.cli.common import ApiOpt, TokenOpt, console, fail
 from worldloom.cli.ingest_cmd import expand_paths, outcome_table, upload_all
 from worldloom.cli.tokenizer_cmd import tokenizer_app
+from worldloom.cli.world_cmd import model_app, predict
 
 app = typer.Typer(help="Worldloom: build world foundation models from video.", no_args_is_help=True)
 app.add_typer(tokenizer_app, name="tokenizer")
+app.add_typer(model_app, name="model")
+app.command("predict")(predict)
 
 def _parse_attrs(pairs: list[str]) -> dict[str, str]:
     attrs = {}

@@ -1,0 +1,405 @@
+"""`worldloom predict` and `worldloom model eval`: world-model predictions from the generate service.
+
+Both talk to the generate model server (KServe): ``predict`` to its video route
+``POST /v1/models/<id>:video``, ``model eval`` to the Open Inference Protocol v2 route
+``POST /v2/models/<id>/infer`` (JSON). The server's base URL comes from ``--api``, else
+``WORLDLOOM_GENERATE_URL``, else ``WORLDLOOM_API_URL``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from worldloom.cli.client import ApiFailure, WorldloomClient
+from worldloom.cli.common import api_errors, console
+from worldloom.cli.ingest_cmd import _short, expand_paths
+
+GenerateApiOpt = Annotated[Optional[str], typer.Option(
+    "--api", envvar=["WORLDLOOM_GENERATE_URL", "WORLDLOOM_API_URL"],
+    help="generate server base URL (env WORLDLOOM_GENERATE_URL, else WORLDLOOM_API_URL)")]
+GenerateTokenOpt = Annotated[Optional[str], typer.Option(
+    "--token", envvar=["WORLDLOOM_GENERATE_TOKEN", "WORLDLOOM_API_TOKEN"], help="bearer token")]
+
+model_app = typer.Typer(help="Evaluate world models served by the generate service.", no_args_is_help=True)
+
+#: largest side of decoded frames (the generate server refuses bigger context frames)
+MAX_SIDE = 1024
+#: answers that concern the model, the server or the credentials rather than one video: stop at once
+_FATAL_STATUS = (401, 403, 404, 503)
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+
+def read_video(path: Path, frames: int | None) -> np.ndarray:
+    """The first ``frames`` frames (all when None) as uint8 ``[T, H, W, 3]``, longest side <= MAX_SIDE.
+    Raises :class:`~worldloom.video.errors.VideoRejected` for files that cannot be decoded."""
+    from worldloom.video.decode import read_frames
+
+    arr, _ = read_frames(path, end_frame=frames, max_side=MAX_SIDE)
+    return arr
+
+
+def fit_resolution(frames: np.ndarray, resolution: tuple[int, int]) -> np.ndarray:
+    """uint8 ``[T, H, W, 3]`` -> ``[T, rh, rw, 3]`` exactly as the generate server fits context frames
+    (``WorldModelEngine._fit_resolution``): centre-crop to the target aspect, antialiased bilinear resize."""
+    import torch
+    import torch.nn.functional as F
+
+    rh, rw = resolution
+    t, h, w, _ = frames.shape
+    if (h, w) == (rh, rw):
+        return frames
+    scale = max(rh / h, rw / w)
+    ch, cw = min(h, round(rh / scale)), min(w, round(rw / scale))
+    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    x = torch.from_numpy(np.ascontiguousarray(frames[:, y0:y0 + ch, x0:x0 + cw]))
+    x = x.permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def frame_metrics(pred: np.ndarray, real: np.ndarray) -> tuple[float, float]:
+    """PSNR (dB) and SSIM of uint8 ``[T, H, W, 3]`` frames against the real ones."""
+    from worldloom.models.tokenizer.data import frames_to_tensor
+    from worldloom.models.tokenizer.metrics import psnr, ssim
+
+    p, r = frames_to_tensor(pred)[None], frames_to_tensor(real)[None]
+    return float(psnr(p, r)[0]), float(ssim(p, r)[0])
+
+
+def load_actions(path: Path) -> list[Any]:
+    """Action rows from a .npy (no pickles) or .json file: ``[N, D]`` floats or ``[N]`` ids."""
+    if not path.is_file():
+        raise typer.BadParameter(f"no such file: {path}", param_hint="--actions")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        elif suffix == ".json":
+            doc = json.loads(path.read_text())
+            if not isinstance(doc, list):
+                raise ValueError("the JSON file must hold a list of action rows")
+            arr = np.asarray(doc)
+        else:
+            raise ValueError("use a .npy or .json file")
+    except (ValueError, OSError) as exc:
+        raise typer.BadParameter(f"{path}: {exc}", param_hint="--actions") from None
+    if arr.dtype.kind not in "iuf" or arr.ndim not in (1, 2) or arr.size == 0:
+        raise typer.BadParameter(f"{path}: actions must be a non-empty [N, D] float or [N] integer array; got "
+                                 f"shape {list(arr.shape)} {arr.dtype}", param_hint="--actions")
+    return arr.tolist()
+
+
+def _parse_resolution(value: Any) -> tuple[int, int]:
+    if isinstance(value, str):
+        parts = value.lower().split("x")
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        parts = [value, value]
+    h, w = (int(p) for p in parts)
+    return h, w
+
+
+def parse_horizons(text: str) -> list[int]:
+    try:
+        values = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        values = []
+    if not values or values[0] < 1:
+        raise typer.BadParameter(f"--horizons takes positive integers like 1,4,8; got {text!r}")
+    return values
+
+
+def v2_request(context: np.ndarray, parameters: dict[str, Any]) -> dict[str, Any]:
+    """Open Inference Protocol v2 JSON body: uint8 context frames + scalar parameters."""
+    return {"inputs": [{"name": "context_frames", "datatype": "UINT8", "shape": list(context.shape),
+                        "data": context.reshape(-1).tolist()}],
+            "parameters": parameters}
+
+
+def v2_frames(response: dict[str, Any]) -> np.ndarray:
+    for out in response.get("outputs") or []:
+        if out.get("name") == "frames":
+            return np.asarray(out["data"], dtype=np.uint8).reshape(out["shape"])
+    raise ApiFailure(502, "bad_response", "the v2 response has no 'frames' output")
+
+
+# -------------------------------------------------------------------------------------------- predict
+
+
+def predict(
+    model: Annotated[str, typer.Option("--model", "-m", help="world-model id served by the generate server")],
+    context: Annotated[Path, typer.Option("--context", "-c", help="context video; its first frames start the prediction")],
+    frames: Annotated[int, typer.Option("--frames", "-n", min=1, help="video frames to predict")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output file: .mp4 or .gif")],
+    actions: Annotated[Optional[Path], typer.Option(
+        help=".npy or .json action rows: one per latent transition, or one per video-frame transition "
+             "(pooled by the server)")] = None,
+    context_frames: Annotated[int, typer.Option(
+        "--context-frames", min=1, help="context frames to send (the first ones); the server keeps the latest "
+                                        "1 + k*tc that fit the model's window")] = 5,
+    seed: Annotated[Optional[int], typer.Option(help="sampling seed (default: the server picks one and says which)")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="diffusion models: sampling steps")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="autoregressive models: sampling temperature")] = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="autoregressive models: top-k sampling")] = None,
+    cfg_scale: Annotated[Optional[float], typer.Option("--cfg-scale", help="diffusion models: guidance scale")] = None,
+    text: Annotated[Optional[str], typer.Option(help="text prompt (models trained with text)")] = None,
+    fps: Annotated[Optional[float], typer.Option(help="frame rate of the output (default: the server's)")] = None,
+    api: GenerateApiOpt = None,
+    token: GenerateTokenOpt = None,
+) -> None:
+    """Predict the frames that follow a context video and save them as an MP4 or GIF."""
+    from worldloom.video.errors import VideoRejected
+
+    fmt = out.suffix.lower().lstrip(".")
+    if fmt not in ("mp4", "gif"):
+        raise typer.BadParameter(f"the output must end in .mp4 or .gif, got {out.name!r}", param_hint="--out")
+    if not context.is_file():
+        raise typer.BadParameter(f"no such file: {context}", param_hint="--context")
+    action_rows = load_actions(actions) if actions is not None else None
+    try:
+        ctx = read_video(context, context_frames)
+    except VideoRejected as exc:
+        console.print(f"[red]cannot read the context video {context}: {exc.code}: {exc.reason}")
+        raise typer.Exit(1) from None
+    if ctx.shape[0] == 0:
+        console.print(f"[red]the context video {context} has no frames")
+        raise typer.Exit(1)
+    body: dict[str, Any] = {
+        "context_frames": {"shape": list(ctx.shape), "b64": base64.b64encode(ctx.tobytes()).decode()},
+        "num_frames": frames, "format": fmt,
+    }
+    optional = {"actions": action_rows, "seed": seed, "steps": steps, "temperature": temperature, "top_k": top_k,
+                "cfg_scale": cfg_scale, "text": text, "fps": fps}
+    body.update({k: v for k, v in optional.items() if v is not None})
+    client = WorldloomClient(api, token)
+    try:
+        with api_errors(client.api), console.status(f"predicting {frames} frames with {model}"):
+            data, headers = client.generate_video(model, body)
+    finally:
+        client.close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
+    used_seed, n = headers.get("x-seed", "?"), headers.get("x-frames", str(frames))
+    used_ctx = headers.get("x-context-frames-used", "?")
+    typer.echo(f"wrote {out}: {n} frames, seed {used_seed}, {used_ctx} of {ctx.shape[0]} context frames used")
+    if seed is None:
+        console.print(f"reproduce with --seed {used_seed}")
+
+
+# ----------------------------------------------------------------------------------------------- eval
+
+
+@dataclass
+class ModelInfo:
+    model_id: str
+    family: str
+    resolution: tuple[int, int]
+    tc: int  # video frames per latent frame (the tokenizer's temporal compression)
+
+
+def probe_model(client: WorldloomClient, model_id: str, seed: int) -> ModelInfo:
+    """Resolution, family and temporal compression ``tc`` of a served model, from a one-frame prediction.
+
+    The v2 metadata says nothing about the model, so: a 9-frame grey context (``1 + 8``: two latent
+    frames for any ``tc`` up to 8) gives ``context_frames_used = 1 + (context_latent_frames - 1) * tc``.
+    When that cannot tell (a one-latent window, or a server allowing fewer context frames),
+    ``predicted_latent_frames = ceil(num_frames / tc)`` does: ``num_frames = t + 1`` needs two latent
+    frames exactly when ``tc <= t``.
+    """
+    def ask(context_len: int, num_frames: int) -> dict[str, Any]:
+        ctx = np.full((context_len, 16, 16, 3), 127, np.uint8)
+        return client.infer(model_id, v2_request(ctx, {"num_frames": num_frames, "seed": seed}))["parameters"]
+
+    tc = None
+    try:
+        params = ask(9, 1)
+        used, lc = int(params["context_frames_used"]), int(params["context_latent_frames"])
+        if lc > 1:
+            tc = (used - 1) // (lc - 1)
+    except ApiFailure as exc:
+        if exc.status != 400:
+            raise
+        params = None
+    if tc is None:
+        for t in (1, 2, 4, 8, 16, 32):
+            params = ask(1, t + 1)
+            if int(params["predicted_latent_frames"]) >= 2:
+                tc = t
+                break
+        else:
+            raise ApiFailure(502, "bad_response", f"cannot tell the temporal compression of {model_id}")
+    return ModelInfo(model_id, str(params.get("family", "?")), _parse_resolution(params["resolution"]), tc)
+
+
+@dataclass
+class VideoEval:
+    path: str
+    error: str | None = None
+    context_frames_used: int | None = None
+    #: horizon -> {"frames": [first, last] (1-based video frame numbers), "model": {psnr, ssim}, "copy_last": {...}}
+    horizons: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def evaluate_video(client: WorldloomClient, info: ModelInfo, path: Path, context_frames: int, horizons: list[int],
+                   seed: int) -> VideoEval:
+    from worldloom.video.errors import VideoRejected
+
+    tc, need = info.tc, max(horizons) * info.tc
+    try:
+        video = read_video(path, context_frames + need)
+    except VideoRejected as exc:
+        return VideoEval(str(path), error=f"{exc.code}: {exc.reason}")
+    if video.shape[0] < context_frames + need:
+        return VideoEval(str(path), error=f"too_short: {video.shape[0]} frames; horizon {max(horizons)} needs "
+                                          f"{context_frames} context + {max(horizons)} x {tc} = {context_frames + need}")
+    video = fit_resolution(video, info.resolution)
+    ctx, real = video[:context_frames], video[context_frames:]
+    try:
+        res = client.infer(info.model_id, v2_request(ctx, {"num_frames": need, "seed": seed}))
+    except ApiFailure as exc:
+        if exc.status in _FATAL_STATUS:
+            raise
+        if exc.status == 400 and exc.message.startswith("num_frames="):  # the same for every video
+            raise ApiFailure(exc.status, exc.code, f"{exc.message}; horizon {max(horizons)} needs {need} frames "
+                                                   f"(tc={tc}): use smaller --horizons") from None
+        return VideoEval(str(path), error=f"{exc.code}: {exc.message}")
+    pred = v2_frames(res)
+    if pred.shape != real.shape:
+        return VideoEval(str(path), error=f"bad_response: predicted frames {list(pred.shape)}, expected "
+                                          f"{list(real.shape)}")
+    copy_last = np.repeat(ctx[-1:], tc, axis=0)
+    result = VideoEval(str(path), context_frames_used=int(res.get("parameters", {}).get("context_frames_used", 0)))
+    for h in horizons:
+        block = slice((h - 1) * tc, h * tc)
+        p_model = frame_metrics(pred[block], real[block])
+        p_copy = frame_metrics(copy_last, real[block])
+        result.horizons[h] = {"frames": [context_frames + (h - 1) * tc + 1, context_frames + h * tc],
+                              "model": {"psnr": p_model[0], "ssim": p_model[1]},
+                              "copy_last": {"psnr": p_copy[0], "ssim": p_copy[1]}}
+    return result
+
+
+def eval_means(rows: list[VideoEval], horizons: list[int]) -> dict[str, Any]:
+    ok = [r for r in rows if r.error is None]
+    means: dict[str, Any] = {"videos": len(ok), "horizons": {}}
+    for h in horizons:
+        entry = {}
+        for method in ("model", "copy_last"):
+            entry[method] = ({m: sum(r.horizons[h][method][m] for r in ok) / len(ok) for m in ("psnr", "ssim")}
+                             if ok else None)
+        means["horizons"][h] = entry
+    return means
+
+
+def eval_table(info: ModelInfo, rows: list[VideoEval], horizons: list[int], context_frames: int, seed: int) -> Table:
+    rh, rw = info.resolution
+    table = Table(title=f"world model {info.model_id} ({info.family}, {rh}x{rw}, tc={info.tc}): {context_frames} "
+                        f"context frames, seed {seed}", title_justify="left",
+                  caption=f"PSNR dB / SSIM; horizon h = video frames {context_frames}+(h-1)*{info.tc}+1 .. "
+                          f"{context_frames}+h*{info.tc} (the h-th latent frame after the context)",
+                  caption_justify="left")
+    table.add_column("video", overflow="fold")
+    table.add_column("method", overflow="fold", max_width=48)
+    for h in horizons:
+        a, b = context_frames + (h - 1) * info.tc + 1, context_frames + h * info.tc
+        table.add_column(f"h={h} (frames {a}-{b})", justify="right")
+    blank = ["-"] * len(horizons)
+
+    def cells(values: dict[int, dict[str, Any]], method: str, bold: bool = False) -> list[str]:
+        out = []
+        for h in horizons:
+            v = values[h][method]
+            text = "-" if v is None else f"{v['psnr']:.2f} / {v['ssim']:.3f}"
+            out.append(f"[bold]{text}" if bold and v is not None else text)
+        return out
+
+    for r in rows:
+        name = _short(Path(r.path))
+        if r.error is not None:
+            table.add_row(name, f"[red]failed: {r.error}", *blank)
+            continue
+        table.add_row(name, "model", *cells(r.horizons, "model"))
+        table.add_row("", "copy-last", *cells(r.horizons, "copy_last"))
+    mean = eval_means(rows, horizons)
+    table.add_section()
+    label = f"[bold]mean of {mean['videos']} video(s)" + (f", {len(rows) - mean['videos']} failed" if
+                                                         len(rows) > mean["videos"] else "")
+    table.add_row(label, "model", *cells(mean["horizons"], "model", bold=True))
+    table.add_row("", "copy-last", *cells(mean["horizons"], "copy_last", bold=True))
+    return table
+
+
+@model_app.command("eval")
+def eval_(
+    paths: Annotated[list[Path], typer.Argument(help="video files or folders (searched recursively)")],
+    model: Annotated[str, typer.Option("--model", "-m", help="world-model id served by the generate server")],
+    context_frames: Annotated[int, typer.Option("--context-frames", min=1,
+                                                help="C: the video's first C frames are the context")] = 5,
+    horizons: Annotated[str, typer.Option(help="comma-separated horizons h (see above)")] = "1,4,8",
+    seed: Annotated[int, typer.Option(help="sampling seed of every prediction")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    api: GenerateApiOpt = None,
+    token: GenerateTokenOpt = None,
+) -> None:
+    """Prediction quality of a world model on local videos, next to the copy-last-frame baseline.
+
+    For each video the first C frames are the context; the model predicts what follows (one v2
+    request per video, enough frames for the largest horizon). Horizon h is the h-th block of tc
+    frames after the context, tc = the model tokenizer's temporal compression (video frames per
+    latent frame): video frames C+(h-1)*tc+1 .. C+h*tc (1-based). For C=5, tc=4: h=1 is frames
+    6-9, h=4 is frames 18-21. Real frames are centre-cropped and resized to the model's resolution
+    the same way the server fits the context. PSNR (dB) and SSIM of the model's frames and of the
+    last context frame repeated (copy-last) against the real frames, per video and their mean.
+    Exit 1 if any video failed (the reason is shown), 2 for a server or model problem.
+    """
+    hs = parse_horizons(horizons)
+    try:
+        files = expand_paths(paths)
+    except FileNotFoundError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if not files:
+        console.print("[yellow]no video files found")
+        raise typer.Exit(1)
+    client = WorldloomClient(api, token)
+    rows: list[VideoEval] = []
+    try:
+        with api_errors(client.api):
+            with console.status(f"asking {model} for its resolution and temporal compression"):
+                info = probe_model(client, model, seed)
+            columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            with Progress(*columns, console=console, transient=True) as progress:
+                task = progress.add_task("evaluating", total=len(files))
+                for f in files:
+                    progress.update(task, description=f"{f.name[:32]:<32}")
+                    rows.append(evaluate_video(client, info, f, context_frames, hs, seed))
+                    progress.advance(task)
+    finally:
+        client.close()
+    if as_json:
+        doc = {"model_id": info.model_id, "family": info.family, "resolution": list(info.resolution),
+               "t_compression": info.tc, "context_frames": context_frames, "horizons": hs, "seed": seed,
+               "videos": [{"path": r.path, "error": r.error, "context_frames_used": r.context_frames_used,
+                           "horizons": {str(h): v for h, v in r.horizons.items()}} for r in rows],
+               "mean": {**(m := eval_means(rows, hs)), "horizons": {str(h): v for h, v in m["horizons"].items()}},
+               "failed": sum(r.error is not None for r in rows)}
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        Console().print(eval_table(info, rows, hs, context_frames, seed))
+        for r in rows:
+            if r.error:
+                console.print(f"[red]{r.path}: {r.error}")
+    if any(r.error for r in rows):
+        raise typer.Exit(1)
