@@ -104,6 +104,9 @@ def test_ray_train_two_workers_survive_a_killed_worker(s3_settings: StoreSetting
         except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
             errors.append(exc)
 
+    import ray
+
+    ray.shutdown()
     thread = threading.Thread(target=run)
     thread.start()
     deadline = time.monotonic() + 240
@@ -123,3 +126,6 @@ def test_ray_train_two_workers_survive_a_killed_worker(s3_settings: StoreSetting
     assert progress.resumed_from_step and progress.resumed_from_step[0] >= 6
     assert killed not in progress.worker_pids and progress.workers == 2
     assert store.exists(model_key(job.prefix))
+    import ray
+
+    ray.shutdown()  # the next Ray test starts its own cluster (a reused driver died after a second worker kill)

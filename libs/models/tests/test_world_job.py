@@ -243,6 +243,9 @@ def test_ray_two_workers_resume_after_a_killed_worker(tmp_path: Path, s3_setting
         except BaseException as exc:  # noqa: BLE001 - surfaced below
             errors.append(exc)
 
+    import ray
+
+    ray.shutdown()
     thread = threading.Thread(target=run)
     thread.start()
     killed, deadline = None, time.monotonic() + 240
@@ -261,3 +264,6 @@ def test_ray_two_workers_resume_after_a_killed_worker(tmp_path: Path, s3_setting
     assert progress.resumed_from_step and progress.resumed_from_step[0] >= 6
     assert killed not in progress.worker_pids
     assert store.exists(model_key(job.prefix))
+    import ray
+
+    ray.shutdown()  # the next Ray test starts its own cluster (a reused driver died after a second worker kill)

@@ -48,8 +48,11 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         if address:
             ray.init(address=address, log_to_driver=False)
             return
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, _node_ip_address="127.0.0.1",
+        # address="local" and a private temp dir: always a fresh cluster of our own, never one another
+        # process on this machine started (two embedded services or a benchmark must not share or stop it)
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, _node_ip_address="127.0.0.1",
                  include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 _temp_dir=tempfile.mkdtemp(prefix="wl-ray-"),
                  runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}})
 
 
