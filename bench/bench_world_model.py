@@ -43,6 +43,8 @@ from worldloom.video.mp4_writer import frames_to_mp4
 
 ENV = "Pendulum-v1"
 HORIZONS = [1, 4, 8]
+CONTEXT = 2  # latent frames given (video frames 0-4): enough to see the pendulum's velocity, for both families
+OPTIONS = {"ar_head": "factorized"}  # set from the command line (--ar-head)
 
 
 def record(episodes: int, res: int, frames: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -107,9 +109,9 @@ def model_config(family: str, store, tid: str, key: str) -> dict:
     if family == "ar":
         from worldloom.models.tokenizer.job import load_tokenizer
 
-        vocab = load_tokenizer(store, tid).config.codebook_size
-        return ARConfig.preset("tiny", vocab_size=vocab, tokens_per_frame=array.shape[1] * array.shape[2],
-                               max_frames=1 + max(HORIZONS), action=action).to_dict()
+        return ARConfig.for_tokenizer(load_tokenizer(store, tid).config, "tiny", factorized=OPTIONS["ar_head"] == "factorized",
+                                      tokens_per_frame=array.shape[1] * array.shape[2],
+                                      max_frames=CONTEXT + max(HORIZONS), action=action).to_dict()
     c, _, h, w = array.shape
     return DiTConfig.preset("tiny", in_channels=c, latent_size=(h, w), patch_size=2, max_frames=3, n_future=1,
                             action=action).to_dict()
@@ -120,7 +122,7 @@ def make_job(family: str, settings: StoreSettings, tid: str, train: list[str], v
     ar = family == "ar"
     return WorldModelJob(prefix=prefix, store=store_settings_payload(settings), family=family,
                          model=model_config(family, store, tid, train[0]), tokenizer_id=tid, train_keys=train,
-                         val_keys=val, window=9 if ar else 3, context_frames=1 if ar else 2, batch=8 if ar else 16,
+                         val_keys=val, window=CONTEXT + max(HORIZONS) if ar else 3, context_frames=CONTEXT, batch=8 if ar else 16,
                          steps=steps, lr=1e-3 if ar else 5e-4, checkpoint_every=10**6, log_every=10,
                          eval_horizons=horizons, eval_sequences=8, eval_steps=10, threads_per_worker=2)
 
@@ -229,15 +231,18 @@ def main() -> None:
     ap.add_argument("--ray-steps", type=int, default=30)
     ap.add_argument("--skip-ray", action="store_true")
     ap.add_argument("--requests", type=int, default=10, help="timed generate-server requests per family")
+    ap.add_argument("--ar-head", choices=("factorized", "joint"), default=OPTIONS["ar_head"],
+                    help="AR output head: one softmax per FSQ digit, or one over the whole codebook")
     ap.add_argument("--out", type=Path, default=Path("out/bench/world_model.json"))
     args = ap.parse_args()
+    OPTIONS["ar_head"] = args.ar_head
     torch.set_num_threads(os.cpu_count() or 1)
     toks = {"discrete": args.tokenizers / "discrete_4x8x8_64.safetensors",
             "continuous": args.tokenizers / "continuous_4x8x8_64.safetensors"}
     missing = [str(p) for p in toks.values() if not p.exists()]
     if missing:
         raise SystemExit(f"tokenizer checkpoints missing: {missing}; run bench/bench_tokenizer.py first")
-    results: dict = {"env": ENV, "episodes": args.episodes, "val_episodes": args.val_episodes, "frames": args.frames}
+    results: dict = {"ar_head": args.ar_head, "env": ENV, "episodes": args.episodes, "val_episodes": args.val_episodes, "frames": args.frames}
     with tempfile.TemporaryDirectory(prefix="wl-bench-wm-") as tmpd:
         tmp = Path(tmpd)
         settings = StoreSettings(root=tmp / "store")
@@ -259,20 +264,22 @@ def main() -> None:
             tokenizer = load_tokenizer(store, tid)
             seqs = load_sequences(store, val, actions="mean")
             if family == "ar":
-                ctx = torch.stack([s.data[:1] for s in seqs[:2]])
-                acts = torch.stack([s.actions[:4] for s in seqs[:2]]) if seqs[0].actions is not None else None
+                n = max(HORIZONS)
+                ctx = torch.stack([s.data[:CONTEXT] for s in seqs[:2]])
+                acts = torch.stack([s.actions[:CONTEXT + n - 1] for s in seqs[:2]]) \
+                    if seqs[0].actions is not None else None
                 timing = {}
                 for cache in (True, False):
                     g = torch.Generator().manual_seed(0)
                     t0 = time.perf_counter()
-                    model.generate(ctx, 4, actions=acts, temperature=1.0, generator=g, use_kv_cache=cache)
+                    model.generate(ctx, n, actions=acts, temperature=1.0, generator=g, use_kv_cache=cache)
                     timing[cache] = time.perf_counter() - t0
                 q["kv_cache_s"], q["no_cache_s"] = timing[True], timing[False]
                 q["kv_speedup"] = timing[False] / timing[True]
             else:
                 q["steps_quality"] = {}
                 for steps in (4, 10, 30):
-                    r = evaluate_prediction(model, tokenizer, seqs, context_frames=2, horizons=HORIZONS, steps=steps,
+                    r = evaluate_prediction(model, tokenizer, seqs, context_frames=CONTEXT, horizons=HORIZONS, steps=steps,
                                             seed=0, max_sequences=args.val_episodes)
                     q["steps_quality"][steps] = {h: r["model"][h]["psnr_vs_decoded"] for h in HORIZONS}
             if not args.skip_ray:
@@ -294,7 +301,7 @@ def _print(results: dict) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for family in ("ar", "diffusion"):
         q, m = results[family], results[family]["metrics"]
-        c = 2 if family == "diffusion" else 1
+        c = CONTEXT
         for h in HORIZONS:
             mp, cp = m.get(f"val_model_h{h}_psnr_vs_real"), m.get(f"val_copy_last_h{h}_psnr_vs_real")
             ms, cs = m.get(f"val_model_h{h}_ssim_vs_real"), m.get(f"val_copy_last_h{h}_ssim_vs_real")
@@ -302,7 +309,8 @@ def _print(results: dict) -> None:
             print(f"| {family} | {q['steps']} | {q['minutes']:.1f} | {h} | {lo}-{hi} | {mp:.2f} | {cp:.2f} | "
                   f"{ms:.3f} | {cs:.3f} | {'yes' if mp > cp else 'no'} |")
     ar = results["ar"]
-    print(f"\nAR sampling of 4 latent frames (batch 2): KV cache {ar['kv_cache_s']:.2f} s, recompute "
+    print(f"\nAR ({results.get('ar_head', 'joint')} head) sampling of {max(HORIZONS)} latent frames after "
+          f"{CONTEXT} (batch 2): KV cache {ar['kv_cache_s']:.2f} s, recompute "
           f"{ar['no_cache_s']:.2f} s -> {ar['kv_speedup']:.1f}x")
     sq = results["diffusion"]["steps_quality"]
     print("diffusion PSNR (vs decoded) by sampling steps: " + "; ".join(

@@ -45,3 +45,31 @@ def test_recon_gif_puts_original_and_reconstruction_side_by_side(tmp_path: Path)
     assert len(frames) == 9  # the longest clip; the shorter one holds its last frame
     h, w = frames[0].shape[:2]
     assert w == (32 + 4 + 32) * 2 and h >= (32 + 4 + 32) * 2
+
+
+def test_psnr_by_horizon_plot_draws_every_series(tmp_path: Path) -> None:
+    Image = pytest.importorskip("PIL.Image")
+    from worldloom.cli.plots import plot_lines
+
+    series = [("ar model", (31, 119, 180), False, [(1, 30.0), (2, 27.5), (4, 24.0)]),
+              ("copy-last", (120, 120, 120), True, [(1, 31.0), (2, 26.0), (4, 21.0)])]
+    path = plot_lines(series, tmp_path / "h.png", title="t", x_label="h", y_label="PSNR", size=(600, 350))
+    with Image.open(path) as img:
+        assert img.size == (600, 350)
+        colours = {tuple(p) for p in np.asarray(img.convert("RGB")).reshape(-1, 3)}
+    assert (31, 119, 180) in colours and (120, 120, 120) in colours
+
+
+def test_prediction_gif_has_a_column_per_video_and_marks_predicted_frames(tmp_path: Path) -> None:
+    from worldloom.cli.demo_world import _mark_predicted
+    from worldloom.cli.plots import write_grid_gif
+
+    grey = np.full((9, 16, 16, 3), 128, np.uint8)
+    marked = _mark_predicted(grey, 5)
+    assert (marked[:5] == 128).all() and tuple(marked[5, 0, 7]) == (230, 30, 30) and tuple(marked[8, 8, 8]) == (128,) * 3
+    path = write_grid_gif([[grey, marked, marked]] * 2, ["real", "ar", "diffusion"], tmp_path / "p.gif", zoom=1)
+    import av
+
+    with av.open(str(path)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 9 and frames[0].shape[1] == 3 * 16 + 2 * 4

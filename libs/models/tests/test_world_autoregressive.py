@@ -224,3 +224,50 @@ def test_bad_inputs_raise_value_error():
     for fn, msg in cases:
         with pytest.raises(ValueError, match=msg):
             fn()
+
+
+LEVELS = (4, 4, 4)  # prod == V: the factorised (per-FSQ-digit) embedding and head
+
+
+def test_factorised_fsq_head_matches_the_tokenizer_digits_and_samples_like_the_joint_head():
+    from worldloom.models.tokenizer.model import FSQ
+
+    m = _model(fsq_levels=LEVELS)
+    ids = torch.arange(V)
+    fsq = FSQ(LEVELS)
+    assert torch.equal(m.wte.compose(m.wte.digits(ids)), ids)
+    # digit i of an id is the tokenizer's FSQ level index i: the same codes in the same order
+    codes = fsq.indices_to_codes(ids.view(1, V, 1, 1)).squeeze(-1).squeeze(-1)[0].T  # [V, 3]
+    digits = m.wte.digits(ids)
+    for i in range(len(LEVELS)):  # the digit is the rank of the code value along that dimension
+        assert torch.equal(torch.unique(codes[:, i], return_inverse=True)[1], digits[:, i])
+    tok = _tokens()
+    out = m(tok, _actions(), _text())
+    assert out["digit_logits"].shape == (2, 4, HW, HW, sum(LEVELS)) and "logits" not in out
+    assert abs(out["loss"].item() - torch.log(torch.tensor(float(V))).item()) < 0.5  # sum of digit NLLs
+    ctx, a = _tokens(t=2), _actions(t=4)
+    for kwargs in (dict(temperature=0.0), dict(temperature=1.0), dict(temperature=0.8, top_k=2)):
+        runs = [m.generate(ctx, 3, a, generator=torch.Generator().manual_seed(7), use_kv_cache=c, **kwargs)
+                for c in (True, False)]
+        assert torch.equal(runs[0], runs[1]), kwargs
+        assert int(runs[0].max()) < V and torch.equal(runs[0][:, :2], ctx)
+    with pytest.raises(ValueError, match="product"):
+        ARConfig(vocab_size=V, fsq_levels=(4, 4))
+    cfg = ARConfig.from_dict(json.loads(json.dumps(m.config.to_dict())))
+    assert cfg.fsq_levels == LEVELS and cfg == m.config
+
+
+def test_factorised_head_overfits_a_moving_pattern():
+    torch.manual_seed(0)
+    m = _model(vocab_size=8, fsq_levels=(2, 2, 2), action=None, text_dim=None).train()
+    tok = _shifting_frames()
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    first = None
+    for _ in range(100):
+        loss = m(tok)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = first if first is not None else loss.item()
+    assert loss.item() < 0.05 * first
+    assert torch.equal(m.generate(tok[:, :1], 3, temperature=0.0), tok)

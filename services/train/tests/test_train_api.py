@@ -141,3 +141,52 @@ def test_cancel_and_model_not_ready(env) -> None:
     assert client.delete(f"/v1/jobs/{mid}").status_code == 200
     assert _wait(client, mid)["state"] == "cancelled"
     assert client.get("/v1/models").json() == []
+
+
+def test_post_training_starts_from_the_parent_weights(env) -> None:
+    from safetensors.numpy import load as load_safetensors
+
+    client, store, bus = env
+    parent = client.post("/v1/jobs", json={**JOB, "family": "ar", "tokenizer_id": "tok-discrete"}).json()["model_id"]
+    assert _wait(client, parent)["state"] == "succeeded"
+    # a child with actions (a module the parent lacks), one step at a negligible learning rate
+    r = client.post("/v1/jobs", json={**JOB, "family": "ar", "tokenizer_id": "tok-discrete", "actions": True,
+                                      "parent_model": parent, "steps": 1, "lr": 1e-12, "eval_horizons": []})
+    assert r.status_code == 202, r.text
+    child = _wait(client, r.json()["model_id"])
+    assert child["state"] == "succeeded" and child["lineage"]["parent_model"] == parent
+    copied = child["notes"]["init_from"]
+    assert copied["tensors_copied"] > 10 and copied["tensors_new"] > 0, copied
+    weights = {mid: load_safetensors(store.get_bytes(f"models/{mid}/model/world_model.safetensors"))
+               for mid in (parent, child["model_id"])}
+    name = "blocks.0.attn.qkv.weight"
+    assert np.allclose(weights[parent][name], weights[child["model_id"]][name], atol=1e-6)
+    bad = client.post("/v1/jobs", json={**JOB, "family": "diffusion", "tokenizer_id": "tok-continuous",
+                                        "parent_model": parent})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "parent_mismatch", bad.text
+
+
+def test_cli_model_train_show_and_refusals(env) -> None:
+    from typer.testing import CliRunner
+
+    from worldloom.cli.main import app as cli
+    from worldloom.core.service.background import BackgroundServer
+
+    client, store, bus = env
+    settings = TrainSettings(http=HttpSettings(auth_required=False), store=StoreSettings(root=store.root),
+                             in_process_training=True)
+    runner = CliRunner()
+    with BackgroundServer(build_app(settings, store=store, bus=bus)) as server:
+        args = ["model", "train", "--api", server.url, "--family", "ar", "--tokenizer", "tok-discrete",
+                "--clips-source", "sim", "--window", "4", "--context-frames", "1", "--horizons", "1,2", "--steps", "4",
+                "--batch", "2"]
+        result = runner.invoke(cli, [*args, "--json"])
+        assert result.exit_code == 0, result.output
+        record = json.loads(result.stdout)
+        assert record["state"] == "succeeded" and record["step"] == 4 and record["config"]["fsq_levels"] == [4, 4, 4]
+        shown = runner.invoke(cli, ["model", "show", record["model_id"], "--api", server.url])
+        assert shown.exit_code == 0 and "val_model_h2_psnr_vs_decoded" in shown.output
+        refused = runner.invoke(cli, [*args[:7], "tok-continuous", *args[8:]])
+        assert refused.exit_code == 2 and "tokenizer_kind" in refused.output
+        missing = runner.invoke(cli, ["model", "show", "wm-nope", "--api", server.url])
+        assert missing.exit_code == 2 and "model_not_found" in missing.output

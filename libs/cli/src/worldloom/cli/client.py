@@ -153,6 +153,30 @@ class WorldloomClient:
         _raise_for(resp)
         return resp.json()
 
+    # ---- train service
+
+    def train_world_model(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Starts a world-model training job (a JobRequest); the answer is the queued ModelRecord."""
+        resp = self.http.post("/v1/jobs", json=body)
+        _raise_for(resp)
+        return resp.json()
+
+    def world_job(self, model_id: str) -> dict[str, Any]:
+        """State, percent, step, ETA, loss/throughput curves, metrics and lineage of one training job."""
+        resp = self.http.get(f"/v1/jobs/{_quote(model_id)}")
+        _raise_for(resp)
+        return resp.json()
+
+    def list_world_jobs(self) -> list[dict[str, Any]]:
+        resp = self.http.get("/v1/jobs")
+        _raise_for(resp)
+        return resp.json()
+
+    def cancel_world_job(self, model_id: str) -> dict[str, Any]:
+        resp = self.http.delete(f"/v1/jobs/{_quote(model_id)}")
+        _raise_for(resp)
+        return resp.json()
+
     def import_tokenizer(self, path: Path, name: str | None = None) -> dict[str, Any]:
         return self._post_file("/v1/tokenizers:import", path, {"name": name} if name else None)
 

@@ -6,6 +6,7 @@ and writes clips, shards and Milvus Lite vectors; the search service answers tex
 Then the tokenize service trains a small video tokenizer on the curated clips through its HTTP API
 (the same client and progress bar as `worldloom tokenizer train`), activates it so every curated clip
 is encoded into a token shard, and the demo writes reconstructions and training curves next to the report.
+Last, the train service pretrains a tiny world model of each family on those shards (see demo_world.py).
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def demo_inputs(data: Path) -> tuple[list[Path], dict[Path, dict[str, str]]]:
     return files, attrs
 
 
-def run_demo(data: Path, out: Path, console: Console, tokenizer_steps: int | None = None) -> dict[str, Any]:
+def run_demo(data: Path, out: Path, console: Console, tokenizer_steps: int | None = None,
+             world_models: bool = True) -> dict[str, Any]:
     """Runs every stage; returns the report (also written to ``out/demo_report.json``)."""
     from worldloom.curate.app import build_app as build_curate
     from worldloom.curate.config import CurationConfig
@@ -135,6 +137,18 @@ def run_demo(data: Path, out: Path, console: Console, tokenizer_steps: int | Non
             console.rule("[bold]4. tokenizer (train, activate + backfill, reconstruct)")
             report["tokenizer"] = _tokenizer_stage(stack, store, bus, store_settings, http, token, config_hash, steps,
                                                    out, console)
+            tok = report["tokenizer"]
+            if world_models and tok.get("state") == "succeeded" and "api" in tok:
+                from worldloom.cli.demo_world import world_stage
+
+                console.rule("[bold]5. world models (discrete tokenizer, then autoregressive + diffusion)")
+                tokenize = WorldloomClient(tok["api"], token)
+                try:
+                    report["world_models"] = world_stage(stack, store, bus, store_settings, http, token, tokenize,
+                                                         tok["tokenizer_id"], config_hash,
+                                                         _accepted_clips(store, config_hash), out, console)
+                finally:
+                    tokenize.close()
 
     report.update({
         "store": str(store.root),
@@ -144,6 +158,10 @@ def run_demo(data: Path, out: Path, console: Console, tokenizer_steps: int | Non
     (out / "demo_report.json").write_text(json.dumps(report, indent=2))
     if "tokenizer" in report:
         _tokenizer_summary(report["tokenizer"], out, console)
+    if "world_models" in report:
+        from worldloom.cli.demo_world import world_summary
+
+        world_summary(report["world_models"], out, console)
     console.print(f"[green]done; report: {out / 'demo_report.json'}")
     return report
 
@@ -206,7 +224,7 @@ def _tokenizer_stage(stack: ExitStack, store: LocalStore, bus: InProcessBus, sto
     console.print(f"tokenize API {server.url} (training in-process; a deployment trains on Ray)")
     client = WorldloomClient(server.url, token)
     try:
-        return _train_and_tokenize(client, store, bus, config_hash, steps, out, console)
+        return {"api": server.url, **_train_and_tokenize(client, store, bus, config_hash, steps, out, console)}
     except ApiFailure as exc:
         console.print(f"[red]tokenizer stage failed: {exc}")
         return {"error": str(exc)}
@@ -337,40 +355,10 @@ def _reconstruct(client: WorldloomClient, store: LocalStore, tid: str, clips: li
 
 
 def _write_recon_gif(pairs: list[tuple[np.ndarray, np.ndarray]], path: Path, zoom: int = 2, fps: float = 6.0) -> Path:
-    """One row per clip: original | reconstruction, nearest-neighbour zoomed; shorter clips hold their last frame."""
-    from worldloom.video.transcode import write_gif
+    """One row per clip: original | reconstruction."""
+    from worldloom.cli.plots import write_grid_gif
 
-    t = max(len(o) for o, _ in pairs)
-    gap = 4
-    rows = []
-    for original, recon in pairs:
-        n = min(len(original), len(recon))
-        idx = np.minimum(np.arange(t), n - 1)
-        o, r = original[idx], recon[idx]
-        sep = np.full((t, o.shape[1], gap, 3), 255, np.uint8)
-        rows.append(np.concatenate([o, sep, r], axis=2))
-        rows.append(np.full((t, gap, rows[-1].shape[2], 3), 255, np.uint8))
-    width = max(r.shape[2] for r in rows)
-    rows = [np.pad(r, ((0, 0), (0, 0), (0, width - r.shape[2]), (0, 0)), constant_values=255) for r in rows[:-1]]
-    frames = np.concatenate(rows, axis=1).repeat(zoom, axis=1).repeat(zoom, axis=2)
-    header = _header(frames.shape[2], [("original", 0.25), ("reconstruction", 0.75)], zoom)
-    if header is not None:
-        frames = np.concatenate([np.broadcast_to(header, (t, *header.shape)), frames], axis=1)
-    return write_gif(frames, path, fps, max_side=max(frames.shape[1:3]))
-
-
-def _header(width: int, labels: list[tuple[str, float]], zoom: int) -> np.ndarray | None:
-    """A white strip with column labels (Pillow), or None without Pillow."""
-    try:
-        from PIL import Image, ImageDraw, ImageFont
-    except ImportError:
-        return None
-    img = Image.new("RGB", (width, 12 * zoom), "white")
-    d = ImageDraw.Draw(img)
-    font = ImageFont.load_default(size=7 * zoom)
-    for text, at in labels:
-        d.text((width * at, 6 * zoom), text, fill=(20, 20, 20), font=font, anchor="mm")
-    return np.asarray(img, dtype=np.uint8)
+    return write_grid_gif([list(p) for p in pairs], ["original", "reconstruction"], path, zoom=zoom, fps=fps)
 
 
 def _tokenizer_summary(section: dict[str, Any], out: Path, console: Console) -> None:

@@ -13,6 +13,7 @@ from worldloom.cli.client import ApiFailure, WorldloomClient
 from worldloom.cli.common import ApiOpt, TokenOpt, console, fail
 from worldloom.cli.ingest_cmd import expand_paths, outcome_table, upload_all
 from worldloom.cli.tokenizer_cmd import tokenizer_app
+from worldloom.cli import world_train_cmd  # noqa: F401 - registers `model train | show | cancel`
 from worldloom.cli.world_cmd import model_app, predict
 
 app = typer.Typer(help="Worldloom: build world foundation models from video.", no_args_is_help=True)
@@ -222,14 +223,19 @@ def demo(
     tokenizer_steps: Annotated[Optional[int], typer.Option(
         "--tokenizer-steps", envvar="WORLDLOOM_DEMO_TOKENIZER_STEPS", min=0,
         help="training steps of the demo tokenizer (default 150, a few minutes on 2 cores); 0 skips that stage")] = None,
+    world_models: Annotated[bool, typer.Option(
+        "--world-models/--no-world-models", envvar="WORLDLOOM_DEMO_WORLD_MODELS",
+        help="also pretrain a tiny autoregressive and diffusion world model (about 5 minutes on 2 cores)")] = True,
 ) -> None:
     """Run the pipeline in embedded mode: in-process bus, local directory store, Milvus Lite."""
     from worldloom.cli.demo import run_demo
 
     if not data.is_dir():
         raise typer.BadParameter(f"data folder not found: {data}")
-    report = run_demo(data, out, console, tokenizer_steps)
-    if (report.get("tokenizer") or {}).get("error"):
+    report = run_demo(data, out, console, tokenizer_steps, world_models)
+    world = report.get("world_models") or {}
+    if (report.get("tokenizer") or {}).get("error") or world.get("error") or \
+            any(m.get("error") for m in (world.get("models") or {}).values()):
         raise typer.Exit(1)
 
 

@@ -1,10 +1,13 @@
-"""Small charts drawn with Pillow (no matplotlib): training curves for the demo and the CLI."""
+"""Small charts drawn with Pillow (no matplotlib) for the demo and the CLI: training curves, metric
+lines (PSNR by horizon) and side-by-side video grids as GIFs."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 Curve = Sequence[Sequence[float]]  # [(step, value), ...]
 
@@ -162,3 +165,111 @@ def _vertical_text(img, text: str, font, colour: tuple[int, int, int], centre: t
     ImageDraw.Draw(label).text((2 - x0, 2 - y0), text, fill=colour, font=font)
     label = label.rotate(90, expand=True)
     img.paste(label, (centre[0] - label.width // 2, centre[1] - label.height // 2), label)
+
+
+def plot_lines(series: Sequence[tuple[str, tuple[int, int, int], bool, Curve]], path: str | Path, *, title: str,
+               x_label: str, y_label: str, size: tuple[int, int] = (900, 520)) -> Path:
+    """One axis, several named lines ``(name, colour, dashed, [(x, y), ...])`` with markers, as a PNG.
+
+    For a handful of points per line (e.g. PSNR at prediction horizons 1, 2, 4); x ticks are the
+    points' own x values."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    width, height = size
+    scale = min(width / 900, height / 520)
+    small = ImageFont.load_default(size=max(8, round(12 * scale)))
+    font = ImageFont.load_default(size=max(9, round(14 * scale)))
+    big = ImageFont.load_default(size=max(10, round(17 * scale)))
+    img = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(img)
+    left, right = round(80 * scale), width - round(230 * scale)
+    top, bottom = round(50 * scale), height - round(60 * scale)
+    xs = sorted({float(x) for *_, pts in series for x, _ in pts}) or [0.0, 1.0]
+    ys = [float(y) for *_, pts in series for _, y in pts if math.isfinite(float(y))]
+    y_ticks = nice_ticks(min(ys, default=0.0), max(ys, default=1.0))
+    x0, x1 = xs[0], xs[-1] if xs[-1] > xs[0] else xs[0] + 1
+
+    def sx(v: float) -> float:
+        return left + 20 * scale + (v - x0) / (x1 - x0) * (right - left - 40 * scale)
+
+    def sy(v: float) -> float:
+        return bottom - (v - y_ticks[0]) / ((y_ticks[-1] - y_ticks[0]) or 1) * (bottom - top)
+
+    for t in y_ticks:
+        d.line([(left, sy(t)), (right, sy(t))], fill=_GRID)
+        d.text((left - 8, sy(t)), _label(t), fill=_TEXT, font=small, anchor="rm")
+    for t in xs:
+        d.line([(sx(t), bottom), (sx(t), bottom + 5)], fill=_AXIS)
+        d.text((sx(t), bottom + 8), _label(t), fill=_TEXT, font=small, anchor="mt")
+    d.rectangle([left, top, right, bottom], outline=_AXIS)
+    line_w = max(1, round(2 * scale))
+    for name, colour, dashed, pts in series:
+        xy = [(sx(float(x)), sy(float(y))) for x, y in pts if math.isfinite(float(y))]
+        if dashed:
+            for xa, ya in _dense(xy, 6.0)[::2]:
+                d.ellipse([xa - line_w / 2, ya - line_w / 2, xa + line_w / 2, ya + line_w / 2], fill=colour)
+        elif len(xy) > 1:
+            d.line(xy, fill=colour, width=line_w)
+        for x, y in xy:
+            d.ellipse([x - 3.5 * scale, y - 3.5 * scale, x + 3.5 * scale, y + 3.5 * scale], fill=colour)
+    d.text(((left + right) / 2, height - 8 * scale), x_label, fill=_TEXT, font=font, anchor="md")
+    d.text((width / 2, top / 2), title, fill=_TEXT, font=big, anchor="mm")
+    _vertical_text(img, y_label, font, _TEXT, centre=(round(18 * scale), (top + bottom) // 2))
+    row = round(22 * scale)
+    for i, (name, colour, dashed, _) in enumerate(series):  # legend to the right of the plot
+        y = top + row * i + row / 2
+        xa = right + 14 * scale
+        if dashed:
+            for k in range(0, round(24 * scale), round(6 * scale)):
+                d.line([(xa + k, y), (xa + k + 3 * scale, y)], fill=colour, width=line_w)
+        else:
+            d.line([(xa, y), (xa + 24 * scale, y)], fill=colour, width=line_w)
+        d.text((xa + 30 * scale, y), name, fill=_TEXT, font=small, anchor="lm")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, format="PNG", optimize=True)
+    return path
+
+
+def write_grid_gif(rows: Sequence[Sequence[np.ndarray]], labels: Sequence[str], path: str | Path, *, zoom: int = 2,
+                   fps: float = 6.0) -> Path:
+    """A GIF with one row per item and one column per video (``[T, H, W, 3]`` uint8 each, side by side),
+    nearest-neighbour zoomed, column labels on top (with Pillow); shorter videos hold their last frame."""
+    from worldloom.video.transcode import write_gif
+
+    t = max(len(v) for row in rows for v in row)
+    gap = 4
+    strips = []
+    for row in rows:
+        h = max(v.shape[1] for v in row)
+        parts = []
+        for v in row:
+            v = v[np.minimum(np.arange(t), len(v) - 1)]
+            parts += [np.pad(v, ((0, 0), (0, h - v.shape[1]), (0, 0), (0, 0)), constant_values=255),
+                      np.full((t, h, gap, 3), 255, np.uint8)]
+        strips += [np.concatenate(parts[:-1], axis=2), None]
+    width = max(s.shape[2] for s in strips if s is not None)
+    body = [np.full((t, gap, width, 3), 255, np.uint8) if s is None else
+            np.pad(s, ((0, 0), (0, 0), (0, width - s.shape[2]), (0, 0)), constant_values=255) for s in strips[:-1]]
+    frames = np.concatenate(body, axis=1).repeat(zoom, axis=1).repeat(zoom, axis=2)
+    first = rows[0]
+    col_w = [v.shape[2] + gap for v in first]
+    centres = [(sum(col_w[:i]) + first[i].shape[2] / 2) / width for i in range(len(first))]
+    header = _header(frames.shape[2], list(zip(labels, centres)), zoom)
+    if header is not None:
+        frames = np.concatenate([np.broadcast_to(header, (t, *header.shape)), frames], axis=1)
+    return write_gif(frames, Path(path), fps, max_side=max(frames.shape[1:3]))
+
+
+def _header(width: int, labels: list[tuple[str, float]], zoom: int) -> np.ndarray | None:
+    """A white strip with column labels centred at fractions of the width, or None without Pillow."""
+    try:
+        from PIL import Image, ImageDraw, ImageFont
+    except ImportError:
+        return None
+    img = Image.new("RGB", (width, 12 * zoom), "white")
+    d = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=7 * zoom)
+    for text, at in labels:
+        d.text((width * at, 6 * zoom), text, fill=(20, 20, 20), font=font, anchor="mm")
+    return np.asarray(img, dtype=np.uint8)

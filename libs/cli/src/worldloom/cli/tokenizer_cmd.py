@@ -7,6 +7,7 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from enum import Enum
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -64,18 +65,21 @@ def _eta(seconds: float | None) -> str:
 
 def _stats(record: dict[str, Any]) -> str:
     loss, psnr = latest(record, "loss"), latest(record, "psnr")
-    return (f"loss {loss:.4f}" if loss is not None else "loss -") + "  " + \
-        (f"PSNR {psnr:.2f} dB" if psnr is not None else "PSNR -")
+    text = f"loss {loss:.4f}" if loss is not None else "loss -"
+    return text + (f"  PSNR {psnr:.2f} dB" if psnr is not None else "")
 
 
 def follow_training(client: WorldloomClient, tokenizer_id: str, out: Console, poll_s: float = 1.0,
-                    record: dict[str, Any] | None = None) -> dict[str, Any]:
+                    record: dict[str, Any] | None = None,
+                    fetch: Callable[[str], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Polls a training job until it ends, with a progress bar (percent, step/total, latest loss and
-    PSNR, the service's ETA); returns the final record. Ctrl-C propagates as KeyboardInterrupt."""
+    PSNR, the service's ETA); returns the final record. Ctrl-C propagates as KeyboardInterrupt.
+    ``fetch`` reads the job record (default: the tokenize service's; ``client.world_job`` for world models)."""
+    fetch = fetch or client.tokenizer
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                TextColumn("step {task.fields[step]}/{task.fields[steps]}"), TextColumn("{task.fields[stats]}"),
                TextColumn("ETA {task.fields[eta]}"), TimeElapsedColumn())
-    record = record or client.tokenizer(tokenizer_id)
+    record = record or fetch(tokenizer_id)
     with Progress(*columns, console=out) as progress:
         task = progress.add_task(record["state"], total=100, step=0, steps=record.get("total_steps", 0),
                                  stats="", eta="-:--")
@@ -89,7 +93,7 @@ def follow_training(client: WorldloomClient, tokenizer_id: str, out: Console, po
             if record["state"] in TERMINAL_STATES:
                 return record
             time.sleep(poll_s)
-            record = client.tokenizer(tokenizer_id)
+            record = fetch(tokenizer_id)
 
 
 def metrics_table(record: dict[str, Any], title: str | None = None) -> Table:

@@ -30,7 +30,7 @@ GenerateApiOpt = Annotated[Optional[str], typer.Option(
 GenerateTokenOpt = Annotated[Optional[str], typer.Option(
     "--token", envvar=["WORLDLOOM_GENERATE_TOKEN", "WORLDLOOM_API_TOKEN"], help="bearer token")]
 
-model_app = typer.Typer(help="Evaluate world models served by the generate service.", no_args_is_help=True)
+model_app = typer.Typer(help="Train world models (train service) and evaluate them (generate service).", no_args_is_help=True)
 
 #: largest side of decoded frames (the generate server refuses bigger context frames)
 MAX_SIDE = 1024

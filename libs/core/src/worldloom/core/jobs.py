@@ -46,6 +46,8 @@ class Progress(BaseModel):
     resumed_from_step: list[int] = Field(default_factory=list, description="checkpoint steps the job restarted from")
     workers: int = 1
     worker_pids: list[int] = Field(default_factory=list, description="pids of the current worker group (rank order)")
+    notes: dict[str, Any] = Field(default_factory=dict,
+                                  description="facts about the run, e.g. what was copied from a parent model")
     error: str | None = None
     updated_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
 
@@ -91,6 +93,10 @@ class ProgressWriter:
         if step > 0:
             self.progress.resumed_from_step.append(step)
         self.set_step(step, force=True)
+
+    def note(self, name: str, value: Any) -> None:
+        self.progress.notes[name] = value
+        self.flush(force=True)
 
     def finish(self, state: JobState, metrics: dict[str, float] | None = None, error: str | None = None) -> None:
         p = self.progress
@@ -142,6 +148,7 @@ class JobRecord(BaseModel):
     curves: dict[str, list[tuple[int, float]]] = {}
     metrics: dict[str, float] = {}
     resumed_from_step: list[int] = []
+    notes: dict[str, Any] = {}
     error: str | None = None
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     updated_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
@@ -153,5 +160,5 @@ class JobRecord(BaseModel):
         return self.model_copy(update=dict(
             percent=progress.percent, step=progress.step, total_steps=progress.total_steps or self.total_steps,
             eta_s=progress.eta_s, curves=progress.curves, metrics=progress.metrics or self.metrics,
-            resumed_from_step=progress.resumed_from_step, error=self.error or progress.error,
+            resumed_from_step=progress.resumed_from_step, notes=progress.notes, error=self.error or progress.error,
             updated_at=max(self.updated_at, progress.updated_at)))

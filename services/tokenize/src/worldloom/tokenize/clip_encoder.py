@@ -22,17 +22,13 @@ from worldloom.core import events
 from worldloom.core.bus import Bus, PermanentError
 from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord
 from worldloom.core.store.base import ObjectNotFound, ObjectStore
-from worldloom.models.tokenizer.shards import write_shard
+from worldloom.models.tokenizer.shards import shard_key, write_shard
 from worldloom.tokenize.codec import TokenizerCache, encode_frames, square_frames
 from worldloom.tokenize.errors import TokenizeError
 from worldloom.tokenize.registry import Registry
 
 
 log = logging.getLogger("worldloom.tokenize.clips")
-
-
-def shard_key(tokenizer_id: str, clip_id: str) -> str:
-    return f"tokens/{tokenizer_id}/{clip_id}.tar"
 
 
 def marker_key(tokenizer_id: str, clip_id: str) -> str:

@@ -25,6 +25,7 @@ from worldloom.core.settings import StoreSettings
 from worldloom.core.store.base import ObjectNotFound, ObjectStore
 from worldloom.models.tokenizer import CheckpointError
 from worldloom.models.tokenizer.job import load_tokenizer
+from worldloom.models.tokenizer.shards import shard_key
 from worldloom.models.training import ScalingSpec
 from worldloom.models.world import ActionSpec, ARConfig, DiTConfig
 from worldloom.models.world.common import SIZES
@@ -65,7 +66,12 @@ class JobRequest(BaseModel):
     val_fraction: float = Field(0.1, ge=0, lt=1)
     eval_steps: int = Field(10, ge=1, le=100, description="diffusion sampling steps for evaluation")
     seed: int = 0
-    parent_model: str | None = Field(None, description="recorded in the lineage (post-training starts from it)")
+    parent_model: str | None = Field(None, description="post-training: start from this model's weights (same family "
+                                                       "and tokenizer; tensors that fit are copied, e.g. a new "
+                                                       "action width starts fresh); recorded in the lineage")
+    ar_head: Literal["factorized", "joint"] = Field(
+        "factorized", description="AR output head: one softmax per FSQ digit (fast, the default) or one over "
+                                  "the whole codebook")
 
     @model_validator(mode="after")
     def _check(self) -> JobRequest:
@@ -76,10 +82,6 @@ class JobRequest(BaseModel):
         if self.context_frames >= self.window:
             raise ValueError("context_frames must be smaller than window")
         return self
-
-
-def shard_key(tokenizer_id: str, clip_id: str) -> str:
-    return f"tokens/{tokenizer_id}/{clip_id}.tar"
 
 
 class JobManager:
@@ -116,7 +118,8 @@ class JobManager:
                 val_keys=[shard_key(req.tokenizer_id, c.clip_id) for c in val], window=req.window,
                 context_frames=req.context_frames, batch=req.batch, steps=req.steps, lr=req.lr,
                 checkpoint_every=req.checkpoint_every, log_every=req.log_every, seed=req.seed,
-                eval_horizons=list(req.eval_horizons), eval_steps=req.eval_steps)
+                eval_horizons=list(req.eval_horizons), eval_steps=req.eval_steps,
+                init_from=model_key(model_prefix(req.parent_model)) if req.parent_model else None)
         except ValueError as exc:
             raise TrainError(422, "bad_config", str(exc)) from None
         return job, lineage
@@ -137,9 +140,9 @@ class JobManager:
         try:
             if req.family == "ar":
                 _, h, w = array.shape
-                return ARConfig.preset(req.size, vocab_size=tokenizer.config.codebook_size, tokens_per_frame=h * w,
-                                       max_frames=max(req.window, req.context_frames + horizon),
-                                       action=action).to_dict()
+                return ARConfig.for_tokenizer(tokenizer.config, req.size, factorized=req.ar_head == "factorized",
+                                              tokens_per_frame=h * w, action=action,
+                                              max_frames=max(req.window, req.context_frames + horizon)).to_dict()
             c, _, h, w = array.shape
             return DiTConfig.preset(req.size, in_channels=c, latent_size=(h, w), patch_size=2 if min(h, w) >= 8 else 1,
                                     max_frames=req.window, n_future=req.window - req.context_frames,
@@ -171,10 +174,7 @@ class JobManager:
         if req.steps > self.settings.max_steps:
             raise TrainError(422, "too_many_steps", f"{req.steps} steps; the limit is {self.settings.max_steps}")
         if req.parent_model:
-            try:
-                self.registry.raw(req.parent_model)
-            except ModelNotFound:
-                raise TrainError(404, "model_not_found", f"no parent model {req.parent_model!r}") from None
+            self._check_parent(req)
         model_id = f"wm-{uuid.uuid4().hex[:12]}"
         job, lineage = self._plan(model_id, req)
         record = ModelRecord(model_id=model_id, name=req.name, family=req.family, size=req.size, config=job.model,
@@ -182,6 +182,18 @@ class JobManager:
         self.registry.save(record)
         self._submit(model_id, job, req)
         return self.registry.get(model_id)
+
+    def _check_parent(self, req: JobRequest) -> None:
+        try:
+            parent = self.registry.raw(req.parent_model or "")
+        except ModelNotFound:
+            raise TrainError(404, "model_not_found", f"no parent model {req.parent_model!r}") from None
+        if parent.state != "succeeded":
+            raise TrainError(409, "model_not_ready", f"parent model {parent.model_id} is {parent.state}")
+        if parent.family != req.family or parent.lineage.tokenizer_id != req.tokenizer_id:
+            raise TrainError(422, "parent_mismatch", f"parent model {parent.model_id} is a {parent.family} model on "
+                             f"tokenizer {parent.lineage.tokenizer_id}; post-training needs the same family and "
+                             "tokenizer (its tokens mean nothing in another tokenizer's space)")
 
     def _submit(self, model_id: str, job: WorldModelJob, req: JobRequest) -> None:
         with self._lock:

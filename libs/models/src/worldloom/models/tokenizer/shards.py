@@ -17,6 +17,11 @@ from typing import Any
 import numpy as np
 
 
+def shard_key(tokenizer_id: str, clip_id: str) -> str:
+    """Where a clip's shard for a tokenizer lives: ``tokens/<tokenizer_id>/<clip_id>.tar``."""
+    return f"tokens/{tokenizer_id}/{clip_id}.tar"
+
+
 def write_shard(clip_id: str, kind: str, array: np.ndarray, meta: dict[str, Any]) -> bytes:
     """One-sample webdataset tar: the array (int32 tokens or float16 latents) as .npy, the metadata as .json."""
     ext = "tokens.npy" if kind == "discrete" else "latents.npy"

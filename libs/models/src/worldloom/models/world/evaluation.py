@@ -46,8 +46,10 @@ def horizon_video_frames(horizon: int, context_frames: int, tc: int) -> tuple[in
     return (j - 1) * tc + 1, j * tc
 
 
-def _predict(model: nn.Module, ctx: Tensor, num: int, actions: Tensor | None, *, steps: int, cfg_scale: float,
-             temperature: float, generator: torch.Generator) -> Tensor:
+def predict_latents(model: nn.Module, ctx: Tensor, num: int, actions: Tensor | None, *, steps: int = 10,
+                    cfg_scale: float = 1.0, temperature: float = 0.0,
+                    generator: torch.Generator | None = None) -> Tensor:
+    """``num`` latent frames after ``ctx`` from either family (AR tokens ``[B, T, h, w]``, latents ``[B, C, T, h, w]``)."""
     if isinstance(model, ARWorldModel):
         return model.generate(ctx, num, actions=actions, temperature=temperature, generator=generator)
     if isinstance(model, DiffusionWorldModel):
@@ -108,7 +110,7 @@ def evaluate_prediction(model: nn.Module, tokenizer: CausalVideoTokenizer, seque
             x = torch.stack([w[0] for w in windows]).to(device)
             ctx = x[:, :context_frames] if isinstance(model, ARWorldModel) else x[:, :, :context_frames]
             acts = torch.stack([w[1] for w in windows]).to(device) if use_actions else None  # type: ignore[misc]
-            pred = _predict(model, ctx, hmax, acts, steps=steps, cfg_scale=cfg_scale, temperature=temperature,
+            pred = predict_latents(model, ctx, hmax, acts, steps=steps, cfg_scale=cfg_scale, temperature=temperature,
                             generator=g)
             if isinstance(model, DiffusionWorldModel):
                 pred = pred.float()

@@ -180,6 +180,10 @@ class WorldModelJob:
     eval_steps: int = 10  # diffusion sampling steps
     eval_real_frames: bool = True  # also compare with the clips' real frames when their rendition exists
     threads_per_worker: int = 1
+    #: post-training: start from this model's weights (a ``.../world_model.safetensors`` key in the store);
+    #: tensors whose name and shape match are copied, the rest (e.g. a new embodiment's action encoder)
+    #: start fresh. A resumed job continues from its own checkpoint instead.
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -220,6 +224,24 @@ class WorldModelJob:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def init_from_parent(model: nn.Module, store: ObjectStore, key: str, tmp: Path,
+                     device: torch.device) -> dict[str, int]:
+    """Copy the parent checkpoint's tensors that fit ``model`` (same name and shape); returns counts.
+
+    Why partial: post-training on another robot changes the action width, a text- or reward-conditioned
+    child adds modules; the shared transformer is what carries the learnt dynamics."""
+    local = tmp / "parent.safetensors"
+    store.download(key, str(local))
+    parent = read_safetensors(local, device=str(device))
+    own = model.state_dict()
+    fits = {k: v for k, v in parent.items() if k in own and own[k].shape == v.shape}
+    if not fits:
+        raise CheckpointError(f"{key}: no tensor of the parent model fits this model (different family or size?)")
+    model.load_state_dict(fits, strict=False)
+    return {"tensors_copied": len(fits), "parent_tensors_skipped": len(parent) - len(fits),
+            "tensors_new": len(own) - len(fits)}
 
 
 def _check_data(job: WorldModelJob, sequences: list[Sequence]) -> None:
@@ -329,6 +351,10 @@ def _train(job: WorldModelJob, info: Any, store: ObjectStore, ckpts: StoreCheckp
             _, state = load_world_checkpoint(Path(tmp) / MODEL_FILE, model=model, optimizer=optimizer,
                                              device=str(device))
             start = state.step
+        if start == 0 and job.init_from:
+            copied = init_from_parent(model, store, job.init_from, Path(tmp), device)
+            if writer is not None:
+                writer.note("init_from", {"model": job.init_from, **copied})
     trained: nn.Module = model
     if info.world_size > 1:
         import ray.train.torch

@@ -1,0 +1,214 @@
+"""Stage 5 of `make demo`: a tiny world model of each family, trained through the train service.
+
+The diffusion model learns on the continuous demo tokenizer's latents (stage 4); the autoregressive one
+needs discrete tokens, so a small FSQ tokenizer is trained and activated first (the tokenize service
+backfills every curated clip with it). Both jobs go through the train service's HTTP API with the same
+progress bar as the tokenizer; its evaluation scores predictions on held-out clips against the
+copy-last-frame baseline. The demo then draws predicted-vs-real GIFs for held-out clips and a
+PSNR-by-horizon plot.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from worldloom.cli.client import ApiFailure, WorldloomClient
+from worldloom.cli.tokenizer_cmd import follow_training, latest
+from worldloom.core.bus.inprocess import InProcessBus
+from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord
+from worldloom.core.service.background import BackgroundServer
+from worldloom.core.settings import HttpSettings, StoreSettings
+from worldloom.core.store.local import LocalStore
+
+#: training steps per family (a tiny model: about 0.1-0.3 s a step on 2 CPU cores)
+DEFAULT_WORLD_STEPS = {"diffusion": 800, "ar": 300}
+DISCRETE_TOKENIZER_STEPS = 120
+CONTEXT, HORIZONS = 2, [1, 2, 4]  # latent frames: 2 = video frames 0-4; horizon 4 = video frames 13-16
+PRED_GIF, PSNR_PNG = "world_predictions.gif", "world_psnr_by_horizon.png"
+COLOURS = {"ar": (31, 119, 180), "diffusion": (214, 39, 40), "copy_last": (120, 120, 120)}
+
+
+def world_stage(stack: ExitStack, store: LocalStore, bus: InProcessBus, store_settings: StoreSettings,
+                http: HttpSettings, token: str, tokenize: WorldloomClient, continuous_id: str, config_hash: str,
+                clips: list[ClipRecord], out: Path, console: Console,
+                steps: dict[str, int] | None = None) -> dict[str, Any]:
+    from worldloom.cli.demo import _wait_for_tokens
+    from worldloom.train.app import build_app as build_train
+    from worldloom.train.settings import TrainSettings
+
+    steps = {**DEFAULT_WORLD_STEPS, **(steps or {})}
+    section: dict[str, Any] = {"context_frames": CONTEXT, "horizons": HORIZONS}
+    try:
+        discrete_id = _discrete_tokenizer(tokenize, config_hash, console)
+        tokenize.activate_tokenizer(discrete_id)
+        section["discrete_tokenizer"] = discrete_id
+        section["clips_tokenized_discrete"] = _wait_for_tokens(store, discrete_id, len(clips), console)
+    except ApiFailure as exc:
+        console.print(f"[red]discrete tokenizer failed: {exc}")
+        return {**section, "error": str(exc)}
+    settings = TrainSettings(store=store_settings, http=http, in_process_training=True)
+    server = stack.enter_context(BackgroundServer(build_train(settings, store=store, bus=bus)))
+    console.print(f"train API {server.url} (training in-process; a deployment trains on Ray)")
+    client = WorldloomClient(server.url, token)
+    models: dict[str, dict[str, Any]] = {}
+    try:
+        for family, tid in (("diffusion", continuous_id), ("ar", discrete_id)):
+            models[family] = _train(client, family, tid, config_hash, steps[family], console)
+    except ApiFailure as exc:
+        console.print(f"[red]world-model training failed: {exc}")
+        section["error"] = str(exc)
+    finally:
+        client.close()
+    section["models"] = models
+    done = {f: m for f, m in models.items() if m.get("state") == "succeeded"}
+    files: dict[str, str] = {}
+    if done:
+        _psnr_plot(done, out / PSNR_PNG)
+        files["psnr_png"] = PSNR_PNG
+        rows, section["gif_clips"] = _predictions(store, done, clips)
+        if rows:
+            from worldloom.cli.plots import write_grid_gif
+
+            write_grid_gif(rows, ["real", *[f"{f} predicted" for f in done]], out / PRED_GIF, zoom=2, fps=4.0)
+            files["predictions_gif"] = PRED_GIF
+    section["files"] = files
+    return section
+
+
+def _discrete_tokenizer(client: WorldloomClient, config_hash: str, console: Console) -> str:
+    body = {"name": "demo-tiny-discrete", "clips": {"config_hash": config_hash}, "kind": "discrete", "size": "tiny",
+            "compression": "4x8x8", "fsq_levels": [8, 5, 5, 5], "resolution": 64, "frames": 17,
+            "steps": DISCRETE_TOKENIZER_STEPS, "batch": 4, "log_every": 5, "checkpoint_every": DISCRETE_TOKENIZER_STEPS,
+            "val_fraction": 0.1, "seed": 0}
+    record = client.train_tokenizer(body)
+    tid = record["tokenizer_id"]
+    console.print(f"training [bold]{tid}[/] (discrete FSQ 8,5,5,5 = 1000 codes, tiny 4x8x8, {body['steps']} steps) "
+                  "for the autoregressive model")
+    record = follow_training(client, tid, console, record=record)
+    if record["state"] != "succeeded":
+        raise ApiFailure(500, "tokenizer_failed", f"discrete tokenizer {record['state']}: {record.get('error')}")
+    console.print(f"held-out PSNR {record['metrics'].get('val_psnr', float('nan')):.2f} dB, code usage "
+                  f"{100 * record['metrics'].get('val_code_usage', float('nan')):.1f}%")
+    return tid
+
+
+def _train(client: WorldloomClient, family: str, tokenizer_id: str, config_hash: str, steps: int,
+           console: Console) -> dict[str, Any]:
+    body = {"name": f"demo-{family}", "family": family, "size": "tiny", "tokenizer_id": tokenizer_id,
+            "clips": {"config_hash": config_hash}, "window": CONTEXT + max(HORIZONS), "context_frames": CONTEXT,
+            "eval_horizons": HORIZONS, "steps": steps, "batch": 8, "lr": 1e-3 if family == "ar" else 5e-4,
+            "checkpoint_every": max(1, steps // 2), "log_every": max(1, steps // 50), "val_fraction": 0.15,
+            "eval_steps": 10, "seed": 0}
+    start = time.perf_counter()
+    record = client.train_world_model(body)
+    mid = record["model_id"]
+    console.print(f"training [bold]{mid}[/] ({family}, tiny, {steps} steps, window {body['window']} latent frames) on "
+                  f"{record['lineage']['train_clips']} clips, {record['lineage']['val_clips']} held out")
+    record = follow_training(client, mid, console, record=record, fetch=client.world_job)
+    summary = {"model_id": mid, "state": record["state"], "steps": record["step"],
+               "train_seconds": round(time.perf_counter() - start, 1), "final_loss": latest(record, "loss"),
+               "metrics": record["metrics"], "lineage": record["lineage"], "throughput": record.get("throughput")}
+    if record["state"] != "succeeded":
+        console.print(f"[red]{family} training {record['state']}: {record.get('error')}")
+        summary["error"] = record.get("error") or record["state"]
+    return summary
+
+
+def _by_horizon(metrics: dict[str, float], who: str, against: str = "real") -> list[tuple[int, float]]:
+    """``[(h, PSNR)]`` of ``who`` ("model" | "copy_last") against the real frames or the tokenizer's
+    decoding of the real latents ("decoded": the dynamics alone, without the tokenizer's error)."""
+    values = ((h, metrics.get(f"val_{who}_h{h}_psnr_vs_{against}")) for h in HORIZONS)
+    return [(h, float(v)) for h, v in values if v is not None]
+
+
+def _psnr_plot(models: dict[str, dict[str, Any]], path: Path) -> None:
+    from worldloom.cli.plots import plot_lines
+
+    series = []
+    for family, m in models.items():  # each family against its own tokenizer's decoding: copy-last per family
+        series.append((f"{family} model", COLOURS[family], False, _by_horizon(m["metrics"], "model", "decoded")))
+        series.append((f"copy-last frame ({family})", COLOURS[family], True,
+                       _by_horizon(m["metrics"], "copy_last", "decoded")))
+    plot_lines(series, path, title="held-out prediction PSNR vs the decoded real future (dynamics only)",
+               x_label="horizon h (the h-th block of 4 video frames after the context)", y_label="PSNR (dB)")
+
+
+def _predictions(store: LocalStore, models: dict[str, dict[str, Any]], clips: list[ClipRecord],
+                 n: int = 3) -> tuple[list[list[np.ndarray]], list[str]]:
+    """For up to ``n`` held-out clips: real frames, then each family's prediction (context + future,
+    decoded by its tokenizer), all ``[T, 64, 64, 3]`` uint8."""
+    from worldloom.cli.demo import DEMO_ENCODE_MAX_FRAMES, _heldout
+    from worldloom.models.tokenizer.shards import shard_key
+    from worldloom.models.world.data import load_sequences
+    from worldloom.models.world.evaluation import predict_latents
+    from worldloom.models.world.registry import load_world_model
+    from worldloom.tokenize.codec import square_frames
+
+    loaded = {f: load_world_model(store, m["model_id"]) for f, m in models.items()}
+    need = CONTEXT + max(HORIZONS)
+    any_record = {"request": {"val_fraction": 0.15}}
+    rows, chosen = [], []
+    with tempfile.TemporaryDirectory(prefix="wl-demo-wm-") as tmp:
+        for clip, split in _heldout(clips, any_record, n=len(clips)):
+            if split != "held out" or len(rows) >= n:
+                continue
+            preds = []
+            for family, lw in loaded.items():
+                seqs = load_sequences(store, [shard_key(lw.record.lineage.tokenizer_id, clip.clip_id)])
+                if not seqs or seqs[0].frames < need:
+                    break
+                x, _ = seqs[0].window(0, need)
+                ctx = x[None, :CONTEXT] if family == "ar" else x[None, :, :CONTEXT]
+                with torch.no_grad():
+                    pred = predict_latents(lw.model, ctx, max(HORIZONS), None, steps=10,
+                                           generator=torch.Generator().manual_seed(0))
+                    video = lw.tokenizer.decode(pred.float() if family == "diffusion" else pred).float().clamp(-1, 1)
+                frames = ((video[0].permute(1, 2, 3, 0) + 1) * 127.5).round().byte().numpy()
+                preds.append(_mark_predicted(frames, 1 + (CONTEXT - 1) * lw.tokenizer.config.t_compression))
+            if len(preds) != len(loaded):
+                continue
+            path = Path(tmp) / f"{clip.clip_id}.mp4"
+            store.download(clip.renditions[TRAIN_RENDITION], str(path))
+            real = square_frames(path, preds[0].shape[1], DEMO_ENCODE_MAX_FRAMES)[: len(preds[0])]
+            rows.append([real, *preds])
+            chosen.append(clip.clip_id)
+    return rows, chosen
+
+
+def _mark_predicted(frames: np.ndarray, first: int) -> np.ndarray:
+    """A red 1-pixel frame around every predicted (not given) frame, so the GIF shows where prediction starts."""
+    out = frames.copy()
+    for edge in (np.s_[first:, :1], np.s_[first:, -1:], np.s_[first:, :, :1], np.s_[first:, :, -1:]):
+        out[edge] = (230, 30, 30)
+    return out
+
+
+def world_summary(section: dict[str, Any], out: Path, console: Console) -> None:
+    table = Table(title=f"world models: held-out PSNR (dB), model / copy-last-frame, {CONTEXT} context latent frames",
+                  title_justify="left")
+    for col in ("model", "steps", "train s", "against", *[f"h{h}" for h in HORIZONS]):
+        table.add_column(col, justify="left" if col in ("model", "against") else "right")
+    for family, m in (section.get("models") or {}).items():
+        if m.get("state") != "succeeded":
+            table.add_row(f"{family} {m.get('model_id', '')}", "-", "-", "-", f"[red]{m.get('error')}")
+            continue
+        for against in ("real", "decoded"):
+            model = dict(_by_horizon(m["metrics"], "model", against))
+            copy = dict(_by_horizon(m["metrics"], "copy_last", against))
+            cells = [f"{model[h]:.2f} / {copy[h]:.2f}" if h in model and h in copy else "-" for h in HORIZONS]
+            first = against == "real"
+            table.add_row(f"{family} {m['model_id']}" if first else "", str(m["steps"]) if first else "",
+                          f"{m['train_seconds']:.0f}" if first else "",
+                          "real frames" if first else "decoded real", *cells)
+    console.print(table)
+    for name in (section.get("files") or {}).values():
+        console.print(f"file: {out / name}")
