@@ -190,3 +190,32 @@ def test_cli_model_train_show_and_refusals(env) -> None:
         assert refused.exit_code == 2 and "tokenizer_kind" in refused.output
         missing = runner.invoke(cli, ["model", "show", "wm-nope", "--api", server.url])
         assert missing.exit_code == 2 and "model_not_found" in missing.output
+
+
+def test_text_conditioning_on_captions(env) -> None:
+    from safetensors.numpy import load as load_safetensors
+
+    client, store, bus = env
+    # AR: the caption is a prefix token every frame token attends to, so it gets gradients from step 1
+    # (the DiT's adaLN-Zero path only once its zero-initialised modulation has moved)
+    base = {**JOB, "family": "ar", "tokenizer_id": "tok-discrete", "steps": 3, "eval_horizons": [1]}
+
+    def caption(i: int, text: str) -> None:
+        rec = ClipRecord.model_validate_json(store.get_bytes(clip_meta_key(f"c{i}")))
+        store.put_bytes(clip_meta_key(rec.clip_id), rec.model_copy(update={"caption": text}).model_dump_json().encode())
+
+    caption(0, "a stripe pattern moving right")
+    r = client.post("/v1/jobs", json={**base, "text": True})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "no_captions", r.text
+    caption(1, "a stripe pattern moving left")
+    caption(2, "a checkerboard drifting down")
+    ids = {}
+    for text in (False, True):
+        r = client.post("/v1/jobs", json={**base, "text": text})
+        assert r.status_code == 202, r.text
+        ids[text] = r.json()["model_id"]
+        assert _wait(client, ids[text])["state"] == "succeeded"
+    weights = {t: load_safetensors(store.get_bytes(f"models/{mid}/model/world_model.safetensors")) for t, mid in ids.items()}
+    name = "text.proj.weight"
+    # same seed, same init: only the job fed with caption embeddings moved the text projection
+    assert np.abs(weights[True][name] - weights[False][name]).max() > 1e-4

@@ -65,6 +65,7 @@ def train(
     context_frames: Annotated[int, typer.Option("--context-frames", help="latent frames given as context")] = 2,
     horizons: Annotated[str, typer.Option(help="evaluation horizons (latent frames), comma-separated")] = "1,2,4",
     actions: Annotated[bool, typer.Option("--actions", help="condition on recorded actions (simulator data)")] = False,
+    text: Annotated[bool, typer.Option("--text", help="condition on the clips' captions (MiniLM)")] = False,
     steps: Annotated[int, typer.Option(help="training steps")] = 1000,
     batch: Annotated[int, typer.Option(help="windows per step")] = 8,
     lr: Annotated[float, typer.Option(help="peak learning rate")] = 3e-4,
@@ -85,7 +86,7 @@ def train(
     if (clips_source is None) == (dataset is None):
         raise typer.BadParameter("give --clips-source SOURCE (\"*\" for every source) or --dataset NAME[@V]")
     body: dict[str, Any] = {
-        "name": name, "family": family.value, "size": size, "tokenizer_id": tokenizer, "actions": actions,
+        "name": name, "family": family.value, "size": size, "tokenizer_id": tokenizer, "actions": actions, "text": text,
         "window": window, "context_frames": context_frames, "eval_horizons": parse_horizons(horizons), "steps": steps,
         "batch": batch, "lr": lr, "workers": workers, "use_gpu": gpu, "parent_model": parent, "seed": seed}
     if dataset is not None:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from worldloom.core.errors import Refusal
 from worldloom.core import events
 from worldloom.core.bus import Bus
+from worldloom.core.catalog import ClipRecord, clip_meta_key
 from worldloom.core.jobs import read_progress, request_cancel, store_settings_payload
 from worldloom.core.selection import ClipFilter, DatasetRef, SelectionError, select_clips
 from worldloom.core.settings import StoreSettings
@@ -53,6 +54,7 @@ class JobRequest(BaseModel):
     dataset: DatasetRef | None = None
     clips: ClipFilter | None = None
     actions: bool = Field(False, description="condition on the episodes' recorded actions (simulator data)")
+    text: bool = Field(False, description="condition on the clips' captions (MiniLM embeddings); every clip needs one")
     window: int = Field(4, ge=2, le=64, description="latent frames per training window")
     context_frames: int = Field(1, ge=1, le=63)
     eval_horizons: list[int] = Field(default_factory=lambda: list(DEFAULT_HORIZONS), max_length=8)
@@ -105,6 +107,8 @@ class JobManager:
             raise TrainError(422, "no_tokenized_clips", f"none of the {len(sel.clips)} selected clips is tokenized "
                              f"with {req.tokenizer_id}; activate that tokenizer in the tokenize service first")
         sel.clips = tokenized
+        if req.text:
+            self._check_captions(sel.clips)
         train, val = sel.split(req.val_fraction)
         config = self._model_config(req, shard_key(req.tokenizer_id, train[0].clip_id), train[0].video_id)
         lineage = ModelLineage(datasets=[sel.label], clip_filter=sel.clip_filter, tokenizer_id=req.tokenizer_id,
@@ -119,7 +123,7 @@ class JobManager:
                 context_frames=req.context_frames, batch=req.batch, steps=req.steps, lr=req.lr,
                 checkpoint_every=req.checkpoint_every, log_every=req.log_every, seed=req.seed,
                 eval_horizons=list(req.eval_horizons), eval_steps=req.eval_steps,
-                init_from=model_key(model_prefix(req.parent_model)) if req.parent_model else None)
+                init_from=model_key(model_prefix(req.parent_model)) if req.parent_model else None, text=req.text)
         except ValueError as exc:
             raise TrainError(422, "bad_config", str(exc)) from None
         return job, lineage
@@ -182,6 +186,19 @@ class JobManager:
         self.registry.save(record)
         self._submit(model_id, job, req)
         return self.registry.get(model_id)
+
+    def _check_captions(self, clips: list[Any]) -> None:
+        missing = []
+        for clip in clips:
+            try:
+                record = ClipRecord.model_validate_json(self.store.get_bytes(clip_meta_key(clip.clip_id)))
+            except ObjectNotFound:
+                record = None
+            if record is None or not record.caption.strip():
+                missing.append(clip.clip_id)
+        if missing:
+            raise TrainError(422, "no_captions", f"{len(missing)} of {len(clips)} selected clips have no caption "
+                             f"(e.g. {missing[0]}); train without 'text' or select captioned clips")
 
     def _check_parent(self, req: JobRequest) -> None:
         try:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import bisect
 import json
+from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -66,6 +67,7 @@ class Sequence:
     data: Tensor  # tokens [T, h, w] int64 | latents [C, T, h, w] float32
     kind: str  # "discrete" | "continuous"
     actions: Tensor | None = None  # [T - 1, D] float32 | [T - 1] int64
+    text: Tensor | None = None  # [384] MiniLM embedding of the clip's caption
     clip_id: str = ""
     video_id: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
@@ -184,13 +186,16 @@ def load_actions(store: ObjectStore, video_id: str) -> np.ndarray | None:
 
 
 def load_sequences(store: ObjectStore, keys: Seq[str], *, actions: Pool | None = None,
-                   min_frames: int = 1) -> list[Sequence]:
+                   min_frames: int = 1, text: bool = False,
+                   embed: Callable[[list[str]], np.ndarray] | None = None) -> list[Sequence]:
     """Read shards ``keys`` into sequences (model layout); with ``actions`` ("mean" for continuous action
     models, "last" for discrete) also load and pool each clip's actions (see the module docstring).
 
     Every shard must have the same kind and spatial size. With ``actions`` a clip without an actions
     file is an error (an action-conditioned model must not silently train unconditioned); sequences
-    shorter than ``min_frames`` (after cutting frames without actions) are dropped.
+    shorter than ``min_frames`` (after cutting frames without actions) are dropped. With ``text`` every
+    sequence gets its clip's caption (from the catalog) embedded by ``embed`` (default: the packaged
+    MiniLM); a clip without a caption is an error, for the same reason.
     """
     out: list[Sequence] = []
     shape = None
@@ -217,7 +222,31 @@ def load_sequences(store: ObjectStore, keys: Seq[str], *, actions: Pool | None =
             seq.truncate(usable)
         if seq.frames >= min_frames:
             out.append(seq)
+    if text and out:
+        _attach_captions(store, out, embed)
     return out
+
+
+def _attach_captions(store: ObjectStore, sequences: list[Sequence],
+                     embed: Callable[[list[str]], np.ndarray] | None) -> None:
+    from worldloom.core.catalog import ClipRecord, clip_meta_key
+
+    captions = []
+    for seq in sequences:
+        try:
+            caption = ClipRecord.model_validate_json(store.get_bytes(clip_meta_key(seq.clip_id))).caption.strip()
+        except ObjectNotFound:
+            caption = ""
+        if not caption:
+            raise ValueError(f"clip {seq.clip_id!r} has no caption; train without text or curate it with captions")
+        captions.append(caption)
+    if embed is None:
+        from worldloom.models.text_embedder import shared_text_embedder
+
+        embed = shared_text_embedder().encode
+    vectors = torch.from_numpy(np.asarray(embed(captions), dtype=np.float32))
+    for seq, vec in zip(sequences, vectors):
+        seq.text = vec
 
 
 # ----------------------------------------------------------------------------------------------- sampling
@@ -247,6 +276,7 @@ class WindowSampler:
             raise ValueError(f"no sequence has {window} latent frames (longest: {longest})")
         self.window, self.batch, self.seed, self.rank = window, batch, seed, rank
         self.with_actions = all(s.actions is not None for s in self.sequences)
+        self.with_text = all(s.text is not None for s in self.sequences)
         counts = [s.frames - window + 1 for s in self.sequences]
         self._cum = np.cumsum(counts).tolist()
         self.step = start_step
@@ -258,17 +288,20 @@ class WindowSampler:
     def batch_at(self, step: int) -> dict[str, Tensor]:
         g = torch.Generator().manual_seed(batch_seed(self.seed, self.rank, step))
         picks = torch.randint(self.positions, (self.batch,), generator=g).tolist()
-        frames, acts, index = [], [], []
+        frames, acts, texts, index = [], [], [], []
         for p in picks:
             i = bisect.bisect_right(self._cum, p)
             start = p - (self._cum[i - 1] if i else 0)
             x, a = self.sequences[i].window(start, self.window)
             frames.append(x)
             acts.append(a)
+            texts.append(self.sequences[i].text)
             index.append((i, start))
         out = {"frames": torch.stack(frames), "index": torch.tensor(index, dtype=torch.long)}
         if self.with_actions:
             out["actions"] = torch.stack(acts)  # type: ignore[arg-type]
+        if self.with_text:
+            out["text"] = torch.stack(texts)  # type: ignore[arg-type]
         return out
 
     def __iter__(self) -> WindowSampler:

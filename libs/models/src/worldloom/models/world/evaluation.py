@@ -47,13 +47,14 @@ def horizon_video_frames(horizon: int, context_frames: int, tc: int) -> tuple[in
 
 
 def predict_latents(model: nn.Module, ctx: Tensor, num: int, actions: Tensor | None, *, steps: int = 10,
-                    cfg_scale: float = 1.0, temperature: float = 0.0,
-                    generator: torch.Generator | None = None) -> Tensor:
+                    cfg_scale: float = 1.0, temperature: float = 0.0, generator: torch.Generator | None = None,
+                    text: Tensor | None = None) -> Tensor:
     """``num`` latent frames after ``ctx`` from either family (AR tokens ``[B, T, h, w]``, latents ``[B, C, T, h, w]``)."""
     if isinstance(model, ARWorldModel):
-        return model.generate(ctx, num, actions=actions, temperature=temperature, generator=generator)
+        return model.generate(ctx, num, actions=actions, text=text, temperature=temperature, generator=generator)
     if isinstance(model, DiffusionWorldModel):
-        return model.sample(ctx, num, actions=actions, steps=steps, cfg_scale=cfg_scale, generator=generator)
+        return model.sample(ctx, num, actions=actions, text=text, steps=steps, cfg_scale=cfg_scale,
+                            generator=generator)
     raise TypeError(f"unsupported world model {type(model).__name__}")
 
 
@@ -92,6 +93,7 @@ def evaluate_prediction(model: nn.Module, tokenizer: CausalVideoTokenizer, seque
     chosen = [i for i, s in enumerate(sequences) if s.frames >= need][:max_sequences]
     if not chosen:
         raise ValueError(f"no sequence has {need} latent frames (context {context_frames} + horizon {hmax})")
+    use_text = getattr(model, "text", None) is not None and all(sequences[i].text is not None for i in chosen)
     use_actions = getattr(model, "actions", None) is not None and all(sequences[i].actions is not None
                                                                        for i in chosen)
     device = next(model.parameters()).device
@@ -110,8 +112,9 @@ def evaluate_prediction(model: nn.Module, tokenizer: CausalVideoTokenizer, seque
             x = torch.stack([w[0] for w in windows]).to(device)
             ctx = x[:, :context_frames] if isinstance(model, ARWorldModel) else x[:, :, :context_frames]
             acts = torch.stack([w[1] for w in windows]).to(device) if use_actions else None  # type: ignore[misc]
+            text = torch.stack([sequences[i].text for i in idx]).to(device) if use_text else None  # type: ignore[misc]
             pred = predict_latents(model, ctx, hmax, acts, steps=steps, cfg_scale=cfg_scale, temperature=temperature,
-                            generator=g)
+                                   generator=g, text=text)
             if isinstance(model, DiffusionWorldModel):
                 pred = pred.float()
             video_pred = tokenizer.decode(pred.to(tok_device)).float().clamp(-1, 1)

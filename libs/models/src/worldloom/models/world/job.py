@@ -184,6 +184,8 @@ class WorldModelJob:
     #: tensors whose name and shape match are copied, the rest (e.g. a new embodiment's action encoder)
     #: start fresh. A resumed job continues from its own checkpoint instead.
     init_from: str | None = None
+    #: condition on each clip's caption (MiniLM embedding, one prefix token / adaLN input per clip)
+    text: bool = False
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -196,6 +198,8 @@ class WorldModelJob:
             raise ValueError("no training shards")
         if not self.tokenizer_id:
             raise ValueError("tokenizer_id is required")
+        if self.text and cfg.text_dim is None:
+            raise ValueError("text=True but the model has no text conditioning (config text_dim is None)")
         for name in ("steps", "batch", "checkpoint_every", "log_every", "eval_steps", "eval_sequences"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
@@ -268,10 +272,11 @@ def _check_data(job: WorldModelJob, sequences: list[Sequence]) -> None:
 def compute_loss(model: nn.Module, family: str, batch: dict[str, Tensor], context_frames: int, *,
                  generator: torch.Generator | None = None) -> Tensor:
     """Training loss of one window batch (``model`` may be the DDP wrapper)."""
-    x, acts = batch["frames"], batch.get("actions")
+    x, acts, text = batch["frames"], batch.get("actions"), batch.get("text")
     if family == "ar":
-        return model(x, actions=acts, context_frames=context_frames)["loss"]
-    return model(x[:, :, :context_frames], x[:, :, context_frames:], actions=acts, generator=generator)["loss"]
+        return model(x, actions=acts, text=text, context_frames=context_frames)["loss"]
+    return model(x[:, :, :context_frames], x[:, :, context_frames:], actions=acts, text=text,
+                 generator=generator)["loss"]
 
 
 @torch.no_grad()
@@ -339,7 +344,8 @@ def _train(job: WorldModelJob, info: Any, store: ObjectStore, ckpts: StoreCheckp
     tokenizer = None
     if info.rank == 0 and job.eval_horizons:  # fail before training, not after it
         tokenizer = _load_tokenizer(store, job.tokenizer_id, device)
-    sequences = load_sequences(store, job.train_keys, actions=job.action_pooling, min_frames=job.window)  # type: ignore[arg-type]
+    sequences = load_sequences(store, job.train_keys, actions=job.action_pooling, min_frames=job.window,  # type: ignore[arg-type]
+                               text=job.text)
     if not sequences:
         raise ValueError(f"no training sequence has {job.window} latent frames")
     _check_data(job, sequences)
@@ -419,7 +425,7 @@ def _train(job: WorldModelJob, info: Any, store: ObjectStore, ckpts: StoreCheckp
 def _final_metrics(job: WorldModelJob, store: ObjectStore, model: nn.Module, tokenizer: Any,
                    train_sequences: list[Sequence]) -> dict[str, float]:
     tag = "val_" if job.val_keys else "train_"
-    sequences = (load_sequences(store, job.val_keys, actions=job.action_pooling)  # type: ignore[arg-type]
+    sequences = (load_sequences(store, job.val_keys, actions=job.action_pooling, text=job.text)  # type: ignore[arg-type]
                  if job.val_keys else train_sequences[:job.eval_sequences])
     metrics: dict[str, float] = {}
     if any(s.frames >= job.window for s in sequences):
