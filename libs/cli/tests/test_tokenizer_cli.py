@@ -142,7 +142,7 @@ def test_no_wait_then_cancel(service, trained) -> None:
 def test_ctrl_c_stops_waiting_and_says_how_to_follow_up(service, trained, monkeypatch) -> None:
     import worldloom.cli.tokenizer_cmd as cmd
 
-    def interrupted(client, tid, out, poll_s=1.0, record=None):  # noqa: ANN001, ANN202
+    def interrupted(client, tid, out, poll_s=1.0, record=None, fetch=None):  # noqa: ANN001, ANN202
         client.cancel_tokenizer(tid)  # keep the module's job queue short
         raise KeyboardInterrupt
 

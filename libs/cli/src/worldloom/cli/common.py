@@ -10,7 +10,7 @@ import httpx
 import typer
 from rich.console import Console
 
-from worldloom.cli.client import ApiFailure
+from worldloom.cli.client import ApiFailure, WorldloomClient
 
 console = Console(stderr=True)
 
@@ -34,3 +34,14 @@ def api_errors(api: str) -> Iterator[None]:
     except httpx.TransportError as exc:
         console.print(f"[red]cannot reach the service at {api}: {exc}")
         raise typer.Exit(2) from None
+
+
+@contextmanager
+def connected(api: str | None, token: str | None) -> Iterator[WorldloomClient]:
+    """A client for one command: service errors reported as by :func:`api_errors`, closed afterwards."""
+    client = WorldloomClient(api, token)
+    try:
+        with api_errors(client.api):
+            yield client
+    finally:
+        client.close()

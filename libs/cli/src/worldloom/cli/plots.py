@@ -52,15 +52,8 @@ def plot_training_curves(psnr: Curve, loss: Curve, path: str | Path, *, title: s
     Axes with ticks and grid, axis labels, a title and a legend; ``val_psnr`` (the held-out PSNR at
     the end of training) is drawn as a dashed line when given.
     """
-    from PIL import Image, ImageDraw, ImageFont
-
+    img, d, scale, (small, font, big) = _canvas(size)
     width, height = size
-    scale = min(width / 900, height / 520)
-    font = ImageFont.load_default(size=max(9, round(14 * scale)))
-    small = ImageFont.load_default(size=max(8, round(12 * scale)))
-    big = ImageFont.load_default(size=max(10, round(17 * scale)))
-    img = Image.new("RGB", size, "white")
-    d = ImageDraw.Draw(img)
     left, right = round(80 * scale), width - round(80 * scale)
     top, bottom = round(50 * scale), height - round(60 * scale)
 
@@ -141,6 +134,20 @@ def plot_training_curves(psnr: Curve, loss: Curve, path: str | Path, *, title: s
             d.line([(bx0 + 8 * scale, y), (bx0 + 30 * scale, y)], fill=colour, width=line_w)
         d.text((bx0 + 36 * scale, y), name, fill=_TEXT, font=small, anchor="lm")
 
+    return _save_png(img, path)
+
+
+def _canvas(size: tuple[int, int]):  # noqa: ANN202 - (PIL image, its draw, scale, (small, normal, big) fonts)
+    """A white image, its drawing context, the scale against the 900x520 design size and three fonts."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    scale = min(size[0] / 900, size[1] / 520)
+    fonts = tuple(ImageFont.load_default(size=max(lo, round(pt * scale))) for lo, pt in ((8, 12), (9, 14), (10, 17)))
+    img = Image.new("RGB", size, "white")
+    return img, ImageDraw.Draw(img), scale, fonts
+
+
+def _save_png(img, path: str | Path) -> Path:  # noqa: ANN001 - a PIL image
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, format="PNG", optimize=True)
@@ -173,15 +180,8 @@ def plot_lines(series: Sequence[tuple[str, tuple[int, int, int], bool, Curve]], 
 
     For a handful of points per line (e.g. PSNR at prediction horizons 1, 2, 4); x ticks are the
     points' own x values."""
-    from PIL import Image, ImageDraw, ImageFont
-
+    img, d, scale, (small, font, big) = _canvas(size)
     width, height = size
-    scale = min(width / 900, height / 520)
-    small = ImageFont.load_default(size=max(8, round(12 * scale)))
-    font = ImageFont.load_default(size=max(9, round(14 * scale)))
-    big = ImageFont.load_default(size=max(10, round(17 * scale)))
-    img = Image.new("RGB", size, "white")
-    d = ImageDraw.Draw(img)
     left, right = round(80 * scale), width - round(230 * scale)
     top, bottom = round(50 * scale), height - round(60 * scale)
     xs = sorted({float(x) for *_, pts in series for x, _ in pts}) or [0.0, 1.0]
@@ -225,10 +225,7 @@ def plot_lines(series: Sequence[tuple[str, tuple[int, int, int], bool, Curve]], 
         else:
             d.line([(xa, y), (xa + 24 * scale, y)], fill=colour, width=line_w)
         d.text((xa + 30 * scale, y), name, fill=_TEXT, font=small, anchor="lm")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, format="PNG", optimize=True)
-    return path
+    return _save_png(img, path)
 
 
 def write_grid_gif(rows: Sequence[Sequence[np.ndarray]], labels: Sequence[str], path: str | Path, *, zoom: int = 2,

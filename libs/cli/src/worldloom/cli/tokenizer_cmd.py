@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from worldloom.cli.client import ApiFailure, WorldloomClient
-from worldloom.cli.common import ApiOpt, TokenOpt, api_errors, console
+from worldloom.cli.common import ApiOpt, TokenOpt, connected, console
 from worldloom.cli.ingest_cmd import _short, expand_paths
 
 tokenizer_app = typer.Typer(help="Train, evaluate and manage video tokenizers (tokenize service).",
@@ -96,6 +96,17 @@ def follow_training(client: WorldloomClient, tokenizer_id: str, out: Console, po
             record = fetch(tokenizer_id)
 
 
+def follow_or_detach(client: WorldloomClient, job_id: str, record: dict[str, Any], command: str, *,
+                     fetch: Callable[[str], dict[str, Any]] | None = None, poll_s: float = 1.0) -> dict[str, Any]:
+    """:func:`follow_training`; Ctrl-C leaves the job running and says how to follow or cancel it (exit 130)."""
+    try:
+        return follow_training(client, job_id, console, poll_s, record, fetch)
+    except KeyboardInterrupt:
+        console.print(f"\n[yellow]stopped waiting; {job_id} keeps training on the service.[/]\n"
+                      f"  progress: worldloom {command} show {job_id}\n  cancel:   worldloom {command} cancel {job_id}")
+        raise typer.Exit(130) from None
+
+
 def metrics_table(record: dict[str, Any], title: str | None = None) -> Table:
     table = Table(title=title or f"tokenizer {record['tokenizer_id']} ({record['state']})", title_justify="left",
                   min_width=44)
@@ -157,10 +168,6 @@ def record_table(record: dict[str, Any]) -> Table:
     return table
 
 
-def _client(api: str | None, token: str | None) -> WorldloomClient:
-    return WorldloomClient(api, token)
-
-
 # ---------------------------------------------------------------------------------- commands
 
 
@@ -211,30 +218,20 @@ def train(
     else:
         body["clips"] = {"source": None if clips_source in ("*", "") else clips_source, "tags": clips_tag,
                          "limit": clips_limit}
-    client = _client(api, token)
-    try:
-        with api_errors(client.api):
-            record = client.train_tokenizer(body)
-            tid = record["tokenizer_id"]
-            lineage = record.get("lineage") or {}
-            console.print(f"started [bold]{tid}[/] ({_config_summary(record)}) on {lineage.get('train_clips', 0)} "
-                          f"clips, {lineage.get('val_clips', 0)} held out")
-            if no_wait:
-                if as_json:
-                    typer.echo(json.dumps(record, indent=2))
-                else:
-                    typer.echo(tid)
-                console.print(f"follow it with: worldloom tokenizer show {tid}")
-                return
-            try:
-                record = follow_training(client, tid, console, poll_s, record)
-            except KeyboardInterrupt:
-                console.print(f"\n[yellow]stopped waiting; {tid} keeps training on the service.[/]\n"
-                              f"  progress: worldloom tokenizer show {tid}\n"
-                              f"  cancel:   worldloom tokenizer cancel {tid}")
-                raise typer.Exit(130) from None
-    finally:
-        client.close()
+    with connected(api, token) as client:
+        record = client.train_tokenizer(body)
+        tid = record["tokenizer_id"]
+        lineage = record.get("lineage") or {}
+        console.print(f"started [bold]{tid}[/] ({_config_summary(record)}) on {lineage.get('train_clips', 0)} "
+                      f"clips, {lineage.get('val_clips', 0)} held out")
+        if no_wait:
+            if as_json:
+                typer.echo(json.dumps(record, indent=2))
+            else:
+                typer.echo(tid)
+            console.print(f"follow it with: worldloom tokenizer show {tid}")
+            return
+        record = follow_or_detach(client, tid, record, "tokenizer", poll_s=poll_s)
     if as_json:
         typer.echo(json.dumps(record, indent=2))
     else:
@@ -331,12 +328,8 @@ def eval_(
     if not files:
         console.print("[yellow]no video files found")
         raise typer.Exit(1)
-    client = _client(api, token)
-    try:
-        with api_errors(client.api):
-            used, rows = evaluate_files(client, files, tokenizer, resolution, console)
-    finally:
-        client.close()
+    with connected(api, token) as client:
+        used, rows = evaluate_files(client, files, tokenizer, resolution, console)
     if as_json:
         typer.echo(json.dumps({"tokenizer_id": used, "videos": [asdict(r) for r in rows], "mean": eval_summary(rows)},
                               indent=2))
@@ -353,12 +346,8 @@ def list_(
     token: TokenOpt = None,
 ) -> None:
     """The registry: every tokenizer with state, config and held-out metrics (newest first)."""
-    client = _client(api, token)
-    try:
-        with api_errors(client.api):
-            items = client.list_tokenizers()
-    finally:
-        client.close()
+    with connected(api, token) as client:
+        items = client.list_tokenizers()
     if as_json:
         typer.echo(json.dumps(items, indent=2))
         return
@@ -387,12 +376,8 @@ def show(
     token: TokenOpt = None,
 ) -> None:
     """State, progress, final metrics and lineage of one tokenizer."""
-    client = _client(api, token)
-    try:
-        with api_errors(client.api):
-            record = client.tokenizer(tokenizer_id)
-    finally:
-        client.close()
+    with connected(api, token) as client:
+        record = client.tokenizer(tokenizer_id)
     if as_json:
         typer.echo(json.dumps(record, indent=2))
         return
@@ -409,12 +394,8 @@ def activate(
     token: TokenOpt = None,
 ) -> None:
     """Make this tokenizer encode every clips.curated event; the service also backfills curated clips."""
-    client = _client(api, token)
-    try:
-        with api_errors(client.api):
-            record = client.activate_tokenizer(tokenizer_id)
-    finally:
-        client.close()
+    with connected(api, token) as client:
+        record = client.activate_tokenizer(tokenizer_id)
     console.print(f"[green]{record['tokenizer_id']} is active[/]: every accepted curated clip is being encoded "
                   f"into tokens/{record['tokenizer_id']}/ (clips.tokenized events)")
 
@@ -426,12 +407,8 @@ def cancel(
     token: TokenOpt = None,
 ) -> None:
     """Cancel a queued or running training job (workers stop at their next log step)."""
-    client = _client(api, token)
-    try:
-        with api_errors(client.api):
-            record = client.cancel_tokenizer(tokenizer_id)
-    finally:
-        client.close()
+    with connected(api, token) as client:
+        record = client.cancel_tokenizer(tokenizer_id)
     console.print(f"{record['tokenizer_id']}: cancel requested (state {record['state']}, "
                   f"step {record.get('step', 0)}/{record.get('total_steps', 0)})")
 

@@ -12,9 +12,8 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from worldloom.cli.client import WorldloomClient
-from worldloom.cli.common import api_errors, console
-from worldloom.cli.tokenizer_cmd import _dataset_ref, follow_training, latest
+from worldloom.cli.common import connected, console
+from worldloom.cli.tokenizer_cmd import _dataset_ref, follow_or_detach, latest
 from worldloom.cli.world_cmd import model_app
 
 TrainApiOpt = Annotated[Optional[str], typer.Option(
@@ -93,23 +92,14 @@ def train(
         body["dataset"] = _dataset_ref(dataset)
     else:
         body["clips"] = {"source": None if clips_source in ("*", "") else clips_source}
-    client = WorldloomClient(api, token)
-    try:
-        with api_errors(client.api):
-            record = client.train_world_model(body)
-            mid = record["model_id"]
-            lineage = record.get("lineage") or {}
-            console.print(f"started [bold]{mid}[/] ({family.value}, {size}) on {lineage.get('train_clips', 0)} clips, "
-                          f"{lineage.get('val_clips', 0)} held out")
-            if not no_wait:
-                try:
-                    record = follow_training(client, mid, console, record=record, fetch=client.world_job)
-                except KeyboardInterrupt:
-                    console.print(f"\n[yellow]stopped waiting; {mid} keeps training on the service.[/]\n"
-                                  f"  progress: worldloom model show {mid}\n  cancel:   worldloom model cancel {mid}")
-                    raise typer.Exit(130) from None
-    finally:
-        client.close()
+    with connected(api, token) as client:
+        record = client.train_world_model(body)
+        mid = record["model_id"]
+        lineage = record.get("lineage") or {}
+        console.print(f"started [bold]{mid}[/] ({family.value}, {size}) on {lineage.get('train_clips', 0)} clips, "
+                      f"{lineage.get('val_clips', 0)} held out")
+        if not no_wait:
+            record = follow_or_detach(client, mid, record, "model", fetch=client.world_job)
     if as_json:
         typer.echo(json.dumps(record, indent=2))
     elif no_wait:
@@ -125,12 +115,8 @@ def show(model_id: Annotated[str, typer.Argument(help="world-model id")],
          as_json: Annotated[bool, typer.Option("--json")] = False, api: TrainApiOpt = None,
          token: TrainTokenOpt = None) -> None:
     """State, percent done, metrics and lineage of a training job / registered model."""
-    client = WorldloomClient(api, token)
-    try:
-        with api_errors(client.api):
-            record = client.world_job(model_id)
-    finally:
-        client.close()
+    with connected(api, token) as client:
+        record = client.world_job(model_id)
     if as_json:
         typer.echo(json.dumps(record, indent=2))
     else:
@@ -141,10 +127,6 @@ def show(model_id: Annotated[str, typer.Argument(help="world-model id")],
 def cancel(model_id: Annotated[str, typer.Argument(help="world-model id")], api: TrainApiOpt = None,
            token: TrainTokenOpt = None) -> None:
     """Cancel a queued or running training job."""
-    client = WorldloomClient(api, token)
-    try:
-        with api_errors(client.api):
-            record = client.cancel_world_job(model_id)
-    finally:
-        client.close()
+    with connected(api, token) as client:
+        record = client.cancel_world_job(model_id)
     console.print(f"{model_id}: {record['state']}")
