@@ -89,6 +89,10 @@ def test_pool_actions_mean_last_and_truncation() -> None:
     ids = np.arange(12, dtype=np.int64)
     pooled, usable = pool_actions(ids, latent_frames=4, tc=4, pool="last")
     assert pooled.tolist() == [3, 7, 11] and pooled.dtype == np.int64
+    rewards = np.ones(12, np.float32)  # rewards add up over the 4 steps into a latent frame, flags take the max
+    assert pool_actions(rewards, latent_frames=4, tc=4, pool="sum")[0].tolist() == [4.0, 4.0, 4.0]
+    done = (np.arange(12) == 6).astype(np.uint8)
+    assert pool_actions(done, latent_frames=4, tc=4, pool="max")[0].tolist() == [0.0, 1.0, 0.0]
 
 
 def test_load_sequences_with_actions_and_deterministic_sampler(tmp_path: Path) -> None:

@@ -219,3 +219,22 @@ def test_text_conditioning_on_captions(env) -> None:
     name = "text.proj.weight"
     # same seed, same init: only the job fed with caption embeddings moved the text projection
     assert np.abs(weights[True][name] - weights[False][name]).max() > 1e-4
+
+
+def test_reward_heads_train_on_recorded_rewards(env) -> None:
+    client, store, bus = env
+    base = {**JOB, "family": "diffusion", "tokenizer_id": "tok-continuous", "actions": True, "rewards": True,
+            "steps": 4, "eval_horizons": [1]}
+    r = client.post("/v1/jobs", json=base)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "no_rewards", r.text
+    for i in range(3):  # 20 steps each: reward 1 on every 5th step, the episode ends at the last one
+        rng = np.random.default_rng(i)
+        store.put_bytes(f"raw/v{i}/actions.safetensors", save_safetensors({
+            "actions": rng.integers(0, 2, 20), "rewards": (np.arange(20) % 5 == 4).astype(np.float32),
+            "terminated": (np.arange(20) == 19).astype(np.uint8)}))
+    r = client.post("/v1/jobs", json=base)
+    assert r.status_code == 202, r.text
+    rec = _wait(client, r.json()["model_id"])
+    assert rec["state"] == "succeeded" and rec["config"]["reward_head"] is True, rec
+    m = rec["metrics"]
+    assert {"val_reward_mse", "val_termination_bce", "val_reward_mse_mean_baseline"} <= set(m), m

@@ -30,7 +30,7 @@ from worldloom.models.tokenizer.shards import shard_key
 from worldloom.models.training import ScalingSpec
 from worldloom.models.world import ActionSpec, ARConfig, DiTConfig
 from worldloom.models.world.common import SIZES
-from worldloom.models.world.data import actions_meta_key, read_shard
+from worldloom.models.world.data import actions_meta_key, load_episode_arrays, read_shard
 from worldloom.models.world.job import DEFAULT_HORIZONS, WorldModelJob, model_key, run_job
 from worldloom.models.world.registry import ModelLineage, ModelNotFound, ModelRecord, ModelRegistry, model_prefix
 from worldloom.train.settings import TrainSettings
@@ -55,6 +55,8 @@ class JobRequest(BaseModel):
     clips: ClipFilter | None = None
     actions: bool = Field(False, description="condition on the episodes' recorded actions (simulator data)")
     text: bool = Field(False, description="condition on the clips' captions (MiniLM embeddings); every clip needs one")
+    rewards: bool = Field(False, description="train reward and termination heads on the episodes' recorded rewards "
+                                             "(simulator data; for RL in imagination)")
     window: int = Field(4, ge=2, le=64, description="latent frames per training window")
     context_frames: int = Field(1, ge=1, le=63)
     eval_horizons: list[int] = Field(default_factory=lambda: list(DEFAULT_HORIZONS), max_length=8)
@@ -123,7 +125,8 @@ class JobManager:
                 context_frames=req.context_frames, batch=req.batch, steps=req.steps, lr=req.lr,
                 checkpoint_every=req.checkpoint_every, log_every=req.log_every, seed=req.seed,
                 eval_horizons=list(req.eval_horizons), eval_steps=req.eval_steps,
-                init_from=model_key(model_prefix(req.parent_model)) if req.parent_model else None, text=req.text)
+                init_from=model_key(model_prefix(req.parent_model)) if req.parent_model else None, text=req.text,
+                rewards=req.rewards)
         except ValueError as exc:
             raise TrainError(422, "bad_config", str(exc)) from None
         return job, lineage
@@ -140,17 +143,22 @@ class JobManager:
             raise TrainError(422, "tokenizer_kind", f"the {req.family} family needs a {want} tokenizer; "
                              f"{req.tokenizer_id} is {tokenizer.config.kind}")
         action = self._action_spec(video_id) if req.actions else None
+        if req.rewards:
+            arrays = load_episode_arrays(self.store, video_id)
+            if arrays is None or "rewards" not in arrays:
+                raise TrainError(422, "no_rewards", f"video {video_id} has no recorded rewards (only simulator "
+                                 "episodes have them); train without 'rewards'")
         horizon = max(req.eval_horizons, default=1)
         try:
             if req.family == "ar":
                 _, h, w = array.shape
                 return ARConfig.for_tokenizer(tokenizer.config, req.size, factorized=req.ar_head == "factorized",
-                                              tokens_per_frame=h * w, action=action,
+                                              tokens_per_frame=h * w, action=action, reward_head=req.rewards,
                                               max_frames=max(req.window, req.context_frames + horizon)).to_dict()
             c, _, h, w = array.shape
             return DiTConfig.preset(req.size, in_channels=c, latent_size=(h, w), patch_size=2 if min(h, w) >= 8 else 1,
                                     max_frames=req.window, n_future=req.window - req.context_frames,
-                                    action=action).to_dict()
+                                    action=action, reward_head=req.rewards).to_dict()
         except (TypeError, ValueError) as exc:
             raise TrainError(422, "bad_config", str(exc)) from None
 

@@ -49,7 +49,7 @@ from torch import Tensor
 from worldloom.core.store.base import ObjectNotFound, ObjectStore
 from worldloom.models.tokenizer.shards import read_shard  # the reader lives with the writer
 
-Pool = Literal["mean", "last"]
+Pool = Literal["mean", "last", "sum", "max"]
 
 
 def actions_key(video_id: str) -> str:
@@ -68,6 +68,8 @@ class Sequence:
     kind: str  # "discrete" | "continuous"
     actions: Tensor | None = None  # [T - 1, D] float32 | [T - 1] int64
     text: Tensor | None = None  # [384] MiniLM embedding of the clip's caption
+    rewards: Tensor | None = None  # [T] float32: reward summed over the steps leading into frame t (0 for t=0)
+    terminations: Tensor | None = None  # [T] float32: 1 if an episode ended on the way into frame t
     clip_id: str = ""
     video_id: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
@@ -85,10 +87,20 @@ class Sequence:
         a = self.actions[start:start + length - 1] if self.actions is not None else None
         return x, a
 
+    def targets(self, start: int, length: int) -> tuple[Tensor | None, Tensor | None]:
+        """Per-frame reward and termination targets of the same window (None where the clip has none)."""
+        end = start + length
+        return (self.rewards[start:end] if self.rewards is not None else None,
+                self.terminations[start:end] if self.terminations is not None else None)
+
     def truncate(self, frames: int) -> None:
         self.data = self.data[:frames] if self.kind == "discrete" else self.data[:, :frames]
         if self.actions is not None:
             self.actions = self.actions[: max(frames - 1, 0)]
+        if self.rewards is not None:
+            self.rewards = self.rewards[:frames]
+        if self.terminations is not None:
+            self.terminations = self.terminations[:frames]
 
 
 # ------------------------------------------------------------------------------------------------ shards
@@ -109,7 +121,8 @@ def t_compression_of(meta: dict[str, Any]) -> int:
 
 def pool_actions(steps: np.ndarray, latent_frames: int, tc: int, offset: int = 0, pool: Pool = "mean",
                  step_of_frame: Seq[int] | None = None) -> tuple[np.ndarray, int]:
-    """Pool per-step actions to one row per latent transition.
+    """Pool per-step actions (or rewards: ``pool="sum"``, termination flags: ``pool="max"``) to one row per
+    latent transition.
 
     ``steps`` ``[S, ...]`` (``steps[i]`` leads source frame ``i`` -> ``i + 1``). Clip frame ``k`` is source
     frame ``offset + k`` (or ``step_of_frame[k]`` when given, for resampled clips). Row ``j - 1`` pools
@@ -117,8 +130,8 @@ def pool_actions(steps: np.ndarray, latent_frames: int, tc: int, offset: int = 0
     ``src((j-1)*tc)`` up to ``src(j*tc) - 1``. Returns ``(pooled, usable_latent_frames)``: rows stop where
     the recorded steps run out (``pooled`` has ``usable - 1`` rows).
     """
-    if pool not in ("mean", "last"):
-        raise ValueError(f"pool must be 'mean' or 'last', got {pool!r}")
+    if pool not in ("mean", "last", "sum", "max"):
+        raise ValueError(f"pool must be 'mean', 'last', 'sum' or 'max', got {pool!r}")
     flat = steps.reshape(steps.shape[0], -1) if pool == "mean" else steps.reshape(steps.shape[0])
 
     def src(k: int) -> int:
@@ -132,9 +145,15 @@ def pool_actions(steps: np.ndarray, latent_frames: int, tc: int, offset: int = 0
         if lo < 0 or hi <= lo or hi > flat.shape[0]:
             break
         group = flat[lo:hi]
-        rows.append(group.astype(np.float32).mean(axis=0) if pool == "mean" else group[-1])
+        if pool in ("sum", "max"):
+            g = group.astype(np.float32)
+            rows.append(g.sum() if pool == "sum" else g.max())
+        else:
+            rows.append(group.astype(np.float32).mean(axis=0) if pool == "mean" else group[-1])
     usable = len(rows) + 1
-    if pool == "mean":
+    if pool in ("sum", "max"):
+        out = np.asarray(rows, dtype=np.float32)
+    elif pool == "mean":
         out = np.stack(rows).astype(np.float32) if rows else np.zeros((0, flat.shape[1]), np.float32)
     else:
         out = np.asarray(rows, dtype=np.int64)
@@ -168,15 +187,23 @@ def _clip_alignment(store: ObjectStore, meta: dict[str, Any], video_id: str,
     return start, None
 
 
-def load_actions(store: ObjectStore, video_id: str) -> np.ndarray | None:
-    """``actions`` of ``raw/<video_id>/actions.safetensors``, or None when the video has none."""
+def load_episode_arrays(store: ObjectStore, video_id: str) -> dict[str, np.ndarray] | None:
+    """The per-step arrays recorded with an episode (``actions``, ``rewards``, ``terminated``,
+    ``truncated``) from ``raw/<video_id>/actions.safetensors``, or None when the video has none."""
     from safetensors.numpy import load as load_safetensors
 
     try:
         payload = store.get_bytes(actions_key(video_id))
     except ObjectNotFound:
         return None
-    arrays = load_safetensors(payload)
+    return load_safetensors(payload)
+
+
+def load_actions(store: ObjectStore, video_id: str) -> np.ndarray | None:
+    """``actions`` of ``raw/<video_id>/actions.safetensors``, or None when the video has none."""
+    arrays = load_episode_arrays(store, video_id)
+    if arrays is None:
+        return None
     if "actions" not in arrays:
         raise ValueError(f"{actions_key(video_id)} has no 'actions' tensor")
     return arrays["actions"]
@@ -187,7 +214,7 @@ def load_actions(store: ObjectStore, video_id: str) -> np.ndarray | None:
 
 def load_sequences(store: ObjectStore, keys: Seq[str], *, actions: Pool | None = None,
                    min_frames: int = 1, text: bool = False,
-                   embed: Callable[[list[str]], np.ndarray] | None = None) -> list[Sequence]:
+                   embed: Callable[[list[str]], np.ndarray] | None = None, rewards: bool = False) -> list[Sequence]:
     """Read shards ``keys`` into sequences (model layout); with ``actions`` ("mean" for continuous action
     models, "last" for discrete) also load and pool each clip's actions (see the module docstring).
 
@@ -195,7 +222,8 @@ def load_sequences(store: ObjectStore, keys: Seq[str], *, actions: Pool | None =
     file is an error (an action-conditioned model must not silently train unconditioned); sequences
     shorter than ``min_frames`` (after cutting frames without actions) are dropped. With ``text`` every
     sequence gets its clip's caption (from the catalog) embedded by ``embed`` (default: the packaged
-    MiniLM); a clip without a caption is an error, for the same reason.
+    MiniLM); a clip without a caption is an error, for the same reason. With ``rewards`` every sequence gets
+    per-frame reward (summed over the steps into the frame) and termination targets from its episode arrays.
     """
     out: list[Sequence] = []
     shape = None
@@ -220,11 +248,27 @@ def load_sequences(store: ObjectStore, keys: Seq[str], *, actions: Pool | None =
             pooled, usable = pool_actions(steps, seq.frames, tc, start, actions, step_of_frame)
             seq.actions = torch.from_numpy(pooled)
             seq.truncate(usable)
+        if rewards:
+            _attach_rewards(store, key, seq)
         if seq.frames >= min_frames:
             out.append(seq)
     if text and out:
         _attach_captions(store, out, embed)
     return out
+
+
+def _attach_rewards(store: ObjectStore, key: str, seq: Sequence) -> None:
+    arrays = load_episode_arrays(store, seq.video_id) if seq.video_id else None
+    if arrays is None or "rewards" not in arrays:
+        raise ValueError(f"{key}: video {seq.video_id!r} has no recorded rewards ({actions_key(seq.video_id)})")
+    tc = t_compression_of(seq.meta)
+    start, step_of_frame = _clip_alignment(store, seq.meta, seq.video_id, 1 + (seq.frames - 1) * tc)
+    done = np.asarray(arrays.get("terminated", np.zeros_like(arrays["rewards"])), dtype=np.float32)
+    r, usable = pool_actions(arrays["rewards"], seq.frames, tc, start, "sum", step_of_frame)
+    d, _ = pool_actions(done, seq.frames, tc, start, "max", step_of_frame)
+    seq.truncate(usable)
+    seq.rewards = torch.from_numpy(np.concatenate([[0.0], r]).astype(np.float32))  # nothing leads into frame 0
+    seq.terminations = torch.from_numpy(np.concatenate([[0.0], d]).astype(np.float32))
 
 
 def _attach_captions(store: ObjectStore, sequences: list[Sequence],
@@ -277,6 +321,7 @@ class WindowSampler:
         self.window, self.batch, self.seed, self.rank = window, batch, seed, rank
         self.with_actions = all(s.actions is not None for s in self.sequences)
         self.with_text = all(s.text is not None for s in self.sequences)
+        self.with_rewards = all(s.rewards is not None for s in self.sequences)
         counts = [s.frames - window + 1 for s in self.sequences]
         self._cum = np.cumsum(counts).tolist()
         self.step = start_step
@@ -288,7 +333,7 @@ class WindowSampler:
     def batch_at(self, step: int) -> dict[str, Tensor]:
         g = torch.Generator().manual_seed(batch_seed(self.seed, self.rank, step))
         picks = torch.randint(self.positions, (self.batch,), generator=g).tolist()
-        frames, acts, texts, index = [], [], [], []
+        frames, acts, texts, targets, index = [], [], [], [], []
         for p in picks:
             i = bisect.bisect_right(self._cum, p)
             start = p - (self._cum[i - 1] if i else 0)
@@ -296,12 +341,16 @@ class WindowSampler:
             frames.append(x)
             acts.append(a)
             texts.append(self.sequences[i].text)
+            targets.append(self.sequences[i].targets(start, self.window))
             index.append((i, start))
         out = {"frames": torch.stack(frames), "index": torch.tensor(index, dtype=torch.long)}
         if self.with_actions:
             out["actions"] = torch.stack(acts)  # type: ignore[arg-type]
         if self.with_text:
             out["text"] = torch.stack(texts)  # type: ignore[arg-type]
+        if self.with_rewards:
+            out["rewards"] = torch.stack([r for r, _ in targets])  # type: ignore[misc]
+            out["terminations"] = torch.stack([d for _, d in targets])  # type: ignore[misc]
         return out
 
     def __iter__(self) -> WindowSampler:

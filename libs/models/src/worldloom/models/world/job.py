@@ -186,6 +186,8 @@ class WorldModelJob:
     init_from: str | None = None
     #: condition on each clip's caption (MiniLM embedding, one prefix token / adaLN input per clip)
     text: bool = False
+    #: train the reward / termination heads on the episodes' recorded rewards (the model needs reward_head)
+    rewards: bool = False
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -198,6 +200,8 @@ class WorldModelJob:
             raise ValueError("no training shards")
         if not self.tokenizer_id:
             raise ValueError("tokenizer_id is required")
+        if self.rewards and not cfg.reward_head:
+            raise ValueError("rewards=True but the model has no reward head (config reward_head is False)")
         if self.text and cfg.text_dim is None:
             raise ValueError("text=True but the model has no text conditioning (config text_dim is None)")
         for name in ("steps", "batch", "checkpoint_every", "log_every", "eval_steps", "eval_sequences"):
@@ -269,31 +273,46 @@ def _check_data(job: WorldModelJob, sequences: list[Sequence]) -> None:
                              f"{cfg.in_channels}, latent_size={cfg.latent_size}")
 
 
+def forward_batch(model: nn.Module, family: str, batch: dict[str, Tensor], context_frames: int, *,
+                  generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """The model's outputs on one window batch (``model`` may be the DDP wrapper): ``loss`` and, with
+    reward targets in the batch, ``reward_loss`` / ``termination_loss``."""
+    x, extra = batch["frames"], {k: batch.get(k) for k in ("actions", "text", "rewards", "terminations")}
+    if family == "ar":
+        return model(x, context_frames=context_frames, **extra)
+    return model(x[:, :, :context_frames], x[:, :, context_frames:], generator=generator, **extra)
+
+
 def compute_loss(model: nn.Module, family: str, batch: dict[str, Tensor], context_frames: int, *,
                  generator: torch.Generator | None = None) -> Tensor:
-    """Training loss of one window batch (``model`` may be the DDP wrapper)."""
-    x, acts, text = batch["frames"], batch.get("actions"), batch.get("text")
-    if family == "ar":
-        return model(x, actions=acts, text=text, context_frames=context_frames)["loss"]
-    return model(x[:, :, :context_frames], x[:, :, context_frames:], actions=acts, text=text,
-                 generator=generator)["loss"]
+    """Training loss of one window batch."""
+    return forward_batch(model, family, batch, context_frames, generator=generator)["loss"]
 
 
 @torch.no_grad()
 def validation_loss(model: nn.Module, family: str, sequences: list[Sequence], job: WorldModelJob,
-                    batches: int = 4) -> float:
-    """Mean teacher-forced loss over fixed (seeded) windows; eval mode (no CFG drop)."""
+                    batches: int = 4) -> dict[str, float]:
+    """Mean teacher-forced losses over fixed (seeded) windows, eval mode (no CFG drop): ``loss`` and, when
+    the sequences carry rewards, ``reward_mse``, ``termination_bce`` and ``reward_mse_mean_baseline`` (the
+    MSE of always predicting the batch's mean reward: a reward head that learnt something beats it)."""
     device = next(model.parameters()).device
     sampler = WindowSampler(sequences, job.window, job.batch, seed=job.seed + 1, rank=0)
+    names = {"loss": "loss", "reward_loss": "reward_mse", "termination_loss": "termination_bce"}
+    totals: dict[str, float] = {}
     was = model.training
     model.eval()
     try:
-        total = 0.0
         for i in range(batches):
             b = {k: v.to(device) for k, v in sampler.batch_at(i).items()}
             g = torch.Generator().manual_seed(batch_seed(job.seed + 1, 0, i))
-            total += float(compute_loss(model, family, b, job.context_frames, generator=g))
-        return total / batches
+            out = forward_batch(model, family, b, job.context_frames, generator=g)
+            for key, name in names.items():
+                if key in out:
+                    totals[name] = totals.get(name, 0.0) + float(out[key])
+            if "rewards" in b:  # baseline: always predict the batch's mean reward
+                totals["reward_mse_mean_baseline"] = totals.get("reward_mse_mean_baseline", 0.0) + \
+                    float(b["rewards"].float().var(unbiased=False))
+        return {k: v / batches for k, v in totals.items()}
     finally:
         model.train(was)
 
@@ -345,7 +364,7 @@ def _train(job: WorldModelJob, info: Any, store: ObjectStore, ckpts: StoreCheckp
     if info.rank == 0 and job.eval_horizons:  # fail before training, not after it
         tokenizer = _load_tokenizer(store, job.tokenizer_id, device)
     sequences = load_sequences(store, job.train_keys, actions=job.action_pooling, min_frames=job.window,  # type: ignore[arg-type]
-                               text=job.text)
+                               text=job.text, rewards=job.rewards)
     if not sequences:
         raise ValueError(f"no training sequence has {job.window} latent frames")
     _check_data(job, sequences)
@@ -425,11 +444,12 @@ def _train(job: WorldModelJob, info: Any, store: ObjectStore, ckpts: StoreCheckp
 def _final_metrics(job: WorldModelJob, store: ObjectStore, model: nn.Module, tokenizer: Any,
                    train_sequences: list[Sequence]) -> dict[str, float]:
     tag = "val_" if job.val_keys else "train_"
-    sequences = (load_sequences(store, job.val_keys, actions=job.action_pooling, text=job.text)  # type: ignore[arg-type]
+    sequences = (load_sequences(store, job.val_keys, actions=job.action_pooling, text=job.text,  # type: ignore[arg-type]
+                                rewards=job.rewards)
                  if job.val_keys else train_sequences[:job.eval_sequences])
     metrics: dict[str, float] = {}
     if any(s.frames >= job.window for s in sequences):
-        metrics[f"{tag}loss"] = validation_loss(model, job.family, sequences, job)
+        metrics.update({f"{tag}{k}": v for k, v in validation_loss(model, job.family, sequences, job).items()})
     if tokenizer is None:
         return metrics
     longest = max((s.frames for s in sequences), default=0)
