@@ -6,7 +6,8 @@ and writes clips, shards and Milvus Lite vectors; the search service answers tex
 Then the tokenize service trains a small video tokenizer on the curated clips through its HTTP API
 (the same client and progress bar as `worldloom tokenizer train`), activates it so every curated clip
 is encoded into a token shard, and the demo writes reconstructions and training curves next to the report.
-Last, the train service pretrains a tiny world model of each family on those shards (see demo_world.py).
+Last, simulator episodes are recorded, curated and tokenized, and the train service pretrains a tiny
+world model of each family on them (see demo_world.py).
 """
 
 from __future__ import annotations
@@ -141,14 +142,11 @@ def run_demo(data: Path, out: Path, console: Console, tokenizer_steps: int | Non
             if world_models and tok.get("state") == "succeeded" and "api" in tok:
                 from worldloom.cli.demo_world import world_stage
 
-                console.rule("[bold]5. world models (discrete tokenizer, then autoregressive + diffusion)")
-                tokenize = WorldloomClient(tok["api"], token)
-                try:
-                    report["world_models"] = world_stage(stack, store, bus, store_settings, http, token, tokenize,
-                                                         tok["tokenizer_id"], config_hash,
-                                                         _accepted_clips(store, config_hash), out, console)
-                finally:
-                    tokenize.close()
+                console.rule("[bold]5. world models on simulator episodes (record, curate, tokenize, train)")
+                with WorldloomClient(tok["api"], token) as tokenize:
+                    report["world_models"] = world_stage(stack, store, bus, store_settings, http, token, ingest.url,
+                                                         curate.url, tokenize, tok["tokenizer_id"],
+                                                         len(_accepted_clips(store, config_hash)), out, console)
 
     report.update({
         "store": str(store.root),

@@ -1,17 +1,20 @@
-"""Stage 5 of `make demo`: a tiny world model of each family, trained through the train service.
+"""Stage 5 of `make demo`: a tiny world model of each family on simulator episodes, through the services.
 
-The diffusion model learns on the continuous demo tokenizer's latents (stage 4); the autoregressive one
-needs discrete tokens, so a small FSQ tokenizer is trained and activated first (the tokenize service
-backfills every curated clip with it). Both jobs go through the train service's HTTP API with the same
-progress bar as the tokenizer; its evaluation scores predictions on held-out clips against the
-copy-last-frame baseline. The demo then draws predicted-vs-real GIFs for held-out clips and a
-PSNR-by-horizon plot.
+1. The ingest service records random-policy Pendulum-v1 episodes (frames + per-step actions and rewards).
+2. The curate service curates them with a profile for rendered simulator footage: the default filters
+   would reject a white background as "overexposed" and near-identical episodes as duplicates.
+3. The active (continuous) demo tokenizer encodes the accepted episodes; a small FSQ tokenizer is trained
+   on them for the autoregressive model and activated (the tokenize service backfills every clip).
+4. The train service pretrains a tiny diffusion and a tiny AR model, action-conditioned, and scores them
+   on held-out episodes against the copy-last-frame baseline.
+5. The demo draws predicted-vs-real GIFs for held-out episodes and a PSNR-by-horizon plot.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from worldloom.cli.client import ApiFailure, WorldloomClient
@@ -29,8 +33,12 @@ from worldloom.core.service.background import BackgroundServer
 from worldloom.core.settings import HttpSettings, StoreSettings
 from worldloom.core.store.local import LocalStore
 
-#: training steps per family (a tiny model: about 0.1-0.3 s a step on 2 CPU cores)
-DEFAULT_WORLD_STEPS = {"diffusion": 800, "ar": 300}
+ENV, EPISODES, EPISODE_STEPS = "Pendulum-v1", 24, 96
+#: curation profile for rendered simulator footage (see the module docstring)
+SIM_CURATION = {"filters": {"max_overexposed_fraction": None, "max_shake": None},
+                "dedup": {"max_phash_distance": 0, "semantic_threshold": 1.0, "against_index": False}}
+#: training steps per family (tiny models: about 0.1 s (diffusion) and 0.25 s (AR) a step on 2 CPU cores)
+DEFAULT_WORLD_STEPS = {"diffusion": 1200, "ar": 400}
 DISCRETE_TOKENIZER_STEPS = 120
 CONTEXT, HORIZONS = 2, [1, 2, 4]  # latent frames: 2 = video frames 0-4; horizon 4 = video frames 13-16
 PRED_GIF, PSNR_PNG = "world_predictions.gif", "world_psnr_by_horizon.png"
@@ -38,36 +46,46 @@ COLOURS = {"ar": (31, 119, 180), "diffusion": (214, 39, 40), "copy_last": (120, 
 
 
 def world_stage(stack: ExitStack, store: LocalStore, bus: InProcessBus, store_settings: StoreSettings,
-                http: HttpSettings, token: str, tokenize: WorldloomClient, continuous_id: str, config_hash: str,
-                clips: list[ClipRecord], out: Path, console: Console,
+                http: HttpSettings, token: str, ingest_url: str, curate_url: str, tokenize: WorldloomClient,
+                continuous_id: str, clips_before: int, out: Path, console: Console,
                 steps: dict[str, int] | None = None) -> dict[str, Any]:
-    from worldloom.cli.demo import _wait_for_tokens
+    from worldloom.cli.demo import _accepted_clips, _wait_for_tokens
     from worldloom.train.app import build_app as build_train
     from worldloom.train.settings import TrainSettings
 
     steps = {**DEFAULT_WORLD_STEPS, **(steps or {})}
-    section: dict[str, Any] = {"context_frames": CONTEXT, "horizons": HORIZONS}
+    section: dict[str, Any] = {"env": ENV, "context_frames": CONTEXT, "horizons": HORIZONS}
     try:
-        discrete_id = _discrete_tokenizer(tokenize, config_hash, console)
+        with WorldloomClient(ingest_url, token) as ingest, WorldloomClient(curate_url, token) as curate:
+            video_ids = _record_episodes(ingest, console)
+            run = _curate_episodes(curate, video_ids, console)
+        clips = _accepted_clips(store, run["config_hash"])
+        section.update({"episodes": len(video_ids), "curation_run": run["run_id"], "config_hash": run["config_hash"],
+                        "episodes_accepted": len(clips)})
+        if len(clips) < 4:
+            raise ApiFailure(422, "too_few_episodes", f"only {len(clips)} episodes passed curation "
+                             f"({run.get('rejections_by_filter')})")
+        total = clips_before + len(clips)
+        console.print(f"the active tokenizer {continuous_id} encodes the new clips (clips.curated)")
+        _wait_for_tokens(store, continuous_id, total, console)
+        discrete_id = _discrete_tokenizer(tokenize, run["config_hash"], console)
         tokenize.activate_tokenizer(discrete_id)
         section["discrete_tokenizer"] = discrete_id
-        section["clips_tokenized_discrete"] = _wait_for_tokens(store, discrete_id, len(clips), console)
+        section["clips_tokenized_discrete"] = _wait_for_tokens(store, discrete_id, total, console)
     except ApiFailure as exc:
-        console.print(f"[red]discrete tokenizer failed: {exc}")
+        console.print(f"[red]simulator episodes / discrete tokenizer failed: {exc}")
         return {**section, "error": str(exc)}
     settings = TrainSettings(store=store_settings, http=http, in_process_training=True)
     server = stack.enter_context(BackgroundServer(build_train(settings, store=store, bus=bus)))
     console.print(f"train API {server.url} (training in-process; a deployment trains on Ray)")
-    client = WorldloomClient(server.url, token)
     models: dict[str, dict[str, Any]] = {}
-    try:
-        for family, tid in (("diffusion", continuous_id), ("ar", discrete_id)):
-            models[family] = _train(client, family, tid, config_hash, steps[family], console)
-    except ApiFailure as exc:
-        console.print(f"[red]world-model training failed: {exc}")
-        section["error"] = str(exc)
-    finally:
-        client.close()
+    with WorldloomClient(server.url, token) as client:
+        try:
+            for family, tid in (("diffusion", continuous_id), ("ar", discrete_id)):
+                models[family] = _train(client, family, tid, run["config_hash"], steps[family], console)
+        except ApiFailure as exc:
+            console.print(f"[red]world-model training failed: {exc}")
+            section["error"] = str(exc)
     section["models"] = models
     done = {f: m for f, m in models.items() if m.get("state") == "succeeded"}
     files: dict[str, str] = {}
@@ -78,10 +96,46 @@ def world_stage(stack: ExitStack, store: LocalStore, bus: InProcessBus, store_se
         if rows:
             from worldloom.cli.plots import write_grid_gif
 
-            write_grid_gif(rows, ["real", *[f"{f} predicted" for f in done]], out / PRED_GIF, zoom=2, fps=4.0)
+            write_grid_gif(rows, ["real", *[f"{f} predicted" for f in done]], out / PRED_GIF, zoom=2, fps=8.0)
             files["predictions_gif"] = PRED_GIF
     section["files"] = files
     return section
+
+
+def _poll(fetch: Callable[[], dict[str, Any]], percent: Callable[[dict[str, Any]], float], label: str,
+          console: Console, timeout_s: float = 900.0) -> dict[str, Any]:
+    """Polls a service job with a progress bar until it succeeds (returned) or fails (ApiFailure)."""
+    columns = (TextColumn(f"[bold]{label}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"), TimeElapsedColumn())
+    deadline = time.monotonic() + timeout_s
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(label, total=100)
+        while True:
+            job = fetch()
+            progress.update(task, completed=percent(job))
+            if job["state"] == "succeeded":
+                return job
+            if job["state"] == "failed" or time.monotonic() > deadline:
+                raise ApiFailure(500, "job_failed", f"{label}: {job['state']} {job.get('error') or job.get('errors')}")
+            time.sleep(0.5)
+
+
+def _record_episodes(client: WorldloomClient, console: Console) -> list[str]:
+    job = client.start_gymnasium({"env": ENV, "episodes": EPISODES, "max_steps": EPISODE_STEPS, "seed": 0,
+                                  "policy": "random"})
+    job = _poll(lambda: client.source_job(job["job_id"]), lambda j: j["percent"],
+                f"recording {EPISODES} {ENV} episodes", console)
+    console.print(f"{len(job['video_ids'])} episodes of {EPISODE_STEPS + 1} frames ingested with actions and rewards "
+                  f"(source job {job['job_id']})")
+    return list(job["video_ids"])
+
+
+def _curate_episodes(client: WorldloomClient, video_ids: list[str], console: Console) -> dict[str, Any]:
+    run = client.start_curation_run({"video_ids": video_ids, "config": SIM_CURATION})
+    run = _poll(lambda: client.curation_run(run["run_id"]), lambda r: r["percent_done"],
+                "curating the episodes (simulator profile)", console)
+    console.print(f"curation run {run['run_id']}: {run['clips_accepted']}/{run['clips_total']} clips accepted "
+                  f"(config {run['config_hash']}; the default profile rejects rendered white backgrounds)")
+    return run
 
 
 def _discrete_tokenizer(client: WorldloomClient, config_hash: str, console: Console) -> str:
@@ -92,7 +146,7 @@ def _discrete_tokenizer(client: WorldloomClient, config_hash: str, console: Cons
     record = client.train_tokenizer(body)
     tid = record["tokenizer_id"]
     console.print(f"training [bold]{tid}[/] (discrete FSQ 8,5,5,5 = 1000 codes, tiny 4x8x8, {body['steps']} steps) "
-                  "for the autoregressive model")
+                  "on the episodes, for the autoregressive model")
     record = follow_training(client, tid, console, record=record)
     if record["state"] != "succeeded":
         raise ApiFailure(500, "tokenizer_failed", f"discrete tokenizer {record['state']}: {record.get('error')}")
@@ -104,7 +158,8 @@ def _discrete_tokenizer(client: WorldloomClient, config_hash: str, console: Cons
 def _train(client: WorldloomClient, family: str, tokenizer_id: str, config_hash: str, steps: int,
            console: Console) -> dict[str, Any]:
     body = {"name": f"demo-{family}", "family": family, "size": "tiny", "tokenizer_id": tokenizer_id,
-            "clips": {"config_hash": config_hash}, "window": CONTEXT + max(HORIZONS), "context_frames": CONTEXT,
+            "clips": {"config_hash": config_hash}, "actions": True, "window": CONTEXT + max(HORIZONS),
+            "context_frames": CONTEXT,
             "eval_horizons": HORIZONS, "steps": steps, "batch": 8, "lr": 1e-3 if family == "ar" else 5e-4,
             "checkpoint_every": max(1, steps // 2), "log_every": max(1, steps // 50), "val_fraction": 0.15,
             "eval_steps": 10, "seed": 0}
@@ -112,7 +167,7 @@ def _train(client: WorldloomClient, family: str, tokenizer_id: str, config_hash:
     record = client.train_world_model(body)
     mid = record["model_id"]
     console.print(f"training [bold]{mid}[/] ({family}, tiny, {steps} steps, window {body['window']} latent frames) on "
-                  f"{record['lineage']['train_clips']} clips, {record['lineage']['val_clips']} held out")
+                  f"{record['lineage']['train_clips']} episodes, {record['lineage']['val_clips']} held out")
     record = follow_training(client, mid, console, record=record, fetch=client.world_job)
     summary = {"model_id": mid, "state": record["state"], "steps": record["step"],
                "train_seconds": round(time.perf_counter() - start, 1), "final_loss": latest(record, "loss"),
@@ -144,8 +199,8 @@ def _psnr_plot(models: dict[str, dict[str, Any]], path: Path) -> None:
 
 def _predictions(store: LocalStore, models: dict[str, dict[str, Any]], clips: list[ClipRecord],
                  n: int = 3) -> tuple[list[list[np.ndarray]], list[str]]:
-    """For up to ``n`` held-out clips: real frames, then each family's prediction (context + future,
-    decoded by its tokenizer), all ``[T, 64, 64, 3]`` uint8."""
+    """For up to ``n`` held-out episodes: real frames, then each family's prediction (context + future,
+    decoded by its tokenizer, given the episode's recorded actions), all ``[T, 64, 64, 3]`` uint8."""
     from worldloom.cli.demo import DEMO_ENCODE_MAX_FRAMES, _heldout
     from worldloom.models.tokenizer.shards import shard_key
     from worldloom.models.world.data import load_sequences
@@ -163,13 +218,15 @@ def _predictions(store: LocalStore, models: dict[str, dict[str, Any]], clips: li
                 continue
             preds = []
             for family, lw in loaded.items():
-                seqs = load_sequences(store, [shard_key(lw.record.lineage.tokenizer_id, clip.clip_id)])
+                spec = lw.model.config.action
+                pool = None if spec is None else ("mean" if spec.kind == "continuous" else "last")
+                seqs = load_sequences(store, [shard_key(lw.record.lineage.tokenizer_id, clip.clip_id)], actions=pool)
                 if not seqs or seqs[0].frames < need:
                     break
-                x, _ = seqs[0].window(0, need)
+                x, a = seqs[0].window(0, need)
                 ctx = x[None, :CONTEXT] if family == "ar" else x[None, :, :CONTEXT]
                 with torch.no_grad():
-                    pred = predict_latents(lw.model, ctx, max(HORIZONS), None, steps=10,
+                    pred = predict_latents(lw.model, ctx, max(HORIZONS), None if a is None else a[None], steps=10,
                                            generator=torch.Generator().manual_seed(0))
                     video = lw.tokenizer.decode(pred.float() if family == "diffusion" else pred).float().clamp(-1, 1)
                 frames = ((video[0].permute(1, 2, 3, 0) + 1) * 127.5).round().byte().numpy()
@@ -193,8 +250,8 @@ def _mark_predicted(frames: np.ndarray, first: int) -> np.ndarray:
 
 
 def world_summary(section: dict[str, Any], out: Path, console: Console) -> None:
-    table = Table(title=f"world models: held-out PSNR (dB), model / copy-last-frame, {CONTEXT} context latent frames",
-                  title_justify="left")
+    table = Table(title=f"world models on {section.get('env', ENV)}: held-out episodes, PSNR (dB) model / "
+                        f"copy-last-frame, {CONTEXT} context latent frames", title_justify="left")
     for col in ("model", "steps", "train s", "against", *[f"h{h}" for h in HORIZONS]):
         table.add_column(col, justify="left" if col in ("model", "against") else "right")
     for family, m in (section.get("models") or {}).items():

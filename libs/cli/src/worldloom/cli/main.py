@@ -225,7 +225,7 @@ def demo(
         help="training steps of the demo tokenizer (default 150, a few minutes on 2 cores); 0 skips that stage")] = None,
     world_models: Annotated[bool, typer.Option(
         "--world-models/--no-world-models", envvar="WORLDLOOM_DEMO_WORLD_MODELS",
-        help="also pretrain a tiny autoregressive and diffusion world model (about 5 minutes on 2 cores)")] = True,
+        help="also record simulator episodes and pretrain a tiny autoregressive and diffusion world model on them (about 8 minutes on 2 cores)")] = True,
 ) -> None:
     """Run the pipeline in embedded mode: in-process bus, local directory store, Milvus Lite."""
     from worldloom.cli.demo import run_demo
