@@ -106,6 +106,11 @@ def store_root():
         _perturb(dit, 2)
         _put_world_model(store, "wm-dit", dit, "diffusion", "tok-c", work)
         _put_world_model(store, "wm-queued", dit, "diffusion", "tok-c", work, state="queued")
+        for mid, model in (("wm-ar-r", ARWorldModel(ar.config.replace(reward_head=True))),
+                           ("wm-dit-r", DiffusionWorldModel(dit.config.replace(reward_head=True)))):
+            _perturb(model, 3)
+            _put_world_model(store, mid, model, "ar" if mid == "wm-ar-r" else "diffusion",
+                             "tok-d" if mid == "wm-ar-r" else "tok-c", work)
         _put_clip(store, "clip-1", work)
         yield root
 
@@ -171,6 +176,24 @@ def test_predictor_ar_in_process(store):
     ]:
         with pytest.raises(InvalidInput, match=why):
             asyncio.run(p.predict(_infer("wm-ar", inputs, params)))
+
+
+@pytest.mark.parametrize("model_id,actions", [("wm-ar-r", np.ones((2, 3))), ("wm-dit-r", np.array([1, 2]))])
+def test_reward_heads_answer_rewards_per_predicted_latent_frame(store, model_id, actions):
+    p = _predictor(store, model_id)
+    inputs = [("context_frames", "UINT8", _frames(5)), ("actions", "FP32" if actions.dtype.kind == "f" else "INT64",
+                                                        actions)]
+    res = asyncio.run(p.predict(_infer(model_id, inputs, {"num_frames": 4, "seed": 3})))
+    outs = {o.name: o for o in res.outputs}
+    assert set(outs) == {"frames", "rewards", "termination_probs"}
+    rewards, probs = outs["rewards"].as_numpy(), outs["termination_probs"].as_numpy()
+    assert rewards.shape == probs.shape == (1,) and outs["rewards"].datatype == "FP32"  # 4 frames = 1 latent
+    assert np.isfinite(rewards).all() and ((probs > 0) & (probs < 1)).all()
+    again = asyncio.run(p.predict(_infer(model_id, inputs, {"num_frames": 4, "seed": 3})))
+    assert np.array_equal({o.name: o for o in again.outputs}["rewards"].as_numpy(), rewards)
+    plain = asyncio.run(_predictor(store, model_id.removesuffix("-r")).predict(
+        _infer(model_id.removesuffix("-r"), inputs, {"num_frames": 4, "seed": 3})))
+    assert [o.name for o in plain.outputs] == ["frames"]
 
 
 def test_predictor_diffusion_clip_batch_and_determinism(store):

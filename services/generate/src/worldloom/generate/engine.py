@@ -78,6 +78,9 @@ class GenerateResult:
     context_latent_frames: int
     predicted_latent_frames: int
     info: dict[str, Any] = field(default_factory=dict)
+    #: with a reward head: predicted reward and termination probability per predicted latent frame [B, Ln]
+    rewards: np.ndarray | None = None
+    terminations: np.ndarray | None = None
 
 
 def _text_embedder() -> Callable[[list[str]], np.ndarray]:
@@ -324,6 +327,7 @@ class WorldModelEngine:
                                         steps=int(sampling.steps), cfg_scale=float(sampling.cfg_scale),
                                         generator=generator)
             decoded = self.tokenizer.decode(out.to(self.tok_device)).float()
+            heads = self._reward_heads(out, actions, text, lc) if self.model.reward is not None else None
         new = decoded[:, :, decoded.shape[2] - ln * self.tc:][:, :, :n]
         frames = np.stack([tensor_to_frames(v) for v in new])
         info = {"family": self.family, "resolution": list(self.resolution), "seed": int(sampling.seed),
@@ -332,4 +336,29 @@ class WorldModelEngine:
             info.update(temperature=sampling.temperature, top_k=sampling.top_k)
         else:
             info.update(steps=sampling.steps, cfg_scale=sampling.cfg_scale)
-        return GenerateResult(frames, int(sampling.seed), used, lc, ln, info)
+        result = GenerateResult(frames, int(sampling.seed), used, lc, ln, info)
+        if heads is not None:
+            result.rewards, result.terminations = heads
+        return result
+
+    def _reward_heads(self, out: torch.Tensor, actions: torch.Tensor | None, text: torch.Tensor | None,
+                      lc: int) -> tuple[np.ndarray, np.ndarray]:
+        """Reward and termination probability of each predicted latent frame (RL in imagination).
+
+        AR: one teacher-forced pass over context + prediction. Diffusion: the reward head on clean
+        frames (``t = 0``), in windows of at most ``max_frames`` that end at the latest frame."""
+        if self.family == "ar":
+            res = self.model(out, actions=actions, text=text, context_frames=out.shape[1])
+            reward, logits = res["reward"], res["termination_logits"]
+        else:
+            total, window = out.shape[2], self.model.config.max_frames
+            reward = out.new_zeros(out.shape[0], total, dtype=torch.float32)
+            logits = torch.zeros_like(reward)
+            end = total
+            while end > lc:
+                start = max(0, end - window)
+                acts = actions[:, start:end - 1] if actions is not None else None
+                res = self.model.predict_rewards(out[:, :, start:end].float(), acts, text)
+                reward[:, start:end], logits[:, start:end] = res["reward"], res["termination_logits"]
+                end = start
+        return (reward[:, lc:].float().cpu().numpy(), torch.sigmoid(logits[:, lc:].float()).cpu().numpy())

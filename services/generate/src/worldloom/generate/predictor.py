@@ -20,8 +20,9 @@ resize             BOOL [1]                     centre-crop + resize other resol
 =================  ===========================  ===================================================
 
 The scalar ones may instead be given as request ``parameters`` (``{"seed": 3, "num_frames": 8}``), not both.
-Output: ``frames`` UINT8 ``[N,R,R,3]`` (``[B,N,R,R,3]`` for a 5-D context or several clip ids), plus
-response parameters
+Output: ``frames`` UINT8 ``[N,R,R,3]`` (``[B,N,R,R,3]`` for a 5-D context or several clip ids); for a model
+with a reward head also ``rewards`` and ``termination_probs`` FP32 ``[Ln]`` / ``[B,Ln]`` (one per predicted
+latent frame of tc video frames: what RL in imagination needs); plus response parameters
 ``seed``, ``family``, ``resolution``, ``context_frames_used`` and the sampling settings used (as strings
 where they are floats: gRPC parameters carry no floats).
 """
@@ -273,9 +274,19 @@ class WorldModelPredictor(Model):
         if payload.from_grpc:  # kserve 0.21's to_grpc() cannot take ndarray data: hand it raw bytes
             out.set_data_from_numpy(frames, binary_data=True)
             out.parameters = {}
+        outputs = [out]
+        for name, values in (("rewards", result.rewards), ("termination_probs", result.terminations)):
+            if values is None:
+                continue
+            arr = np.ascontiguousarray(values[0] if squeeze else values, dtype=np.float32)
+            extra = InferOutput(name=name, shape=list(arr.shape), datatype="FP32", data=arr.ravel().tolist())
+            if payload.from_grpc:
+                extra.set_data_from_numpy(arr, binary_data=True)
+                extra.parameters = {}
+            outputs.append(extra)
         params = {k: (str(v) if isinstance(v, float) else "x".join(map(str, v)) if isinstance(v, list) else v)
                   for k, v in result.info.items() if v is not None}
-        return InferResponse(response_id=payload.id or str(uuid.uuid4()), model_name=self.name, infer_outputs=[out],
+        return InferResponse(response_id=payload.id or str(uuid.uuid4()), model_name=self.name, infer_outputs=outputs,
                              parameters=params, from_grpc=payload.from_grpc,
                              use_binary_outputs=payload.use_binary_outputs)
 
