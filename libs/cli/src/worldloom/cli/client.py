@@ -118,19 +118,6 @@ class WorldloomClient:
         _raise_for(resp)
         return resp.json()
 
-    # ---- curate service
-
-    def start_curation_run(self, body: dict[str, Any]) -> dict[str, Any]:
-        """(Re)curates ``video_ids`` with a ``config`` (a RunRequest); the answer is the queued run."""
-        resp = self.http.post("/v1/curation-runs", json=body)
-        _raise_for(resp)
-        return resp.json()
-
-    def curation_run(self, run_id: str) -> dict[str, Any]:
-        resp = self.http.get(f"/v1/curation-runs/{_quote(run_id)}")
-        _raise_for(resp)
-        return resp.json()
-
     def search(self, body: dict[str, Any]) -> dict[str, Any]:
         resp = self.http.post("/v1/search", json=body)
         _raise_for(resp)

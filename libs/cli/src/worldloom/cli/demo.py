@@ -145,7 +145,7 @@ def run_demo(data: Path, out: Path, console: Console, tokenizer_steps: int | Non
                 console.rule("[bold]5. world models on simulator episodes (record, curate, tokenize, train)")
                 with WorldloomClient(tok["api"], token) as tokenize:
                     report["world_models"] = world_stage(stack, store, bus, store_settings, http, token, ingest.url,
-                                                         curate.url, tokenize, tok["tokenizer_id"],
+                                                         tokenize, tok["tokenizer_id"],
                                                          len(_accepted_clips(store, config_hash)), out, console)
 
     report.update({

@@ -1,8 +1,9 @@
 """Stage 5 of `make demo`: a tiny world model of each family on simulator episodes, through the services.
 
 1. The ingest service records random-policy Pendulum-v1 episodes (frames + per-step actions and rewards).
-2. The curate service curates them with a profile for rendered simulator footage: the default filters
-   would reject a white background as "overexposed" and near-identical episodes as duplicates.
+2. The curate service curates them as they arrive (videos.ingested) with its profile for simulator
+   sources: the default filters would reject a white background as "overexposed" and near-identical
+   episodes as duplicates.
 3. The active (continuous) demo tokenizer encodes the accepted episodes; a small FSQ tokenizer is trained
    on them for the autoregressive model and activated (the tokenize service backfills every clip).
 4. The train service pretrains a tiny diffusion and a tiny AR model, action-conditioned, and scores them
@@ -34,9 +35,6 @@ from worldloom.core.settings import HttpSettings, StoreSettings
 from worldloom.core.store.local import LocalStore
 
 ENV, EPISODES, EPISODE_STEPS = "Pendulum-v1", 24, 96
-#: curation profile for rendered simulator footage (see the module docstring)
-SIM_CURATION = {"filters": {"max_overexposed_fraction": None, "max_shake": None},
-                "dedup": {"max_phash_distance": 0, "semantic_threshold": 1.0, "against_index": False}}
 #: training steps per family (tiny models: about 0.1 s (diffusion) and 0.25 s (AR) a step on 2 CPU cores)
 DEFAULT_WORLD_STEPS = {"diffusion": 1200, "ar": 400}
 DISCRETE_TOKENIZER_STEPS = 120
@@ -46,29 +44,31 @@ COLOURS = {"ar": (31, 119, 180), "diffusion": (214, 39, 40), "copy_last": (120, 
 
 
 def world_stage(stack: ExitStack, store: LocalStore, bus: InProcessBus, store_settings: StoreSettings,
-                http: HttpSettings, token: str, ingest_url: str, curate_url: str, tokenize: WorldloomClient,
+                http: HttpSettings, token: str, ingest_url: str, tokenize: WorldloomClient,
                 continuous_id: str, clips_before: int, out: Path, console: Console,
                 steps: dict[str, int] | None = None) -> dict[str, Any]:
-    from worldloom.cli.demo import _accepted_clips, _wait_for_tokens
+    from worldloom.cli.demo import _accepted_clips, _wait_for_curation, _wait_for_tokens
+    from worldloom.curate.config import SIMULATOR_PROFILE, config_with
     from worldloom.train.app import build_app as build_train
     from worldloom.train.settings import TrainSettings
 
     steps = {**DEFAULT_WORLD_STEPS, **(steps or {})}
     section: dict[str, Any] = {"env": ENV, "context_frames": CONTEXT, "horizons": HORIZONS}
     try:
-        with WorldloomClient(ingest_url, token) as ingest, WorldloomClient(curate_url, token) as curate:
+        with WorldloomClient(ingest_url, token) as ingest:
             video_ids = _record_episodes(ingest, console)
-            run = _curate_episodes(curate, video_ids, console)
-        clips = _accepted_clips(store, run["config_hash"])
-        section.update({"episodes": len(video_ids), "curation_run": run["run_id"], "config_hash": run["config_hash"],
-                        "episodes_accepted": len(clips)})
+        config_hash = config_with(SIMULATOR_PROFILE).config_hash(None)  # the curate service's gymnasium profile
+        _wait_for_curation(store, video_ids, config_hash, console)
+        clips = _accepted_clips(store, config_hash)
+        console.print(f"{len(clips)}/{len(video_ids)} episodes accepted by the curate service's simulator profile "
+                      f"(config {config_hash}; the default profile rejects rendered white backgrounds)")
+        section.update({"episodes": len(video_ids), "config_hash": config_hash, "episodes_accepted": len(clips)})
         if len(clips) < 4:
-            raise ApiFailure(422, "too_few_episodes", f"only {len(clips)} episodes passed curation "
-                             f"({run.get('rejections_by_filter')})")
+            raise ApiFailure(422, "too_few_episodes", f"only {len(clips)} episodes passed curation")
         total = clips_before + len(clips)
         console.print(f"the active tokenizer {continuous_id} encodes the new clips (clips.curated)")
         _wait_for_tokens(store, continuous_id, total, console)
-        discrete_id = _discrete_tokenizer(tokenize, run["config_hash"], console)
+        discrete_id = _discrete_tokenizer(tokenize, config_hash, console)
         tokenize.activate_tokenizer(discrete_id)
         section["discrete_tokenizer"] = discrete_id
         section["clips_tokenized_discrete"] = _wait_for_tokens(store, discrete_id, total, console)
@@ -82,7 +82,7 @@ def world_stage(stack: ExitStack, store: LocalStore, bus: InProcessBus, store_se
     with WorldloomClient(server.url, token) as client:
         try:
             for family, tid in (("diffusion", continuous_id), ("ar", discrete_id)):
-                models[family] = _train(client, family, tid, run["config_hash"], steps[family], console)
+                models[family] = _train(client, family, tid, config_hash, steps[family], console)
         except ApiFailure as exc:
             console.print(f"[red]world-model training failed: {exc}")
             section["error"] = str(exc)
@@ -127,15 +127,6 @@ def _record_episodes(client: WorldloomClient, console: Console) -> list[str]:
     console.print(f"{len(job['video_ids'])} episodes of {EPISODE_STEPS + 1} frames ingested with actions and rewards "
                   f"(source job {job['job_id']})")
     return list(job["video_ids"])
-
-
-def _curate_episodes(client: WorldloomClient, video_ids: list[str], console: Console) -> dict[str, Any]:
-    run = client.start_curation_run({"video_ids": video_ids, "config": SIM_CURATION})
-    run = _poll(lambda: client.curation_run(run["run_id"]), lambda r: r["percent_done"],
-                "curating the episodes (simulator profile)", console)
-    console.print(f"curation run {run['run_id']}: {run['clips_accepted']}/{run['clips_total']} clips accepted "
-                  f"(config {run['config_hash']}; the default profile rejects rendered white backgrounds)")
-    return run
 
 
 def _discrete_tokenizer(client: WorldloomClient, config_hash: str, console: Console) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -86,3 +86,22 @@ class CurationConfig(_Section):
         doc = self.model_dump(mode="json")
         doc["annotate"]["vlm_model"] = vlm_model if self.annotate.use_vlm else None
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: overrides for rendered simulator footage (the ingest service's gymnasium source): a white or flat
+#: background is not overexposure, a rendered camera does not shake, and episodes of one environment look
+#: alike by design, so near-duplicate removal would throw away all but one
+SIMULATOR_PROFILE: dict[str, Any] = {
+    "filters": {"max_overexposed_fraction": None, "max_shake": None},
+    "dedup": {"max_phash_distance": 0, "semantic_threshold": 1.0, "against_index": False},
+}
+
+
+def config_with(overrides: dict[str, Any] | None) -> CurationConfig:
+    """The default config with per-section ``overrides`` (``{"filters": {"max_shake": None}}``) applied."""
+    base = CurationConfig().model_dump()
+    for section, values in (overrides or {}).items():
+        if section not in base or not isinstance(values, dict):
+            raise ValueError(f"unknown curation section {section!r}")
+        base[section].update(values)
+    return CurationConfig.model_validate(base)

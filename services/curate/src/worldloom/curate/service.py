@@ -31,7 +31,7 @@ from worldloom.video import stages, visual_embed
 from worldloom.video.errors import VideoRejected
 from worldloom.video.pipeline import Pipeline, VideoTask
 
-from worldloom.curate.config import CurationConfig
+from worldloom.curate.config import CurationConfig, config_with
 from worldloom.curate.runs import CurationRun, RunTracker, VideoOutcome, load_run
 from worldloom.curate.settings import CurateSettings
 from worldloom.curate.text_stage import TextEmbedStage
@@ -215,13 +215,17 @@ class CurateService:
         except ObjectNotFound:
             raise CurateError(404, "not_found", f"no clip {clip_id!r}") from None
 
+    def config_for_source(self, source: str) -> CurationConfig:
+        """The config event-triggered curation uses for a video from ``source`` (settings.source_profiles)."""
+        return config_with(self.settings.source_profiles.get(source))
+
     # events -----------------------------------------------------------------------------------------
     def handle_event(self, env: events.Envelope) -> None:
         """videos.ingested -> curate with the default config; idempotent through the marker object."""
         if env.WhichOneof("payload") != "video_ingested":
             raise PermanentError(f"curate does not handle {env.type}")
         video_id = env.video_ingested.video_id
-        config = CurationConfig()
+        config = self.config_for_source(env.video_ingested.source)
         run_id = f"ev-{video_id[:24]}-{self.config_hash(config)}"
         try:
             run = self.new_run([video_id], config, trigger="event", run_id=run_id)
