@@ -199,16 +199,6 @@ def load_episode_arrays(store: ObjectStore, video_id: str) -> dict[str, np.ndarr
     return load_safetensors(payload)
 
 
-def load_actions(store: ObjectStore, video_id: str) -> np.ndarray | None:
-    """``actions`` of ``raw/<video_id>/actions.safetensors``, or None when the video has none."""
-    arrays = load_episode_arrays(store, video_id)
-    if arrays is None:
-        return None
-    if "actions" not in arrays:
-        raise ValueError(f"{actions_key(video_id)} has no 'actions' tensor")
-    return arrays["actions"]
-
-
 # ----------------------------------------------------------------------------------------------- loading
 
 
@@ -237,19 +227,8 @@ def load_sequences(store: ObjectStore, keys: Seq[str], *, actions: Pool | None =
             raise ValueError(f"{key}: shard {this} differs from the first shard {shape} (kind, h x w, channels)")
         seq = Sequence(data, kind, clip_id=str(meta.get("clip_id", "")), video_id=str(meta.get("video_id", "")),
                        meta=meta)
-        if actions is not None:
-            steps = load_actions(store, seq.video_id) if seq.video_id else None
-            if steps is None:
-                raise ValueError(f"{key}: no actions for video {seq.video_id!r} ({actions_key(seq.video_id)})")
-            if actions == "last" and np.issubdtype(steps.dtype, np.floating):
-                raise ValueError(f"{key}: discrete pooling needs integer action ids, got {steps.dtype}")
-            tc = t_compression_of(meta)
-            start, step_of_frame = _clip_alignment(store, meta, seq.video_id, 1 + (seq.frames - 1) * tc)
-            pooled, usable = pool_actions(steps, seq.frames, tc, start, actions, step_of_frame)
-            seq.actions = torch.from_numpy(pooled)
-            seq.truncate(usable)
-        if rewards:
-            _attach_rewards(store, key, seq)
+        if actions is not None or rewards:
+            _attach_episode(store, key, seq, actions, rewards)
         if seq.frames >= min_frames:
             out.append(seq)
     if text and out:
@@ -257,18 +236,31 @@ def load_sequences(store: ObjectStore, keys: Seq[str], *, actions: Pool | None =
     return out
 
 
-def _attach_rewards(store: ObjectStore, key: str, seq: Sequence) -> None:
-    arrays = load_episode_arrays(store, seq.video_id) if seq.video_id else None
-    if arrays is None or "rewards" not in arrays:
-        raise ValueError(f"{key}: video {seq.video_id!r} has no recorded rewards ({actions_key(seq.video_id)})")
+def _attach_episode(store: ObjectStore, key: str, seq: Sequence, actions: Pool | None, rewards: bool) -> None:
+    """Pooled actions and/or per-frame reward and termination targets from the episode's arrays (read once,
+    aligned once); frames past the recorded steps are cut."""
+    arrays = (load_episode_arrays(store, seq.video_id) if seq.video_id else None) or {}
+    for name, wanted in (("actions", actions is not None), ("rewards", rewards)):
+        if wanted and name not in arrays:
+            raise ValueError(f"{key}: no {name} for video {seq.video_id!r} ({actions_key(seq.video_id)})")
+    if actions == "last" and np.issubdtype(arrays["actions"].dtype, np.floating):
+        raise ValueError(f"{key}: discrete pooling needs integer action ids, got {arrays['actions'].dtype}")
     tc = t_compression_of(seq.meta)
     start, step_of_frame = _clip_alignment(store, seq.meta, seq.video_id, 1 + (seq.frames - 1) * tc)
-    done = np.asarray(arrays.get("terminated", np.zeros_like(arrays["rewards"])), dtype=np.float32)
-    r, usable = pool_actions(arrays["rewards"], seq.frames, tc, start, "sum", step_of_frame)
-    d, _ = pool_actions(done, seq.frames, tc, start, "max", step_of_frame)
+    frames = seq.frames
+    usable = frames
+    if actions is not None:
+        pooled, usable = pool_actions(arrays["actions"], frames, tc, start, actions, step_of_frame)
+        seq.actions = torch.from_numpy(pooled)
+    if rewards:
+        done = np.asarray(arrays.get("terminated", np.zeros_like(arrays["rewards"])), dtype=np.float32)
+        r, r_usable = pool_actions(arrays["rewards"], frames, tc, start, "sum", step_of_frame)
+        d, _ = pool_actions(done, frames, tc, start, "max", step_of_frame)
+        usable = min(usable, r_usable)
+        zero = np.zeros(1, np.float32)  # nothing leads into frame 0
+        seq.rewards = torch.from_numpy(np.concatenate([zero, r]))
+        seq.terminations = torch.from_numpy(np.concatenate([zero, d]))
     seq.truncate(usable)
-    seq.rewards = torch.from_numpy(np.concatenate([[0.0], r]).astype(np.float32))  # nothing leads into frame 0
-    seq.terminations = torch.from_numpy(np.concatenate([[0.0], d]).astype(np.float32))
 
 
 def _attach_captions(store: ObjectStore, sequences: list[Sequence],
