@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +12,7 @@ from worldloom.core.store.factory import make_store
 from worldloom.models.tokenizer import TokenizerConfig, load_checkpoint
 from worldloom.models.tokenizer.job import TokenizerJob, model_key, run_job
 from worldloom.models.training import ScalingSpec, StoreCheckpoints
+from worldloom.testkit.ray_kill import kill_a_worker
 from worldloom.video.synthetic import write_video
 
 
@@ -96,36 +93,17 @@ def test_ray_train_two_workers_survive_a_killed_worker(s3_settings: StoreSetting
     loop resumes from the S3 checkpoint and finishes."""
     store = make_store(s3_settings)
     job = _job(s3_settings, _clips(store, tmp_path), steps=40, checkpoint_every=6, log_every=2)
-    errors: list[BaseException] = []
 
-    def run() -> None:
-        try:
-            run_job(job, ScalingSpec(num_workers=2, max_failures=2), name=f"kill-{s3_settings.bucket}")
-        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
-            errors.append(exc)
-
-    import ray
-
-    ray.shutdown()
-    thread = threading.Thread(target=run)
-    thread.start()
-    deadline = time.monotonic() + 240
-    killed = None
-    while time.monotonic() < deadline and killed is None:
+    def pids_after_checkpoint() -> list[int] | None:
         progress = read_progress(store, job.prefix)
         pointer = StoreCheckpoints(store, job.prefix).latest()
-        if progress and pointer and progress.step >= pointer["step"] + 2 and len(progress.worker_pids) == 2:
-            killed = progress.worker_pids[1]
-            os.kill(killed, signal.SIGKILL)
-        time.sleep(0.2)
-    assert killed is not None, "the job never reached a checkpoint"
-    thread.join(timeout=300)
-    assert not thread.is_alive() and not errors, errors
+        ok = progress and pointer and progress.step >= pointer["step"] + 2 and len(progress.worker_pids) == 2
+        return progress.worker_pids if ok else None
+
+    killed = kill_a_worker(lambda: run_job(job, ScalingSpec(num_workers=2, max_failures=2),
+                                           name=f"kill-{s3_settings.bucket}"), pids_after_checkpoint)
     progress = read_progress(store, job.prefix)
     assert progress.state == "succeeded" and progress.step == 40
     assert progress.resumed_from_step and progress.resumed_from_step[0] >= 6
     assert killed not in progress.worker_pids and progress.workers == 2
     assert store.exists(model_key(job.prefix))
-    import ray
-
-    ray.shutdown()  # the next Ray test starts its own cluster (a reused driver died after a second worker kill)

@@ -229,45 +229,25 @@ def test_evaluation_per_horizon_and_copy_last_baseline(tmp_path: Path) -> None:
 def test_ray_two_workers_resume_after_a_killed_worker(tmp_path: Path, s3_settings: StoreSettings) -> None:
     """World-model job on 2 Ray Train workers (DDP, gloo) with checkpoints in real S3: SIGKILL a worker after a
     checkpoint, Ray restarts the group, the loop resumes from the checkpoint and the job finishes."""
-    import os
-    import signal
-    import threading
-    import time
+    from worldloom.testkit.ray_kill import kill_a_worker
 
     local, local_store, keys = _setup(tmp_path, "discrete")
     store = make_store(s3_settings)
     for info in local_store.list(""):
         store.put_bytes(info.key, local_store.get_bytes(info.key))
-    job = _job(s3_settings, keys, steps=40, checkpoint_every=6, log_every=2, eval_horizons=[1])
-    errors: list[BaseException] = []
+    # 100 short steps: long enough that the poller reliably sees a live group past its first checkpoint
+    job = _job(s3_settings, keys, steps=100, checkpoint_every=6, log_every=2, eval_horizons=[1])
 
-    def run() -> None:
-        try:
-            run_job(job, ScalingSpec(num_workers=2, max_failures=2), name=f"wm-kill-{s3_settings.bucket}")
-        except BaseException as exc:  # noqa: BLE001 - surfaced below
-            errors.append(exc)
-
-    import ray
-
-    ray.shutdown()
-    thread = threading.Thread(target=run)
-    thread.start()
-    killed, deadline = None, time.monotonic() + 240
-    while killed is None and time.monotonic() < deadline:
+    def pids_after_checkpoint() -> list[int] | None:
         progress = read_progress(store, job.prefix)
         pointer = StoreCheckpoints(store, job.prefix).latest()
-        if progress and pointer and progress.step >= pointer["step"] + 2 and len(progress.worker_pids) == 2:
-            killed = progress.worker_pids[1]
-            os.kill(killed, signal.SIGKILL)
-        time.sleep(0.2)
-    assert killed is not None, "the job never reached a checkpoint"
-    thread.join(timeout=300)
-    assert not thread.is_alive() and not errors, errors
+        ok = progress and pointer and progress.step >= pointer["step"] + 2 and len(progress.worker_pids) == 2
+        return progress.worker_pids if ok else None
+
+    killed = kill_a_worker(lambda: run_job(job, ScalingSpec(num_workers=2, max_failures=2),
+                                           name=f"wm-kill-{s3_settings.bucket}"), pids_after_checkpoint)
     progress = read_progress(store, job.prefix)
-    assert progress.state == "succeeded" and progress.step == 40
+    assert progress.state == "succeeded" and progress.step == job.steps
     assert progress.resumed_from_step and progress.resumed_from_step[0] >= 6
     assert killed not in progress.worker_pids
     assert store.exists(model_key(job.prefix))
-    import ray
-
-    ray.shutdown()  # the next Ray test starts its own cluster (a reused driver died after a second worker kill)
