@@ -35,16 +35,21 @@ from worldloom.models.tokenizer.bench import square_resize
 from worldloom.models.tokenizer.data import frames_to_tensor
 from worldloom.models.tokenizer.shards import write_shard
 from worldloom.models.training import ScalingSpec
-from worldloom.models.world import ActionSpec, ARConfig, DiTConfig
+from worldloom.models.world import ActionSpec, Sampling, family_class, load_world_checkpoint
 from worldloom.models.world.data import load_sequences
 from worldloom.models.world.evaluation import evaluate_prediction
-from worldloom.models.world.job import WorldModelJob, load_world_checkpoint, model_key, run_job
+from worldloom.models.world.job import WorldModelJob, model_key, run_job
 from worldloom.video.mp4_writer import frames_to_mp4
 
 ENV = "Pendulum-v1"
 HORIZONS = [1, 4, 8]
 CONTEXT = 2  # latent frames given (video frames 0-4): enough to see the pendulum's velocity, for both families
 OPTIONS = {"ar_head": "factorized"}  # set from the command line (--ar-head)
+#: training settings per family: window (latent frames), batch, learning rate, family-only options
+WINDOW = {"ar": CONTEXT + max(HORIZONS), "diffusion": 3}
+BATCH = {"ar": 8, "diffusion": 16}
+LR = {"ar": 1e-3, "diffusion": 5e-4}
+FAMILY_OPTIONS = {"ar": OPTIONS, "diffusion": {}}
 
 
 def record(episodes: int, res: int, frames: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -102,28 +107,22 @@ def stage(store, tmp: Path, eps: list[tuple[np.ndarray, np.ndarray]], tokenizers
 
 
 def model_config(family: str, store, tid: str, key: str) -> dict:
+    from worldloom.models.tokenizer.job import load_tokenizer
     from worldloom.models.tokenizer.shards import read_shard
 
     array, _, _ = read_shard(store.get_bytes(key))
-    action = ActionSpec.continuous(1)
-    if family == "ar":
-        from worldloom.models.tokenizer.job import load_tokenizer
-
-        return ARConfig.for_tokenizer(load_tokenizer(store, tid).config, "tiny", factorized=OPTIONS["ar_head"] == "factorized",
-                                      tokens_per_frame=array.shape[1] * array.shape[2],
-                                      max_frames=CONTEXT + max(HORIZONS), action=action).to_dict()
-    c, _, h, w = array.shape
-    return DiTConfig.preset("tiny", in_channels=c, latent_size=(h, w), patch_size=2, max_frames=3, n_future=1,
-                            action=action).to_dict()
+    return family_class(family).config_for_data(
+        load_tokenizer(store, tid).config, array.shape, size="tiny", action=ActionSpec.continuous(1), reward_head=False,
+        window=WINDOW[family], context_frames=CONTEXT, horizon=max(HORIZONS),
+        options=FAMILY_OPTIONS[family]).to_dict()
 
 
 def make_job(family: str, settings: StoreSettings, tid: str, train: list[str], val: list[str], store, steps: int,
              prefix: str, horizons: list[int]) -> WorldModelJob:
-    ar = family == "ar"
     return WorldModelJob(prefix=prefix, store=store_settings_payload(settings), family=family,
                          model=model_config(family, store, tid, train[0]), tokenizer_id=tid, train_keys=train,
-                         val_keys=val, window=CONTEXT + max(HORIZONS) if ar else 3, context_frames=CONTEXT, batch=8 if ar else 16,
-                         steps=steps, lr=1e-3 if ar else 5e-4, checkpoint_every=10**6, log_every=10,
+                         val_keys=val, window=WINDOW[family], context_frames=CONTEXT, batch=BATCH[family],
+                         steps=steps, lr=LR[family], checkpoint_every=10**6, log_every=10,
                          eval_horizons=horizons, eval_sequences=8, eval_steps=10, threads_per_worker=2)
 
 
@@ -147,8 +146,7 @@ def ray_throughput(family: str, settings, store, tid, train, workers: int, steps
     job.threads_per_worker = max(1, cores // workers)
     run_job(job, ScalingSpec(num_workers=workers, cpus_per_worker=max(1, cores // workers)), name=job.prefix.replace("/", "-"))
     curves = read_progress(store, job.prefix).curves
-    name = "tokens_per_s" if family == "ar" else "latent_frames_per_s"
-    return statistics.median(v for _, v in curves[name][1:])
+    return statistics.median(v for _, v in curves[family_class(family).throughput_unit][1:])
 
 
 def serve_latency(store, settings: StoreSettings, prefixes: dict[str, tuple[str, str]], context: np.ndarray,
@@ -164,14 +162,14 @@ def serve_latency(store, settings: StoreSettings, prefixes: dict[str, tuple[str,
 
     import httpx
 
-    from worldloom.models.world.registry import ModelLineage, ModelRecord, ModelRegistry
+    from worldloom.models.world.registry import WorldModelLineage, WorldModelRecord, WorldModelRegistry
 
-    registry = ModelRegistry(store)
+    registry = WorldModelRegistry(store)
     for family, (prefix, tid) in prefixes.items():
         for name in ("world_model.safetensors", "world_model.json"):
             store.put_bytes(f"models/bench-{family}/model/{name}", store.get_bytes(f"{prefix}/model/{name}"))
-        registry.save(ModelRecord(model_id=f"bench-{family}", name=family, family=family, config={}, state="succeeded",
-                                  lineage=ModelLineage(tokenizer_id=tid)))
+        registry.save(WorldModelRecord(model_id=f"bench-{family}", name=family, family=family, config={},
+                                       state="succeeded", lineage=WorldModelLineage(tokenizer_id=tid)))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -263,25 +261,7 @@ def main() -> None:
 
             tokenizer = load_tokenizer(store, tid)
             seqs = load_sequences(store, val, actions="mean")
-            if family == "ar":
-                n = max(HORIZONS)
-                ctx = torch.stack([s.data[:CONTEXT] for s in seqs[:2]])
-                acts = torch.stack([s.actions[:CONTEXT + n - 1] for s in seqs[:2]]) \
-                    if seqs[0].actions is not None else None
-                timing = {}
-                for cache in (True, False):
-                    g = torch.Generator().manual_seed(0)
-                    t0 = time.perf_counter()
-                    model.generate(ctx, n, actions=acts, temperature=1.0, generator=g, use_kv_cache=cache)
-                    timing[cache] = time.perf_counter() - t0
-                q["kv_cache_s"], q["no_cache_s"] = timing[True], timing[False]
-                q["kv_speedup"] = timing[False] / timing[True]
-            else:
-                q["steps_quality"] = {}
-                for steps in (4, 10, 30):
-                    r = evaluate_prediction(model, tokenizer, seqs, context_frames=CONTEXT, horizons=HORIZONS, steps=steps,
-                                            seed=0, max_sequences=args.val_episodes)
-                    q["steps_quality"][steps] = {h: r["model"][h]["psnr_vs_decoded"] for h in HORIZONS}
+            q.update(FAMILY_BENCH[family](model, tokenizer, seqs, args.val_episodes))
             if not args.skip_ray:
                 q["ray"] = {w: ray_throughput(family, settings, store, tid, train, w, args.ray_steps) for w in (1, 2)}
         ctx = eps[args.episodes][0][:5]
@@ -291,6 +271,35 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1, default=str))
     _print(results)
+
+
+def kv_cache_speed(model, tokenizer, seqs, val_episodes: int) -> dict:
+    """AR sampling of max(HORIZONS) latent frames with vs without the KV cache."""
+    n = max(HORIZONS)
+    ctx = torch.stack([s.data[:CONTEXT] for s in seqs[:2]])
+    acts = torch.stack([s.actions[:CONTEXT + n - 1] for s in seqs[:2]]) if seqs[0].actions is not None else None
+    timing = {}
+    for cache in (True, False):
+        g = torch.Generator().manual_seed(0)
+        t0 = time.perf_counter()
+        model.generate(ctx, n, actions=acts, temperature=1.0, generator=g, use_kv_cache=cache)
+        timing[cache] = time.perf_counter() - t0
+    return {"kv_cache_s": timing[True], "no_cache_s": timing[False], "kv_speedup": timing[False] / timing[True]}
+
+
+def steps_quality(model, tokenizer, seqs, val_episodes: int) -> dict:
+    """Diffusion prediction PSNR (vs decoded) at 4, 10 and 30 sampling steps."""
+    out = {}
+    for steps in (4, 10, 30):
+        r = evaluate_prediction(model, tokenizer, seqs, context_frames=CONTEXT, horizons=HORIZONS,
+                                sampling=Sampling(steps=steps), seed=0, max_sequences=val_episodes)
+        out[steps] = {h: r["model"][h]["psnr_vs_decoded"] for h in HORIZONS}
+    return {"steps_quality": out}
+
+
+#: what only one family has: the AR model's KV cache, the diffusion model's sampling steps
+FAMILY_BENCH = {"ar": kv_cache_speed, "diffusion": steps_quality}
+UNIT = {"ar": "tokens/s", "diffusion": "latent frames/s"}
 
 
 def _print(results: dict) -> None:
@@ -321,8 +330,7 @@ def _print(results: dict) -> None:
     for family in ("ar", "diffusion"):
         ray = results[family].get("ray")
         if ray:
-            unit = "tokens/s" if family == "ar" else "latent frames/s"
-            print(f"{family} training throughput: 1 worker {ray[1]:.0f} {unit}, 2 workers {ray[2]:.0f} -> "
+            print(f"{family} training throughput: 1 worker {ray[1]:.0f} {UNIT[family]}, 2 workers {ray[2]:.0f} -> "
                   f"{ray[2] / ray[1]:.2f}x")
 
 

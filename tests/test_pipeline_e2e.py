@@ -13,7 +13,7 @@ import pytest
 
 from worldloom.core import events
 from worldloom.core.bus.kafka import KafkaBus
-from worldloom.core.catalog import curated_marker_key
+from worldloom.core.catalog import curated_marker_key, token_marker_key
 from worldloom.core.service.background import BackgroundServer
 from worldloom.core.settings import HttpSettings, VectorSettings
 from worldloom.core.store.s3 import S3Store
@@ -95,7 +95,6 @@ def test_upload_curate_search_on_real_servers(s3_settings, kafka_settings, milvu
         # tokenize: train a tokenizer on Ray Train from the curated clips, activate it, every clip is
         # encoded once into S3 token shards and announced on Kafka; a redelivered clip changes nothing
         from worldloom.tokenize.app import build_app as tokenize_app
-        from worldloom.tokenize.clip_encoder import marker_key
         from worldloom.tokenize.settings import TokenizeSettings
 
         tokenize = stack.enter_context(BackgroundServer(tokenize_app(TokenizeSettings(
@@ -112,7 +111,7 @@ def test_upload_curate_search_on_real_servers(s3_settings, kafka_settings, milvu
         rec = httpx.get(f"{tokenize.url}/v1/tokenizers/{tid}", headers=AUTH).json()
         assert rec["state"] == "succeeded" and rec["active"] and rec["percent"] == 100.0, rec
         assert rec["lineage"]["clip_filter"]["config_hash"] == config_hash
-        _wait(lambda: all(store.exists(marker_key(tid, c)) for c in marker["accepted"]), what="backfill")
+        _wait(lambda: all(store.exists(token_marker_key(tid, c)) for c in marker["accepted"]), what="backfill")
         clip_id = marker["accepted"][0]
         again = events.new_event("curate", events.ClipCurated(clip_id=clip_id, video_id=video_id), lineage=[clip_id])
         bus.publish(events.TOPIC_CLIPS_CURATED, again, key=clip_id)

@@ -50,7 +50,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
     for i in range(3):
         _clip(store, tmp, i)
     settings = TokenizeSettings(http=HttpSettings(api_tokens=TOKEN), store=StoreSettings(root=tmp / "store"),
-                                in_process_training=True, encode_max_frames=40)
+                                training={"in_process": True}, encode_max_frames=40)
     with BackgroundServer(build_app(settings, store=store, bus=InProcessBus(retry_backoff_s=0.01))) as server:
         yield server.url, tmp
 

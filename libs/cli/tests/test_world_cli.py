@@ -27,8 +27,8 @@ from worldloom.core.store import make_store
 from worldloom.models.tokenizer import CausalVideoTokenizer, save_checkpoint
 from worldloom.models.tokenizer.job import model_key as tokenizer_key
 from worldloom.models.world import ActionSpec, ARConfig, ARWorldModel, DiffusionWorldModel, DiTConfig
-from worldloom.models.world.job import save_world_checkpoint
-from worldloom.models.world.registry import ModelLineage, ModelRecord, ModelRegistry
+from worldloom.models.world import save_world_checkpoint
+from worldloom.models.world.registry import WorldModelLineage, WorldModelRecord, WorldModelRegistry
 from worldloom.video.synthetic import write_video
 
 RES = 16  # 16x16 frames, 4x8x8 compression: 2x2 latent frames, tc = 4
@@ -64,8 +64,8 @@ def _put_world_model(store, model_id: str, model: torch.nn.Module, family: str, 
     path = save_world_checkpoint(tmp / f"{model_id}.safetensors", model)
     _upload(store, f"models/{model_id}/model/world_model.safetensors", path)
     _upload(store, f"models/{model_id}/model/world_model.json", path.with_suffix(".json"))
-    ModelRegistry(store).save(ModelRecord(model_id=model_id, name=model_id, family=family, state="succeeded",
-                                          config=model.config.to_dict(), lineage=ModelLineage(tokenizer_id=tid)))
+    WorldModelRegistry(store).save(WorldModelRecord(model_id=model_id, name=model_id, family=family, state="succeeded",
+                                          config=model.config.to_dict(), lineage=WorldModelLineage(tokenizer_id=tid)))
 
 
 def _free_port() -> int:
@@ -243,7 +243,7 @@ def test_helpers() -> None:
             parse_horizons(bad)
     frames = np.random.default_rng(0).integers(0, 256, (2, 24, 40, 3), dtype=np.uint8)
     # the same crop + resize as the server applies to context frames
-    from worldloom.generate.engine import WorldModelEngine
+    from worldloom.generate.service import WorldModelEngine
 
     for res in ((16, 16), (8, 12)):
         expected = WorldModelEngine._fit_resolution(SimpleNamespace(resolution=res), frames[None], True)[0]

@@ -16,7 +16,8 @@ from worldloom.models.tokenizer.data import (
 from worldloom.models.tokenizer.losses import LossConfig, PatchDiscriminator
 from worldloom.models.tokenizer.metrics import psnr
 from worldloom.models.tokenizer.model import CausalVideoTokenizer
-from worldloom.models.tokenizer.train import autocast_for, fit, lr_at, train_step
+from worldloom.models.tokenizer.train import fit, train_step
+from worldloom.models.training.optim import autocast_for, lr_at
 
 
 @torch.no_grad()

@@ -16,11 +16,13 @@ from worldloom.core.store.factory import make_store
 from worldloom.models.tokenizer import CausalVideoTokenizer, TokenizerConfig, save_checkpoint
 from worldloom.models.tokenizer.data import moving_pattern_videos
 from worldloom.models.tokenizer.shards import write_shard
-from worldloom.models.training import ScalingSpec, StoreCheckpoints
+from worldloom.models.checkpoint import StoreCheckpoints
+from worldloom.models.training import ScalingSpec
 from worldloom.models.world import ActionSpec, ARConfig, ARWorldModel, DiTConfig
 from worldloom.models.world.data import WindowSampler, load_sequences, pool_actions
 from worldloom.models.world.evaluation import evaluate_prediction, horizon_video_frames
-from worldloom.models.world.job import WorldModelJob, load_world_checkpoint, model_key, run_job
+from worldloom.models.world.factory import load_world_checkpoint
+from worldloom.models.world.job import WorldModelJob, model_key, run_job
 
 FRAMES, SIZE = 33, 32  # 9 latent frames of 4x4 with 4x8x8 compression
 

@@ -26,8 +26,8 @@ from worldloom.core.store import make_store
 from worldloom.models.tokenizer import CausalVideoTokenizer, save_checkpoint
 from worldloom.models.tokenizer.job import model_key as tokenizer_key
 from worldloom.models.world import ActionSpec, ARConfig, ARWorldModel, DiffusionWorldModel, DiTConfig
-from worldloom.models.world.job import save_world_checkpoint
-from worldloom.models.world.registry import ModelLineage, ModelNotReady, ModelRecord, ModelRegistry
+from worldloom.models.world import save_world_checkpoint
+from worldloom.models.world.registry import ModelNotReady, WorldModelLineage, WorldModelRecord, WorldModelRegistry
 
 RES = 16  # 16x16 frames, 4x8x8 compression: 2x2 latent frames, tc = 4
 TOKEN = "s3cret"
@@ -65,8 +65,8 @@ def _put_world_model(store, model_id: str, model: torch.nn.Module, family: str, 
     path = save_world_checkpoint(tmp / f"{model_id}.safetensors", model)
     _upload(store, f"models/{model_id}/model/world_model.safetensors", path)
     _upload(store, f"models/{model_id}/model/world_model.json", path.with_suffix(".json"))
-    ModelRegistry(store).save(ModelRecord(model_id=model_id, name=model_id, family=family, state=state,
-                                          config=model.config.to_dict(), lineage=ModelLineage(tokenizer_id=tid)))
+    WorldModelRegistry(store).save(WorldModelRecord(model_id=model_id, name=model_id, family=family, state=state,
+                                          config=model.config.to_dict(), lineage=WorldModelLineage(tokenizer_id=tid)))
 
 
 def _put_clip(store, clip_id: str, tmp: Path) -> None:
@@ -409,7 +409,7 @@ def test_server_grpc(server):
 
 
 def test_build_predictors_fails_fast_or_skips(store_root):
-    from worldloom.generate.server import build_predictors
+    from worldloom.generate.app import build_predictors
     from worldloom.generate.settings import GenerateSettings
 
     settings = GenerateSettings(model_ids=["wm-dit", "wm-queued"], store={"root": store_root}, device="cpu",

@@ -16,12 +16,11 @@ from safetensors.torch import save_file
 
 from worldloom.core import events
 from worldloom.core.bus.inprocess import InProcessBus
-from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord, clip_meta_key
+from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord, clip_meta_key, token_marker_key, token_shard_key
 from worldloom.core.settings import HttpSettings, StoreSettings
 from worldloom.core.store.local import LocalStore
 from worldloom.models.tokenizer import CausalVideoTokenizer, TokenizerConfig, save_checkpoint
 from worldloom.tokenize.app import build_app
-from worldloom.tokenize.clip_encoder import marker_key, shard_key
 from worldloom.tokenize.settings import TokenizeSettings
 from worldloom.video.synthetic import write_video
 
@@ -48,7 +47,7 @@ def env(tmp_path: Path):
     for i in range(3):
         _clip(store, tmp_path, i)
     settings = TokenizeSettings(http=HttpSettings(auth_required=False), store=StoreSettings(root=tmp_path / "store"),
-                                in_process_training=True, encode_max_frames=40)
+                                training={"in_process": True}, encode_max_frames=40)
     with TestClient(build_app(settings, store=store, bus=bus)) as client:
         yield client, store, bus, tmp_path
 
@@ -93,7 +92,7 @@ def test_activation_tokenizes_clips_once_with_shards_and_events(env, trained) ->
     consumer = bus.consumer([events.TOPIC_CLIPS_TOKENIZED], "test", seen.append)
     assert client.post(f"/v1/tokenizers/{tid}/activate").json()["active"] is True
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not all(store.exists(marker_key(tid, f"clip{i}")) for i in range(3)):
+    while time.monotonic() < deadline and not all(store.exists(token_marker_key(tid, f"clip{i}")) for i in range(3)):
         time.sleep(0.1)
     # a new clip arrives through the bus; then the same event is delivered again
     rec = _clip(store, tmp, 7)
@@ -103,7 +102,7 @@ def test_activation_tokenizes_clips_once_with_shards_and_events(env, trained) ->
     for _ in range(2):
         bus.publish(events.TOPIC_CLIPS_CURATED, env_, rec.clip_id)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not store.exists(marker_key(tid, "clip7")):
+    while time.monotonic() < deadline and not store.exists(token_marker_key(tid, "clip7")):
         time.sleep(0.1)
     time.sleep(0.5)
     import threading
@@ -120,7 +119,7 @@ def test_activation_tokenizes_clips_once_with_shards_and_events(env, trained) ->
     assert ev.kind == "discrete" and list(ev.shape) == [6, 4, 4] and ev.dtype == "int32" and ev.frames == 21
     import tarfile
 
-    with tarfile.open(fileobj=io.BytesIO(store.get_bytes(shard_key(tid, "clip7")))) as tar:
+    with tarfile.open(fileobj=io.BytesIO(store.get_bytes(token_shard_key(tid, "clip7")))) as tar:
         names = tar.getnames()
         arr = np.load(io.BytesIO(tar.extractfile("clip7.tokens.npy").read()), allow_pickle=False)
     assert names == ["clip7.tokens.npy", "clip7.json"] and arr.shape == (6, 4, 4) and arr.dtype == np.int32

@@ -64,7 +64,7 @@ def env(tmp_path: Path):
                         "frames": 21, "resolution": 32}
                 store.put_bytes(f"tokens/{tid}/c{i}.tar", write_shard(rec.clip_id, kind, array, meta))
     settings = TrainSettings(http=HttpSettings(auth_required=False), store=StoreSettings(root=tmp_path / "store"),
-                             in_process_training=True)
+                             training={"in_process": True})
     with TestClient(build_app(settings, store=store, bus=bus)) as client:
         yield client, store, bus
 
@@ -174,7 +174,7 @@ def test_cli_model_train_show_and_refusals(env) -> None:
 
     client, store, bus = env
     settings = TrainSettings(http=HttpSettings(auth_required=False), store=StoreSettings(root=store.root),
-                             in_process_training=True)
+                             training={"in_process": True})
     runner = CliRunner()
     with BackgroundServer(build_app(settings, store=store, bus=bus)) as server:
         args = ["model", "train", "--api", server.url, "--family", "ar", "--tokenizer", "tok-discrete",

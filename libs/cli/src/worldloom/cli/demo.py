@@ -214,9 +214,9 @@ def _tokenizer_stage(stack: ExitStack, store: LocalStore, bus: InProcessBus, sto
     from worldloom.tokenize.app import build_app as build_tokenize
     from worldloom.tokenize.settings import TokenizeSettings
 
-    # in_process_training: the job runs the same training loop Ray Train workers run, but in this
+    # training.in_process: the job runs the same training loop Ray Train workers run, but in this
     # process, so the demo does not wait 30-60 s for a local Ray cluster to start on a small machine.
-    settings = TokenizeSettings(store=store_settings, http=http, in_process_training=True,
+    settings = TokenizeSettings(store=store_settings, http=http, training={"in_process": True},
                                 encode_max_frames=DEMO_ENCODE_MAX_FRAMES)
     server = stack.enter_context(BackgroundServer(build_tokenize(settings, store=store, bus=bus)))
     console.print(f"tokenize API {server.url} (training in-process; a deployment trains on Ray)")

@@ -41,6 +41,8 @@ DISCRETE_TOKENIZER_STEPS = 120
 CONTEXT, HORIZONS = 2, [1, 2, 4]  # latent frames: 2 = video frames 0-4; horizon 4 = video frames 13-16
 PRED_GIF, PSNR_PNG = "world_predictions.gif", "world_psnr_by_horizon.png"
 COLOURS = {"ar": (31, 119, 180), "diffusion": (214, 39, 40), "copy_last": (120, 120, 120)}
+#: learning rate per family (the AR head's cross-entropy tolerates a higher rate than flow matching)
+LR = {"ar": 1e-3, "diffusion": 5e-4}
 
 
 def world_stage(stack: ExitStack, store: LocalStore, bus: InProcessBus, store_settings: StoreSettings,
@@ -75,7 +77,7 @@ def world_stage(stack: ExitStack, store: LocalStore, bus: InProcessBus, store_se
     except ApiFailure as exc:
         console.print(f"[red]simulator episodes / discrete tokenizer failed: {exc}")
         return {**section, "error": str(exc)}
-    settings = TrainSettings(store=store_settings, http=http, in_process_training=True)
+    settings = TrainSettings(store=store_settings, http=http, training={"in_process": True})
     server = stack.enter_context(BackgroundServer(build_train(settings, store=store, bus=bus)))
     console.print(f"train API {server.url} (training in-process; a deployment trains on Ray)")
     models: dict[str, dict[str, Any]] = {}
@@ -151,7 +153,7 @@ def _train(client: WorldloomClient, family: str, tokenizer_id: str, config_hash:
     body = {"name": f"demo-{family}", "family": family, "size": "tiny", "tokenizer_id": tokenizer_id,
             "clips": {"config_hash": config_hash}, "actions": True, "window": CONTEXT + max(HORIZONS),
             "context_frames": CONTEXT,
-            "eval_horizons": HORIZONS, "steps": steps, "batch": 8, "lr": 1e-3 if family == "ar" else 5e-4,
+            "eval_horizons": HORIZONS, "steps": steps, "batch": 8, "lr": LR[family],
             "checkpoint_every": max(1, steps // 2), "log_every": max(1, steps // 50), "val_fraction": 0.15,
             "eval_steps": 10, "seed": 0}
     start = time.perf_counter()
@@ -193,9 +195,9 @@ def _predictions(store: LocalStore, models: dict[str, dict[str, Any]], clips: li
     """For up to ``n`` held-out episodes: real frames, then each family's prediction (context + future,
     decoded by its tokenizer, given the episode's recorded actions), all ``[T, 64, 64, 3]`` uint8."""
     from worldloom.cli.demo import DEMO_ENCODE_MAX_FRAMES, _heldout
-    from worldloom.models.tokenizer.shards import shard_key
+    from worldloom.core.catalog import token_shard_key
+    from worldloom.models.world import Sampling
     from worldloom.models.world.data import load_sequences
-    from worldloom.models.world.evaluation import predict_latents
     from worldloom.models.world.registry import load_world_model
     from worldloom.tokenize.codec import square_frames
 
@@ -211,15 +213,17 @@ def _predictions(store: LocalStore, models: dict[str, dict[str, Any]], clips: li
             for family, lw in loaded.items():
                 spec = lw.model.config.action
                 pool = None if spec is None else ("mean" if spec.kind == "continuous" else "last")
-                seqs = load_sequences(store, [shard_key(lw.record.lineage.tokenizer_id, clip.clip_id)], actions=pool)
+                seqs = load_sequences(store, [token_shard_key(lw.record.lineage.tokenizer_id, clip.clip_id)],
+                                      actions=pool)
                 if not seqs or seqs[0].frames < need:
                     break
                 x, a = seqs[0].window(0, need)
-                ctx = x[None, :CONTEXT] if family == "ar" else x[None, :, :CONTEXT]
+                ctx = lw.model.take_frames(x[None], 0, CONTEXT)
                 with torch.no_grad():
-                    pred = predict_latents(lw.model, ctx, max(HORIZONS), None if a is None else a[None], steps=10,
-                                           generator=torch.Generator().manual_seed(0))
-                    video = lw.tokenizer.decode(pred.float() if family == "diffusion" else pred).float().clamp(-1, 1)
+                    pred = lw.model.rollout(ctx, max(HORIZONS), actions=None if a is None else a[None],
+                                            sampling=Sampling(temperature=0.0, steps=10),
+                                            generator=torch.Generator().manual_seed(0))
+                    video = lw.model.decode_latents(lw.tokenizer, pred).clamp(-1, 1)
                 frames = ((video[0].permute(1, 2, 3, 0) + 1) * 127.5).round().byte().numpy()
                 preds.append(_mark_predicted(frames, 1 + (CONTEXT - 1) * lw.tokenizer.config.t_compression))
             if len(preds) != len(loaded):

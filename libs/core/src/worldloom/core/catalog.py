@@ -128,3 +128,72 @@ class DatasetManifest(BaseModel):
     query: dict[str, Any] | None = None
     clip_ids: list[str]
     clips: list[dict[str, Any]] = Field(description="per clip: id, video_id, span, caption, rendition URIs")
+
+
+# ----------------------------------------------------------------------------------- jobs and models
+# A training job (tokenizer, world model; next: post-training, policies) keeps everything under one
+# prefix; the job platform (worldloom.core.jobs) and the Ray workers share these keys:
+#   <prefix>/<record file>         the registry record (state set by the service)
+#   <prefix>/plan.json             the frozen inputs (exact train/val keys, resolved config), written at submit
+#   <prefix>/progress.json         written by the workers (step, curves, final metrics)
+#   <prefix>/cancel                cancel marker the workers poll
+#   <prefix>/checkpoints/          resumable checkpoints (step folders + latest.json)
+#   <prefix>/model/                the finished model: <name>.safetensors (+ .json sidecar)
+# tokenizers/active.json           which tokenizer encodes clips.curated
+# tokens/<tokenizer>/<clip>.tar    a clip's token/latent shard; <clip>.done marks its event as sent
+
+TOKENIZERS_ROOT = "tokenizers"
+WORLD_MODELS_ROOT = "models"
+TOKENIZER_RECORD = "job.json"
+WORLD_MODEL_RECORD = "record.json"
+TOKENIZER_FILE = "tokenizer.safetensors"
+WORLD_MODEL_FILE = "world_model.safetensors"
+ACTIVE_TOKENIZER_KEY = f"{TOKENIZERS_ROOT}/active.json"
+
+
+def job_prefix(root: str, job_id: str) -> str:
+    return f"{root}/{job_id}"
+
+
+def progress_key(prefix: str) -> str:
+    return f"{prefix}/progress.json"
+
+
+def cancel_key(prefix: str) -> str:
+    return f"{prefix}/cancel"
+
+
+def plan_key(prefix: str) -> str:
+    return f"{prefix}/plan.json"
+
+
+def checkpoints_prefix(prefix: str) -> str:
+    return f"{prefix}/checkpoints"
+
+
+def model_dir(prefix: str) -> str:
+    return f"{prefix}/model"
+
+
+def tokenizer_prefix(tokenizer_id: str) -> str:
+    return job_prefix(TOKENIZERS_ROOT, tokenizer_id)
+
+
+def tokenizer_model_key(tokenizer_id: str) -> str:
+    return f"{model_dir(tokenizer_prefix(tokenizer_id))}/{TOKENIZER_FILE}"
+
+
+def world_model_prefix(model_id: str) -> str:
+    return job_prefix(WORLD_MODELS_ROOT, model_id)
+
+
+def world_model_key(model_id: str) -> str:
+    return f"{model_dir(world_model_prefix(model_id))}/{WORLD_MODEL_FILE}"
+
+
+def token_shard_key(tokenizer_id: str, clip_id: str) -> str:
+    return f"tokens/{tokenizer_id}/{clip_id}.tar"
+
+
+def token_marker_key(tokenizer_id: str, clip_id: str) -> str:
+    return f"tokens/{tokenizer_id}/{clip_id}.done"

@@ -57,6 +57,19 @@ class HttpSettings(_Block):
         return [t.strip() for t in raw.split(",") if t.strip()]
 
 
+class TrainingResources(_Block):
+    """Where training jobs run and how much one may ask for; one block for every service that trains
+    (tokenize, train; next posttrain, rlsim): ``WORLDLOOM_<SERVICE>_TRAINING__<FIELD>``."""
+
+    ray_address: str | None = Field(None, description="existing Ray cluster (e.g. a KubeRay head, "
+                                    "ray://head:10001); empty: a private, loopback-only Ray in this process")
+    in_process: bool = Field(False, description="train in this process without Ray (debugging, demos)")
+    max_workers: int = Field(8, ge=1, description="upper bound on Ray workers a job may ask for")
+    allow_gpu: bool = Field(True, description="jobs may ask for GPU workers")
+    max_steps: int = Field(1_000_000, ge=1, description="upper bound on a job's training steps")
+    max_clips: int = Field(100_000, ge=1, description="upper bound on the clips a job may select")
+
+
 class ServiceSettings(BaseSettings):
     """Base for every service's settings; subclasses set env_prefix (WORLDLOOM_<SERVICE>_)."""
 

@@ -11,7 +11,7 @@ def main() -> None:
     sys.argv = sys.argv[:1]
     from worldloom.core.service.logging import configure_logging
     from worldloom.core.settings import load_settings
-    from worldloom.generate.server import GenerateModelServer, build_predictors
+    from worldloom.generate.app import GenerateModelServer, build_predictors
     from worldloom.generate.settings import GenerateSettings
 
     settings = load_settings(GenerateSettings)

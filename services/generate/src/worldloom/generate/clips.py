@@ -10,7 +10,7 @@ import numpy as np
 
 from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord, clip_meta_key
 from worldloom.core.store.base import InvalidKey, ObjectNotFound, ObjectStore
-from worldloom.generate.engine import BadInput
+from worldloom.generate.service import BadInput
 
 CLIP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 

@@ -43,7 +43,7 @@ from kserve.protocol.infer_type import to_http_parameters
 
 from worldloom.core.store import ObjectStore
 from worldloom.generate.clips import ClipNotFound, load_clip_frames
-from worldloom.generate.engine import BadInput, GenerateRequest, GenerateResult, Sampling, WorldModelEngine
+from worldloom.generate.service import BadInput, GenerateRequest, GenerateResult, Sampling, WorldModelEngine
 from worldloom.generate.settings import Limits
 from worldloom.models.world.registry import load_world_model
 
@@ -65,7 +65,7 @@ FLOAT_TYPES = ("FP16", "FP32", "FP64")
 # ----------------------------------------------------------------------------------- request fields
 
 
-def _scalar(name: str, value: Any) -> Any:
+def scalar_field(name: str, value: Any) -> Any:
     """Check and convert one scalar field (from an input tensor or a request parameter)."""
     if isinstance(value, np.generic):
         value = value.item()
@@ -152,7 +152,7 @@ def fields_from_infer_request(request: InferRequest) -> dict[str, Any]:
             arr = _as_numpy(inp)
             if arr.size != 1:
                 raise BadInput(f"'{name}' must hold exactly one value (shape [1]); got shape {list(arr.shape)}")
-            fields[name] = _scalar(name, arr.reshape(-1)[0])
+            fields[name] = scalar_field(name, arr.reshape(-1)[0])
     params = request.parameters or {}
     if not isinstance(params, dict):
         params = to_http_parameters(params)
@@ -163,7 +163,7 @@ def fields_from_infer_request(request: InferRequest) -> dict[str, Any]:
             raise BadInput(f"unknown parameter '{key}'; parameters are {', '.join(SCALAR_FIELDS)}")
         if key in fields:
             raise BadInput(f"'{key}' given both as an input and as a parameter")
-        fields[key] = _scalar(key, value)
+        fields[key] = scalar_field(key, value)
     return fields
 
 
@@ -205,7 +205,7 @@ class WorldModelPredictor(Model):
 
     def request_from_fields(self, fields: dict[str, Any]) -> GenerateRequest:
         """Fields (from a v2 request or the :video route) -> a :class:`GenerateRequest`; loads clips."""
-        engine = self._engine()
+        engine = self.loaded_engine()
         if ("context_frames" in fields) == ("clip_id" in fields):
             raise BadInput("give exactly one of 'context_frames' or 'clip_id'")
         if "num_frames" not in fields:
@@ -235,7 +235,7 @@ class WorldModelPredictor(Model):
 
     def generate_fields(self, fields: dict[str, Any]) -> GenerateResult:
         """Blocking: load the context, run the model. Raises :class:`BadInput` / :class:`ClipNotFound`."""
-        return self._engine().generate(self.request_from_fields(fields))
+        return self.loaded_engine().generate(self.request_from_fields(fields))
 
     async def run(self, fields: dict[str, Any]) -> GenerateResult:
         """:meth:`generate_fields` off the event loop, with errors as KServe exceptions (400 / 500)."""
@@ -249,7 +249,7 @@ class WorldModelPredictor(Model):
             log.exception("generation failed for %s", self.name)
             raise InferenceError(f"generation failed: {type(exc).__name__}: {exc}") from None
 
-    def _engine(self) -> WorldModelEngine:
+    def loaded_engine(self) -> WorldModelEngine:
         if self.engine is None:
             raise InferenceError(f"model {self.name} is not loaded")
         return self.engine

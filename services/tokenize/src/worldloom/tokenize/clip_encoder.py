@@ -6,6 +6,7 @@ may not have gone out (it is emitted, the clip is not encoded again).
 
   tokens/<tokenizer_id>/<clip_id>.tar    webdataset shard: <clip_id>.tokens.npy | .latents.npy + .json
   tokens/<tokenizer_id>/<clip_id>.done   marker (the event that was emitted)
+(keys: ``worldloom.core.catalog.token_shard_key`` / ``token_marker_key``)
 """
 
 from __future__ import annotations
@@ -20,23 +21,20 @@ import tempfile
 
 from worldloom.core import events
 from worldloom.core.bus import Bus, PermanentError
-from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord
+from worldloom.core.errors import Refusal
+from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord, token_marker_key, token_shard_key
 from worldloom.core.store.base import ObjectNotFound, ObjectStore
-from worldloom.models.tokenizer.shards import shard_key, write_shard
+from worldloom.models.tokenizer.shards import write_shard
 from worldloom.tokenize.codec import TokenizerCache, encode_frames, square_frames
 from worldloom.tokenize.errors import TokenizeError
-from worldloom.tokenize.registry import Registry
+from worldloom.tokenize.registry import TokenizerRegistry
 
 
 log = logging.getLogger("worldloom.tokenize.clips")
 
 
-def marker_key(tokenizer_id: str, clip_id: str) -> str:
-    return f"tokens/{tokenizer_id}/{clip_id}.done"
-
-
 class ClipEncoder:
-    def __init__(self, store: ObjectStore, bus: Bus, registry: Registry, cache: TokenizerCache,
+    def __init__(self, store: ObjectStore, bus: Bus, registry: TokenizerRegistry, cache: TokenizerCache,
                  max_frames: int) -> None:
         self.store, self.bus, self.registry, self.cache, self.max_frames = store, bus, registry, cache, max_frames
 
@@ -48,12 +46,12 @@ class ClipEncoder:
             return  # nothing to encode with yet; POST /v1/tokenizers/{id}/activate, then re-run curation
         try:
             self.encode_clip(env.clip_curated, tokenizer_id)
-        except TokenizeError as exc:
+        except Refusal as exc:  # the clip or the tokenizer cannot be used: retrying will not help
             raise PermanentError(f"{exc.code}: {exc.message}") from None
 
     def encode_clip(self, clip: events.ClipCurated, tokenizer_id: str) -> events.Envelope | None:
         """Encode one curated clip; returns the emitted event, or None when it was already done."""
-        done, shard = marker_key(tokenizer_id, clip.clip_id), shard_key(tokenizer_id, clip.clip_id)
+        done, shard = token_marker_key(tokenizer_id, clip.clip_id), token_shard_key(tokenizer_id, clip.clip_id)
         if self.store.exists(done):
             return None
         record = self.registry.get(tokenizer_id)

@@ -16,7 +16,7 @@ from worldloom.models.tokenizer.data import frames_to_tensor, tensor_to_frames
 from worldloom.models.tokenizer.job import CheckpointMissing, load_tokenizer
 from worldloom.models.tokenizer.metrics import psnr, ssim
 from worldloom.tokenize.errors import TokenizeError
-from worldloom.tokenize.registry import Registry
+from worldloom.tokenize.registry import TokenizerRegistry
 
 
 @dataclass
@@ -33,7 +33,7 @@ def valid_length(frames: int, t_compression: int) -> int:
 
 
 class TokenizerCache:
-    def __init__(self, store: ObjectStore, registry: Registry, capacity: int = 4) -> None:
+    def __init__(self, store: ObjectStore, registry: TokenizerRegistry, capacity: int = 4) -> None:
         self.store, self.registry, self.capacity = store, registry, capacity
         self._models: OrderedDict[str, CausalVideoTokenizer] = OrderedDict()
         self._lock = threading.Lock()

@@ -5,7 +5,14 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from worldloom.core.settings import ServiceSettings
+from worldloom.core.settings import ServiceSettings, TrainingResources
+
+
+class TokenizerTraining(TrainingResources):
+    """Tokenizer jobs decode all their clips into memory, so they may select fewer than world-model jobs."""
+
+    max_steps: int = Field(200_000, ge=1, description="upper bound on a job's training steps")
+    max_clips: int = Field(20_000, ge=1, description="upper bound on the clips a job may select")
 
 
 class TokenizeSettings(ServiceSettings):
@@ -13,13 +20,7 @@ class TokenizeSettings(ServiceSettings):
 
     consume: bool = Field(True, description="encode every clips.curated event with the active tokenizer")
     consumer_group: str = "tokenize"
-    ray_address: str | None = Field(None, description="existing Ray cluster (e.g. ray://head:10001); "
-                                    "empty: a local, loopback-only Ray in this process")
-    in_process_training: bool = Field(False, description="train in this process without Ray (debugging only)")
-    max_workers: int = Field(8, ge=1, description="upper bound on Ray workers a job may ask for")
-    allow_gpu: bool = Field(True, description="jobs may ask for GPU workers")
-    max_steps: int = Field(200_000, ge=1)
-    max_train_clips: int = Field(20_000, ge=1)
+    training: TokenizerTraining = TokenizerTraining()
     encode_max_frames: int = Field(129, ge=1, description="longest clip /v1/encode and the consumer accept")
     encode_max_resolution: int = Field(256, ge=16)
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1024)

@@ -9,11 +9,12 @@ from typing import Literal
 from fastapi import APIRouter, FastAPI, Query
 
 from worldloom.core.bus import Bus, make_bus
-from worldloom.core.service import ApiError, create_app
+from worldloom.core.service import create_app
 from worldloom.core.settings import load_settings
 from worldloom.core.store import ObjectStore, make_store
-from worldloom.models.world.registry import ModelNotFound, ModelRecord, ModelRegistry
-from worldloom.train.jobs import JobManager, JobRequest, TrainError
+from worldloom.models.world.registry import WorldModelRecord
+from worldloom.train.schemas import WorldModelJobRequest
+from worldloom.train.service import TrainService
 from worldloom.train.settings import TrainSettings
 
 DESCRIPTION = """Pretrains world models on tokenized clips with Ray Train: an autoregressive transformer over
@@ -24,48 +25,37 @@ Finished models are evaluated against a copy-last-frame baseline on held-out cli
 their lineage and announced on `models.trained`."""
 
 
-def build_router(jobs: JobManager, registry: ModelRegistry) -> APIRouter:
+def build_router(svc: TrainService) -> APIRouter:
     router = APIRouter(prefix="/v1")
 
-    def call(fn, *args):  # noqa: ANN001, ANN202 - TrainError/ModelNotFound -> ApiError
-        try:
-            return fn(*args)
-        except TrainError as exc:
-            raise ApiError(exc.status, exc.code, exc.message) from None
-        except ModelNotFound as exc:
-            raise ApiError(404, "model_not_found", str(exc)) from None
-
-    @router.post("/jobs", response_model=ModelRecord, status_code=202, tags=["jobs"],
+    @router.post("/jobs", response_model=WorldModelRecord, status_code=202, tags=["jobs"],
                  summary="Start a pretraining job (family, size, tokenizer, dataset, steps, batch, workers, GPUs)")
-    def create(req: JobRequest) -> ModelRecord:
-        return call(jobs.create, req)
+    def create(req: WorldModelJobRequest) -> WorldModelRecord:
+        return svc.jobs.create(req)
 
-    @router.get("/jobs", response_model=list[ModelRecord], tags=["jobs"], summary="All jobs, newest first")
+    @router.get("/jobs", response_model=list[WorldModelRecord], tags=["jobs"], summary="All jobs, newest first")
     def list_jobs(state: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = Query(None)
-                  ) -> list[ModelRecord]:
-        return [r for r in call(registry.list) if state is None or r.state == state]
+                  ) -> list[WorldModelRecord]:
+        return [r for r in svc.registry.list() if state is None or r.state == state]
 
-    @router.get("/jobs/{model_id}", response_model=ModelRecord, tags=["jobs"],
+    @router.get("/jobs/{model_id}", response_model=WorldModelRecord, tags=["jobs"],
                 summary="State, percent done, loss curve, throughput, final metrics")
-    def get_job(model_id: str) -> ModelRecord:
-        return call(registry.get, model_id)
+    def get_job(model_id: str) -> WorldModelRecord:
+        return svc.registry.get(model_id)
 
-    @router.delete("/jobs/{model_id}", response_model=ModelRecord, tags=["jobs"], summary="Cancel a job")
-    def cancel(model_id: str) -> ModelRecord:
-        return call(jobs.cancel, model_id)
+    @router.delete("/jobs/{model_id}", response_model=WorldModelRecord, tags=["jobs"], summary="Cancel a job")
+    def cancel(model_id: str) -> WorldModelRecord:
+        return svc.jobs.cancel(model_id)
 
-    @router.get("/models", response_model=list[ModelRecord], tags=["models"],
+    @router.get("/models", response_model=list[WorldModelRecord], tags=["models"],
                 summary="The registry: trained models with lineage and metrics")
-    def list_models() -> list[ModelRecord]:
-        return [r for r in call(registry.list) if r.state == "succeeded"]
+    def list_models() -> list[WorldModelRecord]:
+        return [r for r in svc.registry.list() if r.state == "succeeded"]
 
-    @router.get("/models/{model_id}", response_model=ModelRecord, tags=["models"],
+    @router.get("/models/{model_id}", response_model=WorldModelRecord, tags=["models"],
                 summary="A model: lineage (datasets, tokenizer, parent), config, metrics")
-    def get_model(model_id: str) -> ModelRecord:
-        record = call(registry.get, model_id)
-        if record.state != "succeeded":
-            raise ApiError(409, "model_not_ready", f"model {model_id} is {record.state} ({record.percent:.0f}% done)")
-        return record
+    def get_model(model_id: str) -> WorldModelRecord:
+        return svc.model(model_id)
 
     return router
 
@@ -75,16 +65,15 @@ def build_app(settings: TrainSettings | None = None, *, store: ObjectStore | Non
     settings = settings or load_settings(TrainSettings)
     store = store or make_store(settings.store)
     bus = bus or make_bus(settings.bus)
-    registry = ModelRegistry(store)
-    jobs = JobManager(store, settings.store, bus, registry, settings)
+    svc = TrainService(store, settings.store, bus, settings.training)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        jobs.resume_unfinished()
+        svc.jobs.resume_unfinished()
         yield
-        jobs.close()
+        svc.close()
 
-    app = create_app("train", settings, [build_router(jobs, registry)], description=DESCRIPTION,
+    app = create_app("train", settings, [build_router(svc)], description=DESCRIPTION,
                      readiness={"store": store.healthy, "bus": bus.healthy}, lifespan=lifespan)
-    app.state.jobs = jobs
+    app.state.train = svc
     return app

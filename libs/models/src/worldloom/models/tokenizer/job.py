@@ -20,22 +20,26 @@ from typing import Any
 
 import torch
 
+from worldloom.core.catalog import TOKENIZER_FILE, model_dir, tokenizer_model_key
 from worldloom.core.jobs import ProgressWriter
 from worldloom.core.store.base import InvalidKey, ObjectNotFound, ObjectStore
-from worldloom.models.tokenizer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from worldloom.models.checkpoint import CheckpointError, StoreCheckpoints, fetch_files, publish_files
+from worldloom.models.tokenizer.checkpoint import load_checkpoint, save_checkpoint
 from worldloom.models.tokenizer.data import ClipSampler, frames_to_tensor
 from worldloom.models.tokenizer.losses import LossConfig
 from worldloom.models.tokenizer.metrics import codebook_usage, psnr, ssim
 from worldloom.models.tokenizer.model import CausalVideoTokenizer, TokenizerConfig
-from worldloom.models.tokenizer.train import lr_at, train_step
-from worldloom.models.training import ScalingSpec, StoreCheckpoints
+from worldloom.models.tokenizer.train import train_step
+from worldloom.models.training import ScalingSpec
+from worldloom.models.training.optim import set_lr
 from worldloom.models.training.worker import JobCancelled, broadcast_flag, gather_pids, launch, run_worker
 
-MODEL_FILE = "tokenizer.safetensors"
+MODEL_FILE = TOKENIZER_FILE
 
 
 def model_key(prefix: str) -> str:
-    return f"{prefix}/model/{MODEL_FILE}"
+    """The finished tokenizer of the job under ``prefix`` (see :func:`worldloom.core.catalog.tokenizer_model_key`)."""
+    return f"{model_dir(prefix)}/{MODEL_FILE}"
 
 
 class CheckpointMissing(CheckpointError):
@@ -47,17 +51,12 @@ def load_tokenizer(store: ObjectStore, tokenizer_id: str, device: str = "cpu") -
 
     Raises :class:`CheckpointMissing` when the file is absent and :class:`CheckpointError` when it is corrupt.
     """
-    key = model_key(f"tokenizers/{tokenizer_id}")
+    key = tokenizer_model_key(tokenizer_id)
     with tempfile.TemporaryDirectory(prefix="wl-tok-") as tmp:
-        local = Path(tmp) / MODEL_FILE
-        try:
-            store.download(key, str(local))
+        try:  # the sidecar is optional: the config is in the weights' metadata too
+            local = fetch_files(store, key, Path(tmp), sidecar=False)
         except (ObjectNotFound, InvalidKey):
             raise CheckpointMissing(f"tokenizer {tokenizer_id!r} has no model file {key} in the store") from None
-        try:
-            store.download(key.replace(".safetensors", ".json"), str(local.with_suffix(".json")))
-        except ObjectNotFound:
-            pass  # the config is in the weights' metadata too
         model, _ = load_checkpoint(local, device=device)
     return model.eval()
 
@@ -66,7 +65,7 @@ def load_tokenizer(store: ObjectStore, tokenizer_id: str, device: str = "cpu") -
 class TokenizerJob:
     """Everything a worker needs; plain data so it crosses process and machine boundaries."""
 
-    prefix: str  # e.g. tokenizers/<id>: progress, checkpoints and the final model live under it
+    prefix: str  # tokenizers/<id> (catalog.tokenizer_prefix): progress, checkpoints and the final model live under it
     store: dict[str, Any]  # StoreSettings payload (see worldloom.core.jobs.store_settings_payload)
     tokenizer: dict[str, Any]  # TokenizerConfig.to_dict()
     train_keys: list[str]  # object keys of training clips (mp4)
@@ -165,12 +164,10 @@ def _train(job: TokenizerJob, info: Any, store: ObjectStore, ckpts: StoreCheckpo
                           seed=job.seed * 1_000_003 + info.rank * 7919 + start,
                           crop=job.resolution if job.augment else None, reverse=job.augment)
     loss_cfg = LossConfig()
-    warmup = min(100, max(1, job.steps // 20))
     window: dict[str, float] = {}
     count, t0 = 0, time.perf_counter()
     for step in range(start, job.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, job.steps, job.lr, warmup)
+        set_lr(optimizer, step, job.steps, job.lr)
         logs = train_step(trained, next(sampler), optimizer, loss_cfg, step=step)
         for k, v in logs.items():
             window[k] = window.get(k, 0.0) + v
@@ -192,13 +189,8 @@ def _train(job: TokenizerJob, info: Any, store: ObjectStore, ckpts: StoreCheckpo
     metrics = evaluate_clips(model, load_clip_tensors(store, val_keys, job.resolution))
     metrics = {("val_" + k if job.val_keys else "train_" + k): v for k, v in metrics.items()}
     with tempfile.TemporaryDirectory(prefix="wl-final-") as tmp:
-        path = save_checkpoint(Path(tmp) / MODEL_FILE, model, step=job.steps, extra={"metrics": metrics})
-        for f in sorted(Path(tmp).iterdir()):  # sidecar last: its presence means the weights are complete
-            if f.suffix == ".safetensors":
-                with open(f, "rb") as fh:
-                    store.put_file(f"{job.prefix}/model/{f.name}", fh, f.stat().st_size)
-        side = path.with_suffix(".json")
-        store.put_bytes(f"{job.prefix}/model/{side.name}", side.read_bytes(), "application/json")
+        save_checkpoint(Path(tmp) / MODEL_FILE, model, step=job.steps, extra={"metrics": metrics})
+        publish_files(store, Path(tmp), model_dir(job.prefix))
     writer.finish("succeeded", metrics)
 
 

@@ -1,6 +1,6 @@
 """Token shards: one webdataset sample per clip, written by the tokenize service, read by world-model training.
 
-A shard is a plain tar whose member names share the clip id as ``__key__``:
+Shards live at ``worldloom.core.catalog.token_shard_key(tokenizer, clip)``. A shard is a plain tar whose member names share the clip id as ``__key__``:
 ``<clip_id>.tokens.npy`` (int32 ``[t, h, w]`` FSQ indices) or ``<clip_id>.latents.npy`` (float16
 ``[c, t, h, w]``), plus ``<clip_id>.json`` metadata. Arrays are ``.npy`` loaded with
 ``allow_pickle=False``: a shard is data, never code.
@@ -15,11 +15,6 @@ import time
 from typing import Any
 
 import numpy as np
-
-
-def shard_key(tokenizer_id: str, clip_id: str) -> str:
-    """Where a clip's shard for a tokenizer lives: ``tokens/<tokenizer_id>/<clip_id>.tar``."""
-    return f"tokens/{tokenizer_id}/{clip_id}.tar"
 
 
 def write_shard(clip_id: str, kind: str, array: np.ndarray, meta: dict[str, Any]) -> bytes:

@@ -29,19 +29,13 @@ from worldloom.models.tokenizer.losses import (
 )
 from worldloom.models.tokenizer.metrics import codebook_usage, psnr
 from worldloom.models.tokenizer.model import CausalVideoTokenizer
+from worldloom.models.training.optim import autocast_for, lr_at
 
 Batch = Tensor | Sequence[Tensor]
 
 
 def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
-
-
-def autocast_for(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CUDA (tensor cores, no loss scaling needed); a no-op (fp32) elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def train_step(
@@ -112,14 +106,6 @@ def train_step(
     if all_indices and fsq is not None:
         out["code_usage"] = codebook_usage(torch.cat(all_indices), fsq.codebook_size)["usage"]
     return out
-
-
-def lr_at(step: int, steps: int, lr: float, warmup: int, min_ratio: float = 0.1) -> float:
-    """Linear warm-up then cosine decay to ``min_ratio * lr`` (a short run ends at a low, precise lr)."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def fit(

@@ -1,4 +1,4 @@
-"""Training infrastructure shared by every model family: Ray Train launch, store checkpoints."""
+"""Training infrastructure shared by every model kind: Ray Train launch, worker scaffolding, schedule."""
 
 from worldloom.models.training.ray_runner import (
     ScalingSpec,
@@ -8,7 +8,6 @@ from worldloom.models.training.ray_runner import (
     run_torch_trainer,
     worker_info,
 )
-from worldloom.models.training.store_checkpoints import StoreCheckpoints
 
-__all__ = ["ScalingSpec", "StoreCheckpoints", "TrainingFailed", "WorkerInfo", "ensure_ray", "run_torch_trainer",
+__all__ = ["ScalingSpec", "TrainingFailed", "WorkerInfo", "ensure_ray", "run_torch_trainer",
            "worker_info"]

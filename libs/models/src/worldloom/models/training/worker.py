@@ -20,7 +20,7 @@ from worldloom.core.settings import StoreSettings
 from worldloom.core.store.base import ObjectStore
 from worldloom.core.store.factory import make_store
 from worldloom.models.training.ray_runner import ScalingSpec, WorkerInfo, run_torch_trainer, worker_info
-from worldloom.models.training.store_checkpoints import StoreCheckpoints
+from worldloom.models.checkpoint import StoreCheckpoints
 
 
 class JobCancelled(RuntimeError):

@@ -14,15 +14,19 @@ on continuous latents. Both take per-frame actions and MiniLM text embeddings as
     rollout = dit.sample(latents[:, :, :3], num_frames=8, actions=actions, steps=10, cfg_scale=2.0,
                          generator=torch.Generator().manual_seed(0))
 
-Checkpoints: ``safetensors.torch.save_file(model.state_dict(), path)`` plus ``json.dump(model.config.to_dict())``;
-rebuild with ``ARWorldModel(ARConfig.from_dict(json.load(f)))`` and ``load_state_dict``.
+Both are :class:`WorldModel` s (``base``): one interface (training inputs, ``rollout`` with
+:class:`Sampling`, context window, encode/decode through the tokenizer, reward heads) so callers never
+branch on the family; ``factory`` builds one by family name and saves / loads checkpoints
+(``save_world_checkpoint`` / ``load_world_checkpoint``: safetensors + JSON sidecar, never pickle).
 
-Modules: ``common`` (size presets, ActionSpec/ActionEncoder, text conditioning, space-time positions,
-attention + KV cache, transformer block, timestep embedding, reward head), ``autoregressive``,
-``diffusion``.
+Modules: ``base`` (the interface), ``factory``, ``common`` (size presets, ActionSpec/ActionEncoder, text
+conditioning, space-time positions, attention + KV cache, transformer block, timestep embedding, reward
+head), ``autoregressive``, ``diffusion``, ``data`` (shards -> latent sequences, pooled actions, windows),
+``evaluation`` (per-horizon quality vs copy-last), ``job`` (the Ray Train loop), ``registry``.
 """
 
 from worldloom.models.world.autoregressive import ARConfig, ARWorldModel
+from worldloom.models.world.base import IncompatibleModel, Sampling, SamplingLimits, WorldModel
 from worldloom.models.world.common import (
     SIZES,
     TEXT_DIM,
@@ -37,8 +41,10 @@ from worldloom.models.world.common import (
     TimestepEmbedder,
 )
 from worldloom.models.world.diffusion import DiffusionWorldModel, DiTConfig
+from worldloom.models.world.factory import FAMILIES, build_model, family_class, load_world_checkpoint, save_world_checkpoint
 
 __all__ = [
+    "FAMILIES",
     "SIZES",
     "TEXT_DIM",
     "ARConfig",
@@ -48,10 +54,18 @@ __all__ = [
     "Block",
     "DiTConfig",
     "DiffusionWorldModel",
+    "IncompatibleModel",
     "KVCache",
     "RMSNorm",
     "RewardHead",
+    "Sampling",
+    "SamplingLimits",
     "SpaceTimePosEmb",
     "TextConditioner",
     "TimestepEmbedder",
+    "WorldModel",
+    "build_model",
+    "family_class",
+    "load_world_checkpoint",
+    "save_world_checkpoint",
 ]

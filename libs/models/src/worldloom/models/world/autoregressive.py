@@ -42,13 +42,15 @@ tested against). Randomness comes only from the given ``torch.Generator`` (Gumbe
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from worldloom.models.world.base import IncompatibleModel, LatentKind, Sampling, SamplingLimits, WorldModel
 from worldloom.models.world.common import (
     SIZES,
     TEXT_DIM,
@@ -157,8 +159,16 @@ class DigitEmbedding(nn.Module):
         return F.embedding(self.digits(ids) + self.offsets, self.weight).sum(-2)
 
 
-class ARWorldModel(nn.Module):
+class ARWorldModel(WorldModel):
     """Next-token world model over discrete video tokens ``[B, T, h, w]`` (``h * w = tokens_per_frame``)."""
+
+    family: ClassVar[str] = "ar"
+    description: ClassVar[str] = "autoregressive"
+    latent_kind: ClassVar[LatentKind] = "discrete"
+    time_axis: ClassVar[int] = 1
+    sampling_options: ClassVar[tuple[str, ...]] = ("temperature", "top_k")
+    throughput_unit: ClassVar[str] = "tokens_per_s"
+    config_class: ClassVar[type] = ARConfig
 
     def __init__(self, config: ARConfig) -> None:
         super().__init__()
@@ -198,13 +208,6 @@ class ARWorldModel(nn.Module):
             elif name.endswith(("text.pos", "frame_start", ".null")):
                 nn.init.normal_(p, std=0.02)
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    @property
-    def device(self) -> torch.device:
-        return self.frame_start.device
-
     # ------------------------------------------------------------------------------------ validation
 
     def _check_tokens(self, tokens: Tensor, min_frames: int = 1) -> None:
@@ -219,21 +222,6 @@ class ARWorldModel(nn.Module):
             raise ValueError(f"{t} frames given; between {min_frames} and max_frames={cfg.max_frames} allowed")
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= cfg.vocab_size):
             raise ValueError(f"token ids must lie in [0, vocab_size={cfg.vocab_size})")
-
-    def _check_cond(self, batch: int, frames: int, actions: Tensor | None, text: Tensor | None,
-                    action_mask: Tensor | None) -> Tensor | None:
-        """Validate actions (``frames - 1`` or ``frames`` steps) and text; returns text as ``[B, L, 384]``."""
-        if actions is not None:
-            if self.actions is None:
-                raise ValueError("actions given but the model has no action conditioning (config.action is None)")
-            self.actions.check(actions, batch, (max(frames - 1, 0), frames), action_mask)
-        elif action_mask is not None:
-            raise ValueError("action_mask given without actions")
-        if text is None:
-            return None
-        if self.text is None:
-            raise ValueError("text given but the model has no text conditioning (config.text_dim is None)")
-        return self.text.check(text, batch)
 
     # ------------------------------------------------------------------------------------- embedding
 
@@ -307,7 +295,7 @@ class ARWorldModel(nn.Module):
         """
         self._check_tokens(tokens)
         b, t, h, w = tokens.shape
-        text = self._check_cond(b, t, actions, text, action_mask)
+        text = self.check_conditioning(b, t, actions, text, action_mask)
         if not 0 <= context_frames <= t:
             raise ValueError(f"context_frames must be in [0, {t}], got {context_frames}")
         n = self.config.tokens_per_frame
@@ -362,7 +350,7 @@ class ARWorldModel(nn.Module):
                              f"got {tc} + {num_frames}")
         if temperature < 0 or (top_k is not None and top_k < 1):
             raise ValueError("temperature must be >= 0 and top_k >= 1")
-        text = self._check_cond(b, total, actions, text, action_mask)
+        text = self.check_conditioning(b, total, actions, text, action_mask)
         was_training = self.training
         self.eval()
         try:
@@ -400,6 +388,105 @@ class ARWorldModel(nn.Module):
                 seq[:, filled] = self._token_emb(tok, t, s).to(seq.dtype)
                 filled += 1
         return out
+
+
+    # --------------------------------------------------------------------- the world-model interface
+
+    @classmethod
+    def config_for_data(cls, tokenizer_config: Any, latent_shape: Sequence[int], *, size: str,
+                        action: ActionSpec | None, reward_head: bool, window: int, context_frames: int,
+                        horizon: int, options: dict[str, Any]) -> ARConfig:
+        """Vocabulary from the tokenizer's codebook (per-digit head with ``ar_head="factorized"``, the
+        default), ``tokens_per_frame`` from the shards, room for the context plus the longest horizon."""
+        opts = dict(options)
+        head = opts.pop("ar_head", None) or "factorized"
+        if opts:
+            raise ValueError(f"options {sorted(opts)} do not apply to autoregressive models")
+        if head not in ("factorized", "joint"):
+            raise ValueError(f"ar_head must be 'factorized' or 'joint', got {head!r}")
+        if tokenizer_config.kind != cls.latent_kind or len(latent_shape) != 3:
+            raise IncompatibleModel("the ar family needs a discrete tokenizer (token shards [t, h, w])")
+        _, h, w = latent_shape
+        return ARConfig.for_tokenizer(tokenizer_config, size, factorized=head == "factorized",
+                                      tokens_per_frame=int(h) * int(w), action=action, reward_head=reward_head,
+                                      max_frames=max(window, context_frames + horizon))
+
+    def check_tokenizer(self, tokenizer_config: Any) -> None:
+        cfg = self.config
+        if tokenizer_config.kind != "discrete" or tokenizer_config.codebook_size != cfg.vocab_size:
+            raise IncompatibleModel(f"AR model with vocab_size={cfg.vocab_size} needs a discrete tokenizer with as "
+                                    f"many codes; tokenizer is {tokenizer_config.kind} "
+                                    f"({tokenizer_config.codebook_size} codes)")
+        _ = self.latent_grid
+
+    def check_sequences(self, sequences: Sequence[Any]) -> None:
+        cfg = self.config
+        if sequences[0].kind != "discrete":
+            raise ValueError("the AR world model trains on discrete tokens; the shards hold continuous latents")
+        h, w = sequences[0].data.shape[-2:]
+        if h * w != cfg.tokens_per_frame:
+            raise ValueError(f"shards have {h}x{w} tokens per frame; model tokens_per_frame={cfg.tokens_per_frame}")
+        top = max(int(s.data.max()) for s in sequences)
+        if top >= cfg.vocab_size:
+            raise ValueError(f"token id {top} >= model vocab_size={cfg.vocab_size}")
+
+    @property
+    def latent_grid(self) -> tuple[int, int]:
+        side = math.isqrt(self.config.tokens_per_frame)
+        if side * side != self.config.tokens_per_frame:
+            raise IncompatibleModel(f"tokens_per_frame={self.config.tokens_per_frame} is not a square latent frame")
+        return side, side
+
+    @property
+    def items_per_latent_frame(self) -> int:
+        return self.config.tokens_per_frame
+
+    @property
+    def max_new_latents(self) -> int | None:
+        return self.config.max_frames - 1
+
+    @classmethod
+    def sequence_limit(cls, config: ARConfig) -> int | None:
+        return config.max_frames
+
+    def context_latents(self, num_new: int) -> int:
+        return self.config.max_frames - num_new
+
+    def encode_video(self, tokenizer: Any, video: Tensor) -> Tensor:
+        return tokenizer.encode(video)[1]
+
+    def decode_latents(self, tokenizer: Any, latents: Tensor) -> Tensor:
+        return tokenizer.decode(latents.to(next(tokenizer.parameters()).device)).float()
+
+    def training_inputs(self, batch: dict[str, Tensor], context_frames: int,
+                        generator: torch.Generator | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        extra = {k: batch.get(k) for k in ("actions", "text", "rewards", "terminations")}
+        return (batch["frames"],), {**extra, "context_frames": context_frames}
+
+    def rollout(self, context: Tensor, num_frames: int, *, actions: Tensor | None = None,
+                text: Tensor | None = None, sampling: Sampling = Sampling(),
+                generator: torch.Generator | None = None) -> Tensor:
+        temperature = 1.0 if sampling.temperature is None else float(sampling.temperature)
+        return self.generate(context, num_frames, actions=actions, text=text, temperature=temperature,
+                             top_k=sampling.top_k, generator=generator)
+
+    @torch.no_grad()
+    def rollout_rewards(self, latents: Tensor, actions: Tensor | None, text: Tensor | None,
+                        context_frames: int) -> tuple[Tensor, Tensor]:
+        """One teacher-forced pass over context + rollout."""
+        if self.reward is None:
+            raise ValueError("the model has no reward head (config.reward_head=False)")
+        res = self(latents, actions=actions, text=text, context_frames=latents.shape[1])
+        return res["reward"][:, context_frames:], res["termination_logits"][:, context_frames:]
+
+    def _resolve_sampling(self, sampling: Sampling, limits: SamplingLimits) -> Sampling:
+        temperature = limits.default_temperature if sampling.temperature is None else float(sampling.temperature)
+        if not 0.0 <= temperature <= limits.max_temperature:
+            raise ValueError(f"temperature must be in [0, {limits.max_temperature}], got {temperature}")
+        vocab = self.config.vocab_size
+        if sampling.top_k is not None and not 1 <= sampling.top_k <= vocab:
+            raise ValueError(f"top_k must be in [1, {vocab}], got {sampling.top_k}")
+        return Sampling(temperature=temperature, top_k=sampling.top_k)
 
 
 def _sample_categorical(logits: Tensor, temperature: float, top_k: int | None,

@@ -4,7 +4,7 @@ Shards are what the tokenize service writes (``tokens/<tokenizer_id>/<clip_id>.t
 ``worldloom.tokenize.clip_encoder.write_shard``): a one-sample webdataset tar holding
 ``<clip_id>.tokens.npy`` (int32 ``[t, h, w]``, discrete tokenizer) or ``<clip_id>.latents.npy``
 (float16 ``[c, t, h, w]``, continuous tokenizer) and ``<clip_id>.json`` (video_id, frames, resolution,
-compression, ...). :func:`load_sequences` turns them into :class:`Sequence` objects in the *model layout*:
+compression, ...). :func:`load_sequences` turns them into :class:`LatentSequence` objects in the *model layout*:
 tokens ``[T, h, w]`` int64 for :class:`~.autoregressive.ARWorldModel`, latents ``[C, T, h, w]`` float32 for
 :class:`~.diffusion.DiffusionWorldModel`.
 
@@ -61,7 +61,7 @@ def actions_meta_key(video_id: str) -> str:
 
 
 @dataclass
-class Sequence:
+class LatentSequence:
     """One clip's latent sequence in model layout, plus pooled actions (``T - 1`` rows) if any."""
 
     data: Tensor  # tokens [T, h, w] int64 | latents [C, T, h, w] float32
@@ -204,7 +204,7 @@ def load_episode_arrays(store: ObjectStore, video_id: str) -> dict[str, np.ndarr
 
 def load_sequences(store: ObjectStore, keys: Seq[str], *, actions: Pool | None = None,
                    min_frames: int = 1, text: bool = False,
-                   embed: Callable[[list[str]], np.ndarray] | None = None, rewards: bool = False) -> list[Sequence]:
+                   embed: Callable[[list[str]], np.ndarray] | None = None, rewards: bool = False) -> list[LatentSequence]:
     """Read shards ``keys`` into sequences (model layout); with ``actions`` ("mean" for continuous action
     models, "last" for discrete) also load and pool each clip's actions (see the module docstring).
 
@@ -215,7 +215,7 @@ def load_sequences(store: ObjectStore, keys: Seq[str], *, actions: Pool | None =
     MiniLM); a clip without a caption is an error, for the same reason. With ``rewards`` every sequence gets
     per-frame reward (summed over the steps into the frame) and termination targets from its episode arrays.
     """
-    out: list[Sequence] = []
+    out: list[LatentSequence] = []
     shape = None
     for key in keys:
         array, kind, meta = read_shard(store.get_bytes(key))
@@ -225,7 +225,7 @@ def load_sequences(store: ObjectStore, keys: Seq[str], *, actions: Pool | None =
             shape = this
         elif this != shape:
             raise ValueError(f"{key}: shard {this} differs from the first shard {shape} (kind, h x w, channels)")
-        seq = Sequence(data, kind, clip_id=str(meta.get("clip_id", "")), video_id=str(meta.get("video_id", "")),
+        seq = LatentSequence(data, kind, clip_id=str(meta.get("clip_id", "")), video_id=str(meta.get("video_id", "")),
                        meta=meta)
         if actions is not None or rewards:
             _attach_episode(store, key, seq, actions, rewards)
@@ -236,7 +236,7 @@ def load_sequences(store: ObjectStore, keys: Seq[str], *, actions: Pool | None =
     return out
 
 
-def _attach_episode(store: ObjectStore, key: str, seq: Sequence, actions: Pool | None, rewards: bool) -> None:
+def _attach_episode(store: ObjectStore, key: str, seq: LatentSequence, actions: Pool | None, rewards: bool) -> None:
     """Pooled actions and/or per-frame reward and termination targets from the episode's arrays (read once,
     aligned once); frames past the recorded steps are cut."""
     arrays = (load_episode_arrays(store, seq.video_id) if seq.video_id else None) or {}
@@ -263,7 +263,7 @@ def _attach_episode(store: ObjectStore, key: str, seq: Sequence, actions: Pool |
     seq.truncate(usable)
 
 
-def _attach_captions(store: ObjectStore, sequences: list[Sequence],
+def _attach_captions(store: ObjectStore, sequences: list[LatentSequence],
                      embed: Callable[[list[str]], np.ndarray] | None) -> None:
     from worldloom.core.catalog import ClipRecord, clip_meta_key
 
@@ -302,7 +302,7 @@ class WindowSampler:
     proportion to their length. Iterating yields ``batch_at(start_step), batch_at(start_step + 1), ...``.
     """
 
-    def __init__(self, sequences: Seq[Sequence], window: int, batch: int, *, seed: int = 0, rank: int = 0,
+    def __init__(self, sequences: Seq[LatentSequence], window: int, batch: int, *, seed: int = 0, rank: int = 0,
                  start_step: int = 0) -> None:
         if window < 1 or batch < 1:
             raise ValueError("window and batch must be >= 1")

@@ -25,13 +25,15 @@ Long horizons are rolled out in chunks: predict ``n_future`` frames from the las
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from worldloom.models.world.base import IncompatibleModel, LatentKind, Sampling, SamplingLimits, WorldModel
 from worldloom.models.world.common import (
     SIZES,
     TEXT_DIM,
@@ -147,8 +149,16 @@ def unpatchify(x: Tensor, p: int, channels: int, frames: int, h: int, w: int) ->
     return x.reshape(b, channels, frames, h, w)
 
 
-class DiffusionWorldModel(nn.Module):
+class DiffusionWorldModel(WorldModel):
     """Flow-matching DiT predicting future latent frames from context latents, actions and text."""
+
+    family: ClassVar[str] = "diffusion"
+    description: ClassVar[str] = "diffusion"
+    latent_kind: ClassVar[LatentKind] = "continuous"
+    time_axis: ClassVar[int] = 2
+    sampling_options: ClassVar[tuple[str, ...]] = ("steps", "cfg_scale")
+    throughput_unit: ClassVar[str] = "latent_frames_per_s"
+    config_class: ClassVar[type] = DiTConfig
 
     def __init__(self, config: DiTConfig) -> None:
         super().__init__()
@@ -194,13 +204,6 @@ class DiffusionWorldModel(nn.Module):
             if name.endswith(("text.pos", ".null")):
                 nn.init.normal_(p, std=0.02)
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    @property
-    def device(self) -> torch.device:
-        return self.patch_in.weight.device
-
     # ------------------------------------------------------------------------------------ validation
 
     def _check_latents(self, x: Tensor, name: str, min_frames: int, max_frames: int | None) -> None:
@@ -212,20 +215,6 @@ class DiffusionWorldModel(nn.Module):
         if x.shape[2] < min_frames or (max_frames is not None and x.shape[2] > max_frames):
             raise ValueError(f"{name} has {x.shape[2]} frames; {min_frames}..{max_frames} allowed "
                              f"(max_frames={cfg.max_frames} in total)")
-
-    def _check_cond(self, batch: int, frames: int, actions: Tensor | None, text: Tensor | None,
-                    action_mask: Tensor | None) -> Tensor | None:
-        if actions is not None:
-            if self.actions is None:
-                raise ValueError("actions given but the model has no action conditioning (config.action is None)")
-            self.actions.check(actions, batch, (max(frames - 1, 0), frames), action_mask)
-        elif action_mask is not None:
-            raise ValueError("action_mask given without actions")
-        if text is None:
-            return None
-        if self.text is None:
-            raise ValueError("text given but the model has no text conditioning (config.text_dim is None)")
-        return self.text.check(text, batch)
 
     # ----------------------------------------------------------------------------------- the network
 
@@ -289,7 +278,7 @@ class DiffusionWorldModel(nn.Module):
         if target.shape[0] != b:
             raise ValueError(f"context batch {b} != target batch {target.shape[0]}")
         frames = context.shape[2] + target.shape[2]
-        text = self._check_cond(b, frames, actions, text, action_mask)
+        text = self.check_conditioning(b, frames, actions, text, action_mask)
         if self.reward is None and (rewards is not None or terminations is not None):
             raise ValueError("rewards/terminations given but the model has no reward head (config.reward_head)")
         x0 = target.float()
@@ -344,7 +333,7 @@ class DiffusionWorldModel(nn.Module):
         self._check_latents(context, "context", 0, cfg.max_frames - 1)
         self._check_latents(x_t, "x_t", 1, cfg.max_frames - context.shape[2])
         b, frames = context.shape[0], context.shape[2] + x_t.shape[2]
-        text = self._check_cond(b, frames, actions, text, action_mask)
+        text = self.check_conditioning(b, frames, actions, text, action_mask)
         tt = torch.as_tensor(t, dtype=torch.float32, device=self.device).expand(b)
         was_training = self.training
         self.eval()
@@ -374,7 +363,7 @@ class DiffusionWorldModel(nn.Module):
             raise ValueError(f"num_frames and steps must be >= 1; got {num_frames}, {steps}")
         if sampler not in ("euler", "heun"):
             raise ValueError(f"sampler must be 'euler' or 'heun', got {sampler!r}")
-        text = self._check_cond(b, total, actions, text, action_mask)
+        text = self.check_conditioning(b, total, actions, text, action_mask)
         was_training = self.training
         self.eval()
         try:
@@ -414,7 +403,7 @@ class DiffusionWorldModel(nn.Module):
             raise ValueError("the model has no reward head (config.reward_head=False)")
         self._check_latents(frames, "frames", 1, self.config.max_frames)
         b, t = frames.shape[0], frames.shape[2]
-        text = self._check_cond(b, t, actions, text, action_mask)
+        text = self.check_conditioning(b, t, actions, text, action_mask)
         was_training = self.training
         self.eval()
         try:
@@ -425,3 +414,102 @@ class DiffusionWorldModel(nn.Module):
         finally:
             self.train(was_training)
         return {"reward": reward, "termination_logits": term}
+
+    # --------------------------------------------------------------------- the world-model interface
+
+    @classmethod
+    def config_for_data(cls, tokenizer_config: Any, latent_shape: Sequence[int], *, size: str,
+                        action: ActionSpec | None, reward_head: bool, window: int, context_frames: int,
+                        horizon: int, options: dict[str, Any]) -> DiTConfig:
+        """Channels and grid from the shards; a window of ``window`` frames predicting the last
+        ``window - context_frames`` (longer horizons roll out in chunks); 2x2 patches from 8x8 latents."""
+        if options:
+            raise ValueError(f"options {sorted(options)} do not apply to diffusion models")
+        if tokenizer_config.kind != cls.latent_kind or len(latent_shape) != 4:
+            raise IncompatibleModel("the diffusion family needs a continuous tokenizer (latent shards [c, t, h, w])")
+        c, _, h, w = (int(d) for d in latent_shape)
+        return DiTConfig.preset(size, in_channels=c, latent_size=(h, w), patch_size=2 if min(h, w) >= 8 else 1,
+                                max_frames=window, n_future=window - context_frames, action=action,
+                                reward_head=reward_head)
+
+    def check_tokenizer(self, tokenizer_config: Any) -> None:
+        cfg = self.config
+        if tokenizer_config.kind != "continuous" or tokenizer_config.z_channels != cfg.in_channels:
+            raise IncompatibleModel(f"diffusion model with in_channels={cfg.in_channels} needs a continuous "
+                                    f"tokenizer with as many latent channels; tokenizer is {tokenizer_config.kind} "
+                                    f"({tokenizer_config.z_channels} channels)")
+
+    def check_sequences(self, sequences: Sequence[Any]) -> None:
+        cfg = self.config
+        if sequences[0].kind != "continuous":
+            raise ValueError("the diffusion world model trains on continuous latents; the shards hold tokens")
+        c, _, h, w = sequences[0].data.shape
+        if c != cfg.in_channels or (h, w) != tuple(cfg.latent_size):
+            raise ValueError(f"shards have latents [{c}, T, {h}, {w}]; model expects in_channels="
+                             f"{cfg.in_channels}, latent_size={cfg.latent_size}")
+
+    @property
+    def latent_grid(self) -> tuple[int, int]:
+        h, w = self.config.latent_size
+        return int(h), int(w)
+
+    @property
+    def items_per_latent_frame(self) -> int:
+        return 1
+
+    @property
+    def max_new_latents(self) -> int | None:
+        return None  # rolls out in chunks of n_future frames
+
+    @classmethod
+    def sequence_limit(cls, config: DiTConfig) -> int | None:
+        return None  # rolls out in windows
+
+    def context_latents(self, num_new: int) -> int:
+        return self.config.context_window
+
+    def encode_video(self, tokenizer: Any, video: Tensor) -> Tensor:
+        return tokenizer.encode(video).float()
+
+    def decode_latents(self, tokenizer: Any, latents: Tensor) -> Tensor:
+        return tokenizer.decode(latents.float().to(next(tokenizer.parameters()).device)).float()
+
+    def training_inputs(self, batch: dict[str, Tensor], context_frames: int,
+                        generator: torch.Generator | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        x = batch["frames"]
+        extra = {k: batch.get(k) for k in ("actions", "text", "rewards", "terminations")}
+        return (x[:, :, :context_frames], x[:, :, context_frames:]), {**extra, "generator": generator}
+
+    def rollout(self, context: Tensor, num_frames: int, *, actions: Tensor | None = None,
+                text: Tensor | None = None, sampling: Sampling = Sampling(),
+                generator: torch.Generator | None = None) -> Tensor:
+        steps = 10 if sampling.steps is None else int(sampling.steps)
+        cfg_scale = 1.0 if sampling.cfg_scale is None else float(sampling.cfg_scale)
+        return self.sample(context.float(), num_frames, actions=actions, text=text, steps=steps, cfg_scale=cfg_scale,
+                           generator=generator)
+
+    @torch.no_grad()
+    def rollout_rewards(self, latents: Tensor, actions: Tensor | None, text: Tensor | None,
+                        context_frames: int) -> tuple[Tensor, Tensor]:
+        """The reward head on clean frames (``t = 0``), in windows of at most ``max_frames`` that end at the
+        latest frame."""
+        total, window = latents.shape[2], self.config.max_frames
+        reward = latents.new_zeros(latents.shape[0], total, dtype=torch.float32)
+        logits = torch.zeros_like(reward)
+        end = total
+        while end > context_frames:
+            start = max(0, end - window)
+            acts = actions[:, start:end - 1] if actions is not None else None
+            res = self.predict_rewards(latents[:, :, start:end].float(), acts, text)
+            reward[:, start:end], logits[:, start:end] = res["reward"], res["termination_logits"]
+            end = start
+        return reward[:, context_frames:], logits[:, context_frames:]
+
+    def _resolve_sampling(self, sampling: Sampling, limits: SamplingLimits) -> Sampling:
+        steps = limits.default_steps if sampling.steps is None else int(sampling.steps)
+        if not 1 <= steps <= limits.max_steps:
+            raise ValueError(f"steps must be in [1, {limits.max_steps}], got {steps}")
+        cfg_scale = 1.0 if sampling.cfg_scale is None else float(sampling.cfg_scale)
+        if not 0.0 <= cfg_scale <= limits.max_cfg_scale:
+            raise ValueError(f"cfg_scale must be in [0, {limits.max_cfg_scale}], got {cfg_scale}")
+        return Sampling(steps=steps, cfg_scale=cfg_scale)

@@ -1,9 +1,8 @@
 """Prediction quality of a world model per horizon, next to a copy-last-frame baseline.
 
 For each held-out sequence the first ``context_frames`` latent frames are given and the model predicts
-``max(horizons)`` more (AR: :meth:`~.autoregressive.ARWorldModel.generate`, greedy with ``temperature=0``
-or seeded sampling; diffusion: :meth:`~.diffusion.DiffusionWorldModel.sample` with ``steps`` Euler
-steps and a seeded generator). Context + prediction is decoded *as one sequence* by the tokenizer (its
+``max(horizons)`` more with :meth:`~.base.WorldModel.rollout` (the given :class:`~.base.Sampling`, e.g.
+greedy AR with ``temperature=0``, diffusion with ``steps`` Euler steps; a seeded generator). Context + prediction is decoded *as one sequence* by the tokenizer (its
 decoder is causal in time, so a latent frame must be decoded after its predecessors, never alone).
 
 Horizons are counted in **latent frames** after the context. With temporal compression ``tc`` latent
@@ -29,13 +28,12 @@ from collections.abc import Sequence as Seq
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from worldloom.models.tokenizer.metrics import psnr, ssim
 from worldloom.models.tokenizer.model import CausalVideoTokenizer
-from worldloom.models.world.autoregressive import ARWorldModel
-from worldloom.models.world.data import Sequence
-from worldloom.models.world.diffusion import DiffusionWorldModel
+from worldloom.models.world.base import Sampling, WorldModel
+from worldloom.models.world.data import LatentSequence
 
 DEFAULT_HORIZONS = (1, 4, 8)
 
@@ -46,28 +44,16 @@ def horizon_video_frames(horizon: int, context_frames: int, tc: int) -> tuple[in
     return (j - 1) * tc + 1, j * tc
 
 
-def predict_latents(model: nn.Module, ctx: Tensor, num: int, actions: Tensor | None, *, steps: int = 10,
-                    cfg_scale: float = 1.0, temperature: float = 0.0, generator: torch.Generator | None = None,
-                    text: Tensor | None = None) -> Tensor:
-    """``num`` latent frames after ``ctx`` from either family (AR tokens ``[B, T, h, w]``, latents ``[B, C, T, h, w]``)."""
-    if isinstance(model, ARWorldModel):
-        return model.generate(ctx, num, actions=actions, text=text, temperature=temperature, generator=generator)
-    if isinstance(model, DiffusionWorldModel):
-        return model.sample(ctx, num, actions=actions, text=text, steps=steps, cfg_scale=cfg_scale,
-                            generator=generator)
-    raise TypeError(f"unsupported world model {type(model).__name__}")
-
-
 def _score(pred: Tensor, target: Tensor) -> tuple[list[float], list[float]]:
     return psnr(pred, target).tolist(), ssim(pred, target).tolist()
 
 
 @torch.no_grad()
-def evaluate_prediction(model: nn.Module, tokenizer: CausalVideoTokenizer, sequences: Seq[Sequence], *,
+def evaluate_prediction(model: WorldModel, tokenizer: CausalVideoTokenizer, sequences: Seq[LatentSequence], *,
                         context_frames: int = 1, horizons: Seq[int] = DEFAULT_HORIZONS,
-                        real_videos: Seq[Tensor | None] | None = None, steps: int = 10, cfg_scale: float = 1.0,
-                        temperature: float = 0.0, seed: int = 0, max_sequences: int = 8,
-                        batch: int = 4) -> dict[str, Any]:
+                        real_videos: Seq[Tensor | None] | None = None,
+                        sampling: Sampling = Sampling(temperature=0.0, steps=10), seed: int = 0,
+                        max_sequences: int = 8, batch: int = 4) -> dict[str, Any]:
     """Per-horizon PSNR/SSIM of the model's predictions and of the copy-last baseline.
 
     ``sequences`` need ``context_frames + max(horizons)`` latent frames (shorter ones are skipped; the
@@ -86,9 +72,10 @@ def evaluate_prediction(model: nn.Module, tokenizer: CausalVideoTokenizer, seque
         raise ValueError("context_frames must be >= 1 (the copy-last baseline needs a last frame)")
     hmax = horizons[-1]
     need = context_frames + hmax
-    if isinstance(model, ARWorldModel) and need > model.config.max_frames:
-        raise ValueError(f"context {context_frames} + horizon {hmax} exceeds the AR model's max_frames="
-                         f"{model.config.max_frames}")
+    limit = model.max_sequence_latents
+    if limit is not None and need > limit:
+        raise ValueError(f"context {context_frames} + horizon {hmax} exceeds the {model.family} model's "
+                         f"max_frames={limit}")
     tc = tokenizer.config.t_compression
     chosen = [i for i, s in enumerate(sequences) if s.frames >= need][:max_sequences]
     if not chosen:
@@ -97,7 +84,6 @@ def evaluate_prediction(model: nn.Module, tokenizer: CausalVideoTokenizer, seque
     use_actions = getattr(model, "actions", None) is not None and all(sequences[i].actions is not None
                                                                        for i in chosen)
     device = next(model.parameters()).device
-    tok_device = next(tokenizer.parameters()).device
     was_training = model.training, tokenizer.training
     model.eval()
     tokenizer.eval()
@@ -110,15 +96,12 @@ def evaluate_prediction(model: nn.Module, tokenizer: CausalVideoTokenizer, seque
             idx = chosen[b0:b0 + batch]
             windows = [sequences[i].window(0, need) for i in idx]
             x = torch.stack([w[0] for w in windows]).to(device)
-            ctx = x[:, :context_frames] if isinstance(model, ARWorldModel) else x[:, :, :context_frames]
+            ctx = model.take_frames(x, 0, context_frames)
             acts = torch.stack([w[1] for w in windows]).to(device) if use_actions else None  # type: ignore[misc]
             text = torch.stack([sequences[i].text for i in idx]).to(device) if use_text else None  # type: ignore[misc]
-            pred = predict_latents(model, ctx, hmax, acts, steps=steps, cfg_scale=cfg_scale, temperature=temperature,
-                                   generator=g, text=text)
-            if isinstance(model, DiffusionWorldModel):
-                pred = pred.float()
-            video_pred = tokenizer.decode(pred.to(tok_device)).float().clamp(-1, 1)
-            video_gt = tokenizer.decode(x.to(tok_device)).float().clamp(-1, 1)
+            pred = model.rollout(ctx, hmax, actions=acts, text=text, sampling=sampling, generator=g)
+            video_pred = model.decode_latents(tokenizer, pred).clamp(-1, 1)
+            video_gt = model.decode_latents(tokenizer, x).clamp(-1, 1)
             reals = [real_videos[i] if real_videos is not None and i < len(real_videos) else None for i in idx]
             for h, (lo, hi) in spans.items():
                 target = video_gt[:, :, lo:hi + 1]

@@ -29,126 +29,32 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from worldloom.core.catalog import TRAIN_RENDITION, WORLD_MODEL_FILE, ClipRecord, clip_meta_key, model_dir
 from worldloom.core.jobs import ProgressWriter
 from worldloom.core.store.base import ObjectStore
-from worldloom.models.tokenizer.checkpoint import (
-    CheckpointError,
-    TrainState,
-    _atomic_tensors,
-    _jsonable,
-    _optimizer_state,
-    _sha256,
-    _split_optimizer,
-    read_safetensors,
-)
-from worldloom.models.tokenizer.train import autocast_for, lr_at
-from worldloom.models.training import ScalingSpec, StoreCheckpoints
+from worldloom.models.checkpoint import CheckpointError, StoreCheckpoints, publish_files, read_safetensors
+from worldloom.models.training import ScalingSpec
+from worldloom.models.training.optim import autocast_for, set_lr
 from worldloom.models.training.worker import JobCancelled, broadcast_flag, gather_pids, launch, run_worker
-from worldloom.models.world.autoregressive import ARConfig, ARWorldModel
-from worldloom.models.world.data import Sequence, WindowSampler, batch_seed, load_sequences
-from worldloom.models.world.diffusion import DiffusionWorldModel, DiTConfig
+from worldloom.models.world.base import Sampling, WorldModel, training_outputs
+from worldloom.models.world.data import LatentSequence, WindowSampler, batch_seed, load_sequences
 from worldloom.models.world.evaluation import DEFAULT_HORIZONS, evaluate_prediction, flat_metrics
+from worldloom.models.world.factory import (
+    build_model,
+    family_class,
+    load_world_checkpoint,
+    model_config,
+    save_world_checkpoint,
+)
 
 log = logging.getLogger("worldloom.models.world.job")
 
-MODEL_FILE = "world_model.safetensors"
-FORMAT = "worldloom-world-model"
-VERSION = 1
-FAMILIES = {"ar": (ARConfig, ARWorldModel), "diffusion": (DiTConfig, DiffusionWorldModel)}
+MODEL_FILE = WORLD_MODEL_FILE
 
 
 def model_key(prefix: str) -> str:
-    return f"{prefix}/model/{MODEL_FILE}"
-
-
-def tokenizer_model_key(tokenizer_id: str) -> str:
-    """Where the tokenizer job left the tokenizer (``tokenizers/<id>/model/tokenizer.safetensors``)."""
-    from worldloom.models.tokenizer.job import model_key as tok_key
-
-    return tok_key(f"tokenizers/{tokenizer_id}")
-
-
-# ------------------------------------------------------------------------------------------ checkpoints
-
-
-def build_model(family: str, config: dict[str, Any]) -> nn.Module:
-    if family not in FAMILIES:
-        raise ValueError(f"family must be one of {sorted(FAMILIES)}, got {family!r}")
-    cfg_cls, model_cls = FAMILIES[family]
-    return model_cls(cfg_cls.from_dict(dict(config)))
-
-
-def family_of(model: nn.Module) -> str:
-    for name, (_, cls) in FAMILIES.items():
-        if isinstance(model, cls):
-            return name
-    raise TypeError(f"not a world model: {type(model).__name__}")
-
-
-def save_world_checkpoint(path: str | os.PathLike[str], model: nn.Module, *,
-                          optimizer: torch.optim.Optimizer | None = None, step: int = 0,
-                          extra: dict[str, Any] | None = None) -> Path:
-    """Weights (+ optimiser tensors) as safetensors and a JSON sidecar ``{family, config, step, ...}``
-    (same layout and guarantees as the tokenizer checkpoints: atomic writes, SHA-256s, no pickle)."""
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise CheckpointError(f"checkpoint path must end in .safetensors, got {path.name}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    family, cfg = family_of(model), model.config.to_dict()  # type: ignore[operator]
-    _atomic_tensors(model.state_dict(), path, {"format": FORMAT, "family": family, "config": json.dumps(cfg)})
-    sidecar: dict[str, Any] = {"format": FORMAT, "version": VERSION, "family": family, "config": cfg,
-                               "step": int(step), "extra": _jsonable(extra or {}, "extra"),
-                               "weights": {"file": path.name, "sha256": _sha256(path)}, "optimizer": None}
-    if optimizer is not None:
-        tensors, rest = _split_optimizer(optimizer.state_dict())
-        opath = path.with_suffix(".optim.safetensors")
-        _atomic_tensors(tensors, opath)
-        sidecar["optimizer"] = {"file": opath.name, "sha256": _sha256(opath), "class": type(optimizer).__name__,
-                                **rest}
-    side = path.with_suffix(".json")
-    tmp = side.with_name(side.name + ".tmp")
-    tmp.write_text(json.dumps(sidecar, indent=1))
-    os.replace(tmp, side)
-    return path
-
-
-def load_world_checkpoint(path: str | os.PathLike[str], *, model: nn.Module | None = None,
-                          optimizer: torch.optim.Optimizer | None = None,
-                          device: str = "cpu") -> tuple[nn.Module, TrainState]:
-    """Load weights (strict) into ``model`` or a model rebuilt from the sidecar; restore the optimiser."""
-    if optimizer is not None and model is None:
-        raise ValueError("pass the model the optimizer was built over together with the optimizer")
-    path = Path(path)
-    weights = read_safetensors(path, device=device)
-    side = path.with_suffix(".json")
-    if not side.is_file():
-        raise CheckpointError(f"{path}: sidecar {side.name} is missing")
-    try:
-        meta = json.loads(side.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{side}: sidecar is not valid JSON ({exc})") from exc
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{side}: not a {FORMAT} sidecar")
-    if meta.get("weights", {}).get("sha256") not in (None, _sha256(path)):
-        raise CheckpointError(f"{path}: weights do not match the sidecar {side.name} (SHA-256 differs)")
-    rebuilt = build_model(meta["family"], meta["config"])
-    if model is None:
-        model = rebuilt.to(device)
-    elif family_of(model) != meta["family"] or model.config != rebuilt.config:  # type: ignore[attr-defined]
-        raise CheckpointError(f"{path}: checkpoint {meta['family']} config differs from the model's")
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit the config: {exc}") from exc
-    state = TrainState(step=int(meta.get("step", 0)), extra=meta.get("extra", {}))
-    opt_meta = meta.get("optimizer")
-    if optimizer is not None and opt_meta:
-        opath = path.with_name(opt_meta["file"])
-        if not opath.is_file() or opt_meta.get("sha256") not in (None, _sha256(opath)):
-            raise CheckpointError(f"{opath}: optimizer state missing or not matching the sidecar")
-        optimizer.load_state_dict(_optimizer_state(read_safetensors(opath, device=device), opt_meta))
-        state.optimizer_restored = True
-    return model, state
+    """The finished model of the job under ``prefix`` (see :func:`worldloom.core.catalog.world_model_key`)."""
+    return f"{model_dir(prefix)}/{MODEL_FILE}"
 
 
 # ---------------------------------------------------------------------------------------------- the job
@@ -158,10 +64,10 @@ def load_world_checkpoint(path: str | os.PathLike[str], *, model: nn.Module | No
 class WorldModelJob:
     """Everything a worker needs; plain data so it crosses process and machine boundaries."""
 
-    prefix: str  # e.g. world_models/<id>: progress, checkpoints and the final model live under it
+    prefix: str  # models/<id> (catalog.world_model_prefix): progress, checkpoints and the final model live under it
     store: dict[str, Any]  # StoreSettings payload (worldloom.core.jobs.store_settings_payload)
     family: str  # "ar" | "diffusion"
-    model: dict[str, Any]  # ARConfig.to_dict() | DiTConfig.to_dict()
+    model: dict[str, Any]  # the family's config as a dict (see .factory.model_config)
     tokenizer_id: str  # the tokenizer that made the shards (decodes predictions for evaluation)
     train_keys: list[str]  # shard keys tokens/<tokenizer_id>/<clip_id>.tar
     val_keys: list[str] = field(default_factory=list)
@@ -190,12 +96,7 @@ class WorldModelJob:
     rewards: bool = False
 
     def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
-            raise ValueError(f"family must be one of {sorted(FAMILIES)}, got {self.family!r}")
-        try:
-            cfg = FAMILIES[self.family][0].from_dict(dict(self.model))
-        except TypeError as exc:
-            raise ValueError(f"bad {self.family} model config: {exc}") from exc
+        cfg = model_config(self.family, self.model)
         if not self.train_keys:
             raise ValueError("no training shards")
         if not self.tokenizer_id:
@@ -215,14 +116,14 @@ class WorldModelJob:
             raise ValueError(f"window {self.window} exceeds the model's max_frames={cfg.max_frames}")
         if any(int(h) < 1 for h in self.eval_horizons):
             raise ValueError(f"eval_horizons must be >= 1, got {self.eval_horizons}")
-        if self.family == "ar" and self.eval_horizons and \
-                self.context_frames + max(self.eval_horizons) > cfg.max_frames:
+        limit = family_class(self.family).sequence_limit(cfg) if self.eval_horizons else None
+        if limit is not None and self.context_frames + max(self.eval_horizons) > limit:
             raise ValueError(f"context_frames + max(eval_horizons) = {self.context_frames + max(self.eval_horizons)}"
-                             f" exceeds the AR model's max_frames={cfg.max_frames}")
+                             f" exceeds the {self.family} model's max_frames={limit}")
 
     @property
-    def config(self) -> ARConfig | DiTConfig:
-        return FAMILIES[self.family][0].from_dict(dict(self.model))
+    def config(self) -> Any:
+        return model_config(self.family, self.model)
 
     @property
     def action_pooling(self) -> str | None:
@@ -234,7 +135,7 @@ class WorldModelJob:
         return asdict(self)
 
 
-def init_from_parent(model: nn.Module, store: ObjectStore, key: str, tmp: Path,
+def init_from_parent(model: WorldModel, store: ObjectStore, key: str, tmp: Path,
                      device: torch.device) -> dict[str, int]:
     """Copy the parent checkpoint's tensors that fit ``model`` (same name and shape); returns counts.
 
@@ -252,45 +153,8 @@ def init_from_parent(model: nn.Module, store: ObjectStore, key: str, tmp: Path,
             "tensors_new": len(own) - len(fits)}
 
 
-def _check_data(job: WorldModelJob, sequences: list[Sequence]) -> None:
-    cfg = job.config
-    kind = sequences[0].kind
-    if job.family == "ar":
-        if kind != "discrete":
-            raise ValueError("the AR world model trains on discrete tokens; the shards hold continuous latents")
-        h, w = sequences[0].data.shape[-2:]
-        if h * w != cfg.tokens_per_frame:  # type: ignore[union-attr]
-            raise ValueError(f"shards have {h}x{w} tokens per frame; model tokens_per_frame={cfg.tokens_per_frame}")
-        top = max(int(s.data.max()) for s in sequences)
-        if top >= cfg.vocab_size:  # type: ignore[union-attr]
-            raise ValueError(f"token id {top} >= model vocab_size={cfg.vocab_size}")
-    else:
-        if kind != "continuous":
-            raise ValueError("the diffusion world model trains on continuous latents; the shards hold tokens")
-        c, _, h, w = sequences[0].data.shape
-        if c != cfg.in_channels or (h, w) != tuple(cfg.latent_size):  # type: ignore[union-attr]
-            raise ValueError(f"shards have latents [{c}, T, {h}, {w}]; model expects in_channels="
-                             f"{cfg.in_channels}, latent_size={cfg.latent_size}")
-
-
-def forward_batch(model: nn.Module, family: str, batch: dict[str, Tensor], context_frames: int, *,
-                  generator: torch.Generator | None = None) -> dict[str, Tensor]:
-    """The model's outputs on one window batch (``model`` may be the DDP wrapper): ``loss`` and, with
-    reward targets in the batch, ``reward_loss`` / ``termination_loss``."""
-    x, extra = batch["frames"], {k: batch.get(k) for k in ("actions", "text", "rewards", "terminations")}
-    if family == "ar":
-        return model(x, context_frames=context_frames, **extra)
-    return model(x[:, :, :context_frames], x[:, :, context_frames:], generator=generator, **extra)
-
-
-def compute_loss(model: nn.Module, family: str, batch: dict[str, Tensor], context_frames: int, *,
-                 generator: torch.Generator | None = None) -> Tensor:
-    """Training loss of one window batch."""
-    return forward_batch(model, family, batch, context_frames, generator=generator)["loss"]
-
-
 @torch.no_grad()
-def validation_loss(model: nn.Module, family: str, sequences: list[Sequence], job: WorldModelJob,
+def validation_loss(model: WorldModel, sequences: list[LatentSequence], job: WorldModelJob,
                     batches: int = 4) -> dict[str, float]:
     """Mean teacher-forced losses over fixed (seeded) windows, eval mode (no CFG drop): ``loss`` and, when
     the sequences carry rewards, ``reward_mse``, ``termination_bce`` and ``reward_mse_mean_baseline`` (the
@@ -305,7 +169,7 @@ def validation_loss(model: nn.Module, family: str, sequences: list[Sequence], jo
         for i in range(batches):
             b = {k: v.to(device) for k, v in sampler.batch_at(i).items()}
             g = torch.Generator().manual_seed(batch_seed(job.seed + 1, 0, i))
-            out = forward_batch(model, family, b, job.context_frames, generator=g)
+            out = training_outputs(model, b, job.context_frames, generator=g)
             for key, name in names.items():
                 if key in out:
                     totals[name] = totals.get(name, 0.0) + float(out[key])
@@ -333,7 +197,7 @@ def _load_tokenizer(store: ObjectStore, tokenizer_id: str, device: torch.device)
         raise ValueError(str(exc)) from None
 
 
-def _real_videos(store: ObjectStore, sequences: list[Sequence]) -> list[Tensor | None]:
+def _real_videos(store: ObjectStore, sequences: list[LatentSequence]) -> list[Tensor | None]:
     """Each sequence's real clip frames (train rendition of its ClipRecord), or None when unavailable."""
     from worldloom.models.tokenizer.data import frames_to_tensor
     from worldloom.video.decode import read_frames
@@ -342,9 +206,8 @@ def _real_videos(store: ObjectStore, sequences: list[Sequence]) -> list[Tensor |
     with tempfile.TemporaryDirectory(prefix="wl-real-") as tmp:
         for i, seq in enumerate(sequences):
             try:
-                rec = json.loads(store.get_bytes(f"clips/{seq.clip_id}/meta.json"))
-                key = store.key_from_uri(rec["renditions"]["train.mp4"]) if "://" in rec["renditions"]["train.mp4"] \
-                    else rec["renditions"]["train.mp4"]
+                rec = ClipRecord.model_validate_json(store.get_bytes(clip_meta_key(seq.clip_id)))
+                key = rec.renditions[TRAIN_RENDITION]
                 res = int(seq.meta["resolution"])
                 path = os.path.join(tmp, f"{i}.mp4")
                 store.download(key, path)
@@ -367,8 +230,8 @@ def _train(job: WorldModelJob, info: Any, store: ObjectStore, ckpts: StoreCheckp
                                text=job.text, rewards=job.rewards)
     if not sequences:
         raise ValueError(f"no training sequence has {job.window} latent frames")
-    _check_data(job, sequences)
     model = build_model(job.family, job.model).to(device)
+    model.check_sequences(sequences)
     optimizer = torch.optim.AdamW(model.parameters(), lr=job.lr, betas=(0.9, 0.95), weight_decay=job.weight_decay)
     start = 0
     with tempfile.TemporaryDirectory(prefix="wl-resume-") as tmp:
@@ -393,21 +256,15 @@ def _train(job: WorldModelJob, info: Any, store: ObjectStore, ckpts: StoreCheckp
     if writer is not None:
         writer.resumed(start, pids)
     sampler = WindowSampler(sequences, job.window, job.batch, seed=job.seed, rank=info.rank, start_step=start)
-    cfg = job.config
-    per_step = job.batch * job.window * info.world_size
-    rate_name = "tokens_per_s" if job.family == "ar" else "latent_frames_per_s"
-    if job.family == "ar":
-        per_step *= cfg.tokens_per_frame  # type: ignore[union-attr]
-    warmup = min(100, max(1, job.steps // 20))
+    per_step = job.batch * job.window * info.world_size * model.items_per_latent_frame
     loss_sum, count, t0 = 0.0, 0, time.perf_counter()
     model.train()
     for step in range(start, job.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, job.steps, job.lr, warmup)
+        set_lr(optimizer, step, job.steps, job.lr)
         batch = {k: v.to(device) for k, v in next(sampler).items()}
         noise = torch.Generator().manual_seed(batch_seed(job.seed, info.rank, step) ^ 0xD1FF)
         with autocast_for(device):  # bf16 on CUDA (no loss scaling needed), fp32 on CPU
-            loss = compute_loss(trained, job.family, batch, job.context_frames, generator=noise)
+            loss = training_outputs(trained, batch, job.context_frames, generator=noise)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if job.grad_clip > 0:
@@ -420,7 +277,7 @@ def _train(job: WorldModelJob, info: Any, store: ObjectStore, ckpts: StoreCheckp
             elapsed = time.perf_counter() - t0
             if writer is not None and math.isfinite(loss_sum):
                 writer.log(done, {"loss": loss_sum / count, "sec_per_step": elapsed / count,
-                                  rate_name: per_step * count / max(elapsed, 1e-9)})
+                                  model.throughput_unit: per_step * count / max(elapsed, 1e-9)})
             loss_sum, count, t0 = 0.0, 0, time.perf_counter()
             if broadcast_flag(writer is not None and writer.cancelled()):
                 raise JobCancelled()
@@ -434,22 +291,19 @@ def _train(job: WorldModelJob, info: Any, store: ObjectStore, ckpts: StoreCheckp
         path = save_world_checkpoint(Path(tmp) / MODEL_FILE, model, step=job.steps,
                                      extra={"metrics": metrics, "tokenizer_id": job.tokenizer_id,
                                             "window": job.window, "context_frames": job.context_frames})
-        with open(path, "rb") as fh:  # weights first, sidecar last: its presence means the weights are complete
-            store.put_file(model_key(job.prefix), fh, path.stat().st_size)
-        side = path.with_suffix(".json")
-        store.put_bytes(model_key(job.prefix).replace(".safetensors", ".json"), side.read_bytes(), "application/json")
+        publish_files(store, path.parent, model_dir(job.prefix))
     writer.finish("succeeded", metrics)
 
 
-def _final_metrics(job: WorldModelJob, store: ObjectStore, model: nn.Module, tokenizer: Any,
-                   train_sequences: list[Sequence]) -> dict[str, float]:
+def _final_metrics(job: WorldModelJob, store: ObjectStore, model: WorldModel, tokenizer: Any,
+                   train_sequences: list[LatentSequence]) -> dict[str, float]:
     tag = "val_" if job.val_keys else "train_"
     sequences = (load_sequences(store, job.val_keys, actions=job.action_pooling, text=job.text,  # type: ignore[arg-type]
                                 rewards=job.rewards)
                  if job.val_keys else train_sequences[:job.eval_sequences])
     metrics: dict[str, float] = {}
     if any(s.frames >= job.window for s in sequences):
-        metrics.update({f"{tag}{k}": v for k, v in validation_loss(model, job.family, sequences, job).items()})
+        metrics.update({f"{tag}{k}": v for k, v in validation_loss(model, sequences, job).items()})
     if tokenizer is None:
         return metrics
     longest = max((s.frames for s in sequences), default=0)
@@ -460,7 +314,8 @@ def _final_metrics(job: WorldModelJob, store: ObjectStore, model: nn.Module, tok
     sequences = [s for s in sequences if s.frames >= job.context_frames + max(horizons)][:job.eval_sequences]
     reals = _real_videos(store, sequences) if job.eval_real_frames else None
     result = evaluate_prediction(model, tokenizer, sequences, context_frames=job.context_frames, horizons=horizons,
-                                 real_videos=reals, steps=job.eval_steps, seed=job.seed,
+                                 real_videos=reals, sampling=Sampling(temperature=0.0, steps=job.eval_steps),
+                                 seed=job.seed,
                                  max_sequences=job.eval_sequences)
     metrics.update(flat_metrics(result, tag))
     return metrics

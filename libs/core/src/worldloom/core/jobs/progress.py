@@ -15,19 +15,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from worldloom.core.catalog import cancel_key, progress_key
 from worldloom.core.settings import StoreSettings
 from worldloom.core.store.base import ObjectNotFound, ObjectStore
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
-
-
-def progress_key(prefix: str) -> str:
-    return f"{prefix}/progress.json"
-
-
-def cancel_key(prefix: str) -> str:
-    return f"{prefix}/cancel"
 
 
 class Progress(BaseModel):
@@ -131,34 +124,3 @@ def store_settings_payload(settings: StoreSettings) -> dict[str, Any]:
         secret = getattr(settings, name)
         data[name] = secret.get_secret_value() if secret is not None else None
     return data
-
-
-class JobRecord(BaseModel):
-    """Fields every registry record of a training job shares (tokenizers, world models).
-
-    The service owns ``state``; the progress fields mirror ``progress.json`` written by the workers and
-    are folded in on read by :meth:`merged`.
-    """
-
-    state: JobState = "queued"
-    percent: float = 0.0
-    step: int = 0
-    total_steps: int = 0
-    eta_s: float | None = None
-    curves: dict[str, list[tuple[int, float]]] = {}
-    metrics: dict[str, float] = {}
-    resumed_from_step: list[int] = []
-    notes: dict[str, Any] = {}
-    error: str | None = None
-    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
-    updated_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
-
-    def merged(self, progress: Progress | None):  # noqa: ANN201 - returns the same record type
-        """The record with the workers' progress folded in (state stays the service's)."""
-        if progress is None:
-            return self
-        return self.model_copy(update=dict(
-            percent=progress.percent, step=progress.step, total_steps=progress.total_steps or self.total_steps,
-            eta_s=progress.eta_s, curves=progress.curves, metrics=progress.metrics or self.metrics,
-            resumed_from_step=progress.resumed_from_step, notes=progress.notes, error=self.error or progress.error,
-            updated_at=max(self.updated_at, progress.updated_at)))

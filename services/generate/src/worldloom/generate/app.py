@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hmac
 import json
 import logging
 import re
@@ -47,11 +46,13 @@ from kserve.protocol.rest.server import RESTServer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from worldloom.core.service.auth import BearerTokens
 from worldloom.core.service.errors import error_body
 from worldloom.core.service.middleware import ServiceMiddleware
 from worldloom.core.store import make_store
-from worldloom.generate.engine import BadInput
-from worldloom.generate.predictor import SCALAR_FIELDS, WorldModelPredictor, _scalar
+from worldloom.generate.schemas import VideoRequest
+from worldloom.generate.service import BadInput
+from worldloom.generate.predictor import SCALAR_FIELDS, WorldModelPredictor, scalar_field
 from worldloom.generate.settings import GenerateSettings
 
 log = logging.getLogger("worldloom.generate")
@@ -65,26 +66,20 @@ PUBLIC = re.compile(r"^/(|metrics|v2|v2/health/(live|ready)|v2/models/[^/]+(/ver
 class BearerAuthMiddleware:
     """Pure ASGI: ``Authorization: Bearer <token>`` on everything but probes and metrics."""
 
-    def __init__(self, app: ASGIApp, tokens: list[str], required: bool) -> None:
-        self.app = app
-        self.tokens = [t.encode() for t in tokens]
-        self.required = required
+    def __init__(self, app: ASGIApp, tokens: BearerTokens) -> None:
+        self.app, self.tokens = app, tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.required or PUBLIC.match(scope["path"]):
+        if scope["type"] != "http" or PUBLIC.match(scope["path"]):
             await self.app(scope, receive, send)
             return
         header = ""
         for key, value in scope.get("headers", []):
             if key == b"authorization":
                 header = value.decode("latin-1")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            await _json(send, 401, error_body("unauthorized", "missing bearer token (send 'Authorization: Bearer <token>')"))
-            return
-        supplied = token.strip().encode()
-        if not any(hmac.compare_digest(supplied, t) for t in self.tokens):
-            await _json(send, 401, error_body("unauthorized", "invalid bearer token"))
+        problem = self.tokens.problem(header)
+        if problem is not None:
+            await _json(send, 401, error_body("unauthorized", problem))
             return
         await self.app(scope, receive, send)
 
@@ -98,56 +93,8 @@ async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------------------- video route
 
 
-class FramesJson(BaseModel):
-    """uint8 frames ``[T, H, W, 3]`` as JSON: ``b64`` = the raw bytes base64-encoded, or ``data`` nested lists."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    shape: list[int] = Field(min_length=4, max_length=5)
-    b64: str | None = None
-    data: list[Any] | None = None
-
-    def to_numpy(self) -> np.ndarray:
-        if (self.b64 is None) == (self.data is None):
-            raise BadInput("context_frames: give exactly one of 'b64' or 'data'")
-        if any(d < 1 for d in self.shape):
-            raise BadInput(f"context_frames: every dimension must be >= 1, got {self.shape}")
-        try:
-            if self.b64 is not None:
-                arr = np.frombuffer(base64.b64decode(self.b64, validate=True), dtype=np.uint8)
-            else:
-                arr = np.asarray(self.data)
-                if arr.dtype.kind not in "iu" or arr.size and (arr.min() < 0 or arr.max() > 255):
-                    raise BadInput("context_frames: data must be integers 0..255")
-                arr = arr.astype(np.uint8)
-            return arr.reshape(self.shape)
-        except (ValueError, binascii.Error) as exc:
-            if isinstance(exc, BadInput):
-                raise
-            raise BadInput(f"context_frames: data does not match shape {self.shape} ({exc})") from None
-
-
-class VideoRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    context_frames: FramesJson | None = None
-    clip_id: str | None = None
-    clip_start_frame: int | None = None
-    actions: list[Any] | None = Field(None, description="[N, D] floats (continuous) or [N] ids (discrete)")
-    text: str | None = None
-    num_frames: int
-    seed: int | None = None
-    temperature: float | None = None
-    top_k: int | None = None
-    steps: int | None = None
-    cfg_scale: float | None = None
-    resize: bool | None = None
-    format: Literal["mp4", "gif"] = "mp4"
-    fps: float | None = Field(None, gt=0, le=120)
-
-
 def _video_fields(body: VideoRequest, predictor: WorldModelPredictor) -> dict[str, Any]:
-    fields: dict[str, Any] = {k: _scalar(k, v) for k in SCALAR_FIELDS if (v := getattr(body, k)) is not None}
+    fields: dict[str, Any] = {k: scalar_field(k, v) for k in SCALAR_FIELDS if (v := getattr(body, k)) is not None}
     if body.context_frames is not None:
         frames = body.context_frames.to_numpy()
         if frames.ndim == 5:
@@ -163,7 +110,7 @@ def _video_fields(body: VideoRequest, predictor: WorldModelPredictor) -> dict[st
     if body.text is not None:
         fields["text"] = [body.text]
     if body.actions is not None:
-        spec = predictor._engine().action_spec
+        spec = predictor.loaded_engine().action_spec
         try:
             arr = np.asarray(body.actions, dtype=np.float32 if spec is not None and spec.kind == "continuous" else None)
         except (ValueError, TypeError):
@@ -251,7 +198,7 @@ class GenerateModelServer(ModelServer):
     def _install(self, app: FastAPI) -> None:
         s = self.settings
         add_routes(app, self, s)
-        app.add_middleware(BearerAuthMiddleware, tokens=s.http.tokens(), required=s.http.auth_required)
+        app.add_middleware(BearerAuthMiddleware, tokens=BearerTokens(s.http.tokens(), s.http.auth_required))
         app.add_middleware(ServiceMiddleware, service="generate", default_limit=s.max_request_bytes)
 
     def start(self, models: list[Any]) -> None:  # mirrors ModelServer.start (kserve 0.21), single worker

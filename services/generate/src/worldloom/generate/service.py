@@ -7,10 +7,10 @@ One :class:`WorldModelEngine` wraps a :class:`~worldloom.models.world.registry.L
    (``R x R`` with ``R = latent side * spatial compression``; other sizes are centre-cropped to a square
    and resized when ``resize`` is on, else refused) and cut to a causal length ``1 + k * tc`` that fits
    the model's window: the *oldest* frames are dropped;
-2. the tokenizer encodes them (discrete indices for the AR model, continuous latents for the DiT);
-3. the world model predicts ``ceil(num_frames / tc)`` latent frames (``ARWorldModel.generate`` or
-   ``DiffusionWorldModel.sample``), with a CPU ``torch.Generator`` seeded from the request, so the same
-   seed gives the same frames on any device;
+2. the tokenizer encodes them into the model's latent layout (``WorldModel.encode_video``);
+3. the world model predicts ``ceil(num_frames / tc)`` latent frames (``WorldModel.rollout`` with the
+   request's sampling options, checked by ``WorldModel.resolve_sampling``), with a CPU ``torch.Generator``
+   seeded from the request, so the same seed gives the same frames on any device;
 4. context + predicted latents are decoded *together* (the decoder is causal, so the new frames see the
    context) and the first ``num_frames`` new video frames are returned.
 
@@ -37,7 +37,8 @@ import torch.nn.functional as F
 
 from worldloom.generate.settings import Limits
 from worldloom.models.tokenizer.data import frames_to_tensor, tensor_to_frames
-from worldloom.models.world import ARWorldModel, DiffusionWorldModel
+from worldloom.models.world import SamplingLimits
+from worldloom.models.world import Sampling as ModelSampling
 from worldloom.models.world.registry import LoadedWorldModel
 
 MAX_SEED = 2**63 - 1
@@ -47,17 +48,19 @@ class BadInput(ValueError):
     """The request cannot be served as given; the message says why (maps to HTTP 400)."""
 
 
-class IncompatibleModel(RuntimeError):
-    """The world model and its tokenizer do not fit together (a registry / training problem)."""
-
-
 @dataclass
 class Sampling:
+    """A request's seed and sampling options (which options apply depends on the model's family)."""
+
     seed: int | None = None
-    temperature: float | None = None  # AR
-    top_k: int | None = None  # AR
-    steps: int | None = None  # diffusion
-    cfg_scale: float | None = None  # diffusion
+    temperature: float | None = None
+    top_k: int | None = None
+    steps: int | None = None
+    cfg_scale: float | None = None
+
+    def options(self) -> ModelSampling:
+        return ModelSampling(temperature=self.temperature, top_k=self.top_k, steps=self.steps,
+                             cfg_scale=self.cfg_scale)
 
 
 @dataclass
@@ -105,25 +108,9 @@ class WorldModelEngine:
         self._lock = threading.Lock()
         tcfg = self.tokenizer.config
         self.tc, self.sc = tcfg.t_compression, tcfg.s_compression
-        cfg = self.model.config
-        if isinstance(self.model, ARWorldModel):
-            self.family = "ar"
-            if not self.tokenizer.is_discrete or tcfg.codebook_size != cfg.vocab_size:
-                raise IncompatibleModel(f"AR model with vocab_size={cfg.vocab_size} needs a discrete tokenizer "
-                                        f"with as many codes; tokenizer is {tcfg.kind} ({tcfg.codebook_size} codes)")
-            side = math.isqrt(cfg.tokens_per_frame)
-            if side * side != cfg.tokens_per_frame:
-                raise IncompatibleModel(f"tokens_per_frame={cfg.tokens_per_frame} is not a square latent frame")
-            self.latent_hw = (side, side)
-        elif isinstance(self.model, DiffusionWorldModel):
-            self.family = "diffusion"
-            if self.tokenizer.is_discrete or tcfg.z_channels != cfg.in_channels:
-                raise IncompatibleModel(f"diffusion model with in_channels={cfg.in_channels} needs a continuous "
-                                        f"tokenizer with as many latent channels; tokenizer is {tcfg.kind} "
-                                        f"({tcfg.z_channels} channels)")
-            self.latent_hw = tuple(cfg.latent_size)
-        else:
-            raise IncompatibleModel(f"not a world model: {type(self.model).__name__}")
+        self.family = self.model.family
+        self.model.check_tokenizer(tcfg)  # IncompatibleModel: a registry / training problem
+        self.latent_hw = self.model.latent_grid
         self.resolution = (self.latent_hw[0] * self.sc, self.latent_hw[1] * self.sc)
         self.device = next(self.model.parameters()).device
         self.tok_device = next(self.tokenizer.parameters()).device
@@ -141,15 +128,12 @@ class WorldModelEngine:
     @property
     def max_num_frames(self) -> int:
         """Longest prediction (video frames) this model and the limits allow."""
-        if self.family == "ar":
-            return min(self.limits.max_num_frames, (self.model.config.max_frames - 1) * self.tc)
-        return self.limits.max_num_frames
+        longest = self.model.max_new_latents
+        return self.limits.max_num_frames if longest is None else min(self.limits.max_num_frames, longest * self.tc)
 
     def context_window(self, num_frames: int) -> int:
         """Context video frames used for a prediction of ``num_frames`` (more are dropped, oldest first)."""
-        ln = -(-num_frames // self.tc)
-        cfg = self.model.config
-        lc = cfg.max_frames - ln if self.family == "ar" else cfg.context_window
+        lc = self.model.context_latents(-(-num_frames // self.tc))
         lc = max(1, min(lc, 1 + (self.limits.max_context_frames - 1) // self.tc))
         return 1 + (lc - 1) * self.tc
 
@@ -169,34 +153,18 @@ class WorldModelEngine:
 
     # --------------------------------------------------------------------------------------- checking
 
-    def _check_sampling(self, s: Sampling) -> Sampling:
-        lim = self.limits
+    def _check_sampling(self, s: Sampling) -> tuple[int, ModelSampling]:
         seed = s.seed if s.seed is not None else secrets.randbits(62)
         if not 0 <= seed <= MAX_SEED:
             raise BadInput(f"seed must be in [0, 2^63 - 1], got {seed}")
-        if self.family == "ar":
-            for name in ("steps", "cfg_scale"):
-                if getattr(s, name) is not None:
-                    raise BadInput(f"'{name}' applies to diffusion models; {self.loaded.record.model_id} is an "
-                                   "autoregressive model (use temperature / top_k)")
-            temperature = self.default_temperature if s.temperature is None else float(s.temperature)
-            if not 0.0 <= temperature <= lim.max_temperature:
-                raise BadInput(f"temperature must be in [0, {lim.max_temperature}], got {temperature}")
-            vocab = self.model.config.vocab_size
-            if s.top_k is not None and not 1 <= s.top_k <= vocab:
-                raise BadInput(f"top_k must be in [1, {vocab}], got {s.top_k}")
-            return Sampling(seed=seed, temperature=temperature, top_k=s.top_k)
-        for name in ("temperature", "top_k"):
-            if getattr(s, name) is not None:
-                raise BadInput(f"'{name}' applies to autoregressive models; {self.loaded.record.model_id} is a "
-                               "diffusion model (use steps / cfg_scale)")
-        steps = self.default_steps if s.steps is None else int(s.steps)
-        if not 1 <= steps <= lim.max_steps:
-            raise BadInput(f"steps must be in [1, {lim.max_steps}], got {steps}")
-        cfg_scale = 1.0 if s.cfg_scale is None else float(s.cfg_scale)
-        if not 0.0 <= cfg_scale <= lim.max_cfg_scale:
-            raise BadInput(f"cfg_scale must be in [0, {lim.max_cfg_scale}], got {cfg_scale}")
-        return Sampling(seed=seed, steps=steps, cfg_scale=cfg_scale)
+        lim = self.limits
+        limits = SamplingLimits(max_temperature=lim.max_temperature, max_steps=lim.max_steps,
+                                max_cfg_scale=lim.max_cfg_scale, default_temperature=self.default_temperature,
+                                default_steps=self.default_steps)
+        try:
+            return seed, self.model.resolve_sampling(s.options(), limits)
+        except ValueError as exc:
+            raise BadInput(f"{self.loaded.record.model_id}: {exc}") from None
 
     def _check_context(self, context: np.ndarray) -> np.ndarray:
         lim = self.limits
@@ -303,7 +271,7 @@ class WorldModelEngine:
         n = int(req.num_frames)
         if not 1 <= n <= self.max_num_frames:
             raise BadInput(f"num_frames={n}; this model predicts 1..{self.max_num_frames} frames per request")
-        sampling = self._check_sampling(req.sampling)
+        seed, sampling = self._check_sampling(req.sampling)
         b, t = context.shape[:2]
         ln = -(-n // self.tc)
         window = self.context_window(n)
@@ -314,51 +282,21 @@ class WorldModelEngine:
         text = self._check_text(req.text, b)
         context = self._fit_resolution(np.array(context[:, trim:], copy=True), req.resize)
         video = torch.stack([frames_to_tensor(clip) for clip in context]).to(self.tok_device)
-        generator = torch.Generator().manual_seed(int(sampling.seed))
+        generator = torch.Generator().manual_seed(int(seed))
         with self._lock, torch.no_grad():
-            if self.family == "ar":
-                _, ctx = self.tokenizer.encode(video)
-                out = self.model.generate(ctx.to(self.device), ln, actions=actions, text=text,
-                                          temperature=float(sampling.temperature), top_k=sampling.top_k,
-                                          generator=generator)
-            else:
-                ctx = self.tokenizer.encode(video)
-                out = self.model.sample(ctx.to(self.device).float(), ln, actions=actions, text=text,
-                                        steps=int(sampling.steps), cfg_scale=float(sampling.cfg_scale),
-                                        generator=generator)
-            decoded = self.tokenizer.decode(out.to(self.tok_device)).float()
-            heads = self._reward_heads(out, actions, text, lc) if self.model.reward is not None else None
+            ctx = self.model.encode_video(self.tokenizer, video).to(self.device)
+            out = self.model.rollout(ctx, ln, actions=actions, text=text, sampling=sampling, generator=generator)
+            decoded = self.model.decode_latents(self.tokenizer, out)
+            heads = None
+            if self.model.reward is not None:
+                reward, logits = self.model.rollout_rewards(out, actions, text, lc)
+                heads = reward.float().cpu().numpy(), torch.sigmoid(logits.float()).cpu().numpy()
         new = decoded[:, :, decoded.shape[2] - ln * self.tc:][:, :, :n]
         frames = np.stack([tensor_to_frames(v) for v in new])
-        info = {"family": self.family, "resolution": list(self.resolution), "seed": int(sampling.seed),
-                "context_frames_used": used, "context_latent_frames": lc, "predicted_latent_frames": ln}
-        if self.family == "ar":
-            info.update(temperature=sampling.temperature, top_k=sampling.top_k)
-        else:
-            info.update(steps=sampling.steps, cfg_scale=sampling.cfg_scale)
-        result = GenerateResult(frames, int(sampling.seed), used, lc, ln, info)
+        info = {"family": self.family, "resolution": list(self.resolution), "seed": int(seed),
+                "context_frames_used": used, "context_latent_frames": lc, "predicted_latent_frames": ln,
+                **{name: getattr(sampling, name) for name in self.model.sampling_options}}
+        result = GenerateResult(frames, int(seed), used, lc, ln, info)
         if heads is not None:
             result.rewards, result.terminations = heads
         return result
-
-    def _reward_heads(self, out: torch.Tensor, actions: torch.Tensor | None, text: torch.Tensor | None,
-                      lc: int) -> tuple[np.ndarray, np.ndarray]:
-        """Reward and termination probability of each predicted latent frame (RL in imagination).
-
-        AR: one teacher-forced pass over context + prediction. Diffusion: the reward head on clean
-        frames (``t = 0``), in windows of at most ``max_frames`` that end at the latest frame."""
-        if self.family == "ar":
-            res = self.model(out, actions=actions, text=text, context_frames=out.shape[1])
-            reward, logits = res["reward"], res["termination_logits"]
-        else:
-            total, window = out.shape[2], self.model.config.max_frames
-            reward = out.new_zeros(out.shape[0], total, dtype=torch.float32)
-            logits = torch.zeros_like(reward)
-            end = total
-            while end > lc:
-                start = max(0, end - window)
-                acts = actions[:, start:end - 1] if actions is not None else None
-                res = self.model.predict_rewards(out[:, :, start:end].float(), acts, text)
-                reward[:, start:end], logits[:, start:end] = res["reward"], res["termination_logits"]
-                end = start
-        return (reward[:, lc:].float().cpu().numpy(), torch.sigmoid(logits[:, lc:].float()).cpu().numpy())
