@@ -381,6 +381,48 @@ def test_server_video_route_errors(server):
     assert r.content[:4] == b"GIF8"
 
 
+GRPC_AUTH = (("authorization", f"Bearer {TOKEN}"),)
+
+
+def test_server_grpc_needs_the_token_except_for_probes(server):
+    """Inference, model metadata and the model repository need the REST token on gRPC metadata."""
+    import grpc
+    from kserve import InferenceGRPCClient, InferInput, InferRequest
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+    async def run() -> None:
+        client = InferenceGRPCClient(server.grpc_address)
+        channel = grpc.aio.insecure_channel(server.grpc_address)
+        try:
+            frames = InferInput("context_frames", [5, RES, RES, 3], "UINT8")
+            frames.set_data_from_numpy(_frames(5), binary_data=True)
+            num = InferInput("num_frames", [1], "INT32")
+            num.set_data_from_numpy(np.array([4], np.int32), binary_data=True)
+            request = InferRequest(model_name="wm-ar", infer_inputs=[frames, num])
+            for headers in (None, (("authorization", "Bearer wrong"),), (("authorization", TOKEN),)):
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await client.infer(request, headers=headers)
+                assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, headers
+                assert "bearer token" in err.value.details()
+            stub = GRPCInferenceServiceStub(channel)
+            for call, req in ((stub.RepositoryModelUnload, pb.RepositoryModelUnloadRequest(model_name="wm-ar")),
+                              (stub.RepositoryModelLoad, pb.RepositoryModelLoadRequest(model_name="wm-ar")),
+                              (stub.ModelMetadata, pb.ModelMetadataRequest(name="wm-ar"))):
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await call(req)
+                assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert await client.is_server_live() and await client.is_server_ready()
+            assert await client.is_model_ready("wm-ar")  # not unloaded by the refused call
+            res = await client.infer(request, headers=GRPC_AUTH)
+            assert res.outputs[0].shape == [4, RES, RES, 3]
+        finally:
+            await channel.close()
+            await client.close()
+
+    asyncio.run(run())
+
+
 def test_server_grpc(server):
     import grpc
     from kserve import InferenceGRPCClient, InferInput, InferRequest
@@ -395,12 +437,12 @@ def test_server_grpc(server):
         try:
             inputs = [tensor("context_frames", "UINT8", _frames(5)), tensor("num_frames", "INT32", np.array([4], np.int32)),
                       tensor("seed", "INT64", np.array([9])), tensor("temperature", "FP32", np.array([0.7], np.float32))]
-            res = await client.infer(InferRequest(model_name="wm-ar", infer_inputs=inputs))
+            res = await client.infer(InferRequest(model_name="wm-ar", infer_inputs=inputs), headers=GRPC_AUTH)
             assert res.outputs[0].shape == [4, RES, RES, 3] and res.outputs[0].as_numpy().dtype == np.uint8
             assert res.parameters["seed"].int64_param == 9
             bad = inputs[:2] + [tensor("prompt", "BYTES", np.array([b"x"], dtype=object))]
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await client.infer(InferRequest(model_name="wm-ar", infer_inputs=bad))
+                await client.infer(InferRequest(model_name="wm-ar", infer_inputs=bad), headers=GRPC_AUTH)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "unknown input" in err.value.details()
         finally:
             await client.close()

@@ -7,7 +7,8 @@ gRPC) serving the configured world models, with what KServe 0.21 lacks for us bo
   copy of every model).
 * **auth**: bearer tokens (``WORLDLOOM_GENERATE_HTTP__API_TOKENS``) on every route except the probes and
   metrics (``/``, ``/metrics``, ``/v2``, ``/v2/health/live|ready``, ``/v2/models/<id>/ready``,
-  ``/v1/models/<id>``), which Kubernetes and Prometheus call without a token.
+  ``/v1/models/<id>``), which Kubernetes and Prometheus call without a token; the same check on gRPC
+  metadata for every method but ServerLive/ServerReady/ModelReady/ServerMetadata.
 * **request size limit**, request ids, access logs and ``worldloom_http_*`` metrics (the platform's
   ``ServiceMiddleware``). KServe's own Prometheus metrics (``request_predict_seconds`` etc., per model)
   are on the same ``/metrics``.
@@ -33,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 from fastapi import FastAPI
 from fastapi.responses import Response
+import grpc
 from grpc import aio
 from kserve import ModelServer
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
@@ -161,12 +163,46 @@ def add_routes(app: FastAPI, server: ModelServer, settings: GenerateSettings) ->
 # ----------------------------------------------------------------------------------------------- servers
 
 
-class _BoundGRPCServer(GRPCServer):
-    """KServe's gRPC server (same servicer and interceptors) listening on ``host:port`` instead of ``[::]``."""
+#: gRPC methods open without a token, like their REST twins (probes and server metadata)
+PUBLIC_RPCS = frozenset({"ServerLive", "ServerReady", "ModelReady", "ServerMetadata"})
 
-    def __init__(self, host: str, *args: Any, **kwargs: Any) -> None:
+
+class BearerAuthInterceptor(aio.ServerInterceptor):
+    """The REST bearer check on gRPC metadata (``authorization: Bearer <token>``): every method but the
+    probes (inference, model metadata and the model-repository load/unload) answers UNAUTHENTICATED
+    without a valid token."""
+
+    def __init__(self, tokens: BearerTokens) -> None:
+        self.tokens = tokens
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(details)
+        if handler is None or details.method.rsplit("/", 1)[-1] in PUBLIC_RPCS:
+            return handler
+        metadata = {k.lower(): v for k, v in (details.invocation_metadata or ())}
+        problem = self.tokens.problem(metadata.get("authorization"))
+        if problem is None:
+            return handler
+
+        async def deny(request: Any, context: aio.ServicerContext) -> Any:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, problem)
+
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(deny, handler.request_deserializer, handler.response_serializer)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(deny, handler.request_deserializer, handler.response_serializer)
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(deny, handler.request_deserializer, handler.response_serializer)
+        return grpc.stream_stream_rpc_method_handler(deny, handler.request_deserializer, handler.response_serializer)
+
+
+class _BoundGRPCServer(GRPCServer):
+    """KServe's gRPC server (same servicer and interceptors, plus bearer auth) listening on ``host:port``
+    instead of ``[::]``."""
+
+    def __init__(self, host: str, tokens: BearerTokens, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._host = host
+        self._host, self._tokens = host, tokens
 
     async def start(self, max_workers: int) -> None:
         from concurrent import futures
@@ -174,7 +210,7 @@ class _BoundGRPCServer(GRPCServer):
         servicer = InferenceServicer(self._data_plane, self._model_repository_extension)
         self._server = aio.server(
             futures.ThreadPoolExecutor(max_workers=max_workers),
-            interceptors=(LoggingInterceptor(), ExceptionToStatusInterceptor()),
+            interceptors=(BearerAuthInterceptor(self._tokens), LoggingInterceptor(), ExceptionToStatusInterceptor()),
             options=[("grpc.max_send_message_length", self._kwargs["grpc_max_send_message_length"]),
                      ("grpc.max_receive_message_length", self._kwargs["grpc_max_receive_message_length"])])
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._server)
@@ -194,11 +230,12 @@ class GenerateModelServer(ModelServer):
                          enable_docs_url=False, enable_latency_logging=True,
                          timeout_keep_alive=settings.timeout_keep_alive_s, grace_period=settings.grace_period_s)
         self.settings = settings
+        self.bearer = BearerTokens(settings.http.tokens(), settings.http.auth_required)
 
     def _install(self, app: FastAPI) -> None:
         s = self.settings
         add_routes(app, self, s)
-        app.add_middleware(BearerAuthMiddleware, tokens=BearerTokens(s.http.tokens(), s.http.auth_required))
+        app.add_middleware(BearerAuthMiddleware, tokens=self.bearer)
         app.add_middleware(ServiceMiddleware, service="generate", default_limit=s.max_request_bytes)
 
     def start(self, models: list[Any]) -> None:  # mirrors ModelServer.start (kserve 0.21), single worker
@@ -214,7 +251,7 @@ class GenerateModelServer(ModelServer):
         if self.enable_grpc:
             g = self.settings.grpc
             self._grpc_server = _BoundGRPCServer(
-                g.host, self.grpc_port, self.dataplane, self.model_repository_extension,
+                g.host, self.bearer, self.grpc_port, self.dataplane, self.model_repository_extension,
                 kwargs={"grpc_max_send_message_length": g.max_message_bytes,
                         "grpc_max_receive_message_length": g.max_message_bytes},
                 grace_period=self.grace_period)
