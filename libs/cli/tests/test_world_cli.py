@@ -21,9 +21,10 @@ import torch
 from typer.testing import CliRunner
 
 from worldloom.cli.main import app
-from worldloom.cli.world_cmd import fit_resolution, parse_horizons
+from worldloom.cli.world_cmd import parse_horizons
 from worldloom.core.settings import StoreSettings
 from worldloom.core.store import make_store
+from worldloom.models.frames import fit_frames
 from worldloom.models.tokenizer import CausalVideoTokenizer, save_checkpoint
 from worldloom.models.tokenizer.job import model_key as tokenizer_key
 from worldloom.models.world import ActionSpec, ARConfig, ARWorldModel, DiffusionWorldModel, DiTConfig
@@ -247,4 +248,4 @@ def test_helpers() -> None:
 
     for res in ((16, 16), (8, 12)):
         expected = WorldModelEngine._fit_resolution(SimpleNamespace(resolution=res), frames[None], True)[0]
-        assert np.array_equal(fit_resolution(frames, res), expected)
+        assert np.array_equal(fit_frames(frames, res), expected)

@@ -50,25 +50,6 @@ def read_video(path: Path, frames: int | None) -> np.ndarray:
     return arr
 
 
-def fit_resolution(frames: np.ndarray, resolution: tuple[int, int]) -> np.ndarray:
-    """uint8 ``[T, H, W, 3]`` -> ``[T, rh, rw, 3]`` exactly as the generate server fits context frames
-    (``WorldModelEngine._fit_resolution``): centre-crop to the target aspect, antialiased bilinear resize."""
-    import torch
-    import torch.nn.functional as F
-
-    rh, rw = resolution
-    t, h, w, _ = frames.shape
-    if (h, w) == (rh, rw):
-        return frames
-    scale = max(rh / h, rw / w)
-    ch, cw = min(h, round(rh / scale)), min(w, round(rw / scale))
-    y0, x0 = (h - ch) // 2, (w - cw) // 2
-    x = torch.from_numpy(np.ascontiguousarray(frames[:, y0:y0 + ch, x0:x0 + cw]))
-    x = x.permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
 def frame_metrics(pred: np.ndarray, real: np.ndarray) -> tuple[float, float]:
     """PSNR (dB) and SSIM of uint8 ``[T, H, W, 3]`` frames against the real ones."""
     from worldloom.models.tokenizer.data import frames_to_tensor
@@ -255,6 +236,7 @@ class VideoEval:
 
 def evaluate_video(client: WorldloomClient, info: ModelInfo, path: Path, context_frames: int, horizons: list[int],
                    seed: int) -> VideoEval:
+    from worldloom.models.frames import fit_frames
     from worldloom.video.errors import VideoRejected
 
     tc, need = info.tc, max(horizons) * info.tc
@@ -265,7 +247,7 @@ def evaluate_video(client: WorldloomClient, info: ModelInfo, path: Path, context
     if video.shape[0] < context_frames + need:
         return VideoEval(str(path), error=f"too_short: {video.shape[0]} frames; horizon {max(horizons)} needs "
                                           f"{context_frames} context + {max(horizons)} x {tc} = {context_frames + need}")
-    video = fit_resolution(video, info.resolution)
+    video = fit_frames(video, info.resolution)  # as the server fits the context
     ctx, real = video[:context_frames], video[context_frames:]
     try:
         res = client.infer(info.model_id, v2_request(ctx, {"num_frames": need, "seed": seed}))
