@@ -1,8 +1,14 @@
-"""The `worldloom` command line."""
+"""The `worldloom` command line.
+
+Commands of other packages join through the ``worldloom.cli.commands`` entry-point group (name = the
+command, value = a typer command function), e.g. `worldloom demo` from worldloom-demo: those packages
+build on the CLI's client, so the CLI must not import them.
+"""
 
 from __future__ import annotations
 
 import json
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -20,6 +26,7 @@ app = typer.Typer(help="Worldloom: build world foundation models from video.", n
 app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(model_app, name="model")
 app.command("predict")(predict)
+
 
 def _parse_attrs(pairs: list[str]) -> dict[str, str]:
     attrs = {}
@@ -216,27 +223,20 @@ def print_hits(query: str, hits: list[dict]) -> None:
     Console().print(table)
 
 
-@app.command()
-def demo(
-    data: Annotated[Path, typer.Option(help="folder of real videos (the repo's ../shared/data)")] = Path("../shared/data"),
-    out: Annotated[Path, typer.Option(help="output folder (store, report)")] = Path("out/demo"),
-    tokenizer_steps: Annotated[Optional[int], typer.Option(
-        "--tokenizer-steps", envvar="WORLDLOOM_DEMO_TOKENIZER_STEPS", min=0,
-        help="training steps of the demo tokenizer (default 150, a few minutes on 2 cores); 0 skips that stage")] = None,
-    world_models: Annotated[bool, typer.Option(
-        "--world-models/--no-world-models", envvar="WORLDLOOM_DEMO_WORLD_MODELS",
-        help="also record simulator episodes and pretrain a tiny autoregressive and diffusion world model on them (about 8 minutes on 2 cores)")] = True,
-) -> None:
-    """Run the pipeline in embedded mode: in-process bus, local directory store, Milvus Lite."""
-    from worldloom.cli.demo import run_demo
+PLUGIN_GROUP = "worldloom.cli.commands"
 
-    if not data.is_dir():
-        raise typer.BadParameter(f"data folder not found: {data}")
-    report = run_demo(data, out, console, tokenizer_steps, world_models)
-    world = report.get("world_models") or {}
-    if (report.get("tokenizer") or {}).get("error") or world.get("error") or \
-            any(m.get("error") for m in (world.get("models") or {}).values()):
-        raise typer.Exit(1)
+
+def _add_plugin_commands() -> None:
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            command = ep.load()
+        except Exception as exc:  # noqa: BLE001 - a broken add-on must not take `worldloom ingest` down with it
+            console.print(f"[yellow]command {ep.name!r} ({ep.value}) is unavailable: {type(exc).__name__}: {exc}")
+            continue
+        app.command(ep.name)(command)
+
+
+_add_plugin_commands()
 
 
 if __name__ == "__main__":
