@@ -28,7 +28,7 @@ def accepted_clips(store: LocalStore, config_hash: str) -> list[ClipRecord]:
     return sorted(recs, key=lambda r: r.clip_id)
 
 
-def heldout(clips: list[ClipRecord], record: dict[str, Any], n: int = 3) -> list[tuple[ClipRecord, str]]:
+def heldout_clips(clips: list[ClipRecord], record: dict[str, Any], n: int = 3) -> list[tuple[ClipRecord, str]]:
     """Up to ``n`` of the clips the job held out (the service's own split), else training clips."""
     sel = Selection([SelectedClip(c.clip_id, c.video_id, c.renditions[TRAIN_RENDITION]) for c in clips])
     val_keys = [c.train_key for c in sel.split(float(record["request"]["val_fraction"]))[1]]

@@ -24,7 +24,7 @@ from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord
 from worldloom.core.service.background import BackgroundServer
 from worldloom.core.settings import HttpSettings, StoreSettings
 from worldloom.core.store.local import LocalStore
-from worldloom.demo.clips import DEMO_ENCODE_MAX_FRAMES, accepted_clips, heldout, wait_for_tokens
+from worldloom.demo.clips import DEMO_ENCODE_MAX_FRAMES, accepted_clips, heldout_clips, wait_for_tokens
 from worldloom.demo.plots import plot_training_curves, write_grid_gif
 from worldloom.tokenize.codec import square_frames
 
@@ -98,8 +98,8 @@ def _train_and_tokenize(client: WorldloomClient, store: LocalStore, bus: InProce
                     "tokenize_seconds": round(tokenize_s, 1)})
 
     # reconstructions of held-out clips through /v1/evaluate, /v1/encode and /v1/decode
-    heldout = heldout(clips, record)
-    section["heldout"], recon_rows = _reconstruct(client, store, tid, heldout, console)
+    chosen = heldout_clips(clips, record)
+    section["heldout"], recon_rows = _reconstruct(client, store, tid, chosen, console)
     files: dict[str, str] = {}
     if recon_rows:
         _write_recon_gif(recon_rows, out / RECON_GIF)

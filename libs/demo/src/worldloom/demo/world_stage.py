@@ -33,7 +33,7 @@ from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord
 from worldloom.core.service.background import BackgroundServer
 from worldloom.core.settings import HttpSettings, StoreSettings
 from worldloom.core.store.local import LocalStore
-from worldloom.demo.clips import DEMO_ENCODE_MAX_FRAMES, accepted_clips, heldout, wait_for_curation, wait_for_tokens
+from worldloom.demo.clips import DEMO_ENCODE_MAX_FRAMES, accepted_clips, heldout_clips, wait_for_curation, wait_for_tokens
 from worldloom.demo.plots import plot_lines, write_grid_gif
 
 ENV, EPISODES, EPISODE_STEPS = "Pendulum-v1", 24, 96
@@ -200,7 +200,7 @@ def _predictions(store: LocalStore, models: dict[str, dict[str, Any]], clips: li
     any_record = {"request": {"val_fraction": 0.15}}
     rows, chosen = [], []
     with tempfile.TemporaryDirectory(prefix="wl-demo-wm-") as tmp:
-        for clip, split in heldout(clips, any_record, n=len(clips)):
+        for clip, split in heldout_clips(clips, any_record, n=len(clips)):
             if split != "held out" or len(rows) >= n:
                 continue
             preds = []
