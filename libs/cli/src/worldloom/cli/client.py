@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,8 +10,6 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-
-DEFAULT_API = "http://127.0.0.1:8000"
 
 
 class ApiFailure(Exception):
@@ -68,9 +65,11 @@ def _quote(segment: str) -> str:
 
 
 class WorldloomClient:
-    def __init__(self, api: str | None = None, token: str | None = None, timeout_s: float = 600.0) -> None:
-        self.api = (api or os.environ.get("WORLDLOOM_API_URL") or DEFAULT_API).rstrip("/")
-        token = token if token is not None else os.environ.get("WORLDLOOM_API_TOKEN")
+    """One service at ``api`` (a base URL; the CLI resolves it per service, see :mod:`worldloom.cli.config`),
+    authenticated with ``token`` when given. The methods are grouped by the service that answers them."""
+
+    def __init__(self, api: str, token: str | None = None, timeout_s: float = 600.0) -> None:
+        self.api = api.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=self.api, headers=headers, timeout=timeout_s)
 

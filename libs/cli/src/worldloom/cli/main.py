@@ -15,8 +15,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from worldloom.cli.client import ApiFailure, WorldloomClient
-from worldloom.cli.common import ApiOpt, TokenOpt, console, fail
+from worldloom.cli.client import WorldloomClient
+from worldloom.cli.common import IngestApiOpt, SearchApiOpt, TokenOpt, connected, console
 from worldloom.cli.ingest_cmd import expand_paths, outcome_table, upload_all
 from worldloom.cli.tokenizer_cmd import tokenizer_app
 from worldloom.cli import world_train_cmd  # noqa: F401 - registers `model train | show | cancel`
@@ -41,7 +41,7 @@ def _parse_attrs(pairs: list[str]) -> dict[str, str]:
 @app.command()
 def ingest(
     paths: Annotated[Optional[list[Path]], typer.Argument(help="video files or folders (searched recursively)")] = None,
-    api: ApiOpt = None,
+    api: IngestApiOpt = None,
     token: TokenOpt = None,
     attr: Annotated[list[str], typer.Option("--attr", help="KEY=VALUE stored with every video")] = [],
     as_json: Annotated[bool, typer.Option("--json", help="print results as JSON lines")] = False,
@@ -55,7 +55,9 @@ def ingest(
     if env:
         if paths:
             raise typer.BadParameter("give video paths or --env, not both")
-        _ingest_gymnasium(WorldloomClient(api, token), env, episodes, policy, seed, max_steps, as_json)
+        with connected("ingest", api, token) as client:
+            job = _record_gymnasium(client, env, episodes, policy, seed, max_steps)
+        _print_gymnasium_job(env, job, as_json)
         return
     if not paths:
         raise typer.BadParameter("give video files/folders, or --env ENV_ID")
@@ -67,13 +69,8 @@ def ingest(
         console.print("[yellow]no video files found")
         raise typer.Exit(1)
     attrs = _parse_attrs(attr)
-    client = WorldloomClient(api, token)
-    try:
+    with connected("ingest", api, token) as client:
         outcomes = upload_all(client, files, console, {f: attrs for f in files} if attrs else None)
-    except ApiFailure as exc:
-        fail(exc)
-    finally:
-        client.close()
     if as_json:
         for o in outcomes:
             typer.echo(json.dumps({"path": str(o.path), "video_id": o.video_id, "result": o.status, "detail": o.detail}))
@@ -83,27 +80,26 @@ def ingest(
         raise typer.Exit(1)
 
 
-def _ingest_gymnasium(client: WorldloomClient, env: str, episodes: int, policy: str, seed: int, max_steps: int,
-                     as_json: bool) -> None:
-    """Starts a recording job on the ingest service and follows it with a progress bar."""
+def _record_gymnasium(client: WorldloomClient, env: str, episodes: int, policy: str, seed: int,
+                      max_steps: int) -> dict:
+    """Starts a recording job on the ingest service and follows it with a progress bar; the final job."""
     import time
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     body = {"env": env, "episodes": episodes, "policy": policy, "seed": seed, "max_steps": max_steps}
-    try:
-        job = client.start_gymnasium(body)
-        with Progress(TextColumn(f"[bold]recording {env}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
-                      TimeElapsedColumn(), console=console) as progress:
-            task = progress.add_task("record", total=100)
-            while job["state"] not in ("succeeded", "failed"):
-                time.sleep(0.5)
-                job = client.source_job(job["job_id"])
-                progress.update(task, completed=job["percent"])
-    except ApiFailure as exc:
-        fail(exc)
-    finally:
-        client.close()
+    job = client.start_gymnasium(body)
+    with Progress(TextColumn(f"[bold]recording {env}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+                  TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("record", total=100)
+        while job["state"] not in ("succeeded", "failed"):
+            time.sleep(0.5)
+            job = client.source_job(job["job_id"])
+            progress.update(task, completed=job["percent"])
+    return job
+
+
+def _print_gymnasium_job(env: str, job: dict, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(job, indent=2))
     else:
@@ -124,18 +120,15 @@ def _ingest_gymnasium(client: WorldloomClient, env: str, episodes: int, policy: 
 
 @app.command()
 def videos(
-    api: ApiOpt = None,
+    api: IngestApiOpt = None,
     token: TokenOpt = None,
     status: Annotated[Optional[str], typer.Option(help="stored | ingested")] = None,
 ) -> None:
     """List ingested videos."""
     from rich.table import Table
 
-    client = WorldloomClient(api, token)
-    try:
+    with connected("ingest", api, token) as client:
         items = client.list_videos(status)
-    except ApiFailure as exc:
-        fail(exc)
     table = Table(title=f"{len(items)} videos")
     for col in ("video id", "file", "status", "size", "resolution", "duration"):
         table.add_column(col)
@@ -190,21 +183,16 @@ def scenes(
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="what to look for, in words")],
-    api: ApiOpt = None,
+    api: SearchApiOpt = None,
     token: TokenOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k")] = 10,
     source: Annotated[Optional[str], typer.Option(help="only clips from this source")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Print the curated clips that best match a text query (search service)."""
-    client = WorldloomClient(api, token)
     filters = {"sources": [source]} if source else {}
-    try:
+    with connected("search", api, token) as client:
         res = client.search({"text": query, "top_k": top_k, "filters": filters})
-    except ApiFailure as exc:
-        fail(exc)
-    finally:
-        client.close()
     if as_json:
         typer.echo(json.dumps(res, indent=2))
         return

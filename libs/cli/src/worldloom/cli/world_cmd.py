@@ -3,7 +3,7 @@
 Both talk to the generate model server (KServe): ``predict`` to its video route
 ``POST /v1/models/<id>:video``, ``model eval`` to the Open Inference Protocol v2 route
 ``POST /v2/models/<id>/infer`` (JSON). The server's base URL comes from ``--api``, else
-``WORLDLOOM_GENERATE_URL``, else ``WORLDLOOM_API_URL``.
+``WORLDLOOM_CLI_GENERATE_URL``, else the gateway (see :mod:`worldloom.cli.config`).
 """
 
 from __future__ import annotations
@@ -21,14 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from worldloom.cli.client import ApiFailure, WorldloomClient
-from worldloom.cli.common import api_errors, console
+from worldloom.cli.common import GenerateApiOpt, TokenOpt, api_errors, console, open_client
 from worldloom.cli.ingest_cmd import _short, expand_paths
-
-GenerateApiOpt = Annotated[Optional[str], typer.Option(
-    "--api", envvar=["WORLDLOOM_GENERATE_URL", "WORLDLOOM_API_URL"],
-    help="generate server base URL (env WORLDLOOM_GENERATE_URL, else WORLDLOOM_API_URL)")]
-GenerateTokenOpt = Annotated[Optional[str], typer.Option(
-    "--token", envvar=["WORLDLOOM_GENERATE_TOKEN", "WORLDLOOM_API_TOKEN"], help="bearer token")]
 
 model_app = typer.Typer(help="Train world models (train service) and evaluate them (generate service).", no_args_is_help=True)
 
@@ -139,7 +133,7 @@ def predict(
     text: Annotated[Optional[str], typer.Option(help="text prompt (models trained with text)")] = None,
     fps: Annotated[Optional[float], typer.Option(help="frame rate of the output (default: the server's)")] = None,
     api: GenerateApiOpt = None,
-    token: GenerateTokenOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Predict the frames that follow a context video and save them as an MP4 or GIF."""
     from worldloom.video.errors import VideoRejected
@@ -165,7 +159,7 @@ def predict(
     optional = {"actions": action_rows, "seed": seed, "steps": steps, "temperature": temperature, "top_k": top_k,
                 "cfg_scale": cfg_scale, "text": text, "fps": fps}
     body.update({k: v for k, v in optional.items() if v is not None})
-    client = WorldloomClient(api, token)
+    client = open_client("generate", api, token)
     try:
         with api_errors(client.api), console.status(f"predicting {frames} frames with {model}"):
             data, headers = client.generate_video(model, body)
@@ -334,7 +328,7 @@ def eval_(
     seed: Annotated[int, typer.Option(help="sampling seed of every prediction")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
     api: GenerateApiOpt = None,
-    token: GenerateTokenOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Prediction quality of a world model on local videos, next to the copy-last-frame baseline.
 
@@ -355,7 +349,7 @@ def eval_(
     if not files:
         console.print("[yellow]no video files found")
         raise typer.Exit(1)
-    client = WorldloomClient(api, token)
+    client = open_client("generate", api, token)
     rows: list[VideoEval] = []
     try:
         with api_errors(client.api):
