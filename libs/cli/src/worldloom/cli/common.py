@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, NoReturn, Optional
 
 import httpx
@@ -12,6 +13,7 @@ from rich.console import Console
 
 from worldloom.cli.client import ApiFailure, WorldloomClient
 from worldloom.cli.config import PREFIX, ConfigError, Service, endpoint
+from worldloom.cli.ingest_cmd import expand_paths
 
 console = Console(stderr=True)
 
@@ -34,6 +36,19 @@ def fail(exc: ApiFailure) -> NoReturn:
     """The service's error code and reason for the user, exit status 2."""
     console.print(f"[red]{exc}")
     raise typer.Exit(2) from None
+
+
+def video_files(paths: list[Path]) -> list[Path]:
+    """The video files under ``paths`` (:func:`~worldloom.cli.ingest_cmd.expand_paths`); a missing path is a
+    usage error, no video at all exit status 1."""
+    try:
+        files = expand_paths(paths)
+    except FileNotFoundError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if not files:
+        console.print("[yellow]no video files found")
+        raise typer.Exit(1)
+    return files
 
 
 def open_client(service: Service, api: str | None, token: str | None) -> WorldloomClient:

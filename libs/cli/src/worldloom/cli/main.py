@@ -16,8 +16,8 @@ import typer
 from rich.console import Console
 
 from worldloom.cli.client import WorldloomClient
-from worldloom.cli.common import IngestApiOpt, SearchApiOpt, TokenOpt, connected, console
-from worldloom.cli.ingest_cmd import expand_paths, outcome_table, upload_all
+from worldloom.cli.common import IngestApiOpt, SearchApiOpt, TokenOpt, connected, console, video_files
+from worldloom.cli.ingest_cmd import outcome_table, upload_all
 from worldloom.cli.tokenizer_cmd import tokenizer_app
 from worldloom.cli import world_train_cmd  # noqa: F401 - registers `model train | show | cancel`
 from worldloom.cli.world_cmd import model_app, predict
@@ -61,13 +61,7 @@ def ingest(
         return
     if not paths:
         raise typer.BadParameter("give video files/folders, or --env ENV_ID")
-    try:
-        files = expand_paths(paths)
-    except FileNotFoundError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    if not files:
-        console.print("[yellow]no video files found")
-        raise typer.Exit(1)
+    files = video_files(paths)
     attrs = _parse_attrs(attr)
     with connected("ingest", api, token) as client:
         outcomes = upload_all(client, files, console, {f: attrs for f in files} if attrs else None)

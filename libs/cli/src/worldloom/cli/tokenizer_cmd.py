@@ -17,8 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from worldloom.cli.client import ApiFailure, WorldloomClient
-from worldloom.cli.common import TokenizeApiOpt, TokenOpt, connected, console
-from worldloom.cli.ingest_cmd import _short, expand_paths
+from worldloom.cli.common import TokenizeApiOpt, TokenOpt, connected, console, video_files
+from worldloom.cli.ingest_cmd import _short
 
 tokenizer_app = typer.Typer(help="Train, evaluate and manage video tokenizers (tokenize service).",
                             no_args_is_help=True)
@@ -321,13 +321,7 @@ def eval_(
     token: TokenOpt = None,
 ) -> None:
     """Reconstruction PSNR/SSIM of local videos (encode + decode on the service); exit 1 if any is rejected."""
-    try:
-        files = expand_paths(paths)
-    except FileNotFoundError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    if not files:
-        console.print("[yellow]no video files found")
-        raise typer.Exit(1)
+    files = video_files(paths)
     with connected("tokenize", api, token) as client:
         used, rows = evaluate_files(client, files, tokenizer, resolution, console)
     if as_json:

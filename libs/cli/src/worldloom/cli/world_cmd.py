@@ -21,8 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from worldloom.cli.client import ApiFailure, WorldloomClient
-from worldloom.cli.common import GenerateApiOpt, TokenOpt, api_errors, console, open_client
-from worldloom.cli.ingest_cmd import _short, expand_paths
+from worldloom.cli.common import GenerateApiOpt, TokenOpt, api_errors, console, open_client, video_files
+from worldloom.cli.ingest_cmd import _short
 
 model_app = typer.Typer(help="Train world models (train service) and evaluate them (generate service).", no_args_is_help=True)
 
@@ -342,13 +342,7 @@ def eval_(
     Exit 1 if any video failed (the reason is shown), 2 for a server or model problem.
     """
     hs = parse_horizons(horizons)
-    try:
-        files = expand_paths(paths)
-    except FileNotFoundError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    if not files:
-        console.print("[yellow]no video files found")
-        raise typer.Exit(1)
+    files = video_files(paths)
     client = open_client("generate", api, token)
     rows: list[VideoEval] = []
     try:
