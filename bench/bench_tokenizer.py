@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from worldloom.models.tokenizer.bench import (
+from benchlib.tokenizer import (
     EVAL_WINDOW,
     SIM_ENVS,
     TrainingData,

@@ -30,8 +30,8 @@ from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord, clip_meta_key
 from worldloom.core.jobs import read_progress, store_settings_payload
 from worldloom.core.settings import StoreSettings
 from worldloom.core.store.factory import make_store
+from worldloom.models.frames import fit_frames
 from worldloom.models.tokenizer import load_checkpoint
-from worldloom.models.tokenizer.bench import square_resize
 from worldloom.models.tokenizer.data import frames_to_tensor
 from worldloom.models.tokenizer.shards import write_shard
 from worldloom.models.training import ScalingSpec
@@ -67,7 +67,7 @@ def record(episodes: int, res: int, frames: int, seed: int) -> list[tuple[np.nda
             env.step(a)
             acts.append(np.asarray(a, np.float32).reshape(-1))
             imgs.append(env.render())
-        out.append((square_resize(np.stack(imgs), res), np.stack(acts)))
+        out.append((fit_frames(np.stack(imgs), (res, res)), np.stack(acts)))
     env.close()
     return out
 

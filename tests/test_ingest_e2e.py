@@ -27,7 +27,7 @@ TOKEN = "e2e-token"
 
 
 def _cli(url: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WORLDLOOM_API_URL": url, "WORLDLOOM_API_TOKEN": TOKEN, "COLUMNS": "200"}
+    env = {**os.environ, "WORLDLOOM_CLI_INGEST_URL": url, "WORLDLOOM_CLI_TOKEN": TOKEN, "COLUMNS": "200"}
     exe = Path(sys.executable).with_name("worldloom")
     return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=120)
 
@@ -50,7 +50,7 @@ def test_cli_upload_through_s3_and_kafka(s3_settings, kafka_settings, shared_dat
         unauth = subprocess.run(
             [str(Path(sys.executable).with_name("worldloom")), "ingest", str(files[0])],
             capture_output=True, text=True, timeout=60,
-            env={**os.environ, "WORLDLOOM_API_URL": server.url, "WORLDLOOM_API_TOKEN": "wrong"},
+            env={**os.environ, "WORLDLOOM_CLI_INGEST_URL": server.url, "WORLDLOOM_CLI_TOKEN": "wrong"},
         )
         assert unauth.returncode == 1 and "unauthorized" in unauth.stdout + unauth.stderr
 

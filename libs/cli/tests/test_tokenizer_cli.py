@@ -5,39 +5,29 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
+from fastapi import FastAPI, Request, Response
 from typer.testing import CliRunner
 
 from worldloom.cli.client import WorldloomClient
 from worldloom.cli.main import app
 from worldloom.cli.tokenizer_cmd import _dataset_ref
 from worldloom.core.bus.inprocess import InProcessBus
-from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord, clip_meta_key
 from worldloom.core.service.background import BackgroundServer
 from worldloom.core.settings import HttpSettings, StoreSettings
 from worldloom.core.store.local import LocalStore
+from worldloom.testkit.clips import synthetic_clip
+from worldloom.testkit.ports import free_port
 from worldloom.video.synthetic import write_video
 
 TOKEN = "cli-test-token"
 # tiny and fast: 32 px, 5-frame samples, a handful of steps
 TRAIN_ARGS = ["--clips-source", "synthetic", "--kind", "discrete", "--resolution", "32", "--frames", "5",
               "--batch", "2", "--poll", "0.1"]
-
-
-def _clip(store: LocalStore, tmp: Path, i: int, frames: int = 24) -> None:
-    path = write_video(tmp / f"c{i}.mp4", width=48, height=48, frames=frames, seed=i)
-    key = f"clips/clip{i}/{TRAIN_RENDITION}"
-    store.put_bytes(key, path.read_bytes())
-    rec = ClipRecord(clip_id=f"clip{i}", video_id=f"v{i}", source="synthetic", status="accepted", start_frame=0,
-                     end_frame=frames, start_s=0, end_s=frames / 24, duration_s=frames / 24, fps=24, width=48,
-                     height=48, renditions={TRAIN_RENDITION: key},
-                     rendition_info={TRAIN_RENDITION: {"width": 48, "height": 48}}, config_hash="h",
-                     created_at=datetime.now(timezone.utc))
-    store.put_bytes(clip_meta_key(rec.clip_id), rec.model_dump_json().encode())
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +38,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
     tmp = tmp_path_factory.mktemp("tokenize-cli")
     store = LocalStore(tmp / "store")
     for i in range(3):
-        _clip(store, tmp, i)
+        synthetic_clip(store, tmp, i)
     settings = TokenizeSettings(http=HttpSettings(api_tokens=TOKEN), store=StoreSettings(root=tmp / "store"),
                                 training={"in_process": True}, encode_max_frames=40)
     with BackgroundServer(build_app(settings, store=store, bus=InProcessBus(retry_backoff_s=0.01))) as server:
@@ -57,7 +47,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
 
 def run(service: tuple[str, Path], *args: str):  # noqa: ANN201 - click's Result
     url, _ = service
-    env = {"WORLDLOOM_API_URL": url, "WORLDLOOM_API_TOKEN": TOKEN, "COLUMNS": "220"}
+    env = {"WORLDLOOM_CLI_TOKENIZE_URL": url, "WORLDLOOM_CLI_TOKEN": TOKEN, "COLUMNS": "220"}
     return CliRunner().invoke(app, ["tokenizer", *args], env=env)
 
 
@@ -159,3 +149,39 @@ def test_train_needs_exactly_one_data_source(service) -> None:
     assert _dataset_ref("robots") == {"name": "robots", "version": None}
     bad = run(service, "train", "--clips-source", "nothing-here")
     assert bad.exit_code == 2 and "no_clips" in bad.stderr
+
+
+def _gateway(services: dict[str, str]) -> FastAPI:
+    """A path-prefix gateway like the chart's Ingress: ``/<service>/<path>`` -> ``<that service>/<path>``."""
+    gateway = FastAPI()
+    gateway.state.seen = []
+
+    @gateway.api_route("/{name}/{path:path}", methods=["GET", "POST", "DELETE"])
+    async def forward(name: str, path: str, request: Request) -> Response:
+        if name not in services:
+            return Response(status_code=404)
+        gateway.state.seen.append(f"/{name}/{path}")
+        headers = {k: v for k, v in request.headers.items() if k in ("authorization", "content-type")}
+        async with httpx.AsyncClient(base_url=services[name]) as client:
+            r = await client.request(request.method, f"/{path}", params=request.query_params, headers=headers,
+                                     content=await request.body())
+        return Response(r.content, r.status_code, media_type=r.headers.get("content-type"))
+
+    return gateway
+
+
+def test_a_gateway_routes_each_service_under_its_name_and_old_names_still_work(service, trained) -> None:
+    gateway = _gateway({"tokenize": service[0]})
+    with BackgroundServer(gateway) as gw:
+        env = {"WORLDLOOM_CLI_GATEWAY_URL": gw.url, "WORLDLOOM_CLI_TOKEN": TOKEN, "COLUMNS": "220"}
+        shown = CliRunner().invoke(app, ["tokenizer", "show", trained, "--json"], env=env)
+        assert shown.exit_code == 0, shown.output
+        assert json.loads(shown.stdout)["tokenizer_id"] == trained
+        assert gateway.state.seen == [f"/tokenize/v1/tokenizers/{trained}"]
+        env["WORLDLOOM_CLI_TOKENIZE_URL"] = f"http://127.0.0.1:{free_port()}"  # the service's own variable wins
+        down = CliRunner().invoke(app, ["tokenizer", "list"], env=env)
+        assert down.exit_code == 2 and "cannot reach the service" in down.stderr and len(gateway.state.seen) == 1
+    old = CliRunner().invoke(app, ["tokenizer", "list", "--json"],
+                             env={"WORLDLOOM_API_URL": service[0], "WORLDLOOM_API_TOKEN": TOKEN, "COLUMNS": "220"})
+    assert old.exit_code == 0 and trained in old.stdout
+    assert "WORLDLOOM_API_URL is deprecated" in old.stderr and "WORLDLOOM_API_TOKEN is deprecated" in old.stderr

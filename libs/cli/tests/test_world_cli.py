@@ -4,74 +4,27 @@ on 127.0.0.1) serving tiny random-init world models from a LocalStore."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
-import httpx
 import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from worldloom.cli.main import app
-from worldloom.cli.world_cmd import fit_resolution, parse_horizons
+from worldloom.cli.world_cmd import parse_horizons
 from worldloom.core.settings import StoreSettings
 from worldloom.core.store import make_store
-from worldloom.models.tokenizer import CausalVideoTokenizer, save_checkpoint
-from worldloom.models.tokenizer.job import model_key as tokenizer_key
-from worldloom.models.world import ActionSpec, ARConfig, ARWorldModel, DiffusionWorldModel, DiTConfig
-from worldloom.models.world import save_world_checkpoint
-from worldloom.models.world.registry import WorldModelLineage, WorldModelRecord, WorldModelRegistry
+from worldloom.models.frames import fit_frames
+from worldloom.testkit.generate import GenerateServer
+from worldloom.testkit.models import put_tokenizer, put_world_model, tiny_ar, tiny_dit
+from worldloom.testkit.ports import free_port
 from worldloom.video.synthetic import write_video
 
 RES = 16  # 16x16 frames, 4x8x8 compression: 2x2 latent frames, tc = 4
 TOKEN = "cli-gen-token"
-
-
-def _perturb(model: torch.nn.Module, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-
-
-def _upload(store, key: str, path: Path) -> None:  # noqa: ANN001
-    with open(path, "rb") as f:
-        store.put_file(key, f, path.stat().st_size)
-
-
-def _put_tokenizer(store, tid: str, kind: str, tmp: Path) -> None:  # noqa: ANN001
-    overrides = dict(channels=8, channel_mult=(1, 1, 1, 1), attention=False)
-    if kind == "discrete":
-        overrides["fsq_levels"] = (4, 4, 4)  # 64 codes
-    else:
-        overrides["latent_channels"] = 4
-    tok = CausalVideoTokenizer.from_preset("tiny", kind, "4x8x8", **overrides)
-    path = save_checkpoint(tmp / f"{tid}.safetensors", tok)
-    key = tokenizer_key(f"tokenizers/{tid}")
-    _upload(store, key, path)
-    _upload(store, key.replace(".safetensors", ".json"), path.with_suffix(".json"))
-
-
-def _put_world_model(store, model_id: str, model: torch.nn.Module, family: str, tid: str, tmp: Path) -> None:  # noqa: ANN001
-    path = save_world_checkpoint(tmp / f"{model_id}.safetensors", model)
-    _upload(store, f"models/{model_id}/model/world_model.safetensors", path)
-    _upload(store, f"models/{model_id}/model/world_model.json", path.with_suffix(".json"))
-    WorldModelRegistry(store).save(WorldModelRecord(model_id=model_id, name=model_id, family=family, state="succeeded",
-                                          config=model.config.to_dict(), lineage=WorldModelLineage(tokenizer_id=tid)))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -81,54 +34,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     root, work = tmp / "store", tmp / "work"
     work.mkdir()
     store = make_store(StoreSettings(kind="local", root=root))
-    _put_tokenizer(store, "tok-d", "discrete", work)
-    _put_tokenizer(store, "tok-c", "continuous", work)
-    ar = ARWorldModel(ARConfig.preset("tiny", vocab_size=64, tokens_per_frame=4, max_frames=4, n_layer=1, d_model=32,
-                                      n_head=2, action=ActionSpec.continuous(3), text_dim=None))
-    _perturb(ar, 1)
-    _put_world_model(store, "wm-ar", ar, "ar", "tok-d", work)
-    dit = DiffusionWorldModel(DiTConfig.preset("tiny", in_channels=4, latent_size=(2, 2), patch_size=1, max_frames=3,
-                                               n_future=1, n_layer=1, d_model=32, n_head=2,
-                                               action=ActionSpec.discrete(5), text_dim=None))
-    _perturb(dit, 2)
-    _put_world_model(store, "wm-dit", dit, "diffusion", "tok-c", work)
-
-    port = _free_port()
-    env = {**os.environ, "WORLDLOOM_GENERATE_MODEL_IDS": "wm-ar,wm-dit", "WORLDLOOM_GENERATE_HTTP__PORT": str(port),
-           "WORLDLOOM_GENERATE_HTTP__HOST": "127.0.0.1", "WORLDLOOM_GENERATE_HTTP__API_TOKENS": TOKEN,
-           "WORLDLOOM_GENERATE_STORE__ROOT": str(root), "WORLDLOOM_GENERATE_DEVICE": "cpu",
-           "WORLDLOOM_GENERATE_TORCH_THREADS": "1", "WORLDLOOM_GENERATE_PRELOAD_TEXT_EMBEDDER": "false",
-           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    log_path = tmp / "server.log"
-    log = open(log_path, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "worldloom.generate"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError("server exited:\n" + log_path.read_text()[-4000:])
-            try:
-                if httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server not ready:\n" + log_path.read_text()[-4000:])
-            time.sleep(0.3)
-        yield base, tmp
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    put_tokenizer(store, "tok-d", "discrete", work)
+    put_tokenizer(store, "tok-c", "continuous", work)
+    put_world_model(store, "wm-ar", tiny_ar(text_dim=None), "ar", "tok-d", work)
+    put_world_model(store, "wm-dit", tiny_dit(), "diffusion", "tok-c", work)
+    with GenerateServer(root, ["wm-ar", "wm-dit"], token=TOKEN) as generate:
+        yield generate.url, tmp
 
 
 def run(server: tuple[str, Path], *args: str, api: str | None = None):  # noqa: ANN201 - click's Result
-    env = {"WORLDLOOM_GENERATE_URL": api or server[0], "WORLDLOOM_API_TOKEN": TOKEN, "COLUMNS": "220"}
+    env = {"WORLDLOOM_CLI_GENERATE_URL": api or server[0], "WORLDLOOM_CLI_TOKEN": TOKEN, "COLUMNS": "220"}
     return CliRunner().invoke(app, list(args), env=env)
 
 
@@ -182,7 +97,7 @@ def test_predict_errors(server, video) -> None:
     suffix = run(server, "predict", "-m", "wm-ar", "-c", str(video), "-n", "4", "-o", str(tmp / "x.avi"))
     assert suffix.exit_code == 2 and ".mp4 or .gif" in suffix.output
     down = run(server, "predict", "-m", "wm-ar", "-c", str(video), "-n", "4", "-o", str(tmp / "x.mp4"),
-               api=f"http://127.0.0.1:{_free_port()}")
+               api=f"http://127.0.0.1:{free_port()}")
     assert down.exit_code == 2 and "cannot reach" in down.stderr
 
 
@@ -247,4 +162,4 @@ def test_helpers() -> None:
 
     for res in ((16, 16), (8, 12)):
         expected = WorldModelEngine._fit_resolution(SimpleNamespace(resolution=res), frames[None], True)[0]
-        assert np.array_equal(fit_resolution(frames, res), expected)
+        assert np.array_equal(fit_frames(frames, res), expected)

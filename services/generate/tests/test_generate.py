@@ -5,14 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -20,66 +13,25 @@ import numpy as np
 import pytest
 import torch
 
-from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord, clip_meta_key
 from worldloom.core.settings import StoreSettings
 from worldloom.core.store import make_store
-from worldloom.models.tokenizer import CausalVideoTokenizer, save_checkpoint
-from worldloom.models.tokenizer.job import model_key as tokenizer_key
-from worldloom.models.world import ActionSpec, ARConfig, ARWorldModel, DiffusionWorldModel, DiTConfig
-from worldloom.models.world import save_world_checkpoint
-from worldloom.models.world.registry import ModelNotReady, WorldModelLineage, WorldModelRecord, WorldModelRegistry
+from worldloom.models.world import ARWorldModel, DiffusionWorldModel
+from worldloom.models.world.registry import ModelNotReady
+from worldloom.testkit.clips import put_clip
+from worldloom.testkit.generate import GenerateServer
+from worldloom.testkit.models import perturb, put_tokenizer, put_world_model, tiny_ar, tiny_dit
 
 RES = 16  # 16x16 frames, 4x8x8 compression: 2x2 latent frames, tc = 4
 TOKEN = "s3cret"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 
-def _perturb(model: torch.nn.Module, seed: int) -> None:
-    """Random init leaves zero-initialised layers (adaLN-Zero): give every weight some signal."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-
-
-def _upload(store, key: str, path: Path) -> None:
-    with open(path, "rb") as f:
-        store.put_file(key, f, path.stat().st_size)
-
-
-def _put_tokenizer(store, tid: str, kind: str, tmp: Path) -> None:
-    overrides = dict(channels=8, channel_mult=(1, 1, 1, 1), attention=False)
-    if kind == "discrete":
-        overrides["fsq_levels"] = (4, 4, 4)  # 64 codes
-    else:
-        overrides["latent_channels"] = 4
-    tok = CausalVideoTokenizer.from_preset("tiny", kind, "4x8x8", **overrides)
-    path = save_checkpoint(tmp / f"{tid}.safetensors", tok)
-    key = tokenizer_key(f"tokenizers/{tid}")
-    _upload(store, key, path)
-    _upload(store, key.replace(".safetensors", ".json"), path.with_suffix(".json"))
-
-
-def _put_world_model(store, model_id: str, model: torch.nn.Module, family: str, tid: str, tmp: Path,
-                     state: str = "succeeded") -> None:
-    path = save_world_checkpoint(tmp / f"{model_id}.safetensors", model)
-    _upload(store, f"models/{model_id}/model/world_model.safetensors", path)
-    _upload(store, f"models/{model_id}/model/world_model.json", path.with_suffix(".json"))
-    WorldModelRegistry(store).save(WorldModelRecord(model_id=model_id, name=model_id, family=family, state=state,
-                                          config=model.config.to_dict(), lineage=WorldModelLineage(tokenizer_id=tid)))
-
-
 def _put_clip(store, clip_id: str, tmp: Path) -> None:
     from worldloom.video.mp4_writer import frames_to_mp4
 
-    frames = _frames(13, seed=5)
-    path = frames_to_mp4(frames, tmp / f"{clip_id}.mp4", 8.0)
-    key = f"clips/{clip_id}/{TRAIN_RENDITION}"
-    _upload(store, key, path)
-    record = ClipRecord(clip_id=clip_id, video_id="vid-1", source="test", status="accepted", start_frame=0,
-                        end_frame=13, start_s=0.0, end_s=1.6, duration_s=1.6, fps=8.0, width=RES, height=RES,
-                        renditions={TRAIN_RENDITION: key}, config_hash="x", created_at=datetime.now(timezone.utc))
-    store.put_bytes(clip_meta_key(clip_id), record.model_dump_json().encode(), "application/json")
+    path = frames_to_mp4(_frames(13, seed=5), tmp / f"{clip_id}.mp4", 8.0)
+    put_clip(store, clip_id, path, frames=13, fps=8.0, width=RES, height=RES, video_id="vid-1", source="test",
+             config_hash="x")
 
 
 def _frames(t: int, seed: int = 0, h: int = RES, w: int = RES) -> np.ndarray:
@@ -94,23 +46,17 @@ def store_root():
         store = make_store(StoreSettings(kind="local", root=root))
         work = Path(tmp) / "work"
         work.mkdir()
-        _put_tokenizer(store, "tok-d", "discrete", work)
-        _put_tokenizer(store, "tok-c", "continuous", work)
-        ar = ARWorldModel(ARConfig.preset("tiny", vocab_size=64, tokens_per_frame=4, max_frames=4, n_layer=1,
-                                          d_model=32, n_head=2, action=ActionSpec.continuous(3)))
-        _perturb(ar, 1)
-        _put_world_model(store, "wm-ar", ar, "ar", "tok-d", work)
-        dit = DiffusionWorldModel(DiTConfig.preset("tiny", in_channels=4, latent_size=(2, 2), patch_size=1,
-                                                   max_frames=3, n_future=1, n_layer=1, d_model=32, n_head=2,
-                                                   action=ActionSpec.discrete(5), text_dim=None))
-        _perturb(dit, 2)
-        _put_world_model(store, "wm-dit", dit, "diffusion", "tok-c", work)
-        _put_world_model(store, "wm-queued", dit, "diffusion", "tok-c", work, state="queued")
+        put_tokenizer(store, "tok-d", "discrete", work)
+        put_tokenizer(store, "tok-c", "continuous", work)
+        ar, dit = tiny_ar(), tiny_dit()
+        put_world_model(store, "wm-ar", ar, "ar", "tok-d", work)
+        put_world_model(store, "wm-dit", dit, "diffusion", "tok-c", work)
+        put_world_model(store, "wm-queued", dit, "diffusion", "tok-c", work, state="queued")
         for mid, model in (("wm-ar-r", ARWorldModel(ar.config.replace(reward_head=True))),
                            ("wm-dit-r", DiffusionWorldModel(dit.config.replace(reward_head=True)))):
-            _perturb(model, 3)
-            _put_world_model(store, mid, model, "ar" if mid == "wm-ar-r" else "diffusion",
-                             "tok-d" if mid == "wm-ar-r" else "tok-c", work)
+            perturb(model, 3)
+            put_world_model(store, mid, model, "ar" if mid == "wm-ar-r" else "diffusion",
+                            "tok-d" if mid == "wm-ar-r" else "tok-c", work)
         _put_clip(store, "clip-1", work)
         yield root
 
@@ -228,47 +174,13 @@ def test_settings_parse_model_ids(monkeypatch):
 # ---------------------------------------------------------------------------------------- real server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(store_root):
-    port, grpc_port = _free_port(), _free_port()
-    env = {**os.environ, "WORLDLOOM_GENERATE_MODEL_IDS": "wm-ar,wm-dit", "WORLDLOOM_GENERATE_HTTP__PORT": str(port),
-           "WORLDLOOM_GENERATE_GRPC__ENABLED": "true", "WORLDLOOM_GENERATE_GRPC__PORT": str(grpc_port),
-           "WORLDLOOM_GENERATE_HTTP__HOST": "127.0.0.1", "WORLDLOOM_GENERATE_HTTP__API_TOKENS": TOKEN,
-           "WORLDLOOM_GENERATE_STORE__ROOT": str(store_root), "WORLDLOOM_GENERATE_DEVICE": "cpu",
-           "WORLDLOOM_GENERATE_TORCH_THREADS": "1", "WORLDLOOM_GENERATE_PRELOAD_TEXT_EMBEDDER": "false", "WORLDLOOM_GENERATE_LIMITS__MAX_CONTEXT_FRAMES": "9"}
-    log = open(store_root.parent / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "worldloom.generate"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError("server exited:\n" + (store_root.parent / "server.log").read_text()[-4000:])
-            try:
-                if httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server not ready:\n" + (store_root.parent / "server.log").read_text()[-4000:])
-            time.sleep(0.3)
-        with httpx.Client(base_url=base, headers=AUTH, timeout=60) as client:
-            client.grpc_address = f"127.0.0.1:{grpc_port}"  # type: ignore[attr-defined]
-            yield client
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with GenerateServer(store_root, ["wm-ar", "wm-dit"], token=TOKEN, grpc=True,
+                        env={"WORLDLOOM_GENERATE_LIMITS__MAX_CONTEXT_FRAMES": "9"}) as generate, \
+            httpx.Client(base_url=generate.url, headers=AUTH, timeout=60) as client:
+        client.grpc_address = generate.grpc_address  # type: ignore[attr-defined]
+        yield client
 
 
 def _v2(inputs: list, parameters: dict | None = None) -> dict:

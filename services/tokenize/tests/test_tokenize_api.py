@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import pickle
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +15,10 @@ from safetensors.torch import save_file
 
 from worldloom.core import events
 from worldloom.core.bus.inprocess import InProcessBus
-from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord, clip_meta_key, token_marker_key, token_shard_key
+from worldloom.core.catalog import TRAIN_RENDITION, token_marker_key, token_shard_key
 from worldloom.core.settings import HttpSettings, StoreSettings
 from worldloom.core.store.local import LocalStore
+from worldloom.testkit.clips import synthetic_clip
 from worldloom.models.tokenizer import CausalVideoTokenizer, TokenizerConfig, save_checkpoint
 from worldloom.tokenize.app import build_app
 from worldloom.tokenize.settings import TokenizeSettings
@@ -28,24 +28,12 @@ TRAIN = dict(clips={"source": "synthetic"}, kind="discrete", compression="4x8x8"
              steps=6, batch=2, num_images=1, checkpoint_every=3, log_every=2, val_fraction=0.34)
 
 
-def _clip(store: LocalStore, tmp: Path, i: int, frames: int = 24) -> ClipRecord:
-    path = write_video(tmp / f"c{i}.mp4", width=48, height=48, frames=frames, seed=i)
-    key = f"clips/clip{i}/train.mp4"
-    store.put_bytes(key, path.read_bytes())
-    rec = ClipRecord(clip_id=f"clip{i}", video_id=f"v{i}", source="synthetic", status="accepted", start_frame=0,
-                     end_frame=frames, start_s=0, end_s=frames / 24, duration_s=frames / 24, fps=24, width=48,
-                     height=48, renditions={TRAIN_RENDITION: key}, rendition_info={TRAIN_RENDITION: {"width": 48, "height": 48}},
-                     config_hash="h", created_at=datetime.now(timezone.utc))
-    store.put_bytes(clip_meta_key(rec.clip_id), rec.model_dump_json().encode())
-    return rec
-
-
 @pytest.fixture
 def env(tmp_path: Path):
     store = LocalStore(tmp_path / "store")
     bus = InProcessBus(retry_backoff_s=0.01)
     for i in range(3):
-        _clip(store, tmp_path, i)
+        synthetic_clip(store, tmp_path, i)
     settings = TokenizeSettings(http=HttpSettings(auth_required=False), store=StoreSettings(root=tmp_path / "store"),
                                 training={"in_process": True}, encode_max_frames=40)
     with TestClient(build_app(settings, store=store, bus=bus)) as client:
@@ -95,7 +83,7 @@ def test_activation_tokenizes_clips_once_with_shards_and_events(env, trained) ->
     while time.monotonic() < deadline and not all(store.exists(token_marker_key(tid, f"clip{i}")) for i in range(3)):
         time.sleep(0.1)
     # a new clip arrives through the bus; then the same event is delivered again
-    rec = _clip(store, tmp, 7)
+    rec = synthetic_clip(store, tmp, 7)
     env_ = events.new_event("curate", events.ClipCurated(
         clip_id=rec.clip_id, video_id=rec.video_id, renditions={TRAIN_RENDITION: store.uri(rec.renditions[TRAIN_RENDITION])},
         width=48, height=48))

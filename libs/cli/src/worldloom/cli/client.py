@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,8 +10,6 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-
-DEFAULT_API = "http://127.0.0.1:8000"
 
 
 class ApiFailure(Exception):
@@ -68,9 +65,11 @@ def _quote(segment: str) -> str:
 
 
 class WorldloomClient:
-    def __init__(self, api: str | None = None, token: str | None = None, timeout_s: float = 600.0) -> None:
-        self.api = (api or os.environ.get("WORLDLOOM_API_URL") or DEFAULT_API).rstrip("/")
-        token = token if token is not None else os.environ.get("WORLDLOOM_API_TOKEN")
+    """One service at ``api`` (a base URL; the CLI resolves it per service, see :mod:`worldloom.cli.config`),
+    authenticated with ``token`` when given. The methods are grouped by the service that answers them."""
+
+    def __init__(self, api: str, token: str | None = None, timeout_s: float = 600.0) -> None:
+        self.api = api.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=self.api, headers=headers, timeout=timeout_s)
 
@@ -80,17 +79,19 @@ class WorldloomClient:
         fields = {"attributes": json.dumps(attributes)} if attributes else None
         return self._post_file("/v1/videos", path, fields, progress)
 
-    def _post_file(self, route: str, path: Path, fields: dict[str, str] | None,
-                   progress: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
-        ctype, length, body = _multipart(path, fields, progress)
-        resp = self.http.post(route, content=body, headers={"content-type": ctype, "content-length": str(length)})
+    def _call(self, method: str, route: str, **kwargs: Any) -> Any:
+        """One request; the JSON answer, or :class:`ApiFailure` with the service's error code."""
+        resp = self.http.request(method, route, **kwargs)
         _raise_for(resp)
         return resp.json()
 
+    def _post_file(self, route: str, path: Path, fields: dict[str, str] | None,
+                   progress: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
+        ctype, length, body = _multipart(path, fields, progress)
+        return self._call("POST", route, content=body, headers={"content-type": ctype, "content-length": str(length)})
+
     def import_video(self, uri: str) -> dict[str, Any]:
-        resp = self.http.post("/v1/videos:import", json={"uri": uri})
-        _raise_for(resp)
-        return resp.json()
+        return self._call("POST", "/v1/videos:import", json={"uri": uri})
 
     def list_videos(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         items, token = [], None
@@ -100,82 +101,56 @@ class WorldloomClient:
                 params["status"] = status
             if token:
                 params["page_token"] = token
-            resp = self.http.get("/v1/videos", params=params)
-            _raise_for(resp)
-            page = resp.json()
+            page = self._call("GET", "/v1/videos", params=params)
             items.extend(page["items"])
             token = page.get("next_page_token")
             if not token:
                 return items
 
     def start_gymnasium(self, body: dict[str, Any]) -> dict[str, Any]:
-        resp = self.http.post("/v1/sources/gymnasium", json=body)
-        _raise_for(resp)
-        return resp.json()
+        return self._call("POST", "/v1/sources/gymnasium", json=body)
 
     def source_job(self, job_id: str) -> dict[str, Any]:
-        resp = self.http.get(f"/v1/sources/jobs/{job_id}")
-        _raise_for(resp)
-        return resp.json()
+        return self._call("GET", f"/v1/sources/jobs/{job_id}")
 
     def search(self, body: dict[str, Any]) -> dict[str, Any]:
-        resp = self.http.post("/v1/search", json=body)
-        _raise_for(resp)
-        return resp.json()
+        return self._call("POST", "/v1/search", json=body)
 
     # ---- tokenize service
 
     def train_tokenizer(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Starts a training job (a TrainRequest); the answer is the queued TokenizerRecord."""
-        resp = self.http.post("/v1/tokenizers", json=body)
-        _raise_for(resp)
-        return resp.json()
+        """Starts a tokenizer training job (a TokenizerJobRequest); the answer is the queued TokenizerRecord."""
+        return self._call("POST", "/v1/tokenizers", json=body)
 
     def list_tokenizers(self) -> list[dict[str, Any]]:
-        resp = self.http.get("/v1/tokenizers")
-        _raise_for(resp)
-        return resp.json()
+        return self._call("GET", "/v1/tokenizers")
 
     def tokenizer(self, tokenizer_id: str) -> dict[str, Any]:
         """State, percent, step, ETA, loss/PSNR curves, metrics and lineage of one tokenizer."""
-        resp = self.http.get(f"/v1/tokenizers/{_quote(tokenizer_id)}")
-        _raise_for(resp)
-        return resp.json()
+        return self._call("GET", f"/v1/tokenizers/{_quote(tokenizer_id)}")
 
     def cancel_tokenizer(self, tokenizer_id: str) -> dict[str, Any]:
-        resp = self.http.delete(f"/v1/tokenizers/{_quote(tokenizer_id)}")
-        _raise_for(resp)
-        return resp.json()
+        return self._call("DELETE", f"/v1/tokenizers/{_quote(tokenizer_id)}")
 
     def activate_tokenizer(self, tokenizer_id: str) -> dict[str, Any]:
         """Makes it encode clips.curated events; the service also backfills every accepted clip."""
-        resp = self.http.post(f"/v1/tokenizers/{_quote(tokenizer_id)}/activate")
-        _raise_for(resp)
-        return resp.json()
+        return self._call("POST", f"/v1/tokenizers/{_quote(tokenizer_id)}/activate")
 
     # ---- train service
 
     def train_world_model(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Starts a world-model training job (a JobRequest); the answer is the queued ModelRecord."""
-        resp = self.http.post("/v1/jobs", json=body)
-        _raise_for(resp)
-        return resp.json()
+        """Starts a world-model training job (a WorldModelJobRequest); the answer is the queued WorldModelRecord."""
+        return self._call("POST", "/v1/jobs", json=body)
 
     def world_job(self, model_id: str) -> dict[str, Any]:
         """State, percent, step, ETA, loss/throughput curves, metrics and lineage of one training job."""
-        resp = self.http.get(f"/v1/jobs/{_quote(model_id)}")
-        _raise_for(resp)
-        return resp.json()
+        return self._call("GET", f"/v1/jobs/{_quote(model_id)}")
 
     def list_world_jobs(self) -> list[dict[str, Any]]:
-        resp = self.http.get("/v1/jobs")
-        _raise_for(resp)
-        return resp.json()
+        return self._call("GET", "/v1/jobs")
 
     def cancel_world_job(self, model_id: str) -> dict[str, Any]:
-        resp = self.http.delete(f"/v1/jobs/{_quote(model_id)}")
-        _raise_for(resp)
-        return resp.json()
+        return self._call("DELETE", f"/v1/jobs/{_quote(model_id)}")
 
     def import_tokenizer(self, path: Path, name: str | None = None) -> dict[str, Any]:
         return self._post_file("/v1/tokenizers:import", path, {"name": name} if name else None)

@@ -1,17 +1,23 @@
-"""The `worldloom` command line."""
+"""The `worldloom` command line.
+
+Commands of other packages join through the ``worldloom.cli.commands`` entry-point group (name = the
+command, value = a typer command function), e.g. `worldloom demo` from worldloom-demo: those packages
+build on the CLI's client, so the CLI must not import them.
+"""
 
 from __future__ import annotations
 
 import json
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
-from worldloom.cli.client import ApiFailure, WorldloomClient
-from worldloom.cli.common import ApiOpt, TokenOpt, console, fail
-from worldloom.cli.ingest_cmd import expand_paths, outcome_table, upload_all
+from worldloom.cli.client import WorldloomClient
+from worldloom.cli.common import IngestApiOpt, SearchApiOpt, TokenOpt, connected, console, video_files
+from worldloom.cli.ingest_cmd import outcome_table, upload_all
 from worldloom.cli.tokenizer_cmd import tokenizer_app
 from worldloom.cli import world_train_cmd  # noqa: F401 - registers `model train | show | cancel`
 from worldloom.cli.world_cmd import model_app, predict
@@ -20,6 +26,7 @@ app = typer.Typer(help="Worldloom: build world foundation models from video.", n
 app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(model_app, name="model")
 app.command("predict")(predict)
+
 
 def _parse_attrs(pairs: list[str]) -> dict[str, str]:
     attrs = {}
@@ -34,7 +41,7 @@ def _parse_attrs(pairs: list[str]) -> dict[str, str]:
 @app.command()
 def ingest(
     paths: Annotated[Optional[list[Path]], typer.Argument(help="video files or folders (searched recursively)")] = None,
-    api: ApiOpt = None,
+    api: IngestApiOpt = None,
     token: TokenOpt = None,
     attr: Annotated[list[str], typer.Option("--attr", help="KEY=VALUE stored with every video")] = [],
     as_json: Annotated[bool, typer.Option("--json", help="print results as JSON lines")] = False,
@@ -48,25 +55,16 @@ def ingest(
     if env:
         if paths:
             raise typer.BadParameter("give video paths or --env, not both")
-        _ingest_gymnasium(WorldloomClient(api, token), env, episodes, policy, seed, max_steps, as_json)
+        with connected("ingest", api, token) as client:
+            job = _record_gymnasium(client, env, episodes, policy, seed, max_steps)
+        _print_gymnasium_job(env, job, as_json)
         return
     if not paths:
         raise typer.BadParameter("give video files/folders, or --env ENV_ID")
-    try:
-        files = expand_paths(paths)
-    except FileNotFoundError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    if not files:
-        console.print("[yellow]no video files found")
-        raise typer.Exit(1)
+    files = video_files(paths)
     attrs = _parse_attrs(attr)
-    client = WorldloomClient(api, token)
-    try:
+    with connected("ingest", api, token) as client:
         outcomes = upload_all(client, files, console, {f: attrs for f in files} if attrs else None)
-    except ApiFailure as exc:
-        fail(exc)
-    finally:
-        client.close()
     if as_json:
         for o in outcomes:
             typer.echo(json.dumps({"path": str(o.path), "video_id": o.video_id, "result": o.status, "detail": o.detail}))
@@ -76,27 +74,26 @@ def ingest(
         raise typer.Exit(1)
 
 
-def _ingest_gymnasium(client: WorldloomClient, env: str, episodes: int, policy: str, seed: int, max_steps: int,
-                     as_json: bool) -> None:
-    """Starts a recording job on the ingest service and follows it with a progress bar."""
+def _record_gymnasium(client: WorldloomClient, env: str, episodes: int, policy: str, seed: int,
+                      max_steps: int) -> dict:
+    """Starts a recording job on the ingest service and follows it with a progress bar; the final job."""
     import time
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     body = {"env": env, "episodes": episodes, "policy": policy, "seed": seed, "max_steps": max_steps}
-    try:
-        job = client.start_gymnasium(body)
-        with Progress(TextColumn(f"[bold]recording {env}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
-                      TimeElapsedColumn(), console=console) as progress:
-            task = progress.add_task("record", total=100)
-            while job["state"] not in ("succeeded", "failed"):
-                time.sleep(0.5)
-                job = client.source_job(job["job_id"])
-                progress.update(task, completed=job["percent"])
-    except ApiFailure as exc:
-        fail(exc)
-    finally:
-        client.close()
+    job = client.start_gymnasium(body)
+    with Progress(TextColumn(f"[bold]recording {env}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+                  TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("record", total=100)
+        while job["state"] not in ("succeeded", "failed"):
+            time.sleep(0.5)
+            job = client.source_job(job["job_id"])
+            progress.update(task, completed=job["percent"])
+    return job
+
+
+def _print_gymnasium_job(env: str, job: dict, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(job, indent=2))
     else:
@@ -117,18 +114,15 @@ def _ingest_gymnasium(client: WorldloomClient, env: str, episodes: int, policy: 
 
 @app.command()
 def videos(
-    api: ApiOpt = None,
+    api: IngestApiOpt = None,
     token: TokenOpt = None,
     status: Annotated[Optional[str], typer.Option(help="stored | ingested")] = None,
 ) -> None:
     """List ingested videos."""
     from rich.table import Table
 
-    client = WorldloomClient(api, token)
-    try:
+    with connected("ingest", api, token) as client:
         items = client.list_videos(status)
-    except ApiFailure as exc:
-        fail(exc)
     table = Table(title=f"{len(items)} videos")
     for col in ("video id", "file", "status", "size", "resolution", "duration"):
         table.add_column(col)
@@ -183,21 +177,16 @@ def scenes(
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="what to look for, in words")],
-    api: ApiOpt = None,
+    api: SearchApiOpt = None,
     token: TokenOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k")] = 10,
     source: Annotated[Optional[str], typer.Option(help="only clips from this source")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Print the curated clips that best match a text query (search service)."""
-    client = WorldloomClient(api, token)
     filters = {"sources": [source]} if source else {}
-    try:
+    with connected("search", api, token) as client:
         res = client.search({"text": query, "top_k": top_k, "filters": filters})
-    except ApiFailure as exc:
-        fail(exc)
-    finally:
-        client.close()
     if as_json:
         typer.echo(json.dumps(res, indent=2))
         return
@@ -216,27 +205,20 @@ def print_hits(query: str, hits: list[dict]) -> None:
     Console().print(table)
 
 
-@app.command()
-def demo(
-    data: Annotated[Path, typer.Option(help="folder of real videos (the repo's ../shared/data)")] = Path("../shared/data"),
-    out: Annotated[Path, typer.Option(help="output folder (store, report)")] = Path("out/demo"),
-    tokenizer_steps: Annotated[Optional[int], typer.Option(
-        "--tokenizer-steps", envvar="WORLDLOOM_DEMO_TOKENIZER_STEPS", min=0,
-        help="training steps of the demo tokenizer (default 150, a few minutes on 2 cores); 0 skips that stage")] = None,
-    world_models: Annotated[bool, typer.Option(
-        "--world-models/--no-world-models", envvar="WORLDLOOM_DEMO_WORLD_MODELS",
-        help="also record simulator episodes and pretrain a tiny autoregressive and diffusion world model on them (about 8 minutes on 2 cores)")] = True,
-) -> None:
-    """Run the pipeline in embedded mode: in-process bus, local directory store, Milvus Lite."""
-    from worldloom.cli.demo import run_demo
+PLUGIN_GROUP = "worldloom.cli.commands"
 
-    if not data.is_dir():
-        raise typer.BadParameter(f"data folder not found: {data}")
-    report = run_demo(data, out, console, tokenizer_steps, world_models)
-    world = report.get("world_models") or {}
-    if (report.get("tokenizer") or {}).get("error") or world.get("error") or \
-            any(m.get("error") for m in (world.get("models") or {}).values()):
-        raise typer.Exit(1)
+
+def _add_plugin_commands() -> None:
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            command = ep.load()
+        except Exception as exc:  # noqa: BLE001 - a broken add-on must not take `worldloom ingest` down with it
+            console.print(f"[yellow]command {ep.name!r} ({ep.value}) is unavailable: {type(exc).__name__}: {exc}")
+            continue
+        app.command(ep.name)(command)
+
+
+_add_plugin_commands()
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from worldloom.cli.client import ApiFailure, WorldloomClient
-from worldloom.cli.common import ApiOpt, TokenOpt, connected, console
-from worldloom.cli.ingest_cmd import _short, expand_paths
+from worldloom.cli.common import TokenizeApiOpt, TokenOpt, connected, console, video_files
+from worldloom.cli.ingest_cmd import _short
 
 tokenizer_app = typer.Typer(help="Train, evaluate and manage video tokenizers (tokenize service).",
                             no_args_is_help=True)
@@ -202,7 +202,7 @@ def train(
     no_wait: Annotated[bool, typer.Option("--no-wait", help="start the job and return")] = False,
     poll_s: Annotated[float, typer.Option("--poll", help="seconds between status polls")] = 1.0,
     as_json: Annotated[bool, typer.Option("--json", help="print the final record as JSON")] = False,
-    api: ApiOpt = None,
+    api: TokenizeApiOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Train a tokenizer on curated clips (or a dataset) and follow the job with a progress bar."""
@@ -218,7 +218,7 @@ def train(
     else:
         body["clips"] = {"source": None if clips_source in ("*", "") else clips_source, "tags": clips_tag,
                          "limit": clips_limit}
-    with connected(api, token) as client:
+    with connected("tokenize", api, token) as client:
         record = client.train_tokenizer(body)
         tid = record["tokenizer_id"]
         lineage = record.get("lineage") or {}
@@ -317,18 +317,12 @@ def eval_(
     tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", "-t", help="tokenizer id (default: the active one)")] = None,
     resolution: Annotated[Optional[int], typer.Option(help="square size to evaluate at (default: its training size)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
-    api: ApiOpt = None,
+    api: TokenizeApiOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Reconstruction PSNR/SSIM of local videos (encode + decode on the service); exit 1 if any is rejected."""
-    try:
-        files = expand_paths(paths)
-    except FileNotFoundError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    if not files:
-        console.print("[yellow]no video files found")
-        raise typer.Exit(1)
-    with connected(api, token) as client:
+    files = video_files(paths)
+    with connected("tokenize", api, token) as client:
         used, rows = evaluate_files(client, files, tokenizer, resolution, console)
     if as_json:
         typer.echo(json.dumps({"tokenizer_id": used, "videos": [asdict(r) for r in rows], "mean": eval_summary(rows)},
@@ -342,11 +336,11 @@ def eval_(
 @tokenizer_app.command("list")
 def list_(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
-    api: ApiOpt = None,
+    api: TokenizeApiOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """The registry: every tokenizer with state, config and held-out metrics (newest first)."""
-    with connected(api, token) as client:
+    with connected("tokenize", api, token) as client:
         items = client.list_tokenizers()
     if as_json:
         typer.echo(json.dumps(items, indent=2))
@@ -372,11 +366,11 @@ def list_(
 def show(
     tokenizer_id: Annotated[str, typer.Argument(help="tokenizer id (tok-...)")],
     as_json: Annotated[bool, typer.Option("--json", help="print the record as JSON")] = False,
-    api: ApiOpt = None,
+    api: TokenizeApiOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """State, progress, final metrics and lineage of one tokenizer."""
-    with connected(api, token) as client:
+    with connected("tokenize", api, token) as client:
         record = client.tokenizer(tokenizer_id)
     if as_json:
         typer.echo(json.dumps(record, indent=2))
@@ -390,11 +384,11 @@ def show(
 @tokenizer_app.command("activate")
 def activate(
     tokenizer_id: Annotated[str, typer.Argument(help="a tokenizer whose training succeeded")],
-    api: ApiOpt = None,
+    api: TokenizeApiOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Make this tokenizer encode every clips.curated event; the service also backfills curated clips."""
-    with connected(api, token) as client:
+    with connected("tokenize", api, token) as client:
         record = client.activate_tokenizer(tokenizer_id)
     console.print(f"[green]{record['tokenizer_id']} is active[/]: every accepted curated clip is being encoded "
                   f"into tokens/{record['tokenizer_id']}/ (clips.tokenized events)")
@@ -403,11 +397,11 @@ def activate(
 @tokenizer_app.command("cancel")
 def cancel(
     tokenizer_id: Annotated[str, typer.Argument(help="a queued or running training job")],
-    api: ApiOpt = None,
+    api: TokenizeApiOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Cancel a queued or running training job (workers stop at their next log step)."""
-    with connected(api, token) as client:
+    with connected("tokenize", api, token) as client:
         record = client.cancel_tokenizer(tokenizer_id)
     console.print(f"{record['tokenizer_id']}: cancel requested (state {record['state']}, "
                   f"step {record.get('step', 0)}/{record.get('total_steps', 0)})")

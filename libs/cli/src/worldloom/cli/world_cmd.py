@@ -3,7 +3,7 @@
 Both talk to the generate model server (KServe): ``predict`` to its video route
 ``POST /v1/models/<id>:video``, ``model eval`` to the Open Inference Protocol v2 route
 ``POST /v2/models/<id>/infer`` (JSON). The server's base URL comes from ``--api``, else
-``WORLDLOOM_GENERATE_URL``, else ``WORLDLOOM_API_URL``.
+``WORLDLOOM_CLI_GENERATE_URL``, else the gateway (see :mod:`worldloom.cli.config`).
 """
 
 from __future__ import annotations
@@ -21,14 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from worldloom.cli.client import ApiFailure, WorldloomClient
-from worldloom.cli.common import api_errors, console
-from worldloom.cli.ingest_cmd import _short, expand_paths
-
-GenerateApiOpt = Annotated[Optional[str], typer.Option(
-    "--api", envvar=["WORLDLOOM_GENERATE_URL", "WORLDLOOM_API_URL"],
-    help="generate server base URL (env WORLDLOOM_GENERATE_URL, else WORLDLOOM_API_URL)")]
-GenerateTokenOpt = Annotated[Optional[str], typer.Option(
-    "--token", envvar=["WORLDLOOM_GENERATE_TOKEN", "WORLDLOOM_API_TOKEN"], help="bearer token")]
+from worldloom.cli.common import GenerateApiOpt, TokenOpt, api_errors, console, open_client, video_files
+from worldloom.cli.ingest_cmd import _short
 
 model_app = typer.Typer(help="Train world models (train service) and evaluate them (generate service).", no_args_is_help=True)
 
@@ -48,25 +42,6 @@ def read_video(path: Path, frames: int | None) -> np.ndarray:
 
     arr, _ = read_frames(path, end_frame=frames, max_side=MAX_SIDE)
     return arr
-
-
-def fit_resolution(frames: np.ndarray, resolution: tuple[int, int]) -> np.ndarray:
-    """uint8 ``[T, H, W, 3]`` -> ``[T, rh, rw, 3]`` exactly as the generate server fits context frames
-    (``WorldModelEngine._fit_resolution``): centre-crop to the target aspect, antialiased bilinear resize."""
-    import torch
-    import torch.nn.functional as F
-
-    rh, rw = resolution
-    t, h, w, _ = frames.shape
-    if (h, w) == (rh, rw):
-        return frames
-    scale = max(rh / h, rw / w)
-    ch, cw = min(h, round(rh / scale)), min(w, round(rw / scale))
-    y0, x0 = (h - ch) // 2, (w - cw) // 2
-    x = torch.from_numpy(np.ascontiguousarray(frames[:, y0:y0 + ch, x0:x0 + cw]))
-    x = x.permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 def frame_metrics(pred: np.ndarray, real: np.ndarray) -> tuple[float, float]:
@@ -158,7 +133,7 @@ def predict(
     text: Annotated[Optional[str], typer.Option(help="text prompt (models trained with text)")] = None,
     fps: Annotated[Optional[float], typer.Option(help="frame rate of the output (default: the server's)")] = None,
     api: GenerateApiOpt = None,
-    token: GenerateTokenOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Predict the frames that follow a context video and save them as an MP4 or GIF."""
     from worldloom.video.errors import VideoRejected
@@ -184,7 +159,7 @@ def predict(
     optional = {"actions": action_rows, "seed": seed, "steps": steps, "temperature": temperature, "top_k": top_k,
                 "cfg_scale": cfg_scale, "text": text, "fps": fps}
     body.update({k: v for k, v in optional.items() if v is not None})
-    client = WorldloomClient(api, token)
+    client = open_client("generate", api, token)
     try:
         with api_errors(client.api), console.status(f"predicting {frames} frames with {model}"):
             data, headers = client.generate_video(model, body)
@@ -255,6 +230,7 @@ class VideoEval:
 
 def evaluate_video(client: WorldloomClient, info: ModelInfo, path: Path, context_frames: int, horizons: list[int],
                    seed: int) -> VideoEval:
+    from worldloom.models.frames import fit_frames
     from worldloom.video.errors import VideoRejected
 
     tc, need = info.tc, max(horizons) * info.tc
@@ -265,7 +241,7 @@ def evaluate_video(client: WorldloomClient, info: ModelInfo, path: Path, context
     if video.shape[0] < context_frames + need:
         return VideoEval(str(path), error=f"too_short: {video.shape[0]} frames; horizon {max(horizons)} needs "
                                           f"{context_frames} context + {max(horizons)} x {tc} = {context_frames + need}")
-    video = fit_resolution(video, info.resolution)
+    video = fit_frames(video, info.resolution)  # as the server fits the context
     ctx, real = video[:context_frames], video[context_frames:]
     try:
         res = client.infer(info.model_id, v2_request(ctx, {"num_frames": need, "seed": seed}))
@@ -352,7 +328,7 @@ def eval_(
     seed: Annotated[int, typer.Option(help="sampling seed of every prediction")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
     api: GenerateApiOpt = None,
-    token: GenerateTokenOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Prediction quality of a world model on local videos, next to the copy-last-frame baseline.
 
@@ -366,14 +342,8 @@ def eval_(
     Exit 1 if any video failed (the reason is shown), 2 for a server or model problem.
     """
     hs = parse_horizons(horizons)
-    try:
-        files = expand_paths(paths)
-    except FileNotFoundError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    if not files:
-        console.print("[yellow]no video files found")
-        raise typer.Exit(1)
-    client = WorldloomClient(api, token)
+    files = video_files(paths)
+    client = open_client("generate", api, token)
     rows: list[VideoEval] = []
     try:
         with api_errors(client.api):

@@ -1,6 +1,7 @@
 """`worldloom model train | show | cancel`: world-model training jobs on the train service.
 
-The train service's base URL comes from ``--api``, else ``WORLDLOOM_TRAIN_URL``, else ``WORLDLOOM_API_URL``.
+The train service's base URL comes from ``--api``, else ``WORLDLOOM_CLI_TRAIN_URL``, else the gateway
+(see :mod:`worldloom.cli.config`).
 """
 
 from __future__ import annotations
@@ -12,16 +13,9 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from worldloom.cli.common import connected, console
+from worldloom.cli.common import TokenOpt, TrainApiOpt, connected, console
 from worldloom.cli.tokenizer_cmd import _dataset_ref, follow_or_detach, latest
 from worldloom.cli.world_cmd import model_app
-
-TrainApiOpt = Annotated[Optional[str], typer.Option(
-    "--api", envvar=["WORLDLOOM_TRAIN_URL", "WORLDLOOM_API_URL"],
-    help="train service base URL (env WORLDLOOM_TRAIN_URL, else WORLDLOOM_API_URL)")]
-TrainTokenOpt = Annotated[Optional[str], typer.Option(
-    "--token", envvar=["WORLDLOOM_TRAIN_TOKEN", "WORLDLOOM_API_TOKEN"], help="bearer token")]
-
 
 class Family(str, Enum):
     ar = "ar"
@@ -75,7 +69,7 @@ def train(
     no_wait: Annotated[bool, typer.Option("--no-wait", help="start the job and return")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the final record as JSON")] = False,
     api: TrainApiOpt = None,
-    token: TrainTokenOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Pretrain (or, with --parent, post-train) a world model and follow the job with a progress bar.
 
@@ -92,7 +86,7 @@ def train(
         body["dataset"] = _dataset_ref(dataset)
     else:
         body["clips"] = {"source": None if clips_source in ("*", "") else clips_source}
-    with connected(api, token) as client:
+    with connected("train", api, token) as client:
         record = client.train_world_model(body)
         mid = record["model_id"]
         lineage = record.get("lineage") or {}
@@ -113,9 +107,9 @@ def train(
 @model_app.command("show")
 def show(model_id: Annotated[str, typer.Argument(help="world-model id")],
          as_json: Annotated[bool, typer.Option("--json")] = False, api: TrainApiOpt = None,
-         token: TrainTokenOpt = None) -> None:
+         token: TokenOpt = None) -> None:
     """State, percent done, metrics and lineage of a training job / registered model."""
-    with connected(api, token) as client:
+    with connected("train", api, token) as client:
         record = client.world_job(model_id)
     if as_json:
         typer.echo(json.dumps(record, indent=2))
@@ -125,8 +119,8 @@ def show(model_id: Annotated[str, typer.Argument(help="world-model id")],
 
 @model_app.command("cancel")
 def cancel(model_id: Annotated[str, typer.Argument(help="world-model id")], api: TrainApiOpt = None,
-           token: TrainTokenOpt = None) -> None:
+           token: TokenOpt = None) -> None:
     """Cancel a queued or running training job."""
-    with connected(api, token) as client:
+    with connected("train", api, token) as client:
         record = client.cancel_world_job(model_id)
     console.print(f"{model_id}: {record['state']}")

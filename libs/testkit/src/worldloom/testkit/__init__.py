@@ -1,4 +1,5 @@
-"""Real Kafka, S3 (SeaweedFS) and Milvus Lite servers on 127.0.0.1 for integration tests and local dev.
+"""Real Kafka, S3 (SeaweedFS), Milvus Lite and generate servers on 127.0.0.1 for integration tests and local
+dev; ``models`` (tiny tokenizers and world models) and ``clips`` (curated clips) put test inputs in a store.
 
 Classes load lazily so `import worldloom.testkit` stays cheap (pymilvus and kafka-python are heavy).
 """
@@ -12,6 +13,7 @@ _EXPORTS = {
     "KafkaServer": "worldloom.testkit.kafka",
     "S3Server": "worldloom.testkit.s3",
     "MilvusServer": "worldloom.testkit.milvus",
+    "GenerateServer": "worldloom.testkit.generate",
     "ManagedProcess": "worldloom.testkit.process",
     "ServerStartError": "worldloom.testkit.process",
     "free_port": "worldloom.testkit.ports",

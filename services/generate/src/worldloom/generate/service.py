@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from worldloom.generate.settings import Limits
+from worldloom.models.frames import fit_frames
 from worldloom.models.tokenizer.data import frames_to_tensor, tensor_to_frames
 from worldloom.models.world import SamplingLimits
 from worldloom.models.world import Sampling as ModelSampling
@@ -182,7 +182,8 @@ class WorldModelEngine:
         return context
 
     def _fit_resolution(self, context: np.ndarray, resize: bool) -> np.ndarray:
-        """Centre-crop to the model's aspect and resize (antialiased bilinear) to its training resolution."""
+        """Centre-crop to the model's aspect and resize (antialiased bilinear) to its training resolution
+        (:func:`~worldloom.models.frames.fit_frames`, as the CLI fits the frames it scores against)."""
         rh, rw = self.resolution
         b, t, h, w, _ = context.shape
         if (h, w) == (rh, rw):
@@ -190,14 +191,7 @@ class WorldModelEngine:
         if not resize:
             raise BadInput(f"context frames are {h}x{w}; this model was trained at {rh}x{rw} (send that size, "
                            "or resize=true to centre-crop and resize)")
-        scale = max(rh / h, rw / w)
-        ch, cw = min(h, round(rh / scale)), min(w, round(rw / scale))
-        y0, x0 = (h - ch) // 2, (w - cw) // 2
-        x = torch.from_numpy(np.ascontiguousarray(context[:, :, y0:y0 + ch, x0:x0 + cw]))
-        x = x.reshape(b * t, ch, cw, 3).permute(0, 3, 1, 2).float()
-        x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
-        x = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).reshape(b, t, rh, rw, 3)
-        return x.numpy()
+        return fit_frames(context.reshape(b * t, h, w, 3), (rh, rw)).reshape(b, t, rh, rw, 3)
 
     def _check_actions(self, actions: np.ndarray | None, batch: int, sent_frames: int, trim: int, lc: int,
                        ln: int) -> torch.Tensor | None:

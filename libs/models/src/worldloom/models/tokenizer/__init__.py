@@ -8,8 +8,8 @@
 
 Modules: ``model`` (config, layers, FSQ, encoder/decoder), ``losses`` (L1 + SSIM, optional patch GAN),
 ``metrics`` (PSNR/SSIM per clip, codebook usage), ``checkpoint`` (safetensors + JSON, no pickle),
-``train`` (one-process train_step / fit), ``data`` (synthetic clips, joint image+video batches),
-``bench`` (speed and Bridge sanity measurements; ``python -m worldloom.models.tokenizer.bench``).
+``train`` (one-process train_step / fit), ``data`` (synthetic clips, joint image+video batches).
+Benchmarks live outside the library, in ``bench/`` (``bench/benchlib/tokenizer.py``).
 """
 
 from worldloom.models.tokenizer.checkpoint import (

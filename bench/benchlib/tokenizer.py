@@ -1,18 +1,11 @@
-"""Measurements, not tests: CPU speed, a short Bridge sanity run, and the pieces of the held-out benchmark.
+"""The pieces of the held-out tokenizer benchmark (``bench/bench_tokenizer.py``, issue #4: train on
+simulator + Bridge-train episodes for a wall-clock budget, report on held-out real clips next to JPEG at
+the same bits per pixel). Measurements, not library code: nothing under libs/ or services/ imports it.
 
-    python -m worldloom.models.tokenizer.bench speed
-    python -m worldloom.models.tokenizer.bench bridge --kind continuous --minutes 5
-
-``bridge`` needs ``worldloom-video`` (PyAV) to decode the mp4 files; it trains on
-``<data>/videos/train/*/rgb.mp4`` downscaled to 64x64 and reports PSNR/SSIM on ``<data>/videos/val/*``
-(each whole val video, trimmed to ``1 + k*t_compression`` frames, encoded and decoded in one go).
-
-The rest serves ``bench/bench_tokenizer.py`` (issue #4: train on simulator + Bridge-train episodes for a
-wall-clock budget, report on held-out real clips next to JPEG at the same bits per pixel):
-
-* data: :func:`square_resize` / :func:`load_square_clip` (centre square crop, then antialiased resize),
-  :func:`eval_windows` / :func:`heldout_clips` (Bridge val + Sintel cut into ``1 + k*t`` frame windows),
-  :func:`simulator_episodes` (headless gymnasium renders, random policy), :func:`training_videos`;
+* data: :func:`load_square_clip` (centre square crop, then antialiased resize, with
+  :func:`worldloom.models.frames.fit_frames`), :func:`eval_windows` / :func:`heldout_clips` (Bridge val +
+  Sintel cut into ``1 + k*t`` frame windows), :func:`simulator_episodes` (headless gymnasium renders,
+  random policy), :func:`training_videos`;
 * rate: :func:`latent_bpp` (bits per pixel of a tokenizer's latent for a clip);
 * classical reference: :func:`jpeg_at_bpp` (per frame, the highest JPEG quality whose size fits a bpp
   budget, optionally of a downscaled frame) and :func:`jpeg_clip`;
@@ -22,10 +15,8 @@ wall-clock budget, report on held-out real clips next to JPEG at the same bits p
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import io
-import json
 import math
 import os
 import statistics
@@ -38,20 +29,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from worldloom.models.tokenizer.checkpoint import save_checkpoint
-from worldloom.models.tokenizer.data import (
-    ClipSampler,
-    frames_to_tensor,
-    moving_pattern_videos,
-    tensor_to_frames,
-)
+from worldloom.models.frames import fit_frames
+from worldloom.models.tokenizer.data import frames_to_tensor, tensor_to_frames
 from worldloom.models.tokenizer.losses import LossConfig
 from worldloom.models.tokenizer.metrics import psnr, ssim
 from worldloom.models.tokenizer.model import CausalVideoTokenizer, TokenizerConfig
-from worldloom.models.tokenizer.train import Batch, fit, lr_at, train_step
+from worldloom.models.tokenizer.train import Batch, train_step
+from worldloom.models.training.optim import lr_at
 
 
-def _median_time(fn: Callable[[], object], reps: int) -> float:
+def median_time(fn: Callable[[], object], reps: int) -> float:
     """Median wall time: robust to the multi-second stalls other processes cause on a shared 2-core box."""
     times = []
     for _ in range(reps):
@@ -59,17 +46,6 @@ def _median_time(fn: Callable[[], object], reps: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
-
-
-def bench_speed(size: str = "tiny", kind: str = "continuous", compression: str = "4x8x8", res: int = 64,
-                batch: int = 4, frames: int = 17, reps: int = 7, **overrides: object) -> dict[str, float]:
-    """Seconds per training step (``batch x frames x res x res``) and encode/decode frames per second."""
-    model = CausalVideoTokenizer.from_preset(size, kind, compression, **overrides)  # type: ignore[arg-type]
-    video = moving_pattern_videos(batch, frames, res)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    train_step(model, video, opt)  # warm-up (allocator, oneDNN kernel selection)
-    step_s = _median_time(lambda: train_step(model, video, opt), reps)
-    return {"params": float(model.num_parameters()), "sec_per_train_step": step_s, **codec_fps(model, video, reps)}
 
 
 @torch.no_grad()
@@ -80,61 +56,10 @@ def codec_fps(model: CausalVideoTokenizer, video: torch.Tensor, reps: int = 5) -
     enc = model.encode(video)
     latents = enc[1] if isinstance(enc, tuple) else enc
     model.decode(latents)
-    enc_s = _median_time(lambda: model.encode(video), reps)
-    dec_s = _median_time(lambda: model.decode(latents), reps)
+    enc_s = median_time(lambda: model.encode(video), reps)
+    dec_s = median_time(lambda: model.decode(latents), reps)
     n = video.shape[0] * video.shape[2]
     return {"encode_fps": n / enc_s, "decode_fps": n / dec_s}
-
-
-def load_videos(root: Path, res: int) -> list[torch.Tensor]:
-    from worldloom.video.decode import read_frames  # optional dependency: only this script decodes mp4
-
-    return [frames_to_tensor(read_frames(p, size=(res, res))[0]) for p in sorted(root.glob("*/rgb.mp4"))]
-
-
-@torch.no_grad()
-def evaluate(model: CausalVideoTokenizer, videos: list[torch.Tensor]) -> dict[str, float]:
-    """Mean per-clip PSNR/SSIM over whole videos (trimmed to a valid length), plus code usage if discrete."""
-    from worldloom.models.tokenizer.job import evaluate_clips
-
-    out = evaluate_clips(model, videos, max_frames=max(v.shape[1] for v in videos))
-    return {f"val_{k}": v for k, v in out.items() if k != "clips"}
-
-
-def bridge(data: Path, kind: str, minutes: float, size: str = "tiny", res: int = 64, batch: int = 4,
-           frames: int = 17, num_images: int = 4, lr: float = 1e-3, eval_every: int = 200,
-           out: Path | None = None, steps: int | None = None, augment: bool = False) -> list[dict[str, float]]:
-    """Train on Bridge train videos for about ``minutes`` of (uncontended) wall time, or exactly ``steps``
-    steps; log val metrics every ``eval_every`` steps."""
-    train_res = res * 9 // 8 if augment else res  # random res x res crops of slightly larger frames
-    train_v, val_v = load_videos(data / "videos/train", train_res), load_videos(data / "videos/val", res)
-    model = CausalVideoTokenizer(TokenizerConfig.preset(size, kind, "4x8x8"))  # type: ignore[arg-type]
-    sampler = ClipSampler(train_v, frames, batch, num_images=num_images, crop=res if augment else None,
-                          reverse=augment)
-    probe = torch.optim.AdamW(model.parameters(), lr=0.0)
-    train_step(model, next(sampler), probe)
-    t0 = time.perf_counter()
-    for _ in range(3):
-        train_step(model, next(sampler), probe)
-    if steps is None:
-        steps = max(10, int(minutes * 60 / ((time.perf_counter() - t0) / 3)))
-    del probe
-    model = CausalVideoTokenizer(model.config)  # fresh weights: the probe's Adam steps were lr=0 but reset anyway
-    print(json.dumps({"params": model.num_parameters(), "planned_steps": steps, "train_videos": len(train_v),
-                      "train_frames": sum(v.shape[1] for v in train_v), "val_videos": len(val_v)}), flush=True)
-    history: list[dict[str, float]] = []
-    start = time.perf_counter()
-
-    def on_log(entry: dict[str, float]) -> None:
-        if int(entry["step"]) % eval_every == 0 or int(entry["step"]) == steps:
-            entry.update(evaluate(model, val_v), minutes=(time.perf_counter() - start) / 60)
-            history.append(entry)
-            print(json.dumps({k: round(v, 4) for k, v in entry.items()}), flush=True)
-
-    fit(model, sampler, steps, lr=lr, log_every=50, on_log=on_log)
-    if out is not None:
-        save_checkpoint(out, model, step=steps, extra={"history": history})
-    return history
 
 
 # ------------------------------------------------------------------------------ held-out benchmark pieces
@@ -152,26 +77,9 @@ EVAL_WINDOW = 17
 JPEG_QUALITY_RANGE = (1, 95)
 
 
-def square_resize(frames: np.ndarray, res: int, chunk: int = 32) -> np.ndarray:
-    """``[N, H, W, 3]`` uint8 -> ``[N, res, res, 3]`` uint8: centre square crop (side = the shorter side),
-    then an antialiased bilinear resize (no aspect distortion, the same for every source)."""
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"expected [N, H, W, 3] uint8 frames, got {frames.shape} {frames.dtype}")
-    _, h, w, _ = frames.shape
-    side = min(h, w)
-    y, x = (h - side) // 2, (w - side) // 2
-    out = []
-    for i in range(0, len(frames), chunk):
-        part = np.ascontiguousarray(frames[i : i + chunk, y : y + side, x : x + side])
-        t = torch.from_numpy(part).permute(0, 3, 1, 2).float()
-        if side != res:
-            t = F.interpolate(t, size=(res, res), mode="bilinear", antialias=True, align_corners=False)
-        out.append(t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, res, res, 3), np.uint8)
-
-
 def load_square_clip(path: Path, res: int, chunk: int = 32) -> np.ndarray:
-    """Decode a whole video (PyAV, streamed in chunks) into ``[T, res, res, 3]`` via :func:`square_resize`."""
+    """Decode a whole video (PyAV, streamed in chunks) into ``[T, res, res, 3]`` via
+    :func:`~worldloom.models.frames.fit_frames`."""
     from worldloom.video.decode import iter_frames  # optional dependency: only the benches decode mp4
 
     parts: list[np.ndarray] = []
@@ -179,10 +87,10 @@ def load_square_clip(path: Path, res: int, chunk: int = 32) -> np.ndarray:
     for frame in iter_frames(path):
         buf.append(frame.image)
         if len(buf) == chunk:
-            parts.append(square_resize(np.stack(buf), res))
+            parts.append(fit_frames(np.stack(buf), (res, res)))
             buf = []
     if buf:
-        parts.append(square_resize(np.stack(buf), res))
+        parts.append(fit_frames(np.stack(buf), (res, res)))
     if not parts:
         raise ValueError(f"{path}: no frames decoded")
     return np.concatenate(parts)
@@ -243,7 +151,7 @@ def simulator_episodes(env_id: str, episodes: int, res: int, *, min_frames: int 
                 if terminated or truncated:
                     break
             if len(frames) >= min_frames:
-                out.append(square_resize(np.stack(frames), res))
+                out.append(fit_frames(np.stack(frames), (res, res)))
     finally:
         env.close()
     return out
@@ -627,32 +535,3 @@ def _jpeg_row(clips: Sequence[np.ndarray], targets: Sequence[float], weights: Se
     for key in ("bpp", "file_bpp", "min_bpp", "quality", "reached", "scale"):
         row[key] = float(np.average([getattr(j, key) for j in jp], weights=weights))
     return row
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["speed", "bridge"])
-    ap.add_argument("--kind", default="continuous", choices=["continuous", "discrete"])
-    ap.add_argument("--size", default="tiny")
-    ap.add_argument("--minutes", type=float, default=5.0)
-    ap.add_argument("--steps", type=int, default=None, help="train exactly this many steps (overrides --minutes)")
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--eval-every", type=int, default=200)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--augment", action="store_true", help="random crops and time reversal (small datasets)")
-    ap.add_argument("--data", type=Path, default=Path("/work/shared/data/bridge"))
-    ap.add_argument("--out", type=Path, default=None, help="save a checkpoint here (.safetensors)")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    if args.what == "speed":
-        for kind in ("continuous", "discrete"):
-            print(kind, json.dumps(bench_speed(args.size, kind)), flush=True)
-    else:
-        bridge(args.data, args.kind, args.minutes, size=args.size, batch=args.batch, lr=args.lr,
-               eval_every=args.eval_every, out=args.out, steps=args.steps, augment=args.augment)
-
-
-if __name__ == "__main__":
-    main()

@@ -33,6 +33,8 @@ from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord
 from worldloom.core.service.background import BackgroundServer
 from worldloom.core.settings import HttpSettings, StoreSettings
 from worldloom.core.store.local import LocalStore
+from worldloom.demo.clips import DEMO_ENCODE_MAX_FRAMES, accepted_clips, heldout_clips, wait_for_curation, wait_for_tokens
+from worldloom.demo.plots import plot_lines, write_grid_gif
 
 ENV, EPISODES, EPISODE_STEPS = "Pendulum-v1", 24, 96
 #: training steps per family (tiny models: about 0.1 s (diffusion) and 0.25 s (AR) a step on 2 CPU cores)
@@ -49,7 +51,6 @@ def world_stage(stack: ExitStack, store: LocalStore, bus: InProcessBus, store_se
                 http: HttpSettings, token: str, ingest_url: str, tokenize: WorldloomClient,
                 continuous_id: str, clips_before: int, out: Path, console: Console,
                 steps: dict[str, int] | None = None) -> dict[str, Any]:
-    from worldloom.cli.demo import _accepted_clips, _wait_for_curation, _wait_for_tokens
     from worldloom.curate.config import SIMULATOR_PROFILE, config_with
     from worldloom.train.app import build_app as build_train
     from worldloom.train.settings import TrainSettings
@@ -60,8 +61,8 @@ def world_stage(stack: ExitStack, store: LocalStore, bus: InProcessBus, store_se
         with WorldloomClient(ingest_url, token) as ingest:
             video_ids = _record_episodes(ingest, console)
         config_hash = config_with(SIMULATOR_PROFILE).config_hash(None)  # the curate service's gymnasium profile
-        _wait_for_curation(store, video_ids, config_hash, console)
-        clips = _accepted_clips(store, config_hash)
+        wait_for_curation(store, video_ids, config_hash, console)
+        clips = accepted_clips(store, config_hash)
         console.print(f"{len(clips)}/{len(video_ids)} episodes accepted by the curate service's simulator profile "
                       f"(config {config_hash}; the default profile rejects rendered white backgrounds)")
         section.update({"episodes": len(video_ids), "config_hash": config_hash, "episodes_accepted": len(clips)})
@@ -69,11 +70,11 @@ def world_stage(stack: ExitStack, store: LocalStore, bus: InProcessBus, store_se
             raise ApiFailure(422, "too_few_episodes", f"only {len(clips)} episodes passed curation")
         total = clips_before + len(clips)
         console.print(f"the active tokenizer {continuous_id} encodes the new clips (clips.curated)")
-        _wait_for_tokens(store, continuous_id, total, console)
+        wait_for_tokens(store, continuous_id, total, console)
         discrete_id = _discrete_tokenizer(tokenize, config_hash, console)
         tokenize.activate_tokenizer(discrete_id)
         section["discrete_tokenizer"] = discrete_id
-        section["clips_tokenized_discrete"] = _wait_for_tokens(store, discrete_id, total, console)
+        section["clips_tokenized_discrete"] = wait_for_tokens(store, discrete_id, total, console)
     except ApiFailure as exc:
         console.print(f"[red]simulator episodes / discrete tokenizer failed: {exc}")
         return {**section, "error": str(exc)}
@@ -96,8 +97,6 @@ def world_stage(stack: ExitStack, store: LocalStore, bus: InProcessBus, store_se
         files["psnr_png"] = PSNR_PNG
         rows, section["gif_clips"] = _predictions(store, done, clips)
         if rows:
-            from worldloom.cli.plots import write_grid_gif
-
             write_grid_gif(rows, ["real", *[f"{f} predicted" for f in done]], out / PRED_GIF, zoom=2, fps=8.0)
             files["predictions_gif"] = PRED_GIF
     section["files"] = files
@@ -179,8 +178,6 @@ def _by_horizon(metrics: dict[str, float], who: str, against: str = "real") -> l
 
 
 def _psnr_plot(models: dict[str, dict[str, Any]], path: Path) -> None:
-    from worldloom.cli.plots import plot_lines
-
     series = []
     for family, m in models.items():  # each family against its own tokenizer's decoding: copy-last per family
         series.append((f"{family} model", COLOURS[family], False, _by_horizon(m["metrics"], "model", "decoded")))
@@ -194,7 +191,6 @@ def _predictions(store: LocalStore, models: dict[str, dict[str, Any]], clips: li
                  n: int = 3) -> tuple[list[list[np.ndarray]], list[str]]:
     """For up to ``n`` held-out episodes: real frames, then each family's prediction (context + future,
     decoded by its tokenizer, given the episode's recorded actions), all ``[T, 64, 64, 3]`` uint8."""
-    from worldloom.cli.demo import DEMO_ENCODE_MAX_FRAMES, _heldout
     from worldloom.core.catalog import token_shard_key
     from worldloom.models.world import Sampling
     from worldloom.models.world.data import load_sequences
@@ -206,7 +202,7 @@ def _predictions(store: LocalStore, models: dict[str, dict[str, Any]], clips: li
     any_record = {"request": {"val_fraction": 0.15}}
     rows, chosen = [], []
     with tempfile.TemporaryDirectory(prefix="wl-demo-wm-") as tmp:
-        for clip, split in _heldout(clips, any_record, n=len(clips)):
+        for clip, split in heldout_clips(clips, any_record, n=len(clips)):
             if split != "held out" or len(rows) >= n:
                 continue
             preds = []

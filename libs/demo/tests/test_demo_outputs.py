@@ -1,4 +1,4 @@
-"""The demo's tokenizer outputs: the Pillow training-curve plot and the side-by-side reconstruction GIF."""
+"""The demo's outputs: the matplotlib training-curve and horizon plots, the side-by-side GIF grids."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worldloom.cli.plots import nice_ticks, plot_training_curves
+from worldloom.demo.plots import nice_ticks, plot_training_curves
 
 
 def test_nice_ticks_cover_the_range_with_round_steps() -> None:
@@ -31,7 +31,7 @@ def test_psnr_plot_writes_a_png_of_the_requested_size(tmp_path: Path) -> None:
 
 
 def test_recon_gif_puts_original_and_reconstruction_side_by_side(tmp_path: Path) -> None:
-    from worldloom.cli.demo import _write_recon_gif
+    from worldloom.demo.tokenizer_stage import _write_recon_gif
 
     rng = np.random.default_rng(0)
     pairs = [(rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8))
@@ -49,7 +49,7 @@ def test_recon_gif_puts_original_and_reconstruction_side_by_side(tmp_path: Path)
 
 def test_psnr_by_horizon_plot_draws_every_series(tmp_path: Path) -> None:
     Image = pytest.importorskip("PIL.Image")
-    from worldloom.cli.plots import plot_lines
+    from worldloom.demo.plots import plot_lines
 
     series = [("ar model", (31, 119, 180), False, [(1, 30.0), (2, 27.5), (4, 24.0)]),
               ("copy-last", (120, 120, 120), True, [(1, 31.0), (2, 26.0), (4, 21.0)])]
@@ -61,8 +61,8 @@ def test_psnr_by_horizon_plot_draws_every_series(tmp_path: Path) -> None:
 
 
 def test_prediction_gif_has_a_column_per_video_and_marks_predicted_frames(tmp_path: Path) -> None:
-    from worldloom.cli.demo_world import _mark_predicted
-    from worldloom.cli.plots import write_grid_gif
+    from worldloom.demo.world_stage import _mark_predicted
+    from worldloom.demo.plots import write_grid_gif
 
     grey = np.full((9, 16, 16, 3), 128, np.uint8)
     marked = _mark_predicted(grey, 5)
@@ -73,3 +73,13 @@ def test_prediction_gif_has_a_column_per_video_and_marks_predicted_frames(tmp_pa
     with av.open(str(path)) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert len(frames) == 9 and frames[0].shape[1] == 3 * 16 + 2 * 4
+
+
+def test_worldloom_demo_is_the_cli_command_this_package_provides(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from worldloom.cli.main import app
+
+    result = CliRunner().invoke(app, ["demo", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "data folder not found" in result.output
+    assert not (tmp_path / "out").exists()

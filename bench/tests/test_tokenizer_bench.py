@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from worldloom.models.tokenizer.bench import (
+from benchlib.tokenizer import (
     eval_windows,
     jpeg_at_bpp,
     jpeg_bits,
@@ -19,7 +19,6 @@ from worldloom.models.tokenizer.bench import (
     resize_frame,
     round_latents,
     score_clips,
-    square_resize,
 )
 from worldloom.models.tokenizer.data import moving_pattern_videos, tensor_to_frames
 from worldloom.models.tokenizer.model import CausalVideoTokenizer, TokenizerConfig
@@ -101,20 +100,7 @@ def test_eval_windows_rejects_lengths_not_1_plus_k_multiple(window):
         eval_windows(100, window, 8)
 
 
-# ------------------------------------------------------------------------------------- frame prep
-
-
-def test_square_resize_center_crops_then_resizes():
-    frames = np.zeros((2, 40, 60, 3), np.uint8)
-    frames[:, :, :10] = 255  # left and right bands outside the centre 40x40 square
-    frames[:, :, 50:] = 255
-    frames[:, :, 10:50, 1] = 100
-    out = square_resize(frames, 16)
-    assert out.shape == (2, 16, 16, 3) and out.dtype == np.uint8
-    assert (out[..., 0] == 0).all() and (out[..., 1] == 100).all()  # bands cropped away, colour kept
-    assert square_resize(frames[:, :, 10:50], 40).tolist() == frames[:, :, 10:50].tolist()  # same size: as is
-    with pytest.raises(ValueError):
-        square_resize(frames.astype(np.float32), 16)
+# ------------------------------------------------------------------------------------------- scoring
 
 
 def test_score_clips_means_per_clip_scores():
