@@ -1,8 +1,8 @@
 """Choosing training clips: a saved dataset manifest or a filter over accepted curated clips.
 
 Every training service (tokenize, train) selects data the same way and records the same lineage, so
-this lives here once. Held-out clips are chosen by a hash of the clip id: stable across runs, replicas
-and restarts, and independent of listing order.
+this lives here once. Held-out clips are whole source videos chosen by a hash of the video id: stable
+across runs, replicas and restarts, independent of listing order, and never a neighbour of a training clip.
 """
 
 from __future__ import annotations
@@ -57,12 +57,28 @@ class Selection:
     label: str = field(default="")
 
     def split(self, val_fraction: float) -> tuple[list[SelectedClip], list[SelectedClip]]:
-        """(train, held-out); nothing is held out from a single clip or with fraction 0."""
-        if len(self.clips) < 2 or val_fraction <= 0:
+        """(train, held-out), split by **source video**: every clip of a video (adjacent shots, pieces of
+        one long shot, one simulator episode) is on the same side, so held-out figures measure footage the
+        model never saw. Videos are ranked by a hash of their id (stable across runs, replicas and listing
+        order) and held out until ``val_fraction`` of the clips are; at least one video stays for training.
+        Nothing is held out with fraction 0 or fewer than two videos."""
+        groups: dict[str, list[SelectedClip]] = {}
+        for clip in self.clips:
+            groups.setdefault(clip.video_id or clip.clip_id, []).append(clip)
+        if len(groups) < 2 or val_fraction <= 0:
             return list(self.clips), []
-        ranked = sorted(self.clips, key=lambda c: hashlib.sha256(c.clip_id.encode()).hexdigest())
-        n_val = max(1, round(len(ranked) * val_fraction))
-        return ranked[n_val:], ranked[:n_val]
+        ranked = sorted(groups, key=lambda v: hashlib.sha256(v.encode()).hexdigest())
+        want = max(1, round(len(self.clips) * val_fraction))
+        held: set[str] = set()
+        count = 0
+        for video in ranked[:-1]:
+            if count >= want:
+                break
+            held.add(video)
+            count += len(groups[video])
+        train = [c for c in self.clips if (c.video_id or c.clip_id) not in held]
+        val = [c for c in self.clips if (c.video_id or c.clip_id) in held]
+        return train, val
 
 
 def latest_manifest(store: ObjectStore, name: str, version: int | None) -> DatasetManifest:

@@ -39,7 +39,7 @@ class JobRequest(BaseModel):
     log_every: int = Field(10, ge=1)
     workers: int = Field(1, ge=1, description="Ray Train workers (DDP)")
     use_gpu: bool = Field(False, description="one GPU per worker")
-    val_fraction: float = Field(0.1, ge=0, lt=1, description="share of the selected clips held out for evaluation")
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="share of the selected clips held out for evaluation, as whole source videos")
     seed: int = 0
 
     @model_validator(mode="after")
