@@ -140,7 +140,8 @@ class DatasetManifest(BaseModel):
 #   <prefix>/checkpoints/          resumable checkpoints (step folders + latest.json)
 #   <prefix>/model/                the finished model: <name>.safetensors (+ .json sidecar)
 # tokenizers/active.json           which tokenizer encodes clips.curated
-# tokens/<tokenizer>/<clip>.tar    a clip's token/latent shard; <clip>.done marks its event as sent
+# tokens/<tokenizer>/<clip>.tar    a clip's token/latent shard; <clip>.done marks its event as sent,
+#                                  <clip>.claim is held while one worker encodes it
 
 TOKENIZERS_ROOT = "tokenizers"
 WORLD_MODELS_ROOT = "models"
@@ -197,3 +198,17 @@ def token_shard_key(tokenizer_id: str, clip_id: str) -> str:
 
 def token_marker_key(tokenizer_id: str, clip_id: str) -> str:
     return f"tokens/{tokenizer_id}/{clip_id}.done"
+
+
+def token_claim_key(tokenizer_id: str, clip_id: str) -> str:
+    """Held while one worker encodes the clip (worldloom.core.claims)."""
+    return f"tokens/{tokenizer_id}/{clip_id}.claim"
+
+
+def backfill_claim_key(tokenizer_id: str) -> str:
+    return f"{tokenizer_prefix(tokenizer_id)}/backfill.claim"
+
+
+def backfill_done_key(tokenizer_id: str) -> str:
+    """Written when the backfill after activation has visited every clip (its counts)."""
+    return f"{tokenizer_prefix(tokenizer_id)}/backfill.json"

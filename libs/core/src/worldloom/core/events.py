@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterable
 
@@ -37,10 +38,18 @@ class EventDecodeError(ValueError):
     """The bytes are not a Worldloom envelope we can read (a poison message: never retried)."""
 
 
-def new_event(producer: str, payload: _message.Message, lineage: Iterable[str] = ()) -> pb.Envelope:
-    """Wraps a payload in an envelope with a fresh id, the current schema version and UTC time."""
+def effect_id(topic: str, *parts: str) -> str:
+    """An event id derived from the effect the event announces (its topic and output ids / config), so a
+    re-emit after a crash or a redelivery is *the same* event and consumers can drop the copy by id."""
+    return hashlib.sha256("\x1f".join((topic, *parts)).encode()).hexdigest()[:32]
+
+
+def new_event(producer: str, payload: _message.Message, lineage: Iterable[str] = (),
+              event_id: str | None = None) -> pb.Envelope:
+    """Wraps a payload in an envelope with the current schema version and UTC time. ``event_id`` should be
+    an :func:`effect_id` whenever the event announces an output; a random id is for one-off notices."""
     env = pb.Envelope(
-        event_id=uuid.uuid4().hex,
+        event_id=event_id or uuid.uuid4().hex,
         schema_version=SCHEMA_VERSION,
         type=payload.DESCRIPTOR.full_name,
         producer=producer,

@@ -155,7 +155,7 @@ def build_app(settings: TokenizeSettings | None = None, *, store: ObjectStore | 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         worker = consumer = None
-        svc.jobs.resume_unfinished()
+        svc.resume()
         if settings.consume:
             consumer = bus.consumer([events.TOPIC_CLIPS_CURATED], settings.consumer_group, svc.encoder.handle_event)
             worker = threading.Thread(target=consumer.run, args=(stop,), name="tokenize-consumer", daemon=True)

@@ -88,6 +88,11 @@ class TokenizeService:
         thread.start()
         return thread
 
+    def resume(self) -> None:
+        """At start-up: unfinished training jobs, and the active tokenizer's interrupted backfill."""
+        self.jobs.resume_unfinished()
+        threading.Thread(target=self.encoder.resume_backfill, name="tokenize-backfill", daemon=True).start()
+
     # ------------------------------------------------------------------------------------------ codec
 
     def encode(self, path: Path, tokenizer_id: str | None, resolution: int | None) -> tuple[str, Encoded]:

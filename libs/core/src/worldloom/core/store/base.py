@@ -101,5 +101,19 @@ class ObjectStore(ABC):
     def key_from_uri(self, uri: str) -> str:
         """Inverse of uri(); raises InvalidKey for a URI outside this store."""
 
+    # ------------------------------------------------------------ conditional writes (claims, counters)
+
+    @abstractmethod
+    def read_versioned(self, key: str) -> tuple[bytes, str]:
+        """The object's bytes and the ETag of exactly those bytes (one read, no race). Raises ObjectNotFound."""
+
+    @abstractmethod
+    def put_bytes_if(self, key: str, data: bytes, etag: str | None,
+                     content_type: str = "application/octet-stream") -> str | None:
+        """Atomic conditional write: with ``etag=None`` create ``key`` only if it does not exist, else replace
+        it only if its current ETag is ``etag``. Returns the new ETag, or None when the condition failed
+        (another writer got there first). Of several writers racing, across processes and hosts, exactly
+        one wins: what replicas use for claims, leases and counters instead of thread locks."""
+
     def healthy(self) -> bool:
         return True

@@ -1,10 +1,13 @@
-"""S3 backend (MinIO SDK): streaming multipart puts, works with MinIO, SeaweedFS or AWS S3."""
+"""S3 backend: streaming multipart puts with the MinIO SDK; conditional writes (``If-None-Match`` /
+``If-Match``) with boto3, because the MinIO SDK cannot send them (headers passed as metadata become
+``X-Amz-Meta-*`` and the write silently overwrites). Works with MinIO, SeaweedFS or AWS S3."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 from urllib.parse import urlparse
 
 from minio import Minio
@@ -81,6 +84,52 @@ class S3Store(ObjectStore):
         if parsed.scheme != "s3" or parsed.netloc != self.bucket:
             raise InvalidKey(f"URI is not in this store (s3://{self.bucket}/...): {uri!r}")
         return validate_key(parsed.path.lstrip("/"))
+
+    # ------------------------------------------------------------------------------ conditional writes
+
+    @functools.cached_property
+    def _boto(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        s = self.settings
+        return boto3.client(
+            "s3", endpoint_url=f"{'https' if s.secure else 'http'}://{s.endpoint}",
+            aws_access_key_id=s.access_key.get_secret_value() if s.access_key else None,
+            aws_secret_access_key=s.secret_key.get_secret_value() if s.secret_key else None,
+            region_name=s.region or "us-east-1",
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3, "mode": "standard"},
+                          request_checksum_calculation="when_required",
+                          response_checksum_validation="when_required"))
+
+    def read_versioned(self, key: str) -> tuple[bytes, str]:
+        try:
+            resp = self.client.get_object(self.bucket, validate_key(key))
+        except S3Error as exc:
+            if exc.code in _MISSING:
+                raise ObjectNotFound(key) from None
+            raise
+        try:
+            return resp.read(), (resp.headers.get("ETag") or "").strip('"')
+        finally:
+            resp.close()
+            resp.release_conn()
+
+    def put_bytes_if(self, key: str, data: bytes, etag: str | None,
+                     content_type: str = "application/octet-stream") -> str | None:
+        from botocore.exceptions import ClientError
+
+        condition = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": f'"{etag.strip(chr(34))}"'}
+        try:
+            resp = self._boto.put_object(Bucket=self.bucket, Key=validate_key(key), Body=data,
+                                         ContentType=content_type, **condition)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey") or status in (409, 412):
+                return None  # another writer won (or, for If-Match, the object is gone)
+            raise
+        return str(resp.get("ETag", "")).strip('"')
 
     def healthy(self) -> bool:
         try:
