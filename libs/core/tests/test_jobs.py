@@ -78,12 +78,14 @@ def _setup(store: LocalStore, **limits: Any) -> tuple[JobManager, EchoJobs, JobR
                       announce_backoff_s=0.01), hooks, registry
 
 
-def _wait(registry: JobRegistry[EchoRecord], job_id: str, states: tuple[str, ...]) -> EchoRecord:
+def _wait(registry: JobRegistry[EchoRecord], job_id: str, states: tuple[str, ...],
+          manager: JobManager | None = None) -> EchoRecord:
+    """Until the job is in one of ``states`` (and, given its ``manager``, its run is over)."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         record = registry.get(job_id)
-        if record.state in states:
-            return record
+        if record.state in states and (manager is None or not manager.is_running(job_id)):
+            return registry.get(job_id)
         time.sleep(0.02)
     raise AssertionError(f"{job_id} stuck in {registry.get(job_id).state}")
 
@@ -93,7 +95,7 @@ def test_a_job_runs_from_its_plan_finishes_and_is_announced_once(tmp_path: Path)
     manager, hooks, registry = _setup(store)
     record = manager.create(EchoRequest(clips={}, steps=3, width=2))
     assert record.job_id.startswith("echo-") and registry.plan(record.job_id) == {"items": ["a", "b"], "width": 2}
-    done = _wait(registry, record.job_id, ("succeeded", "failed"))
+    done = _wait(registry, record.job_id, ("succeeded", "failed"), manager)
     assert done.state == "succeeded" and done.announced and done.metrics == {"items": 2.0}
     assert done.model_uri == store.uri(f"out/{record.job_id}.txt") and done.percent == 100.0
     assert hooks.announced == [record.job_id]
@@ -116,7 +118,7 @@ def test_resume_uses_the_frozen_plan_not_a_new_selection(tmp_path: Path) -> None
     manager2, hooks2, registry2 = _setup(store)
     hooks2.selection = ["a", "b", "c", "new"]  # the data grew since the job was submitted
     assert manager2.resume_unfinished() == [record.job_id]
-    done = _wait(registry2, record.job_id, ("succeeded", "failed"))
+    done = _wait(registry2, record.job_id, ("succeeded", "failed"), manager2)
     assert done.state == "succeeded" and hooks2.runs == [{"items": ["a", "b"], "width": 1}]
     assert store.get_bytes(f"out/{record.job_id}.txt") == b"a,b"
     manager2.close()
@@ -127,8 +129,8 @@ def test_an_announcement_that_failed_is_made_at_the_next_start(tmp_path: Path) -
     manager, hooks, registry = _setup(store)
     hooks.fail_announce = True
     record = manager.create(EchoRequest(clips={}, steps=1))
-    done = _wait(registry, record.job_id, ("succeeded", "failed"))
-    time.sleep(0.1)  # both announcement attempts fail: the model is fine, the record says not announced
+    done = _wait(registry, record.job_id, ("succeeded", "failed"), manager)
+    # both announcement attempts failed: the model is fine, the record says not announced
     assert registry.get(record.job_id).state == "succeeded" and not registry.get(record.job_id).announced
     assert hooks.announced == [] and done.model_uri
     manager.close()
