@@ -246,3 +246,30 @@ worldloom.io/uses-{{ . }}: "true"
 {{- end -}}
 {{- toJson $names -}}
 {{- end -}}
+
+{{/* The spec of the chart's Ingresses: class, optional TLS, one host, the given paths. */}}
+{{- define "worldloom.ingressSpec" -}}
+{{- $in := .root.Values.ingress -}}
+ingressClassName: {{ $in.className }}
+{{- if $in.tls.enabled }}
+tls:
+  - secretName: {{ required "ingress.tls.secretName is required with ingress.tls.enabled" $in.tls.secretName }}
+    {{- with $in.host }}
+    hosts: [{{ . | quote }}]
+    {{- end }}
+{{- end }}
+rules:
+  - {{- with $in.host }}
+    host: {{ . | quote }}
+    {{- end }}
+    http:
+      paths:
+        {{- range .paths }}
+        - path: {{ .path }}
+          pathType: {{ .type }}
+          backend:
+            service:
+              name: {{ .service }}
+              port: {number: {{ .port }}}
+        {{- end }}
+{{- end -}}

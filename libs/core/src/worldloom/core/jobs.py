@@ -13,6 +13,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+from prometheus_client import Counter
 from pydantic import BaseModel, Field
 
 from worldloom.core.settings import StoreSettings
@@ -20,6 +21,16 @@ from worldloom.core.store.base import ObjectNotFound, ObjectStore
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+JOBS_FINISHED = Counter("worldloom_jobs_finished_total", "Jobs that reached a final state (the chart's "
+                        "job-failure alert reads it)", ["kind", "state"])
+
+
+def count_finished(kind: str, changes: dict[str, Any]) -> None:
+    """Counts a registry update that moves a job to a final state (call it where records are updated)."""
+    state = changes.get("state")
+    if state in TERMINAL_STATES:
+        JOBS_FINISHED.labels(kind, state).inc()
 
 
 def progress_key(prefix: str) -> str:

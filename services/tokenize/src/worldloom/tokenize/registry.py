@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from worldloom.core.jobs import JobRecord, read_progress
+from worldloom.core.jobs import JobRecord, count_finished, read_progress
 from worldloom.core.selection import ClipFilter, DatasetRef
 from worldloom.core.store.base import ObjectNotFound, ObjectStore
 from worldloom.models.tokenizer.model import COMPRESSIONS, SIZES
@@ -128,6 +128,7 @@ class Registry:
         with self._lock:
             record = self.raw(tokenizer_id).model_copy(update=changes)
             self.save(record)
+            count_finished("tokenizer", changes)
             return record
 
     def active_id(self) -> str | None:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from torch import nn
 
-from worldloom.core.jobs import JobRecord, read_progress
+from worldloom.core.jobs import JobRecord, count_finished, read_progress
 from worldloom.core.store.base import InvalidKey, ObjectNotFound, ObjectStore
 from worldloom.models.tokenizer import CausalVideoTokenizer, CheckpointError
 from worldloom.models.tokenizer.job import load_tokenizer
@@ -105,6 +105,7 @@ class ModelRegistry:
         with self._lock:
             record = self.raw(model_id).model_copy(update=changes)
             self.save(record)
+            count_finished("world_model", changes)
             return record
 
 
