@@ -294,8 +294,9 @@ def test_alerts_and_dashboard_read_metrics_the_code_exports(render, profile):
     used = {m for e in exprs for m in re.findall(r"\b(worldloom_[a-z_]+)", e)}
     assert used and used <= exported, used - exported
     groups = re.search(r'consumergroup=~"([^"]+)"', alerts["WorldloomConsumerLag"]).group(1).split("|")
-    assert sorted(groups) == sorted(n for n in enabled_services(profile)
-                                    if values(profile)["services"][n].get("consumer"))
+    blocks = values(profile)["services"]
+    assert sorted(groups) == sorted(blocks[n]["consumer"]["group"] for n in enabled_services(profile)
+                                    if "consumer" in blocks[n])
 
 
 @pytest.mark.parametrize("profile", PROFILES)
