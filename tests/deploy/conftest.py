@@ -13,24 +13,23 @@ import yaml
 from worldloom.testkit.chart import CHART, RELEASE, profile_args, schemas_dir
 
 
-@pytest.fixture(scope="session")
-def helm() -> Path:
-    from worldloom.testkit.k8s_tools import ToolInstallError, ensure_helm
+def _installed(tool: str) -> Path:
+    from worldloom.testkit import k8s_tools
 
     try:
-        return ensure_helm()
-    except ToolInstallError as exc:
+        return getattr(k8s_tools, f"ensure_{tool}")()
+    except k8s_tools.ToolInstallError as exc:
         pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    return _installed("helm")
 
 
 @pytest.fixture(scope="session")
 def kubeconform() -> Path:
-    from worldloom.testkit.k8s_tools import ToolInstallError, ensure_kubeconform
-
-    try:
-        return ensure_kubeconform()
-    except ToolInstallError as exc:
-        pytest.fail(str(exc))
+    return _installed("kubeconform")
 
 
 @pytest.fixture(scope="session")
