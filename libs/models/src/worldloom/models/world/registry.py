@@ -55,7 +55,7 @@ class WorldModelRecord(JobRecord):
 class WorldModelRegistry(JobRegistry[WorldModelRecord]):
     def __init__(self, store: ObjectStore) -> None:
         super().__init__(store, WorldModelRecord, root=WORLD_MODELS_ROOT, record_file=WORLD_MODEL_RECORD,
-                         not_found=ModelNotFound, kind="model")
+                         not_found=ModelNotFound, kind="model", metric_kind="world_model")
 
     def get(self, model_id: str) -> WorldModelRecord:
         merged = super().get(model_id)
