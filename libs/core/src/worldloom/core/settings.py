@@ -6,8 +6,11 @@ The defaults are the embedded mode: in-process bus, a local directory store and 
 
 from __future__ import annotations
 
+import os
+import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -89,7 +92,59 @@ class SettingsError(RuntimeError):
 S = TypeVar("S", bound=BaseSettings)
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The settings block a field holds (unwrapping ``X | None``), or None for a plain value."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _is_mapping(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation) or annotation
+    return origin is dict or any(_is_mapping(a) for a in typing.get_args(annotation) if a is not type(None))
+
+
+def unknown_variables(cls: type[BaseSettings], environ: Mapping[str, str] | None = None) -> list[str]:
+    """Variables with the class's prefix that name no setting (``WORLDLOOM_GENERATE_DEVISE``): pydantic
+    ignores them, so a typo would silently leave the default in force."""
+    prefix = str(cls.model_config.get("env_prefix", "")).upper()
+    delimiter = str(cls.model_config.get("env_nested_delimiter") or "__")
+    unknown = []
+    for name in (environ if environ is not None else os.environ):
+        if not prefix or not name.upper().startswith(prefix):
+            continue
+        model: type[BaseModel] | None = cls
+        for part in name[len(prefix):].lower().split(delimiter):
+            field = model.model_fields.get(part) if model is not None else None
+            if field is None:
+                unknown.append(name)
+                break
+            if _is_mapping(field.annotation):
+                break  # a mapping's keys are free
+            model = _model_in(field.annotation)
+    return sorted(unknown)
+
+
+#: names other Worldloom programs read that share a service's prefix, and where they moved
+_MOVED = {"URL": "WORLDLOOM_CLI_{SERVICE}_URL (a CLI variable)", "TOKEN": "WORLDLOOM_CLI_{SERVICE}_TOKEN (a CLI variable)"}
+
+
 def load_settings(cls: type[S], **overrides: object) -> S:
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    unknown = unknown_variables(cls)
+    if unknown:
+        service = prefix.removeprefix("WORLDLOOM_").rstrip("_")
+        lines = []
+        for name in unknown:
+            moved = _MOVED.get(name[len(prefix):].upper())
+            hint = f"; did you mean {moved.format(SERVICE=service)}?" if moved else ""
+            lines.append(f"  {name}: not a setting of {cls.__name__}{hint}")
+        raise SettingsError("unknown settings variables (a typo keeps the default in force, so start-up stops):\n"
+                            + "\n".join(lines))
     try:
         settings = cls(**overrides)
     except ValidationError as exc:
