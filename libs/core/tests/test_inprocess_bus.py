@@ -5,6 +5,7 @@ import time
 from worldloom.core import events
 from worldloom.core.bus import PermanentError
 from worldloom.core.bus.inprocess import InProcessBus
+from worldloom.testkit.process import wait_until
 
 TOPIC = "videos.ingested"
 
@@ -107,15 +108,6 @@ def test_run_loop_consumes_in_background_until_stopped():
     assert not t.is_alive()
 
 
-def _wait_for(cond, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
-
-
 def test_failed_dead_letter_write_rewinds_and_nothing_is_lost(caplog):
     """Issue 15/1: [garbage, ev1, ev2], the DLQ write fails once, then ev3 -> all of ev1..ev3, once each."""
     bus = InProcessBus(retry_backoff_s=0, batch_retry_backoff_s=0.05)
@@ -137,9 +129,9 @@ def test_failed_dead_letter_write_rewinds_and_nothing_is_lost(caplog):
     t = threading.Thread(target=consumer.run, args=(stop, 0.05))
     t.start()
     try:
-        assert _wait_for(lambda: failed, 5)
+        assert wait_until(lambda: failed, 5)
         bus.publish(TOPIC, _event(3), key="k")
-        _wait_for(lambda: len(handled) >= 3, 5)
+        wait_until(lambda: len(handled) >= 3, 5)
     finally:
         stop.set()
         t.join(5)
@@ -169,7 +161,7 @@ def test_a_failing_batch_is_retried_with_growing_capped_backoff():
     t = threading.Thread(target=consumer.run, args=(stop, 0.01))
     t.start()
     try:
-        assert _wait_for(lambda: bus.messages(events.dlq_topic(TOPIC)), 5)
+        assert wait_until(lambda: bus.messages(events.dlq_topic(TOPIC)), 5)
     finally:
         stop.set()
         t.join(5)

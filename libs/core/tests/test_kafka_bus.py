@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY
 from worldloom.core import events
 from worldloom.core.bus import PermanentError
 from worldloom.core.bus.kafka import KafkaBus
+from worldloom.testkit.process import wait_until
 
 pytestmark = pytest.mark.integration
 WORKER = Path(__file__).with_name("kafka_worker.py")
@@ -131,15 +132,6 @@ def test_readiness_reports_unreachable_broker():
     assert bus.healthy() is False
 
 
-def _wait_for(cond, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
-
-
 def _topics_with_limits(bootstrap: str, limits: dict[str, int | None]) -> None:
     """One-partition topics; a number is the broker's max.message.bytes, so bigger writes are refused."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
@@ -190,12 +182,12 @@ def test_dead_letter_write_refused_by_the_broker_rewinds_and_nothing_is_lost(
     t = threading.Thread(target=consumer.run, args=(stop, 0.2))
     t.start()
     try:
-        assert _wait_for(lambda: _bus_errors(caplog), 30)
+        assert wait_until(lambda: _bus_errors(caplog), 30)
         sent.append(_event(3))
         bus.publish(unique_topic, sent[-1], key="k")
         time.sleep(1.0)  # the consumer polls (and retries) while the DLQ still refuses the letter
         _set_limit(settings.bootstrap_servers, dlq, 1_048_588)
-        _wait_for(lambda: len(handled) >= 3, 20)
+        wait_until(lambda: len(handled) >= 3, 20)
     finally:
         stop.set()
         t.join(15)
@@ -274,7 +266,7 @@ def test_slow_handler_over_a_short_poll_interval_handles_each_record_once_withou
     t = threading.Thread(target=consumer.run, args=(stop, 0.5))
     t.start()
     try:
-        _wait_for(lambda: len(set(calls)) >= len(sent), 40)
+        wait_until(lambda: len(set(calls)) >= len(sent), 40)
         time.sleep(3.0)  # longer than the poll interval: a redelivery would show up now
     finally:
         stop.set()
