@@ -279,3 +279,42 @@ def test_slow_handler_over_a_short_poll_interval_handles_each_record_once_withou
     assert after.drain(idle_polls=2, timeout_s=1.0) == 0  # everything was committed
     after.close()
     bus.close()
+
+
+def test_member_joining_mid_batch_takes_over_without_losing_or_redoing_the_batch(kafka_settings, unique_topic):
+    """A rebalance during a slow batch stops it after the current message, commits what was done, and
+    leaves the rest to whichever member owns each partition now."""
+    bus = KafkaBus(kafka_settings.model_copy(update={"max_poll_interval_ms": 4000}))
+    sent = [_event(i) for i in range(30)]
+    for env in sent:
+        bus.publish(unique_topic, env, key=env.video_ingested.video_id, wait=False)
+    bus.flush(30)
+    group = f"g-join-{uuid.uuid4().hex[:6]}"
+    calls: dict[str, list[str]] = {"a": [], "b": []}
+
+    def slow(name: str):  # noqa: ANN202
+        def handle(env) -> None:  # noqa: ANN001
+            calls[name].append(env.event_id)
+            time.sleep(0.3)
+        return handle
+
+    stop, members, threads = threading.Event(), [], []
+    try:
+        for name in ("a", "b"):
+            members.append(bus.consumer([unique_topic], group, slow(name)))
+            threads.append(threading.Thread(target=members[-1].run, args=(stop, 0.5)))
+            threads[-1].start()
+            assert wait_until(lambda: len(calls["a"]) >= 5, 30)  # b joins while a is mid-batch
+        wait_until(lambda: len(set(calls["a"] + calls["b"])) >= len(sent), 40)
+        time.sleep(2.0)  # a redelivery would show up now
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
+        for m in members:
+            m.close()
+    handled = calls["a"] + calls["b"]
+    assert set(handled) == {e.event_id for e in sent}  # nothing lost
+    assert calls["b"], "the new member got no share"
+    assert len(handled) - len(sent) <= 2, sorted(handled)  # at most what was in flight is redone
+    bus.close()

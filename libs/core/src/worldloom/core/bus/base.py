@@ -178,6 +178,7 @@ class Consumer(ABC):
         self.batch_retry_backoff_max_s = batch_retry_backoff_max_s
         self.keepalive_s = keepalive_s
         self._worker: _Worker | None = None
+        self._interrupted = threading.Event()  # set by a transport that lost partitions mid-batch
 
     # transport hooks ------------------------------------------------------------------------------
     @abstractmethod
@@ -209,13 +210,15 @@ class Consumer(ABC):
     def poll_once(self, timeout_s: float = 0.5, stop: threading.Event | None = None) -> int:
         """Handles one batch and commits it; returns the number of messages finished.
 
-        A set `stop` ends the batch after the current message: what was finished is committed, the
-        rest is left for the next poll (or member). Raises BatchFailed after rewinding to the first
+        A set `stop` ends the batch after the current message, and so does a rebalance (the
+        partitions may now belong to another member): what was finished is committed, the rest is
+        left for the next poll (or member). Raises BatchFailed after rewinding to the first
         message not committed when the batch could not be finished."""
         batch = self._fetch(timeout_s)
         if not batch:
             return 0
         progress, committed, error = _Progress(), 0, None
+        self._interrupted.clear()
         if self._worker is None:
             self._worker = _Worker(f"bus-{self.group}-handler")
         try:
@@ -296,8 +299,8 @@ class Consumer(ABC):
     # one batch, on the worker ---------------------------------------------------------------------
     def _process_batch(self, batch: list[Message], progress: _Progress, stop: threading.Event | None) -> None:
         for msg in batch:
-            if stop is not None and stop.is_set():
-                return
+            if (stop is not None and stop.is_set()) or self._interrupted.is_set():
+                return  # the rest is fetched again (by this member or the partitions' new owner)
             self._process(msg)
             progress.done += 1
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, RebalanceInProgressError, TopicAlreadyExistsError
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import Counter
@@ -181,11 +181,14 @@ def _send_now(producer: KafkaProducer, timeout_s: float | None) -> None:
         log.debug("producer flush: %r", exc)
 
 
-class _AssignmentLog(ConsumerRebalanceListener):
-    """Counts and logs assignments (runs on kafka-python's IO loop, so it only records)."""
+class _Rebalances(ConsumerRebalanceListener):
+    """Counts assignments and tells the consumer when partitions are taken away mid-batch, so its
+    worker stops after the current message instead of handling what may now be another member's.
+    Runs on kafka-python's IO loop, so it only records."""
 
-    def __init__(self, group: str) -> None:
+    def __init__(self, group: str, interrupted: threading.Event) -> None:
         self.group = group
+        self.interrupted = interrupted
 
     def on_partitions_assigned(self, assigned) -> None:  # noqa: ANN001
         if assigned:  # the first join may assign nothing until the topic's metadata has arrived
@@ -193,9 +196,13 @@ class _AssignmentLog(ConsumerRebalanceListener):
         log.info("assigned (group=%s): %s", self.group, sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
     def on_partitions_revoked(self, revoked) -> None:  # noqa: ANN001
+        if revoked:
+            self.interrupted.set()
         log.info("revoked (group=%s): %s", self.group, sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked))
 
     def on_partitions_lost(self, lost) -> None:  # noqa: ANN001
+        if lost:
+            self.interrupted.set()
         log.warning("lost (group=%s): %s", self.group, sorted(f"{tp.topic}[{tp.partition}]" for tp in lost))
 
 
@@ -219,7 +226,8 @@ class KafkaBusConsumer(Consumer):
             max_poll_records=s.max_poll_records,
             max_poll_interval_ms=s.max_poll_interval_ms,
         )
-        self._consumer.subscribe(topics, listener=_AssignmentLog(group))
+        self._consumer.subscribe(topics, listener=_Rebalances(group, self._interrupted))
+        self._rebalance_timeout_s = s.max_poll_interval_ms / 1000
 
     def _fetch(self, timeout_s: float) -> list[Message]:
         records = self._consumer.poll(timeout_ms=int(timeout_s * 1000))
@@ -236,7 +244,17 @@ class KafkaBusConsumer(Consumer):
             tp = TopicPartition(m.topic, m.partition)
             if tp not in offsets or offsets[tp].offset <= m.offset:
                 offsets[tp] = OffsetAndMetadata(m.offset + 1, "", -1)
-        self._consumer.commit(offsets)
+        deadline = time.monotonic() + self._rebalance_timeout_s
+        while True:
+            try:
+                self._consumer.commit(offsets)
+                return
+            except RebalanceInProgressError:
+                # the group waits for this member's next poll to finish the rebalance: poll (fetching
+                # nothing) and commit under the new generation, rather than redo what was handled
+                if time.monotonic() > deadline:
+                    raise
+                self._keepalive()
 
     def _hold(self) -> None:
         self._consumer.pause(*self._consumer.assignment())
