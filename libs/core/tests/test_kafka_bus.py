@@ -316,5 +316,7 @@ def test_member_joining_mid_batch_takes_over_without_losing_or_redoing_the_batch
     handled = calls["a"] + calls["b"]
     assert set(handled) == {e.event_id for e in sent}  # nothing lost
     assert calls["b"], "the new member got no share"
-    assert len(handled) - len(sent) <= 2, sorted(handled)  # at most what was in flight is redone
+    # redone at most: the message each member had in flight, and what finished since the last
+    # progress commit (0.1 s, against 0.3 s per message) -- never the rest of the batch
+    assert len(handled) - len(sent) <= 3, sorted(handled)
     bus.close()

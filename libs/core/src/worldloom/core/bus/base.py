@@ -37,6 +37,10 @@ HANDLED = Counter(
     "worldloom_bus_handled_total", "Messages consumed by outcome", ["topic", "group", "outcome"]
 )
 HANDLE_SECONDS = Histogram("worldloom_bus_handle_seconds", "Handler latency", ["topic", "group"])
+# How often a batch running longer than keepalive_s commits its finished messages (a fast batch
+# commits once, at its end): a crash or a rebalance then redoes little more than the message in flight.
+PROGRESS_COMMIT_S = 0.1
+
 BATCH_FAILURES = Counter(
     "worldloom_bus_batch_failures_total", "Batches rewound after an error outside the handler", ["group"]
 )
@@ -224,12 +228,18 @@ class Consumer(ABC):
         try:
             self._hold()
             work = self._worker.submit(lambda: self._process_batch(batch, progress, stop))
+            started = alive_at = time.monotonic()
             while True:
                 try:
-                    work.result(timeout=self.keepalive_s)
+                    work.result(timeout=min(PROGRESS_COMMIT_S, self.keepalive_s))
                     break
                 except FutureTimeout:
-                    committed = self._keep_going(batch, progress.done, committed)
+                    now = time.monotonic()
+                    if now - alive_at >= self.keepalive_s:
+                        self._try_keepalive()
+                        alive_at = now
+                    if now - started >= self.keepalive_s:  # a slow batch: commit as it goes
+                        committed = self._commit_progress(batch, progress.done, committed)
         except Exception as exc:  # from the worker (the dead-letter write failed) or from _hold
             error = exc
         try:
@@ -249,12 +259,14 @@ class Consumer(ABC):
             raise BatchFailed(batch[committed], self.group, error) from error
         return committed
 
-    def _keep_going(self, batch: list[Message], done: int, committed: int) -> int:
-        """While the worker runs: keep the membership alive and commit what is finished, in order."""
+    def _try_keepalive(self) -> None:
         try:
             self._keepalive()
         except Exception as exc:  # transient; the batch's own commit decides
             log.warning("keepalive failed (group=%s): %s", self.group, exc)
+
+    def _commit_progress(self, batch: list[Message], done: int, committed: int) -> int:
+        """While the worker runs: commit what is finished, in order; returns what is committed."""
         if done > committed:
             try:
                 self._commit(batch[:done])
