@@ -283,14 +283,13 @@ class Consumer(ABC):
             try:
                 self.poll_once(timeout_s, stop)
                 delay = self.batch_retry_backoff_s
+                continue
             except BatchFailed as exc:
                 log.error("batch failed at %s; rewound to it, retrying in %.2fs", exc, delay, exc_info=exc.__cause__)
-                stop.wait(delay)
-                delay = min(max(delay * 2, 0.01), self.batch_retry_backoff_max_s)
             except Exception:  # transport trouble while fetching: keep the consumer alive
                 log.exception("consumer loop error (group=%s); retrying in %.2fs", self.group, delay)
-                stop.wait(delay)
-                delay = min(max(delay * 2, 0.01), self.batch_retry_backoff_max_s)
+            stop.wait(delay)
+            delay = min(max(delay * 2, 0.01), self.batch_retry_backoff_max_s)
 
     def drain(self, idle_polls: int = 2, timeout_s: float = 0.5, max_seconds: float = 120.0) -> int:
         """Consumes until `idle_polls` consecutive empty polls; returns messages processed (tests, demo)."""
