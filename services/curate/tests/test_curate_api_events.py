@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import json
 import time
 
+import pytest
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
 from worldloom.core import events
+from worldloom.core.catalog import curated_marker_key
 from worldloom.core.service.background import BackgroundServer
 from worldloom.core.settings import HttpSettings
 from worldloom.curate.app import build_app
@@ -78,6 +81,47 @@ def test_consumer_curates_ingested_videos_and_dead_letters_bad_events(env, share
     svc = env.curate_service()
     svc.handle_event(again)
     assert len(env.bus.messages(events.TOPIC_CLIPS_CURATED)) == n
+
+
+@pytest.mark.integration
+def test_marker_is_written_only_after_kafka_acknowledged_every_curated_event(env, kafka_settings, shared_data):
+    """Issue 15/2: a clips.curated event the broker refuses fails the video, so it is curated again later."""
+    from kafka import KafkaConsumer
+    from kafka.admin import ConfigResource, KafkaAdminClient
+
+    from worldloom.core.bus.kafka import KafkaBus
+
+    topic, bootstrap = events.TOPIC_CLIPS_CURATED, kafka_settings.bootstrap_servers
+    env.bus = bus = KafkaBus(kafka_settings)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+
+    def limit(max_bytes: int) -> None:
+        admin.alter_configs([ConfigResource("TOPIC", topic, {"max.message.bytes": str(max_bytes)})])
+
+    bus.ensure_topics([topic])
+    limit(128)  # no clips.curated event fits: the broker refuses every one
+    try:
+        vid = env.ingest(shared_data / "bridge/videos/val/27/rgb.mp4", {"dataset": "bridge"})
+        svc = env.curate_service()
+        config = svc.config_for_source("bridge")
+        marker = curated_marker_key(vid, svc.config_hash(config))
+        refused = svc.execute(svc.new_run([vid], config), config).videos[0]
+        assert not env.store.exists(marker), "marker written although its clips.curated events were lost"
+        assert refused.state == "failed" and "clips.curated" in refused.error
+        limit(1_048_588)
+        done = svc.execute(svc.new_run([vid], config), config).videos[0]
+        assert done.state == "done" and env.store.exists(marker)
+    finally:
+        limit(1_048_588)
+        admin.close()
+    accepted = set(json.loads(env.store.get_bytes(marker))["accepted"])
+    raw = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=3000,
+                        group_id=None)
+    curated = [e.clip_curated for e in (events.decode(r.value) for r in raw) if e.clip_curated.video_id == vid]
+    raw.close()
+    assert accepted and {c.clip_id for c in curated} == accepted  # every accepted clip announced
+    svc.close()
+    bus.close()
 
 
 def _vlm_app(calls: list, fail: bool = False) -> FastAPI:

@@ -27,8 +27,23 @@ class BusSettings(_Block):
     partitions: int = Field(3, ge=1, description="partitions for topics created on demand")
     replication_factor: int = Field(1, ge=1)
     max_attempts: int = Field(3, ge=1, description="handler attempts before a message goes to the DLQ")
-    retry_backoff_s: float = Field(0.2, ge=0)
+    retry_backoff_s: float = Field(0.2, ge=0, description="first pause between handler attempts (doubles)")
     poll_timeout_s: float = Field(0.5, gt=0)
+    max_poll_records: int = Field(
+        500, ge=1, description="records per fetch: what one failed batch or a crash mid-batch may redeliver"
+    )
+    max_poll_interval_ms: int = Field(
+        300_000, ge=1000,
+        description="(Kafka) the broker drops a member that does not poll for this long; the consumer thread polls "
+                    "(partitions paused) while handlers run, so only a hung process reaches it",
+    )
+    batch_retry_backoff_s: float = Field(
+        1.0, ge=0, description="after a batch fails (dead-letter write, commit, broker) the consumer rewinds to "
+                               "the first unfinished message and waits this long before retrying (doubles)",
+    )
+    batch_retry_backoff_max_s: float = Field(
+        30.0, ge=0, description="cap of that doubling, so an outage is retried steadily but never spins hot"
+    )
 
 
 class StoreSettings(_Block):

@@ -80,7 +80,7 @@ class WriteStage(Stage):
         for record in records:
             if record.status == "accepted":
                 self._emit(record)
-        self.bus.flush()
+        self.bus.flush()  # raises unless every clips.curated event was acknowledged: no marker then
         task.outputs["records"] = records
         task.outputs["shards"] = sorted(set(shard_of.values()))
 
