@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr
 
+from worldloom.core.catalog import run_key
 from worldloom.core.store import ObjectNotFound, ObjectStore
 
 RunState = Literal["queued", "running", "succeeded", "failed"]
@@ -55,10 +56,6 @@ class CurationRun(BaseModel):
     _rows: list[dict[str, Any]] = PrivateAttr(default_factory=list)  # summary.parquet rows, not persisted
 
 
-def run_key(run_id: str) -> str:
-    return f"runs/{run_id}/run.json"
-
-
 class RunTracker:
     """Updates one run's record; progress within a video is folded into percent_done."""
 
@@ -71,8 +68,7 @@ class RunTracker:
 
     def save(self) -> None:
         with self._lock:
-            self.store.put_bytes(run_key(self.run.run_id), self.run.model_dump_json(indent=2).encode(),
-                                 "application/json")
+            self.store.put_record(run_key(self.run.run_id), self.run)
 
     def video(self, video_id: str) -> VideoOutcome:
         return next(v for v in self.run.videos if v.video_id == video_id)
@@ -109,6 +105,6 @@ class RunTracker:
 
 def load_run(store: ObjectStore, run_id: str) -> CurationRun | None:
     try:
-        return CurationRun.model_validate_json(store.get_bytes(run_key(run_id)))
+        return store.get_record(run_key(run_id), CurationRun)
     except ObjectNotFound:
         return None

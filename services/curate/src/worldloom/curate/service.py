@@ -23,8 +23,10 @@ from worldloom.core.errors import Refusal
 from worldloom.core import events
 from worldloom.core.bus import Bus, PermanentError
 from worldloom.core.catalog import (
-    VISUAL_COLLECTION, ClipRecord, clip_collections, clip_meta_key, curated_marker_key, raw_meta_key,
+    VISUAL_COLLECTION, ClipRecord, VideoRecord, clip_collections, curated_marker_key, raw_meta_key,
+    read_clip, run_summary_key,
 )
+from worldloom.core.ids import is_safe_id
 from worldloom.core.store import InvalidKey, ObjectNotFound, ObjectStore
 from worldloom.core.vectors import VectorIndex
 from worldloom.video import stages, visual_embed
@@ -106,7 +108,7 @@ class CurateService:
             VIDEOS.labels("skipped").inc()
             return outcome
         try:
-            raw = json.loads(self.store.get_bytes(raw_meta_key(video_id)))
+            raw = self.store.get_record(raw_meta_key(video_id), VideoRecord)
         except ObjectNotFound:
             raise CurateError(404, "unknown_video", f"no ingested video {video_id}") from None
         outcome.state = "running"
@@ -115,17 +117,17 @@ class CurateService:
         with tempfile.TemporaryDirectory(prefix="wl-curate-") as tmp:
             local = Path(tmp) / "source"
             try:
-                self.store.download(self.store.key_from_uri(raw["uri"]), str(local))
+                self.store.download(self.store.key_from_uri(raw.uri), str(local))
             except (ObjectNotFound, InvalidKey) as exc:
                 raise CurateError(404, "missing_raw_video", f"raw video of {video_id} is missing: {exc}") from None
-            task = VideoTask(video_id, local, Path(tmp) / "work", raw.get("info", {}), raw.get("attributes", {}))
+            task = VideoTask(video_id, local, Path(tmp) / "work", raw.info, raw.attributes)
             task.workdir.mkdir()
             stats = self.pipeline(config).run(task, lambda _n, done, total: tracker.progress(index, done, total))
         records: list[ClipRecord] = task.outputs.get("records", [])
         accepted = [r for r in records if r.status == "accepted"]
         tracker.add_stage_counts(stats)
         tracker.add_rejections([rej.filter for r in records for rej in r.rejections])
-        tracker.add_video(float(raw["info"].get("duration_s", 0.0)), _summary_rows(records))
+        tracker.add_video(float(raw.info.get("duration_s", 0.0)), _summary_rows(records))
         outcome.clips_total, outcome.clips_accepted = len(records), len(accepted)
         outcome.error = "; ".join(task.errors) or None
         outcome.state = "done"
@@ -187,7 +189,7 @@ class CurateService:
         run.clips_accepted = sum(v.clips_accepted for v in run.videos)
         rows = run._rows
         if rows:
-            key = f"runs/{run.run_id}/summary.parquet"
+            key = run_summary_key(run.run_id)
             buf = io.BytesIO()
             pq.write_table(pa.Table.from_pylist(rows), buf)
             self.store.put_bytes(key, buf.getvalue(), "application/vnd.apache.parquet")
@@ -202,16 +204,14 @@ class CurateService:
         return run
 
     def get_run(self, run_id: str) -> CurationRun:
-        run = load_run(self.store, run_id) if _safe_id(run_id) else None
+        run = load_run(self.store, run_id) if is_safe_id(run_id) else None
         if run is None:
             raise CurateError(404, "not_found", f"no curation run {run_id!r}")
         return run
 
     def get_clip(self, clip_id: str) -> ClipRecord:
-        if not _safe_id(clip_id):
-            raise CurateError(404, "not_found", f"no clip {clip_id!r}")
         try:
-            return ClipRecord.model_validate_json(self.store.get_bytes(clip_meta_key(clip_id)))
+            return read_clip(self.store, clip_id)
         except ObjectNotFound:
             raise CurateError(404, "not_found", f"no clip {clip_id!r}") from None
 
@@ -240,10 +240,6 @@ class CurateService:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=False)
-
-
-def _safe_id(value: str) -> bool:
-    return bool(value) and len(value) <= 128 and all(c.isalnum() or c in "-_" for c in value)
 
 
 def _summary_rows(records: list[ClipRecord]) -> list[dict[str, Any]]:

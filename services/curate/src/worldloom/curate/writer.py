@@ -19,7 +19,8 @@ import webdataset as wds
 from worldloom.core import events
 from worldloom.core.bus import Bus
 from worldloom.core.catalog import (
-    TEXT_COLLECTION, TRAIN_RENDITION, VISUAL_COLLECTION, ClipRecord, Rejection, clip_meta_key, clip_prefix,
+    TEXT_COLLECTION, TRAIN_RENDITION, VISUAL_COLLECTION, ClipRecord, Rejection, clip_file_key, clip_meta_key, clip_row,
+    shard_key,
 )
 from worldloom.core.store import ObjectStore
 from worldloom.core.vectors import VectorIndex
@@ -67,14 +68,13 @@ class WriteStage(Stage):
             keys = {}
             if clip.accepted:
                 for name, path in clip.renditions.items():
-                    key = f"{clip_prefix(clip.clip_id)}/{name}"
+                    key = clip_file_key(clip.clip_id, name)
                     with open(path, "rb") as f:
                         self.store.put_file(key, f, Path(path).stat().st_size,
                                             CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream"))
                     keys[name] = key
             record = self._record(task, clip, keys, shard_of.get(clip.clip_id), now)
-            self.store.put_bytes(clip_meta_key(clip.clip_id), record.model_dump_json(indent=2).encode(),
-                                 "application/json")
+            self.store.put_record(clip_meta_key(clip.clip_id), record)
             records.append(record)
         self._upsert_vectors(accepted, {r.clip_id: r for r in records})
         for record in records:
@@ -118,7 +118,7 @@ class WriteStage(Stage):
         for bucket, clips in sorted(buckets.items()):
             for n in range(0, len(clips), self.shard_max_clips):
                 part = clips[n : n + self.shard_max_clips]
-                key = f"shards/{self.config_hash}/{bucket}/{task.video_id}-{n // self.shard_max_clips:05d}.tar"
+                key = shard_key(self.config_hash, bucket, task.video_id, n // self.shard_max_clips)
                 buf = io.BytesIO()
                 with wds.TarWriter(buf) as sink:
                     for clip in part:
@@ -141,22 +141,12 @@ class WriteStage(Stage):
         visual, text = [], []
         for clip in accepted:
             r = records[clip.clip_id]
-            scalars = {
-                "video_id": r.video_id, "source": r.source, "caption": r.caption[:2000], "tags": r.tags,
-                "duration_s": r.duration_s, "start_s": r.start_s, "end_s": r.end_s, "width": r.width,
-                "height": r.height, "fps": r.fps, "motion": float(r.scores.get("motion_mean", 0.0)),
-                "sharpness": float(r.scores.get("blur", 0.0)), "brightness": float(r.scores.get("brightness", 0.0)),
-                "config_hash": r.config_hash, "phash": ",".join(r.phash),
-            }
             if clip.visual_embedding is not None:
-                visual.append({"id": r.clip_id, "vector": clip.visual_embedding.tolist(), **scalars,
-                               "clip_id": r.clip_id, "kind": "clip"})
+                visual.append(clip_row(r, "clip", r.clip_id, clip.visual_embedding))
                 for k, vec in enumerate(clip.keyframe_embeddings if clip.keyframe_embeddings is not None else []):
-                    visual.append({"id": f"{r.clip_id}:{k}", "vector": vec.tolist(), **scalars,
-                                   "clip_id": r.clip_id, "kind": "frame"})
+                    visual.append(clip_row(r, "frame", f"{r.clip_id}:{k}", vec))
             if clip.text_embedding is not None:
-                text.append({"id": r.clip_id, "vector": clip.text_embedding.tolist(), **scalars,
-                             "clip_id": r.clip_id, "kind": "caption"})
+                text.append(clip_row(r, "caption", r.clip_id, clip.text_embedding))
         self.index.upsert(VISUAL_COLLECTION, visual)
         self.index.upsert(TEXT_COLLECTION, text)
 

@@ -14,7 +14,8 @@ from worldloom.core.bus import Bus, make_bus
 from worldloom.core.service import ApiError, create_app
 from worldloom.core.service.uploads import receive_multipart
 from worldloom.core.store import ObjectStore, make_store
-from worldloom.ingest.records import ImportRequest, IngestResult, VideoPage, VideoRecord, VideoStatus
+from worldloom.core.catalog import VideoRecord, VideoStatus
+from worldloom.ingest.records import ImportRequest, IngestResult, VideoPage
 from worldloom.ingest.service import IngestError, IngestService
 from worldloom.ingest.settings import IngestSettings
 from worldloom.ingest.sources.api import build_sources_router

@@ -1,31 +1,11 @@
-"""The ingest API's data shapes (also the JSON sidecar stored next to each raw video)."""
+"""The ingest API's data shapes; the sidecar stored next to each raw video (VideoRecord) is in the
+core catalog, because curate reads it too."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
-
 from pydantic import BaseModel, ConfigDict, Field
 
-VideoStatus = Literal["stored", "ingested"]
-
-
-class VideoRecord(BaseModel):
-    """`stored`: bytes and sidecar are durable; `ingested`: videos.ingested was also emitted."""
-
-    video_id: str = Field(description="SHA-256 of the file content (hex)")
-    uri: str
-    metadata_uri: str
-    filename: str
-    source: Literal["upload", "import", "gymnasium"]
-    size_bytes: int
-    content_type: str
-    info: dict[str, Any]
-    attributes: dict[str, str] = {}
-    status: VideoStatus
-    event_id: str | None = None
-    created_at: datetime
-    ingested_at: datetime | None = None
+from worldloom.core.catalog import VideoRecord
 
 
 class IngestResult(BaseModel):

@@ -14,7 +14,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from worldloom.core.bus import Bus, make_bus
-from worldloom.core.catalog import ClipRecord, DatasetManifest
+from worldloom.core.catalog import DatasetManifest
 from worldloom.core.service import ApiError, create_app
 from worldloom.core.settings import load_settings
 from worldloom.core.store import ObjectStore, make_store
@@ -76,13 +76,6 @@ def build_router(engine: SearchEngine, settings: SearchSettings) -> APIRouter:
                 raise _api(exc) from None
         finally:
             await form.close()
-
-    @router.get("/clips/{clip_id}", response_model=ClipRecord, tags=["clips"], summary="A clip's record")
-    def clip(clip_id: str) -> ClipRecord:
-        try:
-            return engine.clip(clip_id)
-        except SearchError as exc:
-            raise _api(exc) from None
 
     @router.get("/clips/{clip_id}/media/{name}", tags=["clips"],
                 summary="A clip's thumbnail (thumb.jpg), animated preview (preview.gif) or video")

@@ -9,7 +9,7 @@ under it. The video record's source is "gymnasium" and its attributes name env, 
 
 from __future__ import annotations
 
-from worldloom.core.catalog import raw_meta_key
+from worldloom.core.catalog import actions_key, actions_meta_key, raw_meta_key
 from worldloom.core.ids import sha256_file
 from worldloom.ingest.records import IngestResult
 from worldloom.ingest.service import IngestError, IngestService
@@ -17,14 +17,6 @@ from worldloom.ingest.sources.errors import SourceError
 from worldloom.ingest.sources.gymnasium import EpisodeRecording
 
 INGEST_SOURCE = "gymnasium"
-
-
-def actions_key(video_id: str) -> str:
-    return f"raw/{video_id}/actions.safetensors"
-
-
-def actions_meta_key(video_id: str) -> str:
-    return f"raw/{video_id}/actions.json"
 
 
 def ingest_recording(service: IngestService, rec: EpisodeRecording) -> IngestResult:
