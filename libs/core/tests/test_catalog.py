@@ -19,7 +19,7 @@ NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)
 def _clip(clip_id: str, **kw) -> ClipRecord:
     base = dict(clip_id=clip_id, video_id="v" * 64, source="bridge", status="accepted", start_frame=0, end_frame=30,
                 start_s=0.0, end_s=1.0, duration_s=1.0, fps=30.0, width=64, height=48, caption="a pot",
-                tags=["bridge"], scores={"motion_mean": 2.5, "blur": 90.0, "brightness": 120.0},
+                tags=["bridge"], scores={"motion_mean": 2.5, "sharpness": 90.0, "brightness": 120.0},
                 phash=["00ff00ff00ff00ff"], config_hash="h", created_at=NOW)
     return ClipRecord(**{**base, **kw})
 

@@ -99,7 +99,7 @@ def test_scores_values() -> None:
     assert s.motion_mean == pytest.approx(255 / 9, rel=0.01)
     assert s.brightness == pytest.approx(127.5, rel=0.01)
     assert clip_scores(frames, fps=5, duration_s=7.5).duration_s == 7.5
-    assert set(s.to_dict()) >= {"motion_mean", "motion_shake", "blur", "black_fraction"}
+    assert set(s.to_dict()) >= {"motion_mean", "motion_shake", "sharpness", "black_fraction"}
     with pytest.raises(ValueError):
         clip_scores(frames[..., 0], fps=5)
 

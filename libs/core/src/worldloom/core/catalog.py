@@ -59,7 +59,7 @@ CLIP_SCALARS: dict[str, Literal["str", "int", "float", "bool", "json"]] = {
 
 
 #: scalar field -> the ClipRecord.scores key it is filled from
-_SCORE_SCALARS = {"motion": "motion_mean", "sharpness": "blur", "brightness": "brightness"}
+_SCORE_SCALARS = {"motion": "motion_mean", "sharpness": "sharpness", "brightness": "brightness"}
 RowKind = Literal["clip", "frame", "caption"]
 
 _DATASET_KEY = re.compile(r"^datasets/([^/]+)/v(\d+)\.json$")

@@ -31,7 +31,7 @@ class ClipScores:
 
     motion_mean: float  # mean abs grey difference of consecutive frames, 0-255
     motion_shake: float  # median frame-to-frame change of global motion, fraction of the frame
-    blur: float  # mean variance of the grey Laplacian; LOW = blurry/flat
+    sharpness: float  # mean variance of the grey Laplacian; LOW = blurry/flat
     brightness: float  # mean luma, 0-255
     black_fraction: float  # share of frames that are (almost all) black
     overexposed_fraction: float  # share of frames that are (almost all) blown out
@@ -104,7 +104,7 @@ def clip_scores(frames: np.ndarray, fps: float, duration_s: float | None = None)
     return ClipScores(
         motion_mean=motion,
         motion_shake=shake,
-        blur=float(laplacian_variance(gray).mean()),
+        sharpness=float(laplacian_variance(gray).mean()),
         brightness=float(gray.mean()),
         black_fraction=float(black),
         overexposed_fraction=float(white),
@@ -122,7 +122,7 @@ def evaluate(scores: ClipScores, config: FilterConfig = FilterConfig()) -> list[
         ("min_motion", scores.motion_mean, config.min_motion, False, "too static (motion {v:.2f} < {t})"),
         ("max_motion", scores.motion_mean, config.max_motion, True, "chaotic change, like noise or flashing (motion {v:.1f} > {t})"),
         ("max_shake", scores.motion_shake, config.max_shake, True, "camera shake (jitter {v:.3f} > {t} of the frame)"),
-        ("min_sharpness", scores.blur, config.min_sharpness, False, "blurry or flat (Laplacian variance {v:.1f} < {t})"),
+        ("min_sharpness", scores.sharpness, config.min_sharpness, False, "blurry or flat (Laplacian variance {v:.1f} < {t})"),
         ("max_black", scores.black_fraction, config.max_black_fraction, True, "mostly black frames ({v:.0%} > {t:.0%})"),
         ("max_overexposed", scores.overexposed_fraction, config.max_overexposed_fraction, True, "mostly overexposed frames ({v:.0%} > {t:.0%})"),
         ("max_frozen", scores.frozen_fraction, config.max_frozen_fraction, True, "frozen frames ({v:.0%} > {t:.0%})"),

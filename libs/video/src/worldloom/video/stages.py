@@ -256,7 +256,7 @@ class DedupStage(Stage):
 
     def process(self, task: VideoTask) -> None:
         candidates = [c for c in task.clips if c.accepted and c.visual_embedding is not None]
-        candidates.sort(key=lambda c: (-c.scores.get("blur", 0.0), c.span.start_frame))  # sharpest first
+        candidates.sort(key=lambda c: (-c.scores.get("sharpness", 0.0), c.span.start_frame))  # sharpest first
         kept: list[ClipTask] = []
         for clip in candidates:
             dup = self._match_kept(clip, kept) or self._match_index(clip, task.video_id)

@@ -250,7 +250,7 @@ def _summary_rows(records: list[ClipRecord]) -> list[dict[str, Any]]:
             "start_s": r.start_s, "end_s": r.end_s, "duration_s": r.duration_s, "caption": r.caption,
             "tags": r.tags, "rejected_by": [x.filter for x in r.rejections],
             "reasons": [x.reason for x in r.rejections], "duplicate_of": r.duplicate_of, "shard": r.shard,
-            "motion": r.scores.get("motion_mean"), "sharpness": r.scores.get("blur"),
+            "motion": r.scores.get("motion_mean"), "sharpness": r.scores.get("sharpness"),
             "brightness": r.scores.get("brightness"), "config_hash": r.config_hash,
         })
     return rows
