@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from worldloom.core.catalog import Rejection
 from worldloom.video.descriptors import global_motion, motion_gray
 
 #: Luma below this is "black", above :data:`WHITE_LUMA` "overexposed" (0-255, full range RGB).
@@ -59,19 +60,6 @@ class FilterConfig:
     max_frozen_fraction: float | None = 0.5
 
 
-@dataclass(frozen=True)
-class Rejection:
-    """Why a clip failed: ``filter`` name, a sentence, the measured ``value`` and the ``threshold``."""
-
-    filter: str
-    reason: str
-    value: float
-    threshold: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
 _LAPLACIAN = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float32)
 
 
@@ -115,7 +103,7 @@ def clip_scores(frames: np.ndarray, fps: float, duration_s: float | None = None)
 
 
 def evaluate(scores: ClipScores, config: FilterConfig = FilterConfig()) -> list[Rejection]:
-    """Every filter the clip fails (empty list = keep the clip)."""
+    """Every filter the clip fails (empty list = keep the clip), as the catalog's Rejection records."""
     checks = (
         ("min_duration", scores.duration_s, config.min_duration_s, False, "clip is too short ({v:.2f} s < {t} s)"),
         ("max_duration", scores.duration_s, config.max_duration_s, True, "clip is too long ({v:.2f} s > {t} s)"),
@@ -132,5 +120,6 @@ def evaluate(scores: ClipScores, config: FilterConfig = FilterConfig()) -> list[
         if threshold is None:
             continue
         if (value > threshold) if is_max else (value < threshold):
-            out.append(Rejection(name, text.format(v=value, t=threshold), float(value), float(threshold)))
+            out.append(Rejection(filter=name, reason=text.format(v=value, t=threshold), value=float(value),
+                                 threshold=float(threshold)))
     return out

@@ -30,6 +30,7 @@ from worldloom.core.ids import is_safe_id
 from worldloom.core.store import InvalidKey, ObjectNotFound, ObjectStore
 from worldloom.core.vectors import VectorIndex
 from worldloom.video import stages, visual_embed
+from worldloom.video.vlm import OpenAIVisionCaptioner
 from worldloom.video.errors import VideoRejected
 from worldloom.video.pipeline import Pipeline, VideoTask
 
@@ -62,8 +63,7 @@ class CurateService:
         self.captioner = None
         if settings.vlm_url:
             key = settings.vlm_api_key.get_secret_value() if settings.vlm_api_key else None
-            self.captioner = stages.OpenAIVisionCaptioner(settings.vlm_url, settings.vlm_model, key,
-                                                          settings.vlm_timeout_s)
+            self.captioner = OpenAIVisionCaptioner(settings.vlm_url, settings.vlm_model, key, settings.vlm_timeout_s)
         self._pipelines: dict[str, Pipeline] = {}
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="curation-run")
@@ -123,7 +123,7 @@ class CurateService:
             task = VideoTask(video_id, local, Path(tmp) / "work", raw.info, raw.attributes)
             task.workdir.mkdir()
             stats = self.pipeline(config).run(task, lambda _n, done, total: tracker.progress(index, done, total))
-        records: list[ClipRecord] = task.outputs.get("records", [])
+        records = task.records
         accepted = [r for r in records if r.status == "accepted"]
         tracker.add_stage_counts(stats)
         tracker.add_rejections([rej.filter for r in records for rej in r.rejections])
@@ -133,7 +133,7 @@ class CurateService:
         outcome.state = "done"
         marker = {"video_id": video_id, "config_hash": h, "clips_total": len(records),
                   "accepted": [r.clip_id for r in accepted], "rejected": [r.clip_id for r in records if r.status != "accepted"],
-                  "errors": task.errors, "shards": task.outputs.get("shards", []),
+                  "errors": task.errors, "shards": task.shard_keys,
                   "finished_at": datetime.now(timezone.utc).isoformat()}
         self.store.put_bytes(curated_marker_key(video_id, h), json.dumps(marker, indent=2).encode(), "application/json")
         VIDEO_SECONDS.observe(time.perf_counter() - start)
@@ -240,6 +240,8 @@ class CurateService:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=False)
+        if self.captioner is not None:
+            self.captioner.close()
 
 
 def _summary_rows(records: list[ClipRecord]) -> list[dict[str, Any]]:

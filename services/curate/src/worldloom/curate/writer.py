@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import ClassVar
@@ -19,8 +20,7 @@ import webdataset as wds
 from worldloom.core import events
 from worldloom.core.bus import Bus
 from worldloom.core.catalog import (
-    TEXT_COLLECTION, TRAIN_RENDITION, VISUAL_COLLECTION, ClipRecord, Rejection, clip_file_key, clip_meta_key, clip_row,
-    shard_key,
+    TEXT_COLLECTION, TRAIN_RENDITION, VISUAL_COLLECTION, ClipRecord, clip_file_key, clip_meta_key, clip_row, shard_key,
 )
 from worldloom.core.store import ObjectStore
 from worldloom.core.vectors import VectorIndex
@@ -42,29 +42,31 @@ def source_of(task: VideoTask) -> str:
     return task.attributes.get("dataset") or task.attributes.get("source") or "upload"
 
 
+@dataclass
 class WriteStage(Stage):
-    name: ClassVar[str] = "write"
-    inputs: ClassVar[tuple[str, ...]] = (
-        "clips", "clip.renditions", "clip.scores", "clip.caption", "clip.visual_embedding", "clip.text_embedding",
-    )
-    outputs: ClassVar[tuple[str, ...]] = ("outputs",)
-    resources: ClassVar[Resources] = Resources(cpus=0.5, memory_mb=256)
+    """Owns every output path of a clip: renditions, record, shard, vector rows, event."""
 
-    def __init__(self, store: ObjectStore, index: VectorIndex, bus: Bus, config_hash: str,
-                 shard_max_clips: int = 256, train_rendition: str = TRAIN_RENDITION) -> None:
-        self.store = store
-        self.index = index
-        self.bus = bus
-        self.config_hash = config_hash
-        self.shard_max_clips = shard_max_clips
-        self.train_rendition = train_rendition
+    name: ClassVar[str] = "write"
+    inputs = (
+        "clips", "filtered_clips", "clip.renditions", "clip.rendition_info", "clip.scores", "clip.caption",
+        "clip.visual_embedding", "clip.text_embedding",
+    )
+    outputs = ("records", "shard_keys")
+    resources = Resources(cpus=0.5, memory_mb=256)
+
+    store: ObjectStore
+    index: VectorIndex
+    bus: Bus
+    config_hash: str
+    shard_max_clips: int = 256
+    train_rendition: str = TRAIN_RENDITION
 
     def process(self, task: VideoTask) -> None:
         now = datetime.now(timezone.utc)
-        accepted = task.accepted
+        accepted = task.clips
         shard_of = self._write_shards(task, accepted)
         records = []
-        for clip in task.clips:
+        for clip in task.all_clips():
             keys = {}
             if clip.accepted:
                 for name, path in clip.renditions.items():
@@ -81,8 +83,8 @@ class WriteStage(Stage):
             if record.status == "accepted":
                 self._emit(record)
         self.bus.flush()
-        task.outputs["records"] = records
-        task.outputs["shards"] = sorted(set(shard_of.values()))
+        task.records = records
+        task.shard_keys = sorted(set(shard_of.values()))
 
     def _record(self, task: VideoTask, clip: ClipTask, keys: dict[str, str], shard: str | None,
                 now: datetime) -> ClipRecord:
@@ -98,20 +100,19 @@ class WriteStage(Stage):
             fps=float(task.info.get("fps") or 0.0), width=width, height=height,
             caption=clip.caption, caption_source=clip.caption_source, tags=clip.tags,
             scores={k: round(float(v), 5) for k, v in clip.scores.items()}, descriptors=clip.descriptors,
-            rejections=[Rejection(**r) for r in clip.rejections], duplicate_of=clip.duplicate_of,
+            rejections=clip.rejections, duplicate_of=clip.duplicate_of,
             phash=[f"{h:016x}" for h in clip.phash], renditions=keys,
-            rendition_info=task.outputs.get("rendition_info", {}).get(clip.clip_id, {}) if keys else {},
+            rendition_info=clip.rendition_info if keys else {},
             shard=shard, config_hash=self.config_hash, created_at=now,
         )
 
     def _write_shards(self, task: VideoTask, accepted: list[ClipTask]) -> dict[str, str]:
         """Groups training renditions by (resolution, length) bucket into webdataset tar shards."""
         buckets: dict[str, list[ClipTask]] = {}
-        info = task.outputs.get("rendition_info", {})
         for clip in accepted:
             if self.train_rendition not in clip.renditions:
                 continue
-            size = info.get(clip.clip_id, {}).get(self.train_rendition, {})
+            size = clip.rendition_info.get(self.train_rendition, {})
             bucket = f"{int(size.get('width', 0))}x{int(size.get('height', 0))}/{length_bucket(clip.span.end_s - clip.span.start_s)}"
             buckets.setdefault(bucket, []).append(clip)
         shard_of: dict[str, str] = {}
