@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import ConfigDict, with_config
 
 from worldloom.core.catalog import Rejection
 from worldloom.video.descriptors import global_motion, motion_gray
@@ -44,6 +45,7 @@ class ClipScores:
         return dataclasses.asdict(self)
 
 
+@with_config(ConfigDict(extra="forbid"))  # it is also the curate API's `filters` section: unknown keys are refused
 @dataclass(frozen=True)
 class FilterConfig:
     """Thresholds; ``None`` disables a filter. Defaults accept ordinary footage (film shots,

@@ -76,16 +76,16 @@ class CurateService:
         h = self.config_hash(config)
         with self._lock:
             if h not in self._pipelines:
+                dedup = config.dedup
                 self._pipelines[h] = Pipeline([
                     stages.SplitStage(config.split.to_split_config(), h),
-                    stages.TranscodeStage(config.transcode.preview_short_side, config.transcode.train_size,
-                                          config.transcode.train_fps, config.transcode.crf),
-                    stages.FilterStage(config.filters.to_filter_config()),
+                    stages.TranscodeStage(**config.transcode.model_dump()),
+                    stages.FilterStage(config.filters),
                     stages.AnnotateStage(config.annotate.use_metadata,
                                          self.captioner if config.annotate.use_vlm else None),
                     stages.VisualEmbedStage(),
-                    stages.DedupStage(config.dedup.max_phash_distance, config.dedup.semantic_threshold,
-                                      self._neighbours if config.dedup.against_index else None),
+                    stages.DedupStage(dedup.max_phash_distance, dedup.semantic_threshold,
+                                      self._neighbours if dedup.against_index else None),
                     TextEmbedStage(self.text_embedder_factory),
                     WriteStage(self.store, self.index, self.bus, h, config.shards.max_clips_per_shard),
                 ])
