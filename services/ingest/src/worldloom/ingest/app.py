@@ -16,7 +16,7 @@ from worldloom.core.service.uploads import receive_multipart
 from worldloom.core.store import ObjectStore, make_store
 from worldloom.core.catalog import VideoRecord, VideoStatus
 from worldloom.ingest.records import ImportRequest, IngestResult, VideoPage
-from worldloom.ingest.service import IngestError, IngestService
+from worldloom.ingest.service import IngestService
 from worldloom.ingest.settings import IngestSettings
 from worldloom.ingest.sources.api import build_sources_router
 from worldloom.ingest.sources.jobs import JobRunner
@@ -28,10 +28,6 @@ SHA-256 of the bytes, so uploading the same file again returns the same record a
 
 `/v1/sources/gymnasium` records simulator episodes (MP4 + actions) in the background and ingests
 them the same way; `/v1/sources/jobs/{id}` follows such a job."""
-
-
-def _api_error(exc: IngestError) -> ApiError:
-    return ApiError(exc.status, exc.code, exc.message)
 
 
 def _parse_attributes(raw: str | None) -> dict[str, str]:
@@ -65,13 +61,9 @@ def build_router(service: IngestService) -> APIRouter:
         try:
             attributes = _parse_attributes(form.fields.get("attributes"))
             upload = form.file
-            try:
-                result = await run_in_threadpool(
-                    service.ingest_file, upload.path, upload.filename, "upload", attributes,
-                    (upload.sha256, upload.size),
-                )
-            except IngestError as exc:
-                raise _api_error(exc) from None
+            result = await run_in_threadpool(
+                service.ingest_file, upload.path, upload.filename, "upload", attributes, (upload.sha256, upload.size),
+            )
         finally:
             form.close()
         if result.duplicate:
@@ -81,20 +73,14 @@ def build_router(service: IngestService) -> APIRouter:
     @router.post("/videos:import", response_model=IngestResult, status_code=201,
                  summary="Ingest an object already in the configured store")
     def import_video(body: ImportRequest, response: Response) -> IngestResult:
-        try:
-            result = service.import_uri(body.uri, body.filename, body.attributes)
-        except IngestError as exc:
-            raise _api_error(exc) from None
+        result = service.import_uri(body.uri, body.filename, body.attributes)
         if result.duplicate:
             response.status_code = 200
         return result
 
     @router.get("/videos/{video_id}", response_model=VideoRecord, summary="One video's record")
     def get_video(video_id: str) -> VideoRecord:
-        try:
-            return service.get(video_id)
-        except IngestError as exc:
-            raise _api_error(exc) from None
+        return service.get(video_id)
 
     @router.get("/videos", response_model=VideoPage, summary="List videos, oldest id first, paged")
     def list_videos(

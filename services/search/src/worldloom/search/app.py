@@ -19,17 +19,13 @@ from worldloom.core.service import ApiError, create_app
 from worldloom.core.settings import load_settings
 from worldloom.core.store import ObjectStore, make_store
 from worldloom.core.vectors import VectorIndex
-from worldloom.search.engine import SearchEngine, SearchError
+from worldloom.search.engine import SearchEngine
 from worldloom.search.models import DatasetRequest, DatasetSummary, SearchFilters, SearchRequest, SearchResponse
 from worldloom.search.settings import SearchSettings
 
 DESCRIPTION = """Finds curated clips by text (caption embeddings), by an example image or clip (visual
 embeddings) or by a clip id, with scalar filters; saves results as named, versioned datasets that
 post-training jobs consume. A small web page is served at `/`."""
-
-
-def _api(exc: SearchError) -> ApiError:
-    return ApiError(exc.status, exc.code, exc.message)
 
 
 def build_router(engine: SearchEngine, settings: SearchSettings) -> APIRouter:
@@ -44,10 +40,7 @@ def build_router(engine: SearchEngine, settings: SearchSettings) -> APIRouter:
                  summary="Search by text, clip id or a base64 image, with filters")
     def search(req: SearchRequest) -> SearchResponse:
         _top_k(req.top_k)
-        try:
-            return engine.search(req)
-        except SearchError as exc:
-            raise _api(exc) from None
+        return engine.search(req)
 
     @router.post("/search:media", response_model=SearchResponse, tags=["search"],
                  summary="Search with an uploaded image or video clip (multipart: file, top_k, filters)")
@@ -70,20 +63,14 @@ def build_router(engine: SearchEngine, settings: SearchSettings) -> APIRouter:
                 filters = SearchFilters.model_validate(json.loads(str(form.get("filters") or "{}")))
             except (ValueError, ValidationError) as exc:
                 raise ApiError(422, "invalid_request", f"top_k/filters: {exc}") from None
-            try:
-                return await run_in_threadpool(engine.search_media, upload.file, top_k, filters)
-            except SearchError as exc:
-                raise _api(exc) from None
+            return await run_in_threadpool(engine.search_media, upload.file, top_k, filters)
         finally:
             await form.close()
 
     @router.get("/clips/{clip_id}/media/{name}", tags=["clips"],
                 summary="A clip's thumbnail (thumb.jpg), animated preview (preview.gif) or video")
     def media(clip_id: str, name: str) -> StreamingResponse:
-        try:
-            stream, ctype = engine.media(clip_id, name)
-        except SearchError as exc:
-            raise _api(exc) from None
+        stream, ctype = engine.media(clip_id, name)
 
         def chunks():  # noqa: ANN202
             with stream:
@@ -97,10 +84,7 @@ def build_router(engine: SearchEngine, settings: SearchSettings) -> APIRouter:
     def create_dataset(req: DatasetRequest) -> DatasetManifest:
         if req.query is not None:
             _top_k(req.query.top_k)
-        try:
-            return engine.create_dataset(req)
-        except SearchError as exc:
-            raise _api(exc) from None
+        return engine.create_dataset(req)
 
     @router.get("/datasets", response_model=list[DatasetSummary], tags=["datasets"])
     def list_datasets() -> list[DatasetSummary]:
@@ -109,10 +93,7 @@ def build_router(engine: SearchEngine, settings: SearchSettings) -> APIRouter:
     @router.get("/datasets/{name}", response_model=DatasetManifest, tags=["datasets"],
                 summary="A dataset manifest (latest version unless ?version=N)")
     def get_dataset(name: str, version: Annotated[int | None, Query(ge=1)] = None) -> DatasetManifest:
-        try:
-            return engine.dataset(name, version)
-        except SearchError as exc:
-            raise _api(exc) from None
+        return engine.dataset(name, version)
 
     return router
 

@@ -5,8 +5,7 @@
 `jobs` runs requests in the background with progress kept in the store; `api` is the HTTP surface.
 """
 
-from worldloom.ingest.sources.errors import SourceError
 from worldloom.ingest.sources.gymnasium import FRAME_ALIGNMENT, EpisodeRecording, record_episode, record_episodes
 from worldloom.ingest.sources.limits import GymnasiumLimits
 
-__all__ = ["FRAME_ALIGNMENT", "EpisodeRecording", "GymnasiumLimits", "SourceError", "record_episode", "record_episodes"]
+__all__ = ["FRAME_ALIGNMENT", "EpisodeRecording", "GymnasiumLimits", "record_episode", "record_episodes"]

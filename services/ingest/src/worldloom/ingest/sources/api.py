@@ -9,15 +9,9 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from worldloom.core.service import ApiError
 from worldloom.ingest.sources.envs import allowed_envs, available
-from worldloom.ingest.sources.errors import SourceError
 from worldloom.ingest.sources.jobs import GymnasiumRequest, JobRunner, SourceJob
 from worldloom.ingest.sources.policies import policy_names
-
-
-def _api_error(exc: SourceError) -> ApiError:
-    return ApiError(exc.status, exc.code, exc.message)
 
 
 def build_sources_router(runner: JobRunner) -> APIRouter:
@@ -31,19 +25,13 @@ def build_sources_router(runner: JobRunner) -> APIRouter:
                    501: {"description": "the env's optional package is not installed here"}},
     )
     def start_gymnasium(body: GymnasiumRequest, response: Response) -> SourceJob:
-        try:
-            job = runner.submit(body)
-        except SourceError as exc:
-            raise _api_error(exc) from None
+        job = runner.submit(body)
         response.headers["Location"] = f"/v1/sources/jobs/{job.job_id}"
         return job
 
     @router.get("/jobs/{job_id}", response_model=SourceJob, summary="A recording job's state, progress, videos, errors")
     def get_job(job_id: str) -> SourceJob:
-        try:
-            return runner.jobs.load(job_id)
-        except SourceError as exc:
-            raise _api_error(exc) from None
+        return runner.jobs.load(job_id)
 
     @router.get("/gymnasium/envs", summary="Recordable env ids, whether each runs here, policies and limits")
     def list_envs() -> dict[str, Any]:

@@ -13,7 +13,6 @@ from worldloom.core.catalog import actions_key, actions_meta_key, raw_meta_key
 from worldloom.core.ids import sha256_file
 from worldloom.ingest.records import IngestResult
 from worldloom.ingest.service import IngestError, IngestService
-from worldloom.ingest.sources.errors import SourceError
 from worldloom.ingest.sources.gymnasium import EpisodeRecording
 
 INGEST_SOURCE = "gymnasium"
@@ -38,4 +37,4 @@ def ingest_recording(service: IngestService, rec: EpisodeRecording) -> IngestRes
         if exc.status < 500 and not store.exists(raw_meta_key(video_id)):
             for key in written:  # rejected video: leave nothing behind under its id
                 store.delete(key)
-        raise SourceError(exc.status, exc.code, exc.message) from None
+        raise

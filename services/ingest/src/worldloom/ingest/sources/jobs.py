@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from worldloom.core.store import ObjectNotFound, ObjectStore
 from worldloom.ingest.service import IngestService
-from worldloom.ingest.sources.errors import SourceError
+from worldloom.ingest.service import IngestError
 from worldloom.ingest.sources.gymnasium import check_request, record_episode
 from worldloom.ingest.sources.ingest import ingest_recording
 from worldloom.ingest.sources.limits import GymnasiumLimits
@@ -100,11 +100,11 @@ class JobStore:
 
     def load(self, job_id: str) -> SourceJob:
         if not _JOB_ID.match(job_id):
-            raise SourceError(404, "not_found", f"no job {job_id!r}: ids are 32 lowercase hex characters")
+            raise IngestError(404, "not_found", f"no job {job_id!r}: ids are 32 lowercase hex characters")
         try:
             job = SourceJob.model_validate_json(self.store.get_bytes(job_key(job_id)))
         except ObjectNotFound:
-            raise SourceError(404, "not_found", f"no job {job_id}") from None
+            raise IngestError(404, "not_found", f"no job {job_id}") from None
         age = (_now() - job.updated_at).total_seconds()
         job.stale = job.state == "running" and age > self.stale_after_s
         return job
@@ -123,17 +123,17 @@ class JobRunner:
         self._stop = threading.Event()
 
     def submit(self, request: GymnasiumRequest) -> SourceJob:
-        """Refuses a bad request now (SourceError), else persists a queued job and schedules it."""
+        """Refuses a bad request now (IngestError), else persists a queued job and schedules it."""
         r = request
         check_request(r.env, r.episodes, r.policy, r.seed, r.max_steps, r.env_kwargs, self.limits)
         if self._stop.is_set():
-            raise SourceError(503, "shutting_down", "this replica is shutting down; submit again")
+            raise IngestError(503, "shutting_down", "this replica is shutting down; submit again")
         now = _now()
         job = SourceJob(job_id=uuid.uuid4().hex, state="queued", request=request, episodes_total=r.episodes,
                         created_at=now, updated_at=now)
         with self._guard:
             if len(self._pending) >= self.limits.max_pending_jobs:
-                raise SourceError(429, "too_many_jobs",
+                raise IngestError(429, "too_many_jobs",
                                   f"{len(self._pending)} jobs are queued or running here "
                                   f"(max_pending_jobs={self.limits.max_pending_jobs}); retry later")
             self._pending[job.job_id] = job
@@ -178,7 +178,7 @@ class JobRunner:
 
             def on_step(steps: int, k: int = k) -> None:
                 if self._stop.is_set():
-                    raise SourceError(503, "shutting_down", "the replica shut down while recording; submit again "
+                    raise IngestError(503, "shutting_down", "the replica shut down while recording; submit again "
                                       "(episodes already ingested are deduplicated)")
                 if time.monotonic() - last_save[0] >= _SAVE_EVERY_S:
                     job.percent = _percent(k + min(steps / r.max_steps, 0.99), r.episodes)
@@ -188,7 +188,7 @@ class JobRunner:
             try:
                 rec = record_episode(r.env, k, r.seed + k, r.policy, r.max_steps, tmp, env_kwargs=r.env_kwargs,
                                      limits=self.limits, on_step=on_step)
-            except SourceError as exc:
+            except IngestError as exc:
                 job.errors.append(JobError(episode=k, code=exc.code, message=exc.message))
                 if exc.status != 500:  # the request or the replica is the problem: every episode would fail
                     return
@@ -199,7 +199,7 @@ class JobRunner:
                 job.episodes.append(EpisodeOutcome(episode=k, seed=rec.seed, video_id=result.video.video_id,
                                                    steps=rec.steps, duplicate=result.duplicate))
                 job.video_ids.append(result.video.video_id)
-            except SourceError as exc:
+            except IngestError as exc:
                 job.errors.append(JobError(episode=k, code=exc.code, message=exc.message))
             finally:
                 for p in (rec.video_path, rec.arrays_path, rec.description_path):
