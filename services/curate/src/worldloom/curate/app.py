@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
-from pydantic import BaseModel, ConfigDict, Field
 
 from worldloom.core import events
 from worldloom.core.bus import Bus, make_bus
@@ -16,8 +15,7 @@ from worldloom.core.service import create_app
 from worldloom.core.settings import load_settings
 from worldloom.core.store import ObjectStore, make_store
 from worldloom.core.vectors import VectorIndex
-from worldloom.curate.config import CurationConfig
-from worldloom.curate.runs import CurationRun
+from worldloom.curate.schemas import CurationRun, PipelineInfo, RunRequest
 from worldloom.curate.service import CurateService
 from worldloom.curate.settings import CurateSettings
 
@@ -26,13 +24,6 @@ transcode (preview + square training rendition), quality filters with recorded s
 (metadata, optional VLM, visual descriptors), visual + caption embeddings, deduplication, then clips,
 webdataset shards, a Parquet summary and Milvus vectors. Every `videos.ingested` event is curated
 with the default config; `POST /v1/curation-runs` (re)curates chosen videos with any config."""
-
-
-class RunRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    video_ids: list[str] = Field(min_length=1, max_length=10_000)
-    config: CurationConfig = Field(default_factory=CurationConfig)
 
 
 def build_router(service: CurateService) -> APIRouter:
@@ -55,11 +46,10 @@ def build_router(service: CurateService) -> APIRouter:
     def get_clip(clip_id: str) -> ClipRecord:
         return service.get_clip(clip_id)
 
-    @router.get("/pipeline", tags=["runs"], summary="The default pipeline: stages, their fields and resources")
-    def pipeline() -> dict:
-        config = CurationConfig()
-        return {"config_hash": service.config_hash(config), "config": config.model_dump(mode="json"),
-                "stages": service.pipeline(config).describe()}
+    @router.get("/pipeline", response_model=PipelineInfo, tags=["runs"],
+                summary="The default pipeline: stages, their fields and resources")
+    def pipeline() -> PipelineInfo:
+        return service.describe_pipeline()
 
     return router
 

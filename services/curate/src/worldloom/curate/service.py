@@ -35,7 +35,8 @@ from worldloom.video.errors import VideoRejected
 from worldloom.video.pipeline import Pipeline, VideoTask
 
 from worldloom.curate.config import CurationConfig, config_with
-from worldloom.curate.runs import CurationRun, RunTracker, VideoOutcome, load_run
+from worldloom.curate.runs import RunTracker, load_run
+from worldloom.curate.schemas import CurationRun, PipelineInfo, VideoOutcome
 from worldloom.curate.settings import CurateSettings
 from worldloom.curate.text_stage import TextEmbedStage
 from worldloom.curate.writer import WriteStage
@@ -90,6 +91,11 @@ class CurateService:
                     WriteStage(self.store, self.index, self.bus, h, config.shards.max_clips_per_shard),
                 ])
             return self._pipelines[h]
+
+    def describe_pipeline(self, config: CurationConfig | None = None) -> PipelineInfo:
+        config = config or CurationConfig()
+        return PipelineInfo(config_hash=self.config_hash(config), config=config.model_dump(mode="json"),
+                            stages=self.pipeline(config).describe())
 
     def _neighbours(self, vector: np.ndarray, exclude_video: str, k: int) -> list[tuple[str, float, list[int]]]:
         hits = self.index.search(VISUAL_COLLECTION, [vector.tolist()], limit=k,

@@ -29,7 +29,7 @@ from worldloom.video.limits import VideoLimits
 from worldloom.video.errors import VideoRejected
 from worldloom.video.probe import VideoInfo, probe
 
-from worldloom.ingest.records import IngestResult
+from worldloom.ingest.schemas import IngestResult, VideoPage
 
 log = logging.getLogger("worldloom.ingest")
 
@@ -95,6 +95,15 @@ class IngestService:
                 continue  # deleted while listing
             if status is None or record.status == status:
                 yield record
+
+    def page(self, status: VideoStatus | None, limit: int, after: str | None) -> VideoPage:
+        """Up to `limit` records after the video id `after`; the token is the last id when more follow."""
+        items = []
+        for record in self.iter_records(status, after=after):
+            if len(items) == limit:
+                return VideoPage(items=items, next_page_token=items[-1].video_id)
+            items.append(record)
+        return VideoPage(items=items)
 
     # writes --------------------------------------------------------------------------------------
     def ingest_file(

@@ -29,7 +29,7 @@ from worldloom.ingest.sources.arrays import action_dtype, describe_space, space_
 from worldloom.video.mp4_writer import Mp4Writer
 from worldloom.ingest.sources.envs import check_env_kwargs, make_env, resolve_env
 from worldloom.ingest.service import IngestError
-from worldloom.ingest.sources.limits import GymnasiumLimits
+from worldloom.ingest.settings import GymnasiumLimits
 from worldloom.ingest.sources.policies import make_policy, parse_policy
 
 import gymnasium  # noqa: E402  (after envs: it sets the headless rendering variables first)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from worldloom.core.catalog import actions_key, actions_meta_key, raw_meta_key
 from worldloom.core.ids import sha256_file
-from worldloom.ingest.records import IngestResult
+from worldloom.ingest.schemas import IngestResult
 from worldloom.ingest.service import IngestError, IngestService
 from worldloom.ingest.sources.gymnasium import EpisodeRecording
 

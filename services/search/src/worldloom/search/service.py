@@ -27,7 +27,9 @@ from worldloom.core.vectors import Hit, VectorIndex
 from worldloom.video import analysis, visual_embed
 from worldloom.video.errors import VideoRejected
 
-from worldloom.search.models import DatasetRequest, DatasetSummary, SearchFilters, SearchHit, SearchRequest, SearchResponse
+from worldloom.search.schemas import (
+    DatasetRequest, DatasetSummary, SearchFilters, SearchHit, SearchRequest, SearchResponse,
+)
 
 log = logging.getLogger("worldloom.search")
 QUERIES = Counter("worldloom_search_queries_total", "Search queries", ["kind"])
@@ -41,12 +43,14 @@ class SearchError(Refusal):
     """A refused search request."""
 
 
-class SearchEngine:
-    def __init__(self, index: VectorIndex, store: ObjectStore, bus: Bus, max_dataset_clips: int = 100_000) -> None:
+class SearchService:
+    def __init__(self, index: VectorIndex, store: ObjectStore, bus: Bus, max_dataset_clips: int = 100_000,
+                 max_top_k: int = 100) -> None:
         self.index = index
         self.store = store
         self.bus = bus
         self.max_dataset_clips = max_dataset_clips
+        self.max_top_k = max_top_k
         self._text = None
         self._text_lock = threading.Lock()
         self._dataset_lock = threading.Lock()
@@ -65,7 +69,13 @@ class SearchEngine:
             return self._text
 
     # queries -----------------------------------------------------------------------------------
+    def check_top_k(self, top_k: int) -> int:
+        if top_k > self.max_top_k:
+            raise SearchError(422, "invalid_request", f"top_k is at most {self.max_top_k}")
+        return top_k
+
     def search(self, req: SearchRequest) -> SearchResponse:
+        self.check_top_k(req.top_k)
         exclude, rows = None, "clip"
         if req.text:
             kind, collection, rows = "text", TEXT_COLLECTION, "caption"
@@ -87,6 +97,7 @@ class SearchEngine:
 
     def search_media(self, fileobj: BinaryIO, top_k: int, filters: SearchFilters) -> SearchResponse:
         """An uploaded image or video clip: frames are embedded exactly as curation embeds clips."""
+        self.check_top_k(top_k)
         with tempfile.NamedTemporaryFile(prefix="wl-query-") as tmp:
             while chunk := fileobj.read(1 << 20):
                 tmp.write(chunk)
@@ -158,6 +169,7 @@ class SearchEngine:
     # datasets ----------------------------------------------------------------------------------
     def create_dataset(self, req: DatasetRequest) -> DatasetManifest:
         if req.query is not None:
+            self.check_top_k(req.query.top_k)
             query = req.query.model_copy(update={"top_k": min(req.query.top_k, self.max_dataset_clips)})
             clip_ids = [h.clip_id for h in self.search(query).hits]
         else:
