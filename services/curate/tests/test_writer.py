@@ -15,6 +15,7 @@ from worldloom.core.catalog import (
 from worldloom.curate.writer import WriteStage
 from worldloom.models.text_embedder import DIM as TEXT_DIM
 from worldloom.testkit.media import clip_task
+from worldloom.testkit.uploads import published
 from worldloom.video import synthetic, visual_embed
 from worldloom.video.pipeline import VideoTask
 from worldloom.video.stages import TranscodeStage
@@ -63,6 +64,6 @@ def test_accepted_and_rejected_clips_are_written_once_each(env, tmp_path: Path) 
     row = env.index.get(VISUAL_COLLECTION, [keep.clip_id], ["kind", "sharpness", "source"])[0]
     assert (row["kind"], row["sharpness"], row["source"]) == ("clip", 80.0, "synthetic")
 
-    sent = [events.decode(m.value).clip_curated for m in env.bus.messages(events.TOPIC_CLIPS_CURATED)]
+    sent = [e.clip_curated for e in published(env.bus, events.TOPIC_CLIPS_CURATED)]
     assert [e.clip_id for e in sent] == [keep.clip_id]
     assert sent[0].metadata_uri == env.store.uri(clip_meta_key(keep.clip_id)) and sent[0].width == 64

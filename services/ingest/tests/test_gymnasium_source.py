@@ -19,6 +19,7 @@ import pytest
 from safetensors.numpy import load, load_file
 
 from worldloom.core import events
+from worldloom.testkit.uploads import published
 from worldloom.ingest.service import IngestError
 from worldloom.ingest.sources import GymnasiumLimits, record_episodes
 from worldloom.video.mp4_writer import Mp4Writer, rgb_to_yuv420p
@@ -30,7 +31,7 @@ AUTH = {"Authorization": "Bearer test-token"}
 
 
 def _events(bus):
-    return [events.decode(m.value).video_ingested for m in bus.messages(events.TOPIC_VIDEOS_INGESTED)]
+    return [e.video_ingested for e in published(bus, events.TOPIC_VIDEOS_INGESTED)]
 
 
 def _decode(path: Path) -> list[np.ndarray]:

@@ -1,4 +1,6 @@
-"""Real Kafka, S3 (SeaweedFS) and Milvus Lite servers on 127.0.0.1 for integration tests and local dev.
+"""Real Kafka, S3 (SeaweedFS) and Milvus Lite servers on 127.0.0.1 for integration tests and local dev,
+plus the helpers tests share instead of copying: `media` (shared clips, frames, stage tasks) and `uploads`
+(multipart uploads in, decoded bus events out).
 
 Classes load lazily so `import worldloom.testkit` stays cheap (pymilvus and kafka-python are heavy).
 """
