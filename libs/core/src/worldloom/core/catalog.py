@@ -58,8 +58,8 @@ CLIP_SCALARS: dict[str, Literal["str", "int", "float", "bool", "json"]] = {
 }
 
 
-#: scalar field -> the ClipRecord.scores key it is filled from
-_SCORE_SCALARS = {"motion": "motion_mean", "sharpness": "sharpness", "brightness": "brightness"}
+#: scalar field (Milvus, run summaries) -> the ClipRecord.scores key it is filled from
+SCORE_SCALARS = {"motion": "motion_mean", "sharpness": "sharpness", "brightness": "brightness"}
 RowKind = Literal["clip", "frame", "caption"]
 
 _DATASET_KEY = re.compile(r"^datasets/([^/]+)/v(\d+)\.json$")
@@ -76,28 +76,29 @@ def clip_collections(visual_dim: int, text_dim: int) -> tuple[CollectionSpec, Co
     )
 
 
+def raw_file_key(video_id: str, name: str) -> str:
+    """A file stored with an ingested video: the video itself, its sidecar, a simulator episode's arrays."""
+    return f"{RAW_PREFIX}{video_id}/{name}"
+
+
 def raw_video_key(video_id: str, ext: str) -> str:
-    return f"{RAW_PREFIX}{video_id}/video.{ext}"
+    return raw_file_key(video_id, f"video.{ext}")
 
 
 def raw_meta_key(video_id: str) -> str:
-    return f"{RAW_PREFIX}{video_id}/meta.json"
+    return raw_file_key(video_id, "meta.json")
 
 
 def actions_key(video_id: str) -> str:
-    return f"{RAW_PREFIX}{video_id}/actions.safetensors"
+    return raw_file_key(video_id, "actions.safetensors")
 
 
 def actions_meta_key(video_id: str) -> str:
-    return f"{RAW_PREFIX}{video_id}/actions.json"
+    return raw_file_key(video_id, "actions.json")
 
 
 def curated_marker_key(video_id: str, config_hash: str) -> str:
     return f"curated/{video_id}/{config_hash}.json"
-
-
-def clip_prefix(clip_id: str) -> str:
-    return f"{CLIPS_PREFIX}{clip_id}"
 
 
 def clip_file_key(clip_id: str, name: str) -> str:
@@ -214,7 +215,7 @@ def clip_row(record: ClipRecord, kind: RowKind, row_id: str, vector: Sequence[fl
         "duration_s": record.duration_s, "start_s": record.start_s, "end_s": record.end_s, "width": record.width,
         "height": record.height, "fps": record.fps, "config_hash": record.config_hash, "phash": ",".join(record.phash),
     }
-    row.update({name: float(record.scores.get(score, 0.0)) for name, score in _SCORE_SCALARS.items()})
+    row.update({name: float(record.scores.get(score, 0.0)) for name, score in SCORE_SCALARS.items()})
     return row
 
 

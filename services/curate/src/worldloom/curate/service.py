@@ -23,7 +23,7 @@ from worldloom.core.errors import Refusal
 from worldloom.core import events
 from worldloom.core.bus import Bus, PermanentError
 from worldloom.core.catalog import (
-    VISUAL_COLLECTION, ClipRecord, VideoRecord, clip_collections, curated_marker_key, raw_meta_key,
+    SCORE_SCALARS, VISUAL_COLLECTION, ClipRecord, VideoRecord, clip_collections, curated_marker_key, raw_meta_key,
     read_clip, run_summary_key,
 )
 from worldloom.core.ids import is_safe_id
@@ -258,7 +258,6 @@ def _summary_rows(records: list[ClipRecord]) -> list[dict[str, Any]]:
             "start_s": r.start_s, "end_s": r.end_s, "duration_s": r.duration_s, "caption": r.caption,
             "tags": r.tags, "rejected_by": [x.filter for x in r.rejections],
             "reasons": [x.reason for x in r.rejections], "duplicate_of": r.duplicate_of, "shard": r.shard,
-            "motion": r.scores.get("motion_mean"), "sharpness": r.scores.get("sharpness"),
-            "brightness": r.scores.get("brightness"), "config_hash": r.config_hash,
+            **{name: r.scores.get(score) for name, score in SCORE_SCALARS.items()}, "config_hash": r.config_hash,
         })
     return rows
