@@ -45,7 +45,8 @@ def test_runs_api_reports_progress_counts_and_clips(env, shared_data):
         assert clip["video_id"] == vid and "scores" in clip
         assert client.get("/v1/pipeline", headers=AUTH).json()["stages"][-1]["name"] == "write"
         bad = [
-            ({"video_ids": []}, 422), ({"video_ids": ["0" * 64]}, 404), ({"video_ids": [vid], "colour": 1}, 422),
+            ({"video_ids": []}, 422), ({"video_ids": ["0" * 64]}, 404), ({"video_ids": ["../../etc"]}, 404),
+            ({"video_ids": [vid], "colour": 1}, 422),
             ({"video_ids": [vid], "config": {"split": {"threshold": -1}}}, 422),
             ({"video_ids": [vid], "config": {"filters": {"unknown": 1}}}, 422),
         ]

@@ -155,7 +155,7 @@ class CurateService:
             raise CurateError(422, "no_videos", "give at least one video id")
         if len(video_ids) > self.settings.max_videos_per_run:
             raise CurateError(422, "too_many_videos", f"a run takes at most {self.settings.max_videos_per_run} videos")
-        missing = [v for v in video_ids if not self.store.exists(raw_meta_key(v))]
+        missing = [v for v in video_ids if not is_safe_id(v) or not self.store.exists(raw_meta_key(v))]
         if missing:
             raise CurateError(404, "unknown_video", f"not ingested: {missing[:10]}")
         run = CurationRun(run_id=run_id or uuid.uuid4().hex, trigger=trigger, config_hash=self.config_hash(config),
