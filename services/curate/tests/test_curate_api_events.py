@@ -13,10 +13,12 @@ from fastapi.testclient import TestClient
 from worldloom.core import events
 from worldloom.core.catalog import curated_marker_key
 from worldloom.core.service.background import BackgroundServer
+from worldloom.core.catalog import iter_clip_records
 from worldloom.core.settings import HttpSettings
 from worldloom.curate.app import build_app
 from worldloom.curate.config import CurationConfig
 from worldloom.curate.settings import CurateSettings
+from worldloom.testkit.uploads import published
 
 AUTH = {"Authorization": "Bearer curate-token"}
 
@@ -46,7 +48,8 @@ def test_runs_api_reports_progress_counts_and_clips(env, shared_data):
         assert clip["video_id"] == vid and "scores" in clip
         assert client.get("/v1/pipeline", headers=AUTH).json()["stages"][-1]["name"] == "write"
         bad = [
-            ({"video_ids": []}, 422), ({"video_ids": ["0" * 64]}, 404), ({"video_ids": [vid], "colour": 1}, 422),
+            ({"video_ids": []}, 422), ({"video_ids": ["0" * 64]}, 404), ({"video_ids": ["../../etc"]}, 404),
+            ({"video_ids": [vid], "colour": 1}, 422),
             ({"video_ids": [vid], "config": {"split": {"threshold": -1}}}, 422),
             ({"video_ids": [vid], "config": {"filters": {"unknown": 1}}}, 422),
         ]
@@ -69,7 +72,7 @@ def test_consumer_curates_ingested_videos_and_dead_letters_bad_events(env, share
         while time.monotonic() < deadline and not env.bus.messages(events.TOPIC_CLIPS_CURATED):
             time.sleep(0.2)
         assert client.get("/healthz").status_code == 200
-    curated = [events.decode(m.value) for m in env.bus.messages(events.TOPIC_CLIPS_CURATED)]
+    curated = published(env.bus, events.TOPIC_CLIPS_CURATED)
     assert curated and all(e.clip_curated.video_id == vid for e in curated)
     letters = [events.DeadLetter.FromString(m.value) for m in env.bus.messages(events.dlq_topic(events.TOPIC_VIDEOS_INGESTED))]
     reasons = {d.key: d.error for d in letters}
@@ -169,12 +172,4 @@ def test_vlm_captions_through_openai_compatible_api_and_fallback(env, shared_dat
 
 
 def _accepted_ids(env) -> list[str]:
-    import json
-
-    out = []
-    for o in env.store.list("clips/"):
-        if o.key.endswith("meta.json"):
-            rec = json.loads(env.store.get_bytes(o.key))
-            if rec["status"] == "accepted":
-                out.append(rec["clip_id"])
-    return out
+    return [r.clip_id for r in iter_clip_records(env.store) if r.status == "accepted"]
