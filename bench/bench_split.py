@@ -143,7 +143,9 @@ def _timing_row(name: str, frames: int, o: tuple[float, ...], p: tuple[float, ..
 
 def _table(head: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    line = lambda r: " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    def line(r: list[str]) -> str:
+        return " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+
     return "\n".join([line(head), "-+-".join("-" * w for w in widths), *map(line, rows)])
 
 if __name__ == "__main__":

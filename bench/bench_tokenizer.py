@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from benchlib.tokenizer import (
     EVAL_WINDOW,
     SIM_ENVS,
@@ -57,6 +56,7 @@ from benchlib.tokenizer import (
     train_for_minutes,
     training_videos,
 )
+
 from worldloom.models.tokenizer.checkpoint import load_checkpoint, save_checkpoint
 from worldloom.models.tokenizer.data import ClipSampler, moving_pattern_videos
 from worldloom.models.tokenizer.model import COMPRESSIONS, CausalVideoTokenizer, TokenizerConfig
@@ -159,7 +159,9 @@ def table_rows(results: list[dict[str, Any]], res: int) -> list[list[str]]:
                  _f(e["bpp"], ".3f")]
         for ds in DATASETS:
             cells += [_f(e[ds]["psnr"]), _f(e[ds]["ssim"], ".3f")]
-        star = lambda ds: "" if e[ds]["jpeg"]["reached"] >= 1.0 else "*"  # noqa: E731
+        def star(ds: str, e: dict = e) -> str:
+            return "" if e[ds]["jpeg"]["reached"] >= 1.0 else "*"
+
         jbpp = sum(e[ds]["jpeg"]["bpp"] * e[ds]["frames"] for ds in DATASETS) / \
             sum(e[ds]["frames"] for ds in DATASETS)
         cells.append(_f(jbpp, ".3f") + ("*" if any(star(ds) for ds in DATASETS) else ""))

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from benchlib.tokenizer import codec_fps, median_time
+
 from worldloom.models.tokenizer.checkpoint import save_checkpoint
 from worldloom.models.tokenizer.data import ClipSampler, frames_to_tensor, moving_pattern_videos
 from worldloom.models.tokenizer.model import CausalVideoTokenizer, TokenizerConfig

@@ -370,7 +370,9 @@ def jpeg_clip(clip: np.ndarray, target_bpp: float, count: str = "scan", backend:
             chosen.append(min(fitting, key=lambda o: float(np.mean((o.decoded.astype(np.float32) - f) ** 2))))
         else:
             chosen.append(min(options, key=lambda o: o.bpp))
-    mean = lambda xs: float(sum(xs) / len(xs))  # noqa: E731
+    def mean(xs: list[float]) -> float:
+        return float(sum(xs) / len(xs))
+
     return JpegClip(np.stack([r.decoded for r in chosen]), mean([r.bpp for r in chosen]),
                     mean([r.file_bpp for r in chosen]), mean(floors), mean([r.quality for r in chosen]),
                     mean([float(r.reached) for r in chosen]), mean([r.scale for r in chosen]))

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from benchlib.tokenizer import (
     eval_windows,
     jpeg_at_bpp,
@@ -20,6 +19,7 @@ from benchlib.tokenizer import (
     round_latents,
     score_clips,
 )
+
 from worldloom.models.tokenizer.data import moving_pattern_videos, tensor_to_frames
 from worldloom.models.tokenizer.model import CausalVideoTokenizer, TokenizerConfig
 
@@ -149,7 +149,9 @@ def test_real_jpeg_scan_is_the_file_minus_headers_and_grows_with_quality():
 def test_jpeg_at_bpp_picks_the_highest_quality_within_budget(count):
     frame = _frames(1)[0]
     pixels = 64 * 64
-    bpp_of = lambda q: jpeg_bits(jpeg_encode(frame, q), count) / pixels  # noqa: E731
+    def bpp_of(q: int) -> float:
+        return jpeg_bits(jpeg_encode(frame, q), count) / pixels
+
     target = (bpp_of(30) + bpp_of(31)) / 2 if bpp_of(31) > bpp_of(30) else bpp_of(30) + 1e-9
     res = jpeg_at_bpp(frame, target, count)
     assert res.reached and res.bpp <= target
@@ -199,7 +201,9 @@ def test_downscaled_jpeg_reaches_budgets_below_plain_jpeg_floor():
     down = jpeg_clip(clip, target, scales=(1, 2, 4))
     assert down.reached == 1.0 and down.scale in (2.0, 4.0) and down.bpp <= target
     assert down.min_bpp == pytest.approx(floor)  # reported for the first (plain) scale
-    mse = lambda d: float(np.mean((d.astype(np.float32) - frame) ** 2))  # noqa: E731
+    def mse(d: np.ndarray) -> float:
+        return float(np.mean((d.astype(np.float32) - frame) ** 2))
+
     fitting = [r for r in (jpeg_at_bpp(frame, target, scale=s) for s in (2, 4)) if r.reached]
     assert mse(down.decoded[0]) == pytest.approx(min(mse(r.decoded) for r in fitting))  # the closest that fits
     assert jpeg_clip(clip, 100.0, scales=(1, 2, 4)).scale == 1.0  # full resolution wins when bits allow

@@ -12,7 +12,15 @@ import pytest
 import yaml
 
 from worldloom.testkit.chart import (
-    CHART, PROFILES, RELEASE, code_dependencies, component, kinds, pod_templates, profile_args, service_pods,
+    CHART,
+    PROFILES,
+    RELEASE,
+    code_dependencies,
+    component,
+    kinds,
+    pod_templates,
+    profile_args,
+    service_pods,
     values,
 )
 

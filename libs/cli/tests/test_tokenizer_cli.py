@@ -6,16 +6,18 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NoReturn
 
 import httpx
 import numpy as np
 import pytest
+from click.testing import Result
 from fastapi import FastAPI, Request, Response
 from typer.testing import CliRunner
 
 from worldloom.cli.client import WorldloomClient
 from worldloom.cli.main import app
-from worldloom.cli.tokenizer_cmd import _dataset_ref
+from worldloom.cli.tokenizer_cmd import dataset_ref
 from worldloom.core.bus.inprocess import InProcessBus
 from worldloom.core.service.background import BackgroundServer
 from worldloom.core.settings import HttpSettings, StoreSettings
@@ -45,7 +47,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
         yield server.url, tmp
 
 
-def run(service: tuple[str, Path], *args: str):  # noqa: ANN201 - click's Result
+def run(service: tuple[str, Path], *args: str) -> Result:
     url, _ = service
     env = {"WORLDLOOM_CLI_TOKENIZE_URL": url, "WORLDLOOM_CLI_TOKEN": TOKEN, "COLUMNS": "220"}
     return CliRunner().invoke(app, ["tokenizer", *args], env=env)
@@ -132,7 +134,8 @@ def test_no_wait_then_cancel(service, trained) -> None:
 def test_ctrl_c_stops_waiting_and_says_how_to_follow_up(service, trained, monkeypatch) -> None:
     import worldloom.cli.tokenizer_cmd as cmd
 
-    def interrupted(client, tid, out, poll_s=1.0, record=None, fetch=None):  # noqa: ANN001, ANN202
+    def interrupted(client: Any, tid: str, out: Any, poll_s: float = 1.0, record: Any = None,
+                    fetch: Any = None) -> NoReturn:
         client.cancel_tokenizer(tid)  # keep the module's job queue short
         raise KeyboardInterrupt
 
@@ -145,8 +148,8 @@ def test_ctrl_c_stops_waiting_and_says_how_to_follow_up(service, trained, monkey
 def test_train_needs_exactly_one_data_source(service) -> None:
     assert run(service, "train").exit_code == 2
     assert run(service, "train", "--clips-source", "x", "--dataset", "d").exit_code == 2
-    assert _dataset_ref("robots@v3") == {"name": "robots", "version": 3}
-    assert _dataset_ref("robots") == {"name": "robots", "version": None}
+    assert dataset_ref("robots@v3") == {"name": "robots", "version": 3}
+    assert dataset_ref("robots") == {"name": "robots", "version": None}
     bad = run(service, "train", "--clips-source", "nothing-here")
     assert bad.exit_code == 2 and "no_clips" in bad.stderr
 

@@ -11,6 +11,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import typer
+from click.testing import Result
 from typer.testing import CliRunner
 
 from worldloom.cli.main import app
@@ -42,7 +44,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         yield generate.url, tmp
 
 
-def run(server: tuple[str, Path], *args: str, api: str | None = None):  # noqa: ANN201 - click's Result
+def run(server: tuple[str, Path], *args: str, api: str | None = None) -> Result:
     env = {"WORLDLOOM_CLI_GENERATE_URL": api or server[0], "WORLDLOOM_CLI_TOKEN": TOKEN, "COLUMNS": "220"}
     return CliRunner().invoke(app, list(args), env=env)
 
@@ -154,7 +156,7 @@ def test_eval_diffusion_model(server) -> None:
 def test_helpers() -> None:
     assert parse_horizons("8, 1,4,4") == [1, 4, 8]
     for bad in ("", "0,1", "a"):
-        with pytest.raises(Exception):
+        with pytest.raises(typer.BadParameter):
             parse_horizons(bad)
     frames = np.random.default_rng(0).integers(0, 256, (2, 24, 40, 3), dtype=np.uint8)
     # the same crop + resize as the server applies to context frames

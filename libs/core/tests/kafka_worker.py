@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from worldloom.core import events
 from worldloom.core.bus.kafka import KafkaBus
 from worldloom.core.settings import BusSettings
 
@@ -31,7 +32,7 @@ def main() -> None:
     effects.mkdir(parents=True, exist_ok=True)
     calls = {"n": 0}
 
-    def handler(env) -> None:  # noqa: ANN001
+    def handler(env: events.Envelope) -> None:
         calls["n"] += 1
         with open(args.out / "invocations.log", "a") as log:
             log.write(env.event_id + "\n")

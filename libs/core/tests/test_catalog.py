@@ -7,8 +7,17 @@ from datetime import datetime, timezone
 import pytest
 
 from worldloom.core.catalog import (
-    CLIP_SCALARS, ClipRecord, DatasetManifest, Rejection, clip_meta_key, clip_row, dataset_key, iter_clip_records,
-    latest_dataset_versions, read_clip, read_dataset,
+    CLIP_SCALARS,
+    ClipRecord,
+    DatasetManifest,
+    Rejection,
+    clip_meta_key,
+    clip_row,
+    dataset_key,
+    iter_clip_records,
+    latest_dataset_versions,
+    read_clip,
+    read_dataset,
 )
 from worldloom.core.store import InvalidKey, ObjectNotFound
 from worldloom.core.store.local import LocalStore

@@ -17,7 +17,6 @@ from worldloom.core.settings import StoreSettings
 from worldloom.core.store.factory import make_store
 from worldloom.core.store.local import LocalStore
 
-
 WORKER = Path(__file__).with_name("claim_worker.py")
 
 

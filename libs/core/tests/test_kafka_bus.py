@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -151,7 +152,7 @@ def _set_limit(bootstrap: str, topic: str, max_bytes: int) -> None:
         admin.close()
 
 
-def _bus_errors(caplog) -> list[str]:  # noqa: ANN001
+def _bus_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and r.name == "worldloom.bus"]
 
 
@@ -229,7 +230,7 @@ def test_flush_raises_for_every_record_the_broker_refused(kafka_settings, unique
         try:
             bus.flush(30)
             outcome["other"] = None
-        except Exception as exc:  # noqa: BLE001 - the test inspects it
+        except Exception as exc:  # the test inspects it
             outcome["other"] = exc
 
     t = threading.Thread(target=other_unit)
@@ -257,7 +258,7 @@ def test_slow_handler_over_a_short_poll_interval_handles_each_record_once_withou
     group = f"g-slow-{uuid.uuid4().hex[:6]}"
     calls: list[str] = []
 
-    def slow(env) -> None:  # noqa: ANN001
+    def slow(env: events.Envelope) -> None:
         calls.append(env.event_id)
         time.sleep(3.0 if len(calls) == 1 else 0.2)  # 3 s + 39 x 0.2 s against a 2 s poll interval
 
@@ -292,8 +293,8 @@ def test_member_joining_mid_batch_takes_over_without_losing_or_redoing_the_batch
     group = f"g-join-{uuid.uuid4().hex[:6]}"
     calls: dict[str, list[str]] = {"a": [], "b": []}
 
-    def slow(name: str):  # noqa: ANN202
-        def handle(env) -> None:  # noqa: ANN001
+    def slow(name: str) -> Callable[[events.Envelope], None]:
+        def handle(env: events.Envelope) -> None:
             calls[name].append(env.event_id)
             time.sleep(0.3)
         return handle

@@ -31,12 +31,12 @@ def test_psnr_plot_writes_a_png_of_the_requested_size(tmp_path: Path) -> None:
 
 
 def test_recon_gif_puts_original_and_reconstruction_side_by_side(tmp_path: Path) -> None:
-    from worldloom.demo.tokenizer_stage import _write_recon_gif
+    from worldloom.demo.tokenizer_stage import write_recon_gif
 
     rng = np.random.default_rng(0)
     pairs = [(rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8))
              for n in (5, 9)]
-    path = _write_recon_gif(pairs, tmp_path / "recon.gif", zoom=2)
+    path = write_recon_gif(pairs, tmp_path / "recon.gif", zoom=2)
     assert path.read_bytes()[:6] == b"GIF89a"
     import av
 
@@ -61,11 +61,11 @@ def test_psnr_by_horizon_plot_draws_every_series(tmp_path: Path) -> None:
 
 
 def test_prediction_gif_has_a_column_per_video_and_marks_predicted_frames(tmp_path: Path) -> None:
-    from worldloom.demo.world_stage import _mark_predicted
     from worldloom.demo.plots import write_grid_gif
+    from worldloom.demo.world_stage import mark_predicted
 
     grey = np.full((9, 16, 16, 3), 128, np.uint8)
-    marked = _mark_predicted(grey, 5)
+    marked = mark_predicted(grey, 5)
     assert (marked[:5] == 128).all() and tuple(marked[5, 0, 7]) == (230, 30, 30) and tuple(marked[8, 8, 8]) == (128,) * 3
     path = write_grid_gif([[grey, marked, marked]] * 2, ["real", "ar", "diffusion"], tmp_path / "p.gif", zoom=1)
     import av

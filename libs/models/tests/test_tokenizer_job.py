@@ -9,9 +9,9 @@ import pytest
 from worldloom.core.jobs import read_progress, request_cancel, store_settings_payload
 from worldloom.core.settings import StoreSettings
 from worldloom.core.store.factory import make_store
+from worldloom.models.checkpoint import StoreCheckpoints
 from worldloom.models.tokenizer import TokenizerConfig, load_checkpoint
 from worldloom.models.tokenizer.job import TokenizerJob, model_key, run_job
-from worldloom.models.checkpoint import StoreCheckpoints
 from worldloom.models.training import ScalingSpec
 from worldloom.testkit.ray_kill import kill_a_worker
 from worldloom.video.synthetic import write_video

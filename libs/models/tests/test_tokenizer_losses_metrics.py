@@ -27,7 +27,9 @@ def test_psnr_per_clip_and_uint8_float_agree():
     b[1] += 0.02  # only clip 1 differs: MSE on [0, 1] = 0.01**2
     p = psnr(b, a)
     assert p[0] == 100.0 and p[1] == pytest.approx(40.0, abs=0.05)
-    u8 = lambda x: ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # noqa: E731
+    def u8(x: torch.Tensor) -> torch.Tensor:
+        return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
     noisy = (a + 0.1 * torch.randn_like(a)).clamp(-1, 1)
     assert torch.allclose(psnr(u8(noisy), u8(a)), psnr(noisy, a), atol=0.2)
     assert torch.allclose(ssim(u8(noisy), u8(a)), ssim(noisy, a), atol=0.01)

@@ -13,10 +13,10 @@ from safetensors.numpy import save as save_safetensors
 from worldloom.core.jobs import read_progress, request_cancel, store_settings_payload
 from worldloom.core.settings import StoreSettings
 from worldloom.core.store.factory import make_store
+from worldloom.models.checkpoint import StoreCheckpoints
 from worldloom.models.tokenizer import CausalVideoTokenizer, TokenizerConfig, save_checkpoint
 from worldloom.models.tokenizer.data import moving_pattern_videos
 from worldloom.models.tokenizer.shards import write_shard
-from worldloom.models.checkpoint import StoreCheckpoints
 from worldloom.models.training import ScalingSpec
 from worldloom.models.world import ActionSpec, ARConfig, ARWorldModel, DiTConfig
 from worldloom.models.world.data import WindowSampler, load_sequences, pool_actions

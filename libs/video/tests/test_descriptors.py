@@ -10,7 +10,6 @@ import pytest
 from worldloom.testkit.media import SINTEL
 from worldloom.testkit.media import SINTEL_SHOTS as SHOTS
 from worldloom.testkit.media import frames_of as decode
-from worldloom.video.synthetic import pan_crops, scene_image
 from worldloom.video.descriptors import (
     CAMERA_MOTIONS,
     Descriptors,
@@ -24,6 +23,7 @@ from worldloom.video.descriptors import (
     phase_correlate,
 )
 from worldloom.video.phash import resize_area
+from worldloom.video.synthetic import pan_crops, scene_image
 
 
 def scene(seed: int = 0, h: int = 360, w: int = 480) -> np.ndarray:

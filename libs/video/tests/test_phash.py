@@ -8,6 +8,8 @@ import av
 import numpy as np
 import pytest
 
+from worldloom.testkit.media import SINTEL
+from worldloom.testkit.media import SINTEL_SHOTS as SHOTS
 from worldloom.video.phash import (
     clip_distance,
     clip_phash,
@@ -17,8 +19,6 @@ from worldloom.video.phash import (
     phash_frames,
     resize_area,
 )
-from worldloom.testkit.media import SINTEL
-from worldloom.testkit.media import SINTEL_SHOTS as SHOTS
 from worldloom.video.transcode import transcode_clip
 
 

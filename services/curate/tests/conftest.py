@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -9,6 +10,9 @@ from worldloom.core.bus.inprocess import InProcessBus
 from worldloom.core.settings import HttpSettings
 from worldloom.core.store.local import LocalStore
 from worldloom.core.vectors import VectorIndex
+
+if TYPE_CHECKING:
+    from worldloom.curate.service import CurateService
 
 
 @dataclass
@@ -25,7 +29,7 @@ class Env:
         svc = IngestService(self.store, self.bus, VideoLimits())
         return svc.ingest_file(path, path.name, attributes=attributes or {}).video.video_id
 
-    def curate_service(self, **settings):  # noqa: ANN201
+    def curate_service(self, **settings: Any) -> CurateService:
         from worldloom.curate.service import CurateService
         from worldloom.curate.settings import CurateSettings
 

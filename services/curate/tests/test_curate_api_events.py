@@ -11,9 +11,8 @@ from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
 from worldloom.core import events
-from worldloom.core.catalog import curated_marker_key
+from worldloom.core.catalog import curated_marker_key, iter_clip_records
 from worldloom.core.service.background import BackgroundServer
-from worldloom.core.catalog import iter_clip_records
 from worldloom.core.settings import HttpSettings
 from worldloom.curate.app import build_app
 from worldloom.curate.config import CurationConfig

@@ -13,8 +13,8 @@ from worldloom.core import events
 from worldloom.core.catalog import ClipRecord, iter_clip_records
 from worldloom.curate.config import CurationConfig
 from worldloom.testkit.uploads import published
-from worldloom.video.probe import probe
 from worldloom.video import synthetic
+from worldloom.video.probe import probe
 
 
 def _records(env) -> list[ClipRecord]:

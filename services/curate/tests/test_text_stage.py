@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from worldloom.curate.text_stage import TextEmbedStage
-from worldloom.models.text_embedder import DIM, shared_text_embedder
+from worldloom.models.text_embedder import DIM, TextEmbedder, shared_text_embedder
 from worldloom.testkit.media import clip_task
 from worldloom.video.pipeline import VideoTask
 
@@ -15,7 +15,7 @@ from worldloom.video.pipeline import VideoTask
 def test_captioned_clips_get_unit_text_embeddings(tmp_path: Path) -> None:
     made = []
 
-    def factory():  # noqa: ANN202
+    def factory() -> TextEmbedder:
         made.append(1)
         return shared_text_embedder()
 

@@ -10,7 +10,12 @@ import webdataset as wds
 
 from worldloom.core import events
 from worldloom.core.catalog import (
-    TEXT_COLLECTION, VISUAL_COLLECTION, clip_collections, clip_file_key, clip_meta_key, read_clip,
+    TEXT_COLLECTION,
+    VISUAL_COLLECTION,
+    clip_collections,
+    clip_file_key,
+    clip_meta_key,
+    read_clip,
 )
 from worldloom.curate.writer import WriteStage
 from worldloom.models.text_embedder import DIM as TEXT_DIM

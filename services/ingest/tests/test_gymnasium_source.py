@@ -19,12 +19,12 @@ import pytest
 from safetensors.numpy import load, load_file
 
 from worldloom.core import events
-from worldloom.testkit.uploads import published
 from worldloom.ingest.service import IngestError
 from worldloom.ingest.sources import GymnasiumLimits, record_episodes
-from worldloom.video.mp4_writer import Mp4Writer, rgb_to_yuv420p
 from worldloom.ingest.sources.envs import check_env_kwargs
 from worldloom.ingest.sources.ingest import actions_key, ingest_recording
+from worldloom.testkit.uploads import published
+from worldloom.video.mp4_writer import Mp4Writer, rgb_to_yuv420p
 from worldloom.video.probe import probe
 
 AUTH = {"Authorization": "Bearer test-token"}
@@ -80,8 +80,8 @@ def test_replaying_the_actions_reproduces_observations_and_frames(cartpole):
     np.testing.assert_array_equal(np.asarray(observations), arrays["observations"])
     decoded = _decode(rec.video_path)
     assert len(decoded) == len(rendered)
-    aligned = [np.abs(d - r.astype(np.int16)).mean() for d, r in zip(decoded, rendered)]
-    shifted = [np.abs(d - r.astype(np.int16)).mean() for d, r in zip(decoded, rendered[1:])]
+    aligned = [np.abs(d - r.astype(np.int16)).mean() for d, r in zip(decoded, rendered, strict=True)]
+    shifted = [np.abs(d - r.astype(np.int16)).mean() for d, r in zip(decoded, rendered[1:], strict=False)]
     assert max(aligned) < 1.0 and sum(aligned[:-1]) < sum(shifted)
 
 

@@ -6,6 +6,7 @@ import io
 import pickle
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,8 +19,8 @@ from worldloom.core.bus.inprocess import InProcessBus
 from worldloom.core.catalog import TRAIN_RENDITION, token_marker_key, token_shard_key
 from worldloom.core.settings import HttpSettings, StoreSettings
 from worldloom.core.store.local import LocalStore
-from worldloom.testkit.clips import synthetic_clip
 from worldloom.models.tokenizer import CausalVideoTokenizer, TokenizerConfig, save_checkpoint
+from worldloom.testkit.clips import synthetic_clip
 from worldloom.tokenize.app import build_app
 from worldloom.tokenize.settings import TokenizeSettings
 from worldloom.video.synthetic import write_video
@@ -189,7 +190,7 @@ def test_import_accepts_safetensors_and_refuses_pickles(env, tmp_path: Path) -> 
     assert enc["kind"] == "continuous" and enc["tokens"]["shape"] == [16, 2, 4, 4]
 
     class Evil:
-        def __reduce__(self):  # noqa: ANN204 - what a malicious checkpoint would do on unpickling
+        def __reduce__(self) -> tuple[Any, ...]:  # what a malicious checkpoint would do on unpickling
             return (Path("/tmp/pwned-by-worldloom").touch, ())
 
     for payload in (pickle.dumps({"weights": Evil()}), b"PK\x03\x04" + b"\0" * 100, b"short"):

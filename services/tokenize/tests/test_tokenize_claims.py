@@ -8,6 +8,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,7 +39,7 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     encodes: Counter[str] = Counter()
     real = clip_encoder.encode_frames
 
-    def slow_encode(model, frames, max_frames):  # noqa: ANN001, ANN202 - counts and widens the race window
+    def slow_encode(model: Any, frames: Any, max_frames: int) -> Any:  # counts, and widens the race window
         encodes[threading.current_thread().name] += 1
         time.sleep(0.15)
         return real(model, frames, max_frames)

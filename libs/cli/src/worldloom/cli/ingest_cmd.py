@@ -73,10 +73,10 @@ def outcome_table(outcomes: list[UploadOutcome]) -> Table:
         table.add_column(col, overflow="ellipsis", no_wrap=col != "details")
     colours = {"new": "green", "duplicate": "yellow", "rejected": "red"}
     for o in outcomes:
-        table.add_row(_short(o.path), (o.video_id or "-")[:12], f"[{colours[o.status]}]{o.status}", o.detail)
+        table.add_row(short_path(o.path), (o.video_id or "-")[:12], f"[{colours[o.status]}]{o.status}", o.detail)
     return table
 
 
-def _short(path: Path) -> str:
+def short_path(path: Path) -> str:
     parts = path.parts
     return str(Path(*parts[-3:])) if len(parts) > 3 else str(path)

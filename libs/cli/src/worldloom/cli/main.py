@@ -19,8 +19,8 @@ from worldloom.cli.client import WorldloomClient
 from worldloom.cli.common import IngestApiOpt, SearchApiOpt, TokenOpt, connected, console, video_files
 from worldloom.cli.ingest_cmd import outcome_table, upload_all
 from worldloom.cli.tokenizer_cmd import tokenizer_app
-from worldloom.cli import world_train_cmd  # noqa: F401 - registers `model train | show | cancel`
-from worldloom.cli.world_cmd import model_app, predict
+from worldloom.cli.world_cmd import predict
+from worldloom.cli.world_train_cmd import model_app  # `model eval` plus train | show | cancel
 
 app = typer.Typer(help="Worldloom: build world foundation models from video.", no_args_is_help=True)
 app.add_typer(tokenizer_app, name="tokenizer")
@@ -43,7 +43,7 @@ def ingest(
     paths: Annotated[Optional[list[Path]], typer.Argument(help="video files or folders (searched recursively)")] = None,
     api: IngestApiOpt = None,
     token: TokenOpt = None,
-    attr: Annotated[list[str], typer.Option("--attr", help="KEY=VALUE stored with every video")] = [],
+    attr: Annotated[Optional[list[str]], typer.Option("--attr", help="KEY=VALUE stored with every video")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print results as JSON lines")] = False,
     env: Annotated[Optional[str], typer.Option("--env", help="record Gymnasium episodes instead, e.g. CartPole-v1")] = None,
     episodes: Annotated[int, typer.Option(help="with --env: episodes to record")] = 1,
@@ -62,7 +62,7 @@ def ingest(
     if not paths:
         raise typer.BadParameter("give video files/folders, or --env ENV_ID")
     files = video_files(paths)
-    attrs = _parse_attrs(attr)
+    attrs = _parse_attrs(attr or [])
     with connected("ingest", api, token) as client:
         outcomes = upload_all(client, files, console, {f: attrs for f in files} if attrs else None)
     if as_json:
@@ -212,7 +212,7 @@ def _add_plugin_commands() -> None:
     for ep in entry_points(group=PLUGIN_GROUP):
         try:
             command = ep.load()
-        except Exception as exc:  # noqa: BLE001 - a broken add-on must not take `worldloom ingest` down with it
+        except Exception as exc:  # a broken add-on must not take `worldloom ingest` down with it
             console.print(f"[yellow]command {ep.name!r} ({ep.value}) is unavailable: {type(exc).__name__}: {exc}")
             continue
         app.command(ep.name)(command)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import Enum
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -18,7 +18,7 @@ from rich.table import Table
 
 from worldloom.cli.client import ApiFailure, WorldloomClient
 from worldloom.cli.common import TokenizeApiOpt, TokenOpt, connected, console, video_files
-from worldloom.cli.ingest_cmd import _short
+from worldloom.cli.ingest_cmd import short_path
 
 tokenizer_app = typer.Typer(help="Train, evaluate and manage video tokenizers (tokenize service).",
                             no_args_is_help=True)
@@ -171,7 +171,7 @@ def record_table(record: dict[str, Any]) -> Table:
 # ---------------------------------------------------------------------------------- commands
 
 
-def _dataset_ref(value: str) -> dict[str, Any]:
+def dataset_ref(value: str) -> dict[str, Any]:
     m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)(?:@v?(\d+))?", value)
     if not m:
         raise typer.BadParameter(f"--dataset takes NAME or NAME@VERSION, got {value!r}")
@@ -184,7 +184,8 @@ def train(
         "--clips-source", help='train on the accepted curated clips of this source ("*": every source)')] = None,
     dataset: Annotated[Optional[str], typer.Option(
         "--dataset", help="or on a saved dataset manifest: NAME or NAME@VERSION (latest when omitted)")] = None,
-    clips_tag: Annotated[list[str], typer.Option("--clips-tag", help="with --clips-source: clips must have this tag")] = [],
+    clips_tag: Annotated[Optional[list[str]], typer.Option(
+        "--clips-tag", help="with --clips-source: clips must have this tag")] = None,
     clips_limit: Annotated[int, typer.Option("--clips-limit", help="with --clips-source: at most this many clips")] = 1000,
     name: Annotated[str, typer.Option(help="a name for the registry")] = "tokenizer",
     kind: Annotated[Kind, typer.Option(help="continuous latents or discrete FSQ tokens")] = Kind.continuous,
@@ -214,9 +215,9 @@ def train(
         "use_gpu": gpu, "seed": seed, "activate": activate,
     }
     if dataset is not None:
-        body["dataset"] = _dataset_ref(dataset)
+        body["dataset"] = dataset_ref(dataset)
     else:
-        body["clips"] = {"source": None if clips_source in ("*", "") else clips_source, "tags": clips_tag,
+        body["clips"] = {"source": None if clips_source in ("*", "") else clips_source, "tags": clips_tag or [],
                          "limit": clips_limit}
     with connected("tokenize", api, token) as client:
         record = client.train_tokenizer(body)
@@ -299,9 +300,9 @@ def eval_table(tokenizer_id: str | None, rows: list[EvalRow]) -> Table:
     table.add_column("result", overflow="fold")
     for r in rows:
         if r.error is None:
-            table.add_row(_short(Path(r.path)), str(r.frames), f"{r.psnr:.2f}", f"{r.ssim:.4f}", "[green]ok")
+            table.add_row(short_path(Path(r.path)), str(r.frames), f"{r.psnr:.2f}", f"{r.ssim:.4f}", "[green]ok")
         else:
-            table.add_row(_short(Path(r.path)), "-", "-", "-", f"[red]rejected: {r.error}")
+            table.add_row(short_path(Path(r.path)), "-", "-", "-", f"[red]rejected: {r.error}")
     mean = eval_summary(rows)
     table.add_section()
     table.add_row(f"[bold]mean of {mean['videos']} video(s)", str(mean["frames"]),

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from worldloom.cli.client import ApiFailure, WorldloomClient
 from worldloom.cli.common import GenerateApiOpt, TokenOpt, api_errors, console, open_client, video_files
-from worldloom.cli.ingest_cmd import _short
+from worldloom.cli.ingest_cmd import short_path
 
 model_app = typer.Typer(help="Train world models (train service) and evaluate them (generate service).", no_args_is_help=True)
 
@@ -303,7 +303,7 @@ def eval_table(info: ModelInfo, rows: list[VideoEval], horizons: list[int], cont
         return out
 
     for r in rows:
-        name = _short(Path(r.path))
+        name = short_path(Path(r.path))
         if r.error is not None:
             table.add_row(name, f"[red]failed: {r.error}", *blank)
             continue

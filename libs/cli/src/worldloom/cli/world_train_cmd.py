@@ -14,8 +14,9 @@ import typer
 from rich.table import Table
 
 from worldloom.cli.common import TokenOpt, TrainApiOpt, connected, console
-from worldloom.cli.tokenizer_cmd import _dataset_ref, follow_or_detach, latest
+from worldloom.cli.tokenizer_cmd import dataset_ref, follow_or_detach, latest
 from worldloom.cli.world_cmd import model_app
+
 
 class Family(str, Enum):
     ar = "ar"
@@ -83,7 +84,7 @@ def train(
         "window": window, "context_frames": context_frames, "eval_horizons": parse_horizons(horizons), "steps": steps,
         "batch": batch, "lr": lr, "workers": workers, "use_gpu": gpu, "parent_model": parent, "seed": seed}
     if dataset is not None:
-        body["dataset"] = _dataset_ref(dataset)
+        body["dataset"] = dataset_ref(dataset)
     else:
         body["clips"] = {"source": None if clips_source in ("*", "") else clips_source}
     with connected("train", api, token) as client:

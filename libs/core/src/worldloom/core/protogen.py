@@ -18,8 +18,8 @@ PROTO_FILES = ["worldloom/v1/events.proto"]
 
 def generate(out_dir: Path) -> list[Path]:
     """Runs protoc (grpcio-tools) and flattens worldloom/v1/x_pb2.py into out_dir/x_pb2.py."""
-    from grpc_tools import protoc  # dev dependency only
     import grpc_tools
+    from grpc_tools import protoc  # dev dependency only
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     written: list[Path] = []

@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from worldloom.core.errors import Refusal
 from worldloom.core.catalog import TRAIN_RENDITION, DatasetManifest, dataset_key, iter_clip_records, read_dataset
+from worldloom.core.errors import Refusal
 from worldloom.core.store.base import InvalidKey, ObjectNotFound, ObjectStore
 
 

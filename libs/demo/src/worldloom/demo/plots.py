@@ -143,7 +143,7 @@ def write_grid_gif(rows: Sequence[Sequence[np.ndarray]], labels: Sequence[str], 
     first = rows[0]
     col_w = [v.shape[2] + gap for v in first]
     centres = [(sum(col_w[:i]) + first[i].shape[2] / 2) / width for i in range(len(first))]
-    header = _header(frames.shape[2], list(zip(labels, centres)), zoom)
+    header = _header(frames.shape[2], list(zip(labels, centres, strict=True)), zoom)
     frames = np.concatenate([np.broadcast_to(header, (t, *header.shape)), frames], axis=1)
     return write_gif(frames, Path(path), fps, max_side=max(frames.shape[1:3]))
 

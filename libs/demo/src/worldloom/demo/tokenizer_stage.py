@@ -102,7 +102,7 @@ def _train_and_tokenize(client: WorldloomClient, store: LocalStore, bus: InProce
     section["heldout"], recon_rows = _reconstruct(client, store, tid, chosen, console)
     files: dict[str, str] = {}
     if recon_rows:
-        _write_recon_gif(recon_rows, out / RECON_GIF)
+        write_recon_gif(recon_rows, out / RECON_GIF)
         files["recon_gif"] = RECON_GIF
     plot_training_curves(record["curves"].get("psnr", []), record["curves"].get("loss", []), out / CURVES_PNG,
                          title=f"tokenizer {tid}: continuous tiny 4x8x8, 64px", val_psnr=record["metrics"].get("val_psnr"))
@@ -138,7 +138,7 @@ def _reconstruct(client: WorldloomClient, store: LocalStore, tid: str, clips: li
     return rows, pairs
 
 
-def _write_recon_gif(pairs: list[tuple[np.ndarray, np.ndarray]], path: Path, zoom: int = 2, fps: float = 6.0) -> Path:
+def write_recon_gif(pairs: list[tuple[np.ndarray, np.ndarray]], path: Path, zoom: int = 2, fps: float = 6.0) -> Path:
     """One row per clip: original | reconstruction."""
     return write_grid_gif([list(p) for p in pairs], ["original", "reconstruction"], path, zoom=zoom, fps=fps)
 

@@ -33,7 +33,13 @@ from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord
 from worldloom.core.service.background import BackgroundServer
 from worldloom.core.settings import HttpSettings, StoreSettings
 from worldloom.core.store.local import LocalStore
-from worldloom.demo.clips import DEMO_ENCODE_MAX_FRAMES, accepted_clips, heldout_clips, wait_for_curation, wait_for_tokens
+from worldloom.demo.clips import (
+    DEMO_ENCODE_MAX_FRAMES,
+    accepted_clips,
+    heldout_clips,
+    wait_for_curation,
+    wait_for_tokens,
+)
 from worldloom.demo.plots import plot_lines, write_grid_gif
 
 ENV, EPISODES, EPISODE_STEPS = "Pendulum-v1", 24, 96
@@ -206,7 +212,7 @@ def _predictions(store: LocalStore, models: dict[str, dict[str, Any]], clips: li
             if split != "held out" or len(rows) >= n:
                 continue
             preds = []
-            for family, lw in loaded.items():
+            for lw in loaded.values():
                 spec = lw.model.config.action
                 pool = None if spec is None else ("mean" if spec.kind == "continuous" else "last")
                 seqs = load_sequences(store, [token_shard_key(lw.record.lineage.tokenizer_id, clip.clip_id)],
@@ -221,7 +227,7 @@ def _predictions(store: LocalStore, models: dict[str, dict[str, Any]], clips: li
                                             generator=torch.Generator().manual_seed(0))
                     video = lw.model.decode_latents(lw.tokenizer, pred).clamp(-1, 1)
                 frames = ((video[0].permute(1, 2, 3, 0) + 1) * 127.5).round().byte().numpy()
-                preds.append(_mark_predicted(frames, 1 + (CONTEXT - 1) * lw.tokenizer.config.t_compression))
+                preds.append(mark_predicted(frames, 1 + (CONTEXT - 1) * lw.tokenizer.config.t_compression))
             if len(preds) != len(loaded):
                 continue
             path = Path(tmp) / f"{clip.clip_id}.mp4"
@@ -232,7 +238,7 @@ def _predictions(store: LocalStore, models: dict[str, dict[str, Any]], clips: li
     return rows, chosen
 
 
-def _mark_predicted(frames: np.ndarray, first: int) -> np.ndarray:
+def mark_predicted(frames: np.ndarray, first: int) -> np.ndarray:
     """A red 1-pixel frame around every predicted (not given) frame, so the GIF shows where prediction starts."""
     out = frames.copy()
     for edge in (np.s_[first:, :1], np.s_[first:, -1:], np.s_[first:, :, :1], np.s_[first:, :, -1:]):

@@ -99,7 +99,7 @@ def find_java() -> str:
     return java
 
 
-def _cluster_id() -> str:
+def cluster_id() -> str:
     """A Kafka cluster id: 16 random bytes in url-safe base64 without padding.
 
     Drawn as Kafka's own Uuid.randomUuid() does: an id starting with '-' (1 draw in 64) is drawn
@@ -180,7 +180,7 @@ class KafkaServer(ManagedProcess):
         # 4.x dynamic quorum: --standalone makes this node the sole voter (pairs with
         # controller.quorum.bootstrap.servers; the older controller.quorum.voters form takes no flag).
         fmt = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config), "--standalone"),
+            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id(), "-c", str(config), "--standalone"),
             cwd=self.workdir, capture_output=True, text=True, timeout=120,
         )
         if fmt.returncode != 0:

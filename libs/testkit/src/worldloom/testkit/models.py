@@ -15,12 +15,19 @@ from typing import Any
 
 import torch
 
-from worldloom.core.store.base import ObjectStore
-from worldloom.models.tokenizer import CausalVideoTokenizer, save_checkpoint
 from worldloom.core.catalog import tokenizer_model_key, world_model_key
+from worldloom.core.store.base import ObjectStore
 from worldloom.models.checkpoint import publish_files
-from worldloom.models.world import ActionSpec, ARConfig, ARWorldModel, DiffusionWorldModel, DiTConfig, WorldModel
-from worldloom.models.world import save_world_checkpoint
+from worldloom.models.tokenizer import CausalVideoTokenizer, save_checkpoint
+from worldloom.models.world import (
+    ActionSpec,
+    ARConfig,
+    ARWorldModel,
+    DiffusionWorldModel,
+    DiTConfig,
+    WorldModel,
+    save_world_checkpoint,
+)
 from worldloom.models.world.registry import WorldModelLineage, WorldModelRecord, WorldModelRegistry
 
 #: the smallest tokenizer that still has every layer kind: 8 channels, no attention, 4x8x8 compression

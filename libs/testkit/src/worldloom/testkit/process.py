@@ -205,7 +205,7 @@ class ManagedProcess:
                 if self.is_ready() and self._proc.poll() is None:
                     self.startup_seconds = time.monotonic() - self._launched_at
                     return self
-            except Exception as exc:  # noqa: BLE001 - any client error just means "not yet"
+            except Exception as exc:  # any client error just means "not yet"
                 last_error = exc
             if time.monotonic() > deadline:
                 self._fail(f"not ready after {self.ready_timeout:.0f}s", last_error)
@@ -298,7 +298,7 @@ def _stop_all_live() -> None:
     for server in servers:
         try:
             server.stop()
-        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+        except Exception:  # best effort at interpreter exit
             pass
 
 

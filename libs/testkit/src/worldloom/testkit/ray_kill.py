@@ -27,7 +27,7 @@ def kill_a_worker(run: Callable[[], None], worker_pids_after_checkpoint: Callabl
     def target() -> None:
         try:
             run()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+        except BaseException as exc:  # re-raised in the test's thread
             errors.append(exc)
 
     ray.shutdown()  # a fresh private cluster for this job

@@ -132,6 +132,7 @@ class Stage(ABC):
 
     def setup(self) -> None:
         """Loads models or opens clients once, before the first task."""
+        return None  # an optional hook, not an abstract method
 
     @abstractmethod
     def process(self, task: VideoTask) -> None:

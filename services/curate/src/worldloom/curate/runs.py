@@ -15,6 +15,7 @@ from worldloom.core.catalog import run_key
 from worldloom.core.store import ObjectNotFound, ObjectStore
 from worldloom.curate.schemas import CurationRun, StageCount, VideoOutcome
 
+
 class RunTracker:
     """Updates one run's record; progress within a video is folded into percent_done."""
 

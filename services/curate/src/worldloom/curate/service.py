@@ -9,6 +9,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,27 +20,33 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prometheus_client import Counter, Histogram
 
-from worldloom.core.errors import Refusal
 from worldloom.core import events
 from worldloom.core.bus import Bus, PermanentError
 from worldloom.core.catalog import (
-    SCORE_SCALARS, VISUAL_COLLECTION, ClipRecord, VideoRecord, clip_collections, curated_marker_key, raw_meta_key,
-    read_clip, run_summary_key,
+    SCORE_SCALARS,
+    VISUAL_COLLECTION,
+    ClipRecord,
+    VideoRecord,
+    clip_collections,
+    curated_marker_key,
+    raw_meta_key,
+    read_clip,
+    run_summary_key,
 )
+from worldloom.core.errors import Refusal
 from worldloom.core.ids import is_safe_id
 from worldloom.core.store import InvalidKey, ObjectNotFound, ObjectStore
 from worldloom.core.vectors import VectorIndex
-from worldloom.video import stages, visual_embed
-from worldloom.video.vlm import OpenAIVisionCaptioner
-from worldloom.video.errors import VideoRejected
-from worldloom.video.pipeline import Pipeline, VideoTask
-
 from worldloom.curate.config import CurationConfig, config_with
 from worldloom.curate.runs import RunTracker, load_run
 from worldloom.curate.schemas import CurationRun, PipelineInfo, VideoOutcome
 from worldloom.curate.settings import CurateSettings
 from worldloom.curate.text_stage import TextEmbedStage
 from worldloom.curate.writer import WriteStage
+from worldloom.video import stages, visual_embed
+from worldloom.video.errors import VideoRejected
+from worldloom.video.pipeline import Pipeline, VideoTask
+from worldloom.video.vlm import OpenAIVisionCaptioner
 
 log = logging.getLogger("worldloom.curate")
 VIDEOS = Counter("worldloom_curate_videos_total", "Videos curated", ["outcome"])
@@ -54,8 +61,9 @@ class CurateError(Refusal):
 
 class CurateService:
     def __init__(self, store: ObjectStore, bus: Bus, index: VectorIndex, settings: CurateSettings,
-                 text_embedder_factory=None) -> None:  # noqa: ANN001
-        from worldloom.models.text_embedder import DIM as TEXT_DIM, shared_text_embedder
+                 text_embedder_factory: Callable[[], Any] | None = None) -> None:
+        from worldloom.models.text_embedder import DIM as TEXT_DIM
+        from worldloom.models.text_embedder import shared_text_embedder
 
         self.store, self.bus, self.index, self.settings = store, bus, index, settings
         self.text_embedder_factory = text_embedder_factory or shared_text_embedder

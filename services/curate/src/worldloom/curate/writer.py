@@ -20,7 +20,14 @@ import webdataset as wds
 from worldloom.core import events
 from worldloom.core.bus import Bus
 from worldloom.core.catalog import (
-    TEXT_COLLECTION, TRAIN_RENDITION, VISUAL_COLLECTION, ClipRecord, clip_file_key, clip_meta_key, clip_row, shard_key,
+    TEXT_COLLECTION,
+    TRAIN_RENDITION,
+    VISUAL_COLLECTION,
+    ClipRecord,
+    clip_file_key,
+    clip_meta_key,
+    clip_row,
+    shard_key,
 )
 from worldloom.core.store import ObjectStore
 from worldloom.core.vectors import VectorIndex

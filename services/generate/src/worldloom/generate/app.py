@@ -22,18 +22,16 @@ app before KServe registers its own, so one process serves one model server.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+import grpc
 import numpy as np
 from fastapi import FastAPI
 from fastapi.responses import Response
-import grpc
 from grpc import aio
 from kserve import ModelServer
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
@@ -44,14 +42,13 @@ from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, Logg
 from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.rest.server import RESTServer
-from pydantic import BaseModel, ConfigDict, Field
 
 from worldloom.core.service.auth import BearerAuthMiddleware, BearerTokens
 from worldloom.core.service.middleware import SecurityHeadersMiddleware, ServiceMiddleware
 from worldloom.core.store import make_store
+from worldloom.generate.predictor import SCALAR_FIELDS, WorldModelPredictor, scalar_field
 from worldloom.generate.schemas import VideoRequest
 from worldloom.generate.service import BadInput
-from worldloom.generate.predictor import SCALAR_FIELDS, WorldModelPredictor, scalar_field
 from worldloom.generate.settings import GenerateSettings
 
 log = logging.getLogger("worldloom.generate")

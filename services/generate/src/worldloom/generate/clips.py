@@ -12,6 +12,7 @@ from worldloom.core.ids import is_safe_id
 from worldloom.core.store.base import InvalidKey, ObjectNotFound, ObjectStore
 from worldloom.generate.service import BadInput
 
+
 class ClipNotFound(LookupError):
     pass
 

@@ -24,7 +24,6 @@ Every violation raises :class:`BadInput` with a sentence naming the limit; the s
 
 from __future__ import annotations
 
-import math
 import secrets
 import threading
 from collections.abc import Callable
@@ -37,8 +36,8 @@ import torch
 from worldloom.generate.settings import Limits
 from worldloom.models.frames import fit_frames
 from worldloom.models.tokenizer.data import frames_to_tensor, tensor_to_frames
-from worldloom.models.world import SamplingLimits
 from worldloom.models.world import Sampling as ModelSampling
+from worldloom.models.world import SamplingLimits
 from worldloom.models.world.registry import LoadedWorldModel
 
 MAX_SEED = 2**63 - 1

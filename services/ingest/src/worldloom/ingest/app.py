@@ -12,10 +12,10 @@ from fastapi import APIRouter, FastAPI, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from worldloom.core.bus import Bus, make_bus
+from worldloom.core.catalog import VideoRecord, VideoStatus
 from worldloom.core.service import ApiError, create_app
 from worldloom.core.service.uploads import receive_multipart
 from worldloom.core.store import ObjectStore, make_store
-from worldloom.core.catalog import VideoRecord, VideoStatus
 from worldloom.ingest.schemas import GymnasiumRequest, ImportRequest, IngestResult, SourceJob, VideoPage
 from worldloom.ingest.service import IngestService
 from worldloom.ingest.settings import GymnasiumLimits, IngestSettings

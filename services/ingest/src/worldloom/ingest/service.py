@@ -19,17 +19,16 @@ from pathlib import Path
 
 from prometheus_client import Counter
 
-from worldloom.core.errors import Refusal
 from worldloom.core import events
 from worldloom.core.bus import Bus
 from worldloom.core.catalog import RAW_PREFIX, VideoRecord, VideoStatus, raw_meta_key, raw_video_key
+from worldloom.core.errors import Refusal
 from worldloom.core.ids import is_sha256_hex, sha256_file
 from worldloom.core.store import InvalidKey, ObjectNotFound, ObjectStore
-from worldloom.video.limits import VideoLimits
-from worldloom.video.errors import VideoRejected
-from worldloom.video.probe import VideoInfo, probe
-
 from worldloom.ingest.schemas import IngestResult, VideoPage
+from worldloom.video.errors import VideoRejected
+from worldloom.video.limits import VideoLimits
+from worldloom.video.probe import VideoInfo, probe
 
 log = logging.getLogger("worldloom.ingest")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from importlib import resources
 from typing import Annotated
 
@@ -66,7 +67,7 @@ def build_router(service: SearchService) -> APIRouter:
     def media(clip_id: str, name: str) -> StreamingResponse:
         stream, ctype = service.media(clip_id, name)
 
-        def chunks():  # noqa: ANN202
+        def chunks() -> Iterator[bytes]:
             with stream:
                 while chunk := stream.read(1 << 16):
                     yield chunk

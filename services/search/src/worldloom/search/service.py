@@ -10,26 +10,41 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 from prometheus_client import Counter, Histogram
 
-from worldloom.core.errors import Refusal
 from worldloom.core import events
 from worldloom.core.bus import Bus
 from worldloom.core.catalog import (
-    CLIP_SCALARS, TEXT_COLLECTION, VISUAL_COLLECTION, ClipRecord, DatasetManifest, clip_collections, dataset_key,
-    latest_dataset_versions, read_clip, read_dataset,
+    CLIP_SCALARS,
+    TEXT_COLLECTION,
+    VISUAL_COLLECTION,
+    ClipRecord,
+    DatasetManifest,
+    clip_collections,
+    dataset_key,
+    latest_dataset_versions,
+    read_clip,
+    read_dataset,
 )
+from worldloom.core.errors import Refusal
 from worldloom.core.store import ObjectNotFound, ObjectStore
 from worldloom.core.vectors import Hit, VectorIndex
+from worldloom.search.schemas import (
+    DatasetRequest,
+    DatasetSummary,
+    SearchFilters,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+)
 from worldloom.video import analysis, visual_embed
 from worldloom.video.errors import VideoRejected
 
-from worldloom.search.schemas import (
-    DatasetRequest, DatasetSummary, SearchFilters, SearchHit, SearchRequest, SearchResponse,
-)
+if TYPE_CHECKING:  # the embedder pulls in torch: imported when a text query needs it
+    from worldloom.models.text_embedder import TextEmbedder
 
 log = logging.getLogger("worldloom.search")
 QUERIES = Counter("worldloom_search_queries_total", "Search queries", ["kind"])
@@ -60,7 +75,7 @@ class SearchService:
             index.ensure_collection(spec)
 
     @property
-    def text_embedder(self):  # noqa: ANN201 (loaded on first text query: ~1 s, 90 MB)
+    def text_embedder(self) -> TextEmbedder:  # loaded on the first text query: ~1 s, 90 MB
         with self._text_lock:
             if self._text is None:
                 from worldloom.models.text_embedder import shared_text_embedder

@@ -14,34 +14,32 @@ encoded again).
 from __future__ import annotations
 
 import io
-import logging
 import json
+import logging
 import os
 import tarfile
 import tempfile
 import time
 
-
 from worldloom.core import events
 from worldloom.core.bus import Bus, PermanentError
-from worldloom.core.errors import Refusal
 from worldloom.core.catalog import (
     TRAIN_RENDITION,
     ClipRecord,
     backfill_claim_key,
-    iter_clip_records,
     backfill_done_key,
+    iter_clip_records,
     token_claim_key,
     token_marker_key,
     token_shard_key,
 )
 from worldloom.core.claims import Claims
+from worldloom.core.errors import Refusal
 from worldloom.core.store.base import ObjectNotFound, ObjectStore
 from worldloom.models.tokenizer.shards import write_shard
 from worldloom.tokenize.codec import TokenizerCache, encode_frames, square_frames
 from worldloom.tokenize.errors import TokenizeError
 from worldloom.tokenize.registry import TokenizerRegistry
-
 
 log = logging.getLogger("worldloom.tokenize.clips")
 
@@ -153,8 +151,8 @@ class ClipEncoder:
                 counts["encoded" if done is not None else "skipped"] += 1
             except ClipBusy:  # its claimant (the consumer, another replica) finishes it
                 counts["busy"] += 1
-            except Exception:  # noqa: BLE001 - one bad clip must not stop the backfill
-                log.exception("backfill of %s with %s failed", info.key, tokenizer_id)
+            except Exception:  # one bad clip must not stop the backfill
+                log.exception("backfill of clip %s with %s failed", rec.clip_id, tokenizer_id)
                 counts["failed"] += 1
         return counts
 

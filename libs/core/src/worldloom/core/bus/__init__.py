@@ -1,7 +1,14 @@
 """Event bus with two interchangeable transports: Kafka (cluster) and in-process (embedded, tests)."""
 
 from worldloom.core.bus.base import (
-    BatchFailed, Bus, Consumer, Handler, Message, PermanentError, PublishError, PublishFailure,
+    BatchFailed,
+    Bus,
+    Consumer,
+    Handler,
+    Message,
+    PermanentError,
+    PublishError,
+    PublishFailure,
 )
 from worldloom.core.bus.factory import make_bus
 

@@ -119,6 +119,7 @@ class Bus(ABC):
 
     def close(self) -> None:
         """Releases connections; the default has none."""
+        return None  # an optional hook, not an abstract method
 
 
 class _Progress:
@@ -199,12 +200,15 @@ class Consumer(ABC):
 
     def _hold(self) -> None:
         """Stops fetching new messages while the worker owns a batch (the default fetches only on demand)."""
+        return None  # an optional hook, not an abstract method
 
     def _keepalive(self) -> None:
         """Called every keepalive_s while a batch is handled: tells the broker this member is alive."""
+        return None  # an optional hook, not an abstract method
 
     def _release(self) -> None:
         """Undoes _hold once the batch is finished and committed (or rewound)."""
+        return None  # an optional hook, not an abstract method
 
     @abstractmethod
     def _leave(self) -> None:

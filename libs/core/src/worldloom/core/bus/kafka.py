@@ -190,17 +190,17 @@ class _Rebalances(ConsumerRebalanceListener):
         self.group = group
         self.interrupted = interrupted
 
-    def on_partitions_assigned(self, assigned) -> None:  # noqa: ANN001
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         if assigned:  # the first join may assign nothing until the topic's metadata has arrived
             ASSIGNMENTS.labels(self.group).inc()
         log.info("assigned (group=%s): %s", self.group, sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
-    def on_partitions_revoked(self, revoked) -> None:  # noqa: ANN001
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         if revoked:
             self.interrupted.set()
         log.info("revoked (group=%s): %s", self.group, sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked))
 
-    def on_partitions_lost(self, lost) -> None:  # noqa: ANN001
+    def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
         if lost:
             self.interrupted.set()
         log.warning("lost (group=%s): %s", self.group, sorted(f"{tp.topic}[{tp.partition}]" for tp in lost))

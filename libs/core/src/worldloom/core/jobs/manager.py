@@ -114,7 +114,7 @@ class JobManager(Generic[R, Q]):
             record = self.registry.update(job_id, state="running")
             self.hooks.run(record, plan)
             self._finish(job_id)
-        except Exception as exc:  # noqa: BLE001 - recorded on the job; the service stays up
+        except Exception as exc:  # recorded on the job; the service stays up
             log.exception("%s job %s failed", self.registry.kind, job_id)
             self.registry.update(job_id, state="failed", error=f"{type(exc).__name__}: {exc}")
         finally:
@@ -141,7 +141,7 @@ class JobManager(Generic[R, Q]):
         for attempt in range(1, self.announce_attempts + 1):
             try:
                 self.hooks.announce(record)
-            except Exception:  # noqa: BLE001 - e.g. the bus is down
+            except Exception:  # e.g. the bus is down
                 log.warning("announcing %s %s failed (attempt %d of %d)", self.registry.kind, record.job_id, attempt,
                             self.announce_attempts, exc_info=True)
                 if attempt < self.announce_attempts:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
-from pydantic import BaseModel, Field
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from worldloom.core.errors import Refusal
 from worldloom.core.service.logging import request_id_var
+
 
 class ApiError(Refusal):
     """Raise from a route to answer with a clear 4xx/5xx; `code` is stable, `message` is for humans."""
@@ -36,7 +38,8 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": body}
 
 
-def error_response(status: int, code: str, message: str, details: Any = None, headers=None) -> JSONResponse:  # noqa: ANN001
+def error_response(status: int, code: str, message: str, details: Any = None,
+                   headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
 
 

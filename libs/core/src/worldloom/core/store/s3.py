@@ -141,7 +141,7 @@ class S3Store(ObjectStore):
 class _Response:
     """Adapts urllib3's response to a closable binary stream that also releases the connection."""
 
-    def __init__(self, resp) -> None:  # noqa: ANN001 (urllib3 type varies by version)
+    def __init__(self, resp: Any) -> None:  # urllib3's HTTPResponse (its class moved between versions)
         self._resp = resp
 
     def read(self, n: int = -1) -> bytes:

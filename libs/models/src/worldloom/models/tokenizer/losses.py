@@ -14,7 +14,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from worldloom.models.tokenizer.metrics import _frames, ssim_frames
+from worldloom.models.tokenizer.metrics import as_frames, ssim_frames
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def reconstruction_loss(recon: Tensor, target: Tensor, cfg: LossConfig) -> tuple
     total = cfg.l1_weight * l1
     parts = {"l1": l1.detach()}
     if cfg.ssim_weight > 0:
-        s = ssim_frames(_frames(recon), _frames(target), data_range=2.0).mean()
+        s = ssim_frames(as_frames(recon), as_frames(target), data_range=2.0).mean()
         total = total + cfg.ssim_weight * (1.0 - s)
         parts["ssim"] = s.detach()
     return total, parts
@@ -76,7 +76,7 @@ class PatchDiscriminator(nn.Module):
 
     def forward(self, video: Tensor) -> Tensor:
         """``[B, 3, T, H, W]`` (or ``[B, 3, H, W]``) -> patch logits ``[B*T, 1, h, w]``."""
-        return self.net(_frames(video))
+        return self.net(as_frames(video))
 
 
 def hinge_discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:

@@ -44,7 +44,7 @@ def psnr(pred: Tensor, target: Tensor) -> Tensor:
     return 10.0 * torch.log10(1.0 / mse.clamp_min(1e-10))
 
 
-def _frames(x: Tensor) -> Tensor:
+def as_frames(x: Tensor) -> Tensor:
     """[B, C, T, H, W] -> [B*T, C, H, W]; images pass through."""
     if x.ndim == 4:
         return x
@@ -81,7 +81,7 @@ def ssim_frames(x: Tensor, y: Tensor, data_range: float = 1.0, window: int = 11,
 def ssim(pred: Tensor, target: Tensor) -> Tensor:
     """SSIM per clip ``[B]``: mean over the clip's frames of the per-frame SSIM on the [0, 1] scale."""
     _check_pair(pred, target)
-    per_frame = ssim_frames(_frames(to_unit(pred)), _frames(to_unit(target)))
+    per_frame = ssim_frames(as_frames(to_unit(pred)), as_frames(to_unit(target)))
     return per_frame.view(pred.shape[0], -1).mean(1)
 
 

@@ -11,11 +11,9 @@ On CUDA the model runs under bf16 autocast (losses stay fp32); on CPU everything
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
 
 import torch
 from torch import Tensor, nn

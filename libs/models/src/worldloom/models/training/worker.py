@@ -19,8 +19,8 @@ from worldloom.core.jobs import ProgressWriter
 from worldloom.core.settings import StoreSettings
 from worldloom.core.store.base import ObjectStore
 from worldloom.core.store.factory import make_store
-from worldloom.models.training.ray_runner import ScalingSpec, WorkerInfo, run_torch_trainer, worker_info
 from worldloom.models.checkpoint import StoreCheckpoints
+from worldloom.models.training.ray_runner import ScalingSpec, WorkerInfo, run_torch_trainer, worker_info
 
 
 class JobCancelled(RuntimeError):

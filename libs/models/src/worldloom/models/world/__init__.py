@@ -41,7 +41,13 @@ from worldloom.models.world.common import (
     TimestepEmbedder,
 )
 from worldloom.models.world.diffusion import DiffusionWorldModel, DiTConfig
-from worldloom.models.world.factory import FAMILIES, build_model, family_class, load_world_checkpoint, save_world_checkpoint
+from worldloom.models.world.factory import (
+    FAMILIES,
+    build_model,
+    family_class,
+    load_world_checkpoint,
+    save_world_checkpoint,
+)
 
 __all__ = [
     "FAMILIES",

@@ -327,7 +327,7 @@ class ARWorldModel(WorldModel):
             return _sample_categorical(logits, temperature, top_k, generator)
         noise = rand((logits.shape[0], logits.shape[-1]), generator, logits.device)
         digits = [_sample_categorical(p, temperature, top_k, None, u)
-                  for p, u in zip(logits.split(self.wte.sizes, -1), noise.split(self.wte.sizes, -1))]
+                  for p, u in zip(logits.split(self.wte.sizes, -1), noise.split(self.wte.sizes, -1), strict=True)]
         return self.wte.compose(torch.stack(digits, dim=-1))
 
     @torch.no_grad()
@@ -464,8 +464,9 @@ class ARWorldModel(WorldModel):
         return (batch["frames"],), {**extra, "context_frames": context_frames}
 
     def rollout(self, context: Tensor, num_frames: int, *, actions: Tensor | None = None,
-                text: Tensor | None = None, sampling: Sampling = Sampling(),
+                text: Tensor | None = None, sampling: Sampling | None = None,
                 generator: torch.Generator | None = None) -> Tensor:
+        sampling = sampling or Sampling()
         temperature = 1.0 if sampling.temperature is None else float(sampling.temperature)
         return self.generate(context, num_frames, actions=actions, text=text, temperature=temperature,
                              top_k=sampling.top_k, generator=generator)

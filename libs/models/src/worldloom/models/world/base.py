@@ -193,9 +193,10 @@ class WorldModel(nn.Module, ABC):
 
     @abstractmethod
     def rollout(self, context: Tensor, num_frames: int, *, actions: Tensor | None = None,
-                text: Tensor | None = None, sampling: Sampling = Sampling(),
+                text: Tensor | None = None, sampling: Sampling | None = None,
                 generator: torch.Generator | None = None) -> Tensor:
-        """``context`` continued by ``num_frames`` latent frames (the context is included in the result)."""
+        """``context`` continued by ``num_frames`` latent frames (the context is included in the result);
+        ``sampling`` None means the family's defaults."""
 
     @abstractmethod
     def rollout_rewards(self, latents: Tensor, actions: Tensor | None, text: Tensor | None,

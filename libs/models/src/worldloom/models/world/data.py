@@ -274,7 +274,7 @@ def _attach_captions(store: ObjectStore, sequences: list[LatentSequence],
 
         embed = shared_text_embedder().encode
     vectors = torch.from_numpy(np.asarray(embed(captions), dtype=np.float32))
-    for seq, vec in zip(sequences, vectors):
+    for seq, vec in zip(sequences, vectors, strict=True):
         seq.text = vec
 
 

@@ -25,6 +25,7 @@ Long horizons are rolled out in chunks: predict ``n_future`` frames from the las
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
@@ -380,7 +381,7 @@ class DiffusionWorldModel(WorldModel):
                     mask = mask[:, start:start + frames - 1]
                 cond, uncond = self._cond_pair(b, frames, acts, text, mask, cfg_scale)
                 x = rand((b, c, n, h, w), generator, self.device, normal=True)
-                for t0, t1 in zip(ts[:-1], ts[1:]):
+                for t0, t1 in itertools.pairwise(ts):
                     tt = torch.full((b,), t0, device=self.device)
                     v = self._guided(clean, x, tt, cond, uncond, cfg_scale)
                     x_next = x + (t1 - t0) * v
@@ -481,8 +482,9 @@ class DiffusionWorldModel(WorldModel):
         return (x[:, :, :context_frames], x[:, :, context_frames:]), {**extra, "generator": generator}
 
     def rollout(self, context: Tensor, num_frames: int, *, actions: Tensor | None = None,
-                text: Tensor | None = None, sampling: Sampling = Sampling(),
+                text: Tensor | None = None, sampling: Sampling | None = None,
                 generator: torch.Generator | None = None) -> Tensor:
+        sampling = sampling or Sampling()
         steps = 10 if sampling.steps is None else int(sampling.steps)
         cfg_scale = 1.0 if sampling.cfg_scale is None else float(sampling.cfg_scale)
         return self.sample(context.float(), num_frames, actions=actions, text=text, steps=steps, cfg_scale=cfg_scale,

@@ -52,19 +52,21 @@ def _score(pred: Tensor, target: Tensor) -> tuple[list[float], list[float]]:
 def evaluate_prediction(model: WorldModel, tokenizer: CausalVideoTokenizer, sequences: Seq[LatentSequence], *,
                         context_frames: int = 1, horizons: Seq[int] = DEFAULT_HORIZONS,
                         real_videos: Seq[Tensor | None] | None = None,
-                        sampling: Sampling = Sampling(temperature=0.0, steps=10), seed: int = 0,
+                        sampling: Sampling | None = None, seed: int = 0,
                         max_sequences: int = 8, batch: int = 4) -> dict[str, Any]:
     """Per-horizon PSNR/SSIM of the model's predictions and of the copy-last baseline.
 
     ``sequences`` need ``context_frames + max(horizons)`` latent frames (shorter ones are skipped; the
     first ``max_sequences`` long enough are used, each from its first frame). ``real_videos[i]`` (optional,
     ``[3, T, H, W]`` in [-1, 1], clip frame 0 first) are the real frames of ``sequences[i]``. Actions
-    are passed when the model is action-conditioned and the sequences carry them.
+    are passed when the model is action-conditioned and the sequences carry them. ``sampling`` defaults to
+    greedy AR decoding and 10 diffusion steps.
 
     Returns ``{"horizons", "context_frames", "video_frames_per_latent", "video_frames": {h: (first, last)},
     "sequences", "model": {h: {"psnr_vs_decoded", "ssim_vs_decoded"[, "psnr_vs_real", "ssim_vs_real"]}},
     "copy_last": {same}}``. Deterministic for a given ``seed``.
     """
+    sampling = sampling or Sampling(temperature=0.0, steps=10)  # greedy AR, 10 Euler steps
     horizons = sorted({int(h) for h in horizons})
     if not horizons or horizons[0] < 1:
         raise ValueError(f"horizons must be >= 1, got {horizons}")

@@ -16,7 +16,6 @@ and, with a tokenizer, prediction quality per horizon next to the copy-last base
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -214,7 +213,7 @@ def _real_videos(store: ObjectStore, sequences: list[LatentSequence]) -> list[Te
                 frames, _ = read_frames(path, size=(res, res))
                 out.append(frames_to_tensor(frames))
                 os.unlink(path)
-            except Exception as exc:  # noqa: BLE001 - real frames are optional for the evaluation
+            except Exception as exc:  # real frames are optional for the evaluation
                 log.info("no real frames for clip %s: %s", seq.clip_id, exc)
                 out.append(None)
     return out

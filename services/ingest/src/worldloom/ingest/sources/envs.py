@@ -24,9 +24,9 @@ os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-import gymnasium  # noqa: E402
+import gymnasium
 
-from worldloom.ingest.service import IngestError  # noqa: E402
+from worldloom.ingest.service import IngestError
 
 
 @dataclass(frozen=True)

@@ -22,17 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium  # after envs: it sets the headless rendering variables first
 import numpy as np
 from safetensors.numpy import save as save_safetensors
 
-from worldloom.ingest.sources.arrays import action_dtype, describe_space, space_shape, stored_observation_dtype
-from worldloom.video.mp4_writer import Mp4Writer
-from worldloom.ingest.sources.envs import check_env_kwargs, make_env, resolve_env
 from worldloom.ingest.service import IngestError
 from worldloom.ingest.settings import GymnasiumLimits
+from worldloom.ingest.sources.arrays import action_dtype, describe_space, space_shape, stored_observation_dtype
+from worldloom.ingest.sources.envs import check_env_kwargs, make_env, resolve_env
 from worldloom.ingest.sources.policies import make_policy, parse_policy
-
-import gymnasium  # noqa: E402  (after envs: it sets the headless rendering variables first)
+from worldloom.video.mp4_writer import Mp4Writer
 
 FORMAT = "worldloom.gymnasium/1"
 FRAME_ALIGNMENT = (

@@ -135,7 +135,7 @@ class JobRunner:
         for k in range(r.episodes):
             last_save = [time.monotonic()]
 
-            def on_step(steps: int, k: int = k) -> None:
+            def on_step(steps: int, k: int = k, last_save: list[float] = last_save) -> None:
                 if self._stop.is_set():
                     raise IngestError(503, "shutting_down", "the replica shut down while recording; submit again "
                                       "(episodes already ingested are deduplicated)")
