@@ -17,7 +17,7 @@ over visual clip embeddings, one over caption text embeddings.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, Literal
 
@@ -208,7 +208,7 @@ class DatasetManifest(BaseModel):
     clips: list[dict[str, Any]] = Field(description="per clip: id, video_id, span, caption, rendition URIs")
 
 
-def clip_row(record: ClipRecord, kind: RowKind, row_id: str, vector: Sequence[float]) -> dict[str, Any]:
+def clip_row(record: ClipRecord, kind: RowKind, row_id: str, vector: Iterable[float]) -> dict[str, Any]:
     """One Milvus row: id, vector and exactly the CLIP_SCALARS, taken from the clip's record."""
     row: dict[str, Any] = {
         "id": row_id, "vector": [float(x) for x in vector], "clip_id": record.clip_id, "kind": kind,

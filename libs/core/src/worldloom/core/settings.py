@@ -148,7 +148,7 @@ def unknown_variables(cls: type[BaseSettings], environ: Mapping[str, str] | None
 _MOVED = {"URL": "WORLDLOOM_CLI_{SERVICE}_URL (a CLI variable)", "TOKEN": "WORLDLOOM_CLI_{SERVICE}_TOKEN (a CLI variable)"}
 
 
-def load_settings(cls: type[S], **overrides: object) -> S:
+def load_settings(cls: type[S], **overrides: Any) -> S:
     prefix = str(cls.model_config.get("env_prefix", ""))
     unknown = unknown_variables(cls)
     if unknown:

@@ -54,7 +54,7 @@ class VectorIndex:
         if "://" not in uri:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         self.uri = uri
-        extra = {}
+        extra: dict[str, object] = {}
         if "://" in uri:
             # pymilvus pings every 10 s even when idle; servers with gRPC's default ping policy
             # (milvus-lite server) answer GOAWAY "too_many_pings" and then refuse reconnects

@@ -97,7 +97,7 @@ class IngestService:
 
     def page(self, status: VideoStatus | None, limit: int, after: str | None) -> VideoPage:
         """Up to `limit` records after the video id `after`; the token is the last id when more follow."""
-        items = []
+        items: list[VideoRecord] = []
         for record in self.iter_records(status, after=after):
             if len(items) == limit:
                 return VideoPage(items=items, next_page_token=items[-1].video_id)

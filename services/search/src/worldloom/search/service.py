@@ -66,7 +66,7 @@ class SearchService:
         self.bus = bus
         self.max_dataset_clips = max_dataset_clips
         self.max_top_k = max_top_k
-        self._text = None
+        self._text: TextEmbedder | None = None
         self._text_lock = threading.Lock()
         self._dataset_lock = threading.Lock()
         from worldloom.models.text_embedder import DIM as TEXT_DIM

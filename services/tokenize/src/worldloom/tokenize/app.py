@@ -154,7 +154,7 @@ def build_app(settings: TokenizeSettings | None = None, *, store: ObjectStore | 
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        worker = consumer = None
+        worker = None
         svc.resume()
         if settings.consume:
             consumer = bus.consumer([events.TOPIC_CLIPS_CURATED], settings.consumer_group, svc.encoder.handle_event)

@@ -46,11 +46,7 @@ class InProcessBus(Bus):
 
     def consumer(self, topics: Sequence[str], group: str, handler: Handler) -> Consumer:
         self.ensure_topics(list(topics))
-        return InProcessConsumer(
-            self, list(topics), group, handler,
-            max_attempts=self.max_attempts, retry_backoff_s=self.retry_backoff_s,
-            batch_retry_backoff_s=self.batch_retry_backoff_s, batch_retry_backoff_max_s=self.batch_retry_backoff_max_s,
-        )
+        return InProcessConsumer(self, list(topics), group, handler)
 
     def messages(self, topic: str) -> list[Message]:
         """Everything ever written to a topic, in partition order (for tests and the demo report)."""
@@ -72,8 +68,10 @@ class InProcessBus(Bus):
 
 
 class InProcessConsumer(Consumer):
-    def __init__(self, bus: InProcessBus, topics: list[str], group: str, handler: Handler, **kw: float) -> None:
-        super().__init__(bus, group, handler, **kw)  # type: ignore[arg-type]
+    def __init__(self, bus: InProcessBus, topics: list[str], group: str, handler: Handler) -> None:
+        super().__init__(bus, group, handler, max_attempts=bus.max_attempts, retry_backoff_s=bus.retry_backoff_s,
+                         batch_retry_backoff_s=bus.batch_retry_backoff_s,
+                         batch_retry_backoff_max_s=bus.batch_retry_backoff_max_s)
         self._bus = bus
         self._topics = topics
         self._uncommitted: list[Message] = []

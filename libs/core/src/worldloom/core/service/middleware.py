@@ -6,7 +6,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -102,7 +102,7 @@ class ServiceMiddleware:
         await send({"type": "http.response.body", "body": json.dumps(body).encode()})
 
 
-def _limited(receive: Receive, limit: int) -> Callable[[], object]:
+def _limited(receive: Receive, limit: int) -> Receive:
     seen = 0
 
     async def wrapped() -> Message:

@@ -31,12 +31,11 @@ class ReceivedFile:
 
 @dataclass
 class ReceivedForm:
-    file: ReceivedFile | None = None
+    file: ReceivedFile
     fields: dict[str, str] = field(default_factory=dict)
 
     def close(self) -> None:
-        if self.file is not None:
-            self.file.path.unlink(missing_ok=True)
+        self.file.path.unlink(missing_ok=True)
 
 
 class _Part:
@@ -49,6 +48,18 @@ class _Part:
         self.path: Path | None = None
         self.size = 0
         self.digest = hashlib.sha256()
+
+
+class _ParseState:
+    """What the parser's callbacks share: the part being read, its header bytes so far, and the file part
+    (registered as soon as its temp file exists, so an abort can remove it)."""
+
+    def __init__(self) -> None:
+        self.part: _Part | None = None
+        self.hname = bytearray()
+        self.hval = bytearray()
+        self.file: ReceivedFile | None = None
+        self.fields: dict[str, str] = {}
 
 
 async def receive_multipart(
@@ -66,25 +77,26 @@ async def receive_multipart(
     boundary = params.get(b"boundary")
     if not boundary:
         raise ApiError(400, "invalid_multipart", "the multipart content-type has no boundary")
-    form = ReceivedForm()
-    state: dict[str, object] = {"part": None, "hname": bytearray(), "hval": bytearray()}
+    state = _ParseState()
     pending: list[bytes] = []
 
     def part() -> _Part:
-        return state["part"]  # type: ignore[return-value]
+        if state.part is None:  # python-multipart calls on_part_begin before any other part callback
+            raise ApiError(400, "invalid_multipart", "malformed multipart body: data outside a part")
+        return state.part
 
     def on_part_begin() -> None:
-        state["part"] = _Part()
+        state.part = _Part()
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
-        state["hname"] += data[start:end]  # type: ignore[operator]
+        state.hname += data[start:end]
 
     def on_header_value(data: bytes, start: int, end: int) -> None:
-        state["hval"] += data[start:end]  # type: ignore[operator]
+        state.hval += data[start:end]
 
     def on_header_end() -> None:
-        part().headers[bytes(state["hname"]).lower()] = bytes(state["hval"])  # type: ignore[arg-type]
-        state["hname"], state["hval"] = bytearray(), bytearray()
+        part().headers[bytes(state.hname).lower()] = bytes(state.hval)
+        state.hname, state.hval = bytearray(), bytearray()
 
     def on_headers_finished() -> None:
         p = part()
@@ -95,12 +107,12 @@ async def receive_multipart(
         if b"filename" in opts:
             if p.name != file_field:
                 raise ApiError(400, "unknown_field", f"file part {p.name!r} is not expected; send it as '{file_field}'")
-            if form.file is not None:
+            if state.file is not None:
                 raise ApiError(400, "invalid_multipart", f"send exactly one '{file_field}' part")
             p.filename = opts[b"filename"].decode("utf-8", "replace")
             p.fd, name = tempfile.mkstemp(prefix="wl-upload-")
             p.path = Path(name)
-            form.file = ReceivedFile(p.path, 0, "", p.filename, None)  # registered early for cleanup
+            state.file = ReceivedFile(p.path, 0, "", p.filename, None)  # registered early for cleanup
         elif p.name not in allowed_fields:
             allowed = sorted({file_field, *allowed_fields})
             raise ApiError(400, "unknown_field", f"unknown form field {p.name!r}; allowed: {allowed}")
@@ -117,18 +129,18 @@ async def receive_multipart(
     def on_part_end() -> None:
         p = part()
         flush()
-        if p.fd is not None:
+        if p.fd is not None and p.path is not None:
             os.close(p.fd)
             p.fd = None
             ctype = p.headers.get(b"content-type")
-            form.file = ReceivedFile(p.path, p.size, p.digest.hexdigest(), p.filename,  # type: ignore[arg-type]
-                                     ctype.decode("latin-1") if ctype else None)
+            state.file = ReceivedFile(p.path, p.size, p.digest.hexdigest(), p.filename,
+                                      ctype.decode("latin-1") if ctype else None)
         else:
-            form.fields[p.name or ""] = p.data.decode("utf-8", "replace")
+            state.fields[p.name or ""] = p.data.decode("utf-8", "replace")
 
     def flush() -> None:
-        p = state["part"]
-        if not pending or not isinstance(p, _Part) or p.fd is None:
+        p = state.part
+        if not pending or p is None or p.fd is None:
             pending.clear()
             return
         for chunk in pending:
@@ -150,20 +162,21 @@ async def receive_multipart(
             flush()
         parser.finalize()
     except MultipartParseError as exc:
-        _abort(form, state)
+        _abort(state)
         raise ApiError(400, "invalid_multipart", f"malformed multipart body: {exc}") from None
     except BaseException:
-        _abort(form, state)
+        _abort(state)
         raise
-    if form.file is None or not form.file.sha256:
-        _abort(form, state)
+    if state.file is None or not state.file.sha256:
+        _abort(state)
         raise ApiError(400, "missing_file", f"the form has no complete '{file_field}' part")
-    return form
+    return ReceivedForm(state.file, state.fields)
 
 
-def _abort(form: ReceivedForm, state: dict[str, object]) -> None:
-    p = state.get("part")
-    if isinstance(p, _Part) and p.fd is not None:
+def _abort(state: _ParseState) -> None:
+    p = state.part
+    if p is not None and p.fd is not None:
         os.close(p.fd)
         p.fd = None
-    form.close()
+    if state.file is not None:
+        state.file.path.unlink(missing_ok=True)

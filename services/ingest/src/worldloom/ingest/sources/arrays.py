@@ -12,7 +12,11 @@ from worldloom.ingest.service import IngestError
 
 
 def space_shape(space: spaces.Space) -> tuple[int, ...]:
-    return () if isinstance(space, spaces.Discrete) else tuple(space.shape)
+    if isinstance(space, spaces.Discrete):
+        return ()
+    if space.shape is None:  # composite spaces (Dict, Tuple...): their dtype is refused first
+        raise IngestError(422, "unsupported_space", f"{space} spaces have no fixed shape")
+    return tuple(space.shape)
 
 
 def action_dtype(space: spaces.Space) -> np.dtype:

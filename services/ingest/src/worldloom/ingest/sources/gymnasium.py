@@ -191,7 +191,11 @@ def _record(
     except Exception as exc:
         raise IngestError(500, "env_error", f"{env_id} reset failed: {exc.__class__.__name__}: {exc}") from None
     first = _render(env, env_id, limits, first=True)
-    actions, rewards, terms, truncs, observations = [], [], [], [], [obs]
+    actions: list[Any] = []
+    rewards: list[float] = []
+    terms: list[bool] = []
+    truncs: list[bool] = []
+    observations: list[Any] = [obs]
     terminated = truncated = False
     with Mp4Writer(video_path, fps) as writer:
         writer.write(first)
