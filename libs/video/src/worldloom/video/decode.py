@@ -418,7 +418,7 @@ def _output_size(width: int, height: int, max_side: int | None, size: tuple[int,
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _discard_other_streams(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> None:
+def _discard_other_streams(container: av.container.InputContainer, stream: av.stream.Stream) -> None:
     discard_all = getattr(getattr(av.stream, "Discard", None), "all", None)  # PyAV >= 18
     if discard_all is not None:
         for other in container.streams:

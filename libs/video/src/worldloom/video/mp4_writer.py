@@ -21,6 +21,8 @@ from types import TracebackType
 import av
 import numpy as np
 
+from worldloom.video.streams import add_video_stream
+
 CODEC = "libx264"
 _X86 = platform.machine().lower() in ("x86_64", "amd64")
 X264_OPTIONS = {"preset": "medium", "crf": "18", "threads": "1",
@@ -43,19 +45,20 @@ class Mp4Writer:
     def write(self, frame: np.ndarray) -> None:
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 frame (H, W, 3), got {frame.dtype} {frame.shape}")
-        if self._stream is None:
-            self._open_stream(frame.shape[1], frame.shape[0])
+        stream = self._stream
+        if stream is None:
+            stream = self._open_stream(frame.shape[1], frame.shape[0])
         frame = _pad_even(frame)
         if frame.shape[:2] != (self.height, self.width):
             raise ValueError(f"frame {self.frames} is {frame.shape[1]}x{frame.shape[0]}, "
                              f"the episode started at {self.width}x{self.height}")
         vf = av.VideoFrame.from_ndarray(rgb_to_yuv420p(frame), format="yuv420p")
         vf.pts = self.frames
-        self._container.mux(self._stream.encode(vf))
+        self._container.mux(stream.encode(vf))
         self.frames += 1
 
-    def _open_stream(self, width: int, height: int) -> None:
-        stream = self._container.add_stream(CODEC, rate=self.fps, options=dict(X264_OPTIONS))
+    def _open_stream(self, width: int, height: int) -> av.VideoStream:
+        stream = add_video_stream(self._container, CODEC, rate=self.fps, options=dict(X264_OPTIONS))
         stream.width, stream.height = width + width % 2, height + height % 2
         stream.pix_fmt = "yuv420p"
         cc = stream.codec_context
@@ -63,6 +66,7 @@ class Mp4Writer:
         cc.colorspace = cc.color_primaries = cc.color_trc = _BT601
         cc.color_range = _TV_RANGE
         self._stream, self.width, self.height = stream, stream.width, stream.height
+        return stream
 
     def close(self) -> None:
         try:
@@ -89,10 +93,10 @@ def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
     r, g, b = (rgb[..., i].astype(np.uint16) for i in range(3))
     out = np.empty(h * w * 3 // 2, np.uint8)
     out[: h * w] = ((66 * r + 129 * g + 25 * b + 4224) >> 8).ravel()  # 4224 = rounding 128 + (16 << 8)
-    r, g, b = ((c[0::2, 0::2] + c[1::2, 0::2] + c[0::2, 1::2] + c[1::2, 1::2] + 2) >> 2 for c in (r, g, b))
+    cr, cg, cb = ((c[0::2, 0::2] + c[1::2, 0::2] + c[0::2, 1::2] + c[1::2, 1::2] + 2) >> 2 for c in (r, g, b))
     q = h * w // 4
-    out[h * w : h * w + q] = ((112 * b + 32896 - 38 * r - 74 * g) >> 8).ravel()  # 32896 = 128 + (128 << 8)
-    out[h * w + q :] = ((112 * r + 32896 - 94 * g - 18 * b) >> 8).ravel()
+    out[h * w : h * w + q] = ((112 * cb + 32896 - 38 * cr - 74 * cg) >> 8).ravel()  # 32896 = 128 + (128 << 8)
+    out[h * w + q :] = ((112 * cr + 32896 - 94 * cg - 18 * cb) >> 8).ravel()
     return out.reshape(h * 3 // 2, w)
 
 

@@ -91,6 +91,19 @@ class ClipTask:
     def reject(self, filter: str, reason: str, value: float | None = None, threshold: float | None = None) -> None:
         self.rejections.append(Rejection(filter=filter, reason=reason, value=value, threshold=threshold))
 
+    # for stages that declare these inputs: the pipeline has checked that an earlier stage writes them
+    def require_frames(self) -> np.ndarray:
+        return _written(self.frames, self.clip_id, "clip.frames")
+
+    def require_visual_embedding(self) -> np.ndarray:
+        return _written(self.visual_embedding, self.clip_id, "clip.visual_embedding")
+
+
+def _written(value: np.ndarray | None, clip_id: str, name: str) -> np.ndarray:
+    if value is None:
+        raise ValueError(f"clip {clip_id} has no {name}: the stage that writes it did not run or left it unset")
+    return value
+
 
 @dataclass
 class VideoTask:

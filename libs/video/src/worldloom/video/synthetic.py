@@ -13,6 +13,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from worldloom.video.streams import add_video_stream
+
 PATTERNS = ("moving", "static", "noise")
 _VIDEO_ENCODERS = ("libx264", "mpeg4")  # preference order; both present in PyAV 18 wheels
 
@@ -84,7 +86,7 @@ def write_video(
     path = Path(path)
     options = {"movflags": "+faststart"} if faststart else {}
     with av.open(str(path), mode="w", options=options) as out:
-        vs = out.add_stream(codec or default_video_codec(), rate=Fraction(fps).limit_denominator(100_000))
+        vs = add_video_stream(out, codec or default_video_codec(), rate=Fraction(fps).limit_denominator(100_000))
         vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
         if rotation % 360:
             vs.set_display_rotation(-(rotation % 360))  # PyAV takes counter-clockwise degrees

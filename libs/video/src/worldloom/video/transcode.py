@@ -20,10 +20,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal, cast
 
 import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
+
+from worldloom.video.streams import add_video_stream
 
 # swscale's bilinear filter widens with the scale factor, so it anti-aliases downscales like AREA
 # does, at about half the cost on 720p -> 256p (measured); it is the transcode hot spot.
@@ -226,6 +229,7 @@ def write_thumbnail(frame: np.ndarray, path: PathLike, max_side: int = 256, qual
     h, w = frame.shape[:2]
     tw, th = _fit(w, h, max_side)
     src = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[..., :3], dtype=np.uint8), format="rgb24")
+    codec: Literal["mjpeg", "png"]
     if path.suffix.lower() in (".jpg", ".jpeg"):
         codec, fmt = "mjpeg", "yuvj420p"
         tw, th = max(2, tw - tw % 2), max(2, th - th % 2)
@@ -272,10 +276,12 @@ def write_gif(frames: Sequence[np.ndarray] | np.ndarray, path: PathLike, fps: fl
     argb[:, 0] = 255
     argb[: len(palette), 1:] = palette
     with av.open(str(path), mode="w", format="gif") as out:
-        stream = out.add_stream("gif", rate=Fraction(fps).limit_denominator(1000))
+        stream = add_video_stream(out, "gif", rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height, stream.pix_fmt = tw, th, "pal8"
         for i, img in enumerate(indices):
-            vf = av.VideoFrame.from_ndarray((np.ascontiguousarray(img), argb), format="pal8")
+            # pal8 takes an (indices, ARGB palette) pair, as PyAV documents; its stub admits only an array
+            pal8 = cast(np.ndarray, (np.ascontiguousarray(img), argb))
+            vf = av.VideoFrame.from_ndarray(pal8, format="pal8")
             vf.pts = i
             out.mux(stream.encode(vf))
         out.mux(stream.encode(None))
@@ -412,8 +418,8 @@ class _Writer:
         self.src_for_out = [min(n_src - 1, math.floor(j * ratio + Fraction(1, 10**6))) for j in range(n_out)]
         self.next_out = 0
         self.container = av.open(str(self.path), mode="w", options={"movflags": "+faststart"})
-        self.stream = self.container.add_stream(
-            "libx264", rate=self.rate, options={"crf": str(spec.crf), "preset": spec.preset}
+        self.stream = add_video_stream(
+            self.container, "libx264", rate=self.rate, options={"crf": str(spec.crf), "preset": spec.preset}
         )
         self.stream.width, self.stream.height, self.stream.pix_fmt = self.width, self.height, "yuv420p"
 
@@ -442,7 +448,8 @@ class _Writer:
             img = img[y : y + self.width, x : x + self.width]
         if self.rotation:
             img = np.rot90(img, k=-(self.rotation // 90))
-        return self.to_yuv.reformat(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24"), format="yuv420p")
+        rgb = np.ascontiguousarray(img, dtype=np.uint8)
+        return self.to_yuv.reformat(av.VideoFrame.from_ndarray(rgb, format="rgb24"), format="yuv420p")
 
     def close(self) -> ClipFile:
         self.container.mux(self.stream.encode(None))

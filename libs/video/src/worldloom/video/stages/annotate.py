@@ -36,7 +36,7 @@ class AnnotateStage(Stage):
         if self.use_metadata:
             meta_text = next((task.attributes[k].strip() for k in CAPTION_ATTRIBUTES if task.attributes.get(k, "").strip()), "")
         for clip in task.clips:
-            desc = descriptors.describe(clip.frames, clip.frame_fps)
+            desc = descriptors.describe(clip.require_frames(), clip.frame_fps)
             clip.descriptors = {k: _plain(v) for k, v in asdict(desc).items()}
             tags = list(desc.tags())
             if ds := task.attributes.get("dataset"):

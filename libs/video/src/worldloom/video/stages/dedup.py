@@ -48,7 +48,7 @@ class DedupStage(Stage):
             d = phash.clip_distance(clip.phash, other.phash)
             if d <= self.max_phash_distance:
                 return other.clip_id, "duplicate_exact", d, self.max_phash_distance
-            cos = float(np.dot(clip.visual_embedding, other.visual_embedding))
+            cos = float(np.dot(clip.require_visual_embedding(), other.require_visual_embedding()))
             if cos >= self.semantic_threshold:
                 return other.clip_id, "duplicate_semantic", cos, self.semantic_threshold
         return None
@@ -56,7 +56,7 @@ class DedupStage(Stage):
     def _match_index(self, clip: ClipTask, video_id: str) -> tuple[str, str, float, float] | None:
         if self.neighbours is None:
             return None
-        for other_id, cos, other_hash in self.neighbours(clip.visual_embedding, video_id, 5):
+        for other_id, cos, other_hash in self.neighbours(clip.require_visual_embedding(), video_id, 5):
             if other_hash and phash.clip_distance(clip.phash, other_hash) <= self.max_phash_distance:
                 return other_id, "duplicate_exact", phash.clip_distance(clip.phash, other_hash), self.max_phash_distance
             if cos >= self.semantic_threshold:

@@ -25,9 +25,10 @@ class VisualEmbedStage(Stage):
 
     def process(self, task: VideoTask) -> None:
         for clip in task.clips:
-            per_frame = visual_embed.embed_frames(clip.frames).astype(np.float32)
+            frames = clip.require_frames()
+            per_frame = visual_embed.embed_frames(frames).astype(np.float32)
             mean = per_frame.mean(axis=0)
             clip.visual_embedding = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
             picks = np.unique(np.linspace(0, len(per_frame) - 1, min(self.keyframes, len(per_frame))).round().astype(int))
             clip.keyframe_embeddings = per_frame[picks]
-            clip.phash = phash.clip_phash(clip.frames)
+            clip.phash = phash.clip_phash(frames)

@@ -22,6 +22,6 @@ class FilterStage(Stage):
 
     def process(self, task: VideoTask) -> None:
         for clip in task.clips:
-            scores = filters.clip_scores(clip.frames, clip.frame_fps, clip.span.end_s - clip.span.start_s)
+            scores = filters.clip_scores(clip.require_frames(), clip.frame_fps, clip.span.end_s - clip.span.start_s)
             clip.scores = {k: float(v) for k, v in asdict(scores).items()}
             clip.rejections.extend(filters.evaluate(scores, self.config))
