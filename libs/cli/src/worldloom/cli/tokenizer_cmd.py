@@ -283,11 +283,13 @@ def evaluate_files(client: WorldloomClient, files: list[Path], tokenizer_id: str
 
 
 def eval_summary(rows: list[EvalRow]) -> dict[str, Any]:
-    ok = [r for r in rows if r.error is None]
+    ok = [r for r in rows if r.error is None]  # these have every score (the filters only narrow the type)
     if not ok:
         return {"videos": 0, "psnr": None, "ssim": None, "frames": 0}
-    return {"videos": len(ok), "psnr": sum(r.psnr for r in ok) / len(ok), "ssim": sum(r.ssim for r in ok) / len(ok),
-            "frames": sum(r.frames for r in ok)}
+    psnr = [r.psnr for r in ok if r.psnr is not None]
+    ssim = [r.ssim for r in ok if r.ssim is not None]
+    return {"videos": len(ok), "psnr": sum(psnr) / len(ok), "ssim": sum(ssim) / len(ok),
+            "frames": sum(r.frames for r in ok if r.frames is not None)}
 
 
 def eval_table(tokenizer_id: str | None, rows: list[EvalRow]) -> Table:

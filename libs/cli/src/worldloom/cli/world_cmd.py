@@ -207,8 +207,7 @@ def probe_model(client: WorldloomClient, model_id: str, seed: int) -> ModelInfo:
     except ApiFailure as exc:
         if exc.status != 400:
             raise
-        params = None
-    if tc is None:
+    if tc is None:  # the loop below sets params
         for t in (1, 2, 4, 8, 16, 32):
             params = ask(1, t + 1)
             if int(params["predicted_latent_frames"]) >= 2:

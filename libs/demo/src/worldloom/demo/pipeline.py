@@ -116,7 +116,7 @@ def run_demo(data: Path, out: Path, console: Console, tokenizer_steps: int | Non
 
         console.rule("[bold]3. search")
         searcher = WorldloomClient(search.url, token)
-        report = {"queries": {}}
+        report: dict[str, Any] = {"queries": {}}
         for query in DEMO_QUERIES:
             hits = searcher.search({"text": query, "top_k": 3})["hits"]
             report["queries"][query] = hits

@@ -42,7 +42,8 @@ def nice_ticks(lo: float, hi: float, target: int = 6) -> list[float]:
 
 
 def _mpl(colour: RGB) -> tuple[float, float, float]:
-    return tuple(c / 255 for c in colour)  # type: ignore[return-value]
+    r, g, b = colour
+    return r / 255, g / 255, b / 255
 
 
 def _finite(curve: Curve) -> tuple[list[float], list[float]]:

@@ -199,14 +199,15 @@ def _predictions(store: LocalStore, models: dict[str, dict[str, Any]], clips: li
     decoded by its tokenizer, given the episode's recorded actions), all ``[T, 64, 64, 3]`` uint8."""
     from worldloom.core.catalog import token_shard_key
     from worldloom.models.world import Sampling
-    from worldloom.models.world.data import load_sequences
+    from worldloom.models.world.data import Pool, load_sequences
     from worldloom.models.world.registry import load_world_model
     from worldloom.tokenize.codec import square_frames
 
     loaded = {f: load_world_model(store, m["model_id"]) for f, m in models.items()}
     need = CONTEXT + max(HORIZONS)
     any_record = {"request": {"val_fraction": 0.15}}
-    rows, chosen = [], []
+    rows: list[list[np.ndarray]] = []
+    chosen: list[str] = []
     with tempfile.TemporaryDirectory(prefix="wl-demo-wm-") as tmp:
         for clip, split in heldout_clips(clips, any_record, n=len(clips)):
             if split != "held out" or len(rows) >= n:
@@ -214,7 +215,7 @@ def _predictions(store: LocalStore, models: dict[str, dict[str, Any]], clips: li
             preds = []
             for lw in loaded.values():
                 spec = lw.model.config.action
-                pool = None if spec is None else ("mean" if spec.kind == "continuous" else "last")
+                pool: Pool | None = None if spec is None else ("mean" if spec.kind == "continuous" else "last")
                 seqs = load_sequences(store, [token_shard_key(lw.record.lineage.tokenizer_id, clip.clip_id)],
                                       actions=pool)
                 if not seqs or seqs[0].frames < need:

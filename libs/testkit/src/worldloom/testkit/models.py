@@ -19,6 +19,7 @@ from worldloom.core.catalog import tokenizer_model_key, world_model_key
 from worldloom.core.store.base import ObjectStore
 from worldloom.models.checkpoint import publish_files
 from worldloom.models.tokenizer import CausalVideoTokenizer, save_checkpoint
+from worldloom.models.tokenizer.model import Kind
 from worldloom.models.world import (
     ActionSpec,
     ARConfig,
@@ -48,7 +49,7 @@ def perturb(model: torch.nn.Module, seed: int, scale: float = 0.05) -> None:
             p.add_(torch.randn(p.shape, generator=g) * scale)
 
 
-def put_tokenizer(store: ObjectStore, tid: str, kind: str, tmp: Path) -> CausalVideoTokenizer:
+def put_tokenizer(store: ObjectStore, tid: str, kind: Kind, tmp: Path) -> CausalVideoTokenizer:
     """A random :data:`TINY_TOKENIZER` (``kind`` "discrete": FSQ (4, 4, 4), 64 codes; "continuous": 4 latent
     channels) saved where the registry keeps tokenizer ``tid``'s model; ``tmp`` holds the files on the way."""
     overrides = dict(TINY_TOKENIZER)
@@ -56,7 +57,7 @@ def put_tokenizer(store: ObjectStore, tid: str, kind: str, tmp: Path) -> CausalV
         overrides["fsq_levels"] = (4, 4, 4)
     else:
         overrides["latent_channels"] = 4
-    tok = CausalVideoTokenizer.from_preset("tiny", kind, "4x8x8", **overrides)  # type: ignore[arg-type]
+    tok = CausalVideoTokenizer.from_preset("tiny", kind, "4x8x8", **overrides)
     folder = tmp / tid
     folder.mkdir(parents=True, exist_ok=True)
     save_checkpoint(folder / tokenizer_model_key(tid).rsplit("/", 1)[1], tok)

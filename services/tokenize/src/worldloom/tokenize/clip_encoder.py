@@ -20,6 +20,7 @@ import os
 import tarfile
 import tempfile
 import time
+from typing import Any
 
 from worldloom.core import events
 from worldloom.core.bus import Bus, PermanentError
@@ -103,7 +104,7 @@ class ClipEncoder:
                 encoded = encode_frames(model, square_frames(path, resolution, self.max_frames), self.max_frames)
             finally:
                 os.unlink(path)
-            meta = {"clip_id": clip.clip_id, "video_id": clip.video_id, "tokenizer_id": tokenizer_id,
+            meta: dict[str, Any] = {"clip_id": clip.clip_id, "video_id": clip.video_id, "tokenizer_id": tokenizer_id,
                     "kind": encoded.kind, "shape": list(encoded.array.shape), "frames": encoded.frames,
                     "resolution": encoded.resolution, "compression": model.config.compression,
                     "caption": clip.caption, "start_s": clip.start_s, "end_s": clip.end_s}
@@ -167,7 +168,7 @@ def curated_event_of(store: ObjectStore, rec: ClipRecord) -> events.ClipCurated:
         height=int(rec.rendition_info.get(TRAIN_RENDITION, {}).get("height", 0)))
 
 
-def _shard_meta(tar_bytes: bytes, clip_id: str) -> dict:
+def _shard_meta(tar_bytes: bytes, clip_id: str) -> dict[str, Any]:
     with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
         member = tar.extractfile(f"{clip_id}.json")
         assert member is not None

@@ -117,7 +117,8 @@ def reconstruction_quality(model: CausalVideoTokenizer, frames: np.ndarray, max_
     check_frames(frames, model, max_frames)
     t = valid_length(frames.shape[0], model.config.t_compression)
     video = frames_to_tensor(np.ascontiguousarray(frames[:t]))[None]
-    recon = model.decode(model.encode(video)[-1] if model.is_discrete else model.encode(video))
+    enc = model.encode(video)
+    recon = model.decode(enc[-1] if isinstance(enc, tuple) else enc)  # discrete: the indices
     return {"psnr": float(psnr(recon, video)[0]), "ssim": float(ssim(recon, video)[0]), "frames": float(t)}
 
 

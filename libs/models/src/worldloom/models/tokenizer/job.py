@@ -15,10 +15,12 @@ import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from worldloom.core.catalog import TOKENIZER_FILE, model_dir, tokenizer_model_key
 from worldloom.core.jobs import ProgressWriter
@@ -152,7 +154,7 @@ def _train(job: TokenizerJob, info: Any, store: ObjectStore, ckpts: StoreCheckpo
         if ckpts.restore(Path(tmp)) is not None:
             _, state = load_checkpoint(Path(tmp) / MODEL_FILE, model=model, optimizer=optimizer, device=str(device))
             start = state.step
-    trained = model
+    trained: nn.Module = model
     if info.world_size > 1:
         import ray.train.torch
 
@@ -175,14 +177,14 @@ def _train(job: TokenizerJob, info: Any, store: ObjectStore, ckpts: StoreCheckpo
         done = step + 1
         if done % job.log_every == 0 or done == job.steps:
             if writer is not None and all(math.isfinite(v) for v in window.values()):
-                entry = {k: window[k] / count for k in ("loss", "psnr", "code_usage") if k in window}
+                entry: dict[str, float] = {k: window[k] / count for k in ("loss", "psnr", "code_usage") if k in window}
                 entry["sec_per_step"] = (time.perf_counter() - t0) / count
                 writer.log(done, entry)
             window, count, t0 = {}, 0, time.perf_counter()
             if broadcast_flag(writer is not None and writer.cancelled()):
                 raise JobCancelled()
         if done % job.checkpoint_every == 0 and done < job.steps and info.rank == 0:
-            ckpts.save(done, lambda d, s=done: save_checkpoint(d / MODEL_FILE, model, optimizer=optimizer, step=s))
+            ckpts.save(done, partial(_write_checkpoint, model, optimizer, done))
     if info.rank != 0 or writer is None:
         return
     val_keys = job.val_keys or job.train_keys[:4]
@@ -192,6 +194,10 @@ def _train(job: TokenizerJob, info: Any, store: ObjectStore, ckpts: StoreCheckpo
         save_checkpoint(Path(tmp) / MODEL_FILE, model, step=job.steps, extra={"metrics": metrics})
         publish_files(store, Path(tmp), model_dir(job.prefix))
     writer.finish("succeeded", metrics)
+
+
+def _write_checkpoint(model: CausalVideoTokenizer, optimizer: torch.optim.Optimizer, step: int, folder: Path) -> None:
+    save_checkpoint(folder / MODEL_FILE, model, optimizer=optimizer, step=step)
 
 
 def run_job(job: TokenizerJob, scaling: ScalingSpec, *, name: str, address: str | None = None,

@@ -135,7 +135,8 @@ class TokenizerConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown TokenizerConfig fields: {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**values)
 
     def replace(self, **changes: Any) -> TokenizerConfig:
         return replace(self, **changes)
@@ -207,8 +208,11 @@ class ResBlock(nn.Module):
         self.norm2, self.conv2 = FrameGroupNorm(cout), FactorizedConv(cout, cout)
         self.dropout = nn.Dropout(dropout)
         self.skip = nn.Conv3d(cin, cout, 1) if cin != cout else nn.Identity()
-        nn.init.zeros_(self.conv2[1].conv.weight)
-        nn.init.zeros_(self.conv2[1].conv.bias)
+        temporal = self.conv2[1]
+        assert isinstance(temporal, CausalConv3d)  # FactorizedConv is (spatial, temporal)
+        nn.init.zeros_(temporal.conv.weight)
+        if temporal.conv.bias is not None:  # always: Conv3d has a bias by default
+            nn.init.zeros_(temporal.conv.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
@@ -297,6 +301,9 @@ class FSQ(nn.Module):
     """Finite scalar quantisation (Mentzer et al. 2023): bound each channel with tanh, round to one of
     ``levels[i]`` values, straight-through gradient. No codebook to learn or collapse; the implicit
     codebook is the grid, ``prod(levels)`` codes. Codes are normalised to ``[-1, 1]`` per channel."""
+
+    levels: Tensor  # buffers, registered in __init__
+    basis: Tensor
 
     def __init__(self, levels: tuple[int, ...]) -> None:
         super().__init__()

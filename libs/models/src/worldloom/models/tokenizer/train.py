@@ -36,6 +36,14 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def _unwrap(model: nn.Module) -> CausalVideoTokenizer:
+    """The tokenizer itself, or the one inside a DDP wrapper (``.module``)."""
+    inner = getattr(model, "module", model)
+    if not isinstance(inner, CausalVideoTokenizer):
+        raise TypeError(f"not a video tokenizer: {type(model).__name__}")
+    return inner
+
+
 def train_step(
     model: CausalVideoTokenizer | nn.Module,
     batch: Batch,
@@ -57,7 +65,8 @@ def train_step(
     parts_in = [batch] if isinstance(batch, Tensor) else list(batch)
     if not parts_in:
         raise ValueError("empty batch")
-    use_gan = discriminator is not None and loss_cfg.adversarial_active(step)
+    disc = discriminator if discriminator is not None and loss_cfg.adversarial_active(step) else None
+    fsq = _unwrap(model).fsq
     model.train()
     optimizer.zero_grad(set_to_none=True)
     sums: dict[str, float] = {}
@@ -72,9 +81,9 @@ def train_step(
         with autocast_for(device):
             recon, aux = model(clip)
         loss, parts = reconstruction_loss(recon, clip, loss_cfg)
-        if use_gan:
+        if disc is not None:
             with autocast_for(device):
-                logits = discriminator(recon)
+                logits = disc(recon)
             gen = hinge_generator_loss(logits.float())
             loss = loss + loss_cfg.adversarial_weight * gen
             add("gan_g", gen.detach())
@@ -91,16 +100,15 @@ def train_step(
     optimizer.step()
     out = {**sums, "grad_norm": float(grad_norm)}
 
-    if use_gan:
+    if disc is not None:
         assert disc_optimizer is not None, "disc_optimizer is required with a discriminator"
         disc_optimizer.zero_grad(set_to_none=True)
         for real, fake in fakes:
             with autocast_for(device):
-                d_loss = hinge_discriminator_loss(discriminator(real).float(), discriminator(fake).float())
+                d_loss = hinge_discriminator_loss(disc(real).float(), disc(fake).float())
             (d_loss / len(fakes)).backward()
             out["gan_d"] = out.get("gan_d", 0.0) + float(d_loss.detach()) / len(fakes)
         disc_optimizer.step()
-    fsq = getattr(model, "module", model).fsq  # unwrap DDP
     if all_indices and fsq is not None:
         out["code_usage"] = codebook_usage(torch.cat(all_indices), fsq.codebook_size)["usage"]
     return out

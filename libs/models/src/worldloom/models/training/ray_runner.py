@@ -83,7 +83,7 @@ def run_torch_trainer(loop: Callable[[dict[str, Any]], None], config: dict[str, 
         result = trainer.fit()
     except Exception as exc:  # Ray wraps worker errors in its own types; keep the message
         raise TrainingFailed(_root_message(exc)) from exc
-    if getattr(result, "error", None) is not None:
+    if result.error is not None:
         raise TrainingFailed(_root_message(result.error))
 
 

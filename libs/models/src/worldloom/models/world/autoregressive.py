@@ -140,6 +140,10 @@ class DigitEmbedding(nn.Module):
     """FSQ id -> sum of one learned vector per digit; ``digits``/``compose`` convert between ids and digits
     in the tokenizer's order (``id = sum d_i * prod(levels[:i])``). One table, rows offset per digit."""
 
+    levels: Tensor  # buffers, registered in __init__
+    basis: Tensor
+    offsets: Tensor
+
     def __init__(self, levels: tuple[int, ...], d_model: int) -> None:
         super().__init__()
         lv = torch.tensor(levels, dtype=torch.long)
@@ -168,13 +172,13 @@ class ARWorldModel(WorldModel):
     time_axis: ClassVar[int] = 1
     sampling_options: ClassVar[tuple[str, ...]] = ("temperature", "top_k")
     throughput_unit: ClassVar[str] = "tokens_per_s"
-    config_class: ClassVar[type] = ARConfig
+    config_class = ARConfig
 
     def __init__(self, config: ARConfig) -> None:
         super().__init__()
         self.config = cfg = config
         d = cfg.d_model
-        self.wte: nn.Module = DigitEmbedding(cfg.fsq_levels, d) if cfg.fsq_levels else nn.Embedding(cfg.vocab_size, d)
+        self.wte: DigitEmbedding | nn.Embedding = DigitEmbedding(cfg.fsq_levels, d) if cfg.fsq_levels else nn.Embedding(cfg.vocab_size, d)
         self.pos = SpaceTimePosEmb(cfg.max_frames, cfg.tokens_per_frame, d)
         self.frame_start = nn.Parameter(torch.zeros(d))
         self.actions = ActionEncoder(cfg.action, d) if cfg.action is not None else None

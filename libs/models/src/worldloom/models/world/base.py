@@ -25,7 +25,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -60,6 +60,15 @@ class SamplingLimits:
     default_steps: int = 10
 
 
+class ModelConfig(Protocol):
+    """What a family's config offers (a frozen dataclass): a dict form for JSON, and back."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig: ...
+
+
 class IncompatibleModel(ValueError):
     """A world model and a tokenizer (or shards) that do not fit together."""
 
@@ -77,7 +86,7 @@ class WorldModel(nn.Module, ABC):
     sampling_options: ClassVar[tuple[str, ...]]
     #: name of the training-throughput curve (e.g. ``tokens_per_s``)
     throughput_unit: ClassVar[str]
-    config_class: ClassVar[type]
+    config_class: ClassVar[type[ModelConfig]]
 
     config: Any
     actions: ActionEncoder | None

@@ -329,13 +329,14 @@ class WindowSampler:
             targets.append(self.sequences[i].targets(start, self.window))
             index.append((i, start))
         out = {"frames": torch.stack(frames), "index": torch.tensor(index, dtype=torch.long)}
+        # a with_* flag means every sequence has that field: the filters only narrow the type
         if self.with_actions:
-            out["actions"] = torch.stack(acts)  # type: ignore[arg-type]
+            out["actions"] = torch.stack([a for a in acts if a is not None])
         if self.with_text:
-            out["text"] = torch.stack(texts)  # type: ignore[arg-type]
+            out["text"] = torch.stack([t for t in texts if t is not None])
         if self.with_rewards:
-            out["rewards"] = torch.stack([r for r, _ in targets])  # type: ignore[misc]
-            out["terminations"] = torch.stack([d for _, d in targets])  # type: ignore[misc]
+            out["rewards"] = torch.stack([r for r, _ in targets if r is not None])
+            out["terminations"] = torch.stack([d for _, d in targets if d is not None])
         return out
 
     def __iter__(self) -> WindowSampler:

@@ -159,7 +159,7 @@ class DiffusionWorldModel(WorldModel):
     time_axis: ClassVar[int] = 2
     sampling_options: ClassVar[tuple[str, ...]] = ("steps", "cfg_scale")
     throughput_unit: ClassVar[str] = "latent_frames_per_s"
-    config_class: ClassVar[type] = DiTConfig
+    config_class = DiTConfig
 
     def __init__(self, config: DiTConfig) -> None:
         super().__init__()
@@ -196,11 +196,12 @@ class DiffusionWorldModel(WorldModel):
         for lin in self.t_embed.mlp:
             if isinstance(lin, nn.Linear):
                 nn.init.normal_(lin.weight, std=0.02)
-        zero = [self.ada_out[1], self.out] + [b.ada[1] for b in self.blocks if b.ada is not None]
-        zero += [b.cross.proj for b in self.blocks if b.cross is not None]
-        for lin in zero:
-            nn.init.zeros_(lin.weight)
-            nn.init.zeros_(lin.bias)
+        blocks = [b for b in self.blocks if isinstance(b, Block)]  # all of them
+        zero = [self.ada_out[1], self.out] + [b.ada[1] for b in blocks if b.ada is not None]
+        zero += [b.cross.proj for b in blocks if b.cross is not None]
+        for lin in zero:  # linears: weight and bias
+            for param in lin.parameters():
+                nn.init.zeros_(param)
         for name, p in self.named_parameters():
             if name.endswith(("text.pos", ".null")):
                 nn.init.normal_(p, std=0.02)

@@ -99,8 +99,10 @@ def evaluate_prediction(model: WorldModel, tokenizer: CausalVideoTokenizer, sequ
             windows = [sequences[i].window(0, need) for i in idx]
             x = torch.stack([w[0] for w in windows]).to(device)
             ctx = model.take_frames(x, 0, context_frames)
-            acts = torch.stack([w[1] for w in windows]).to(device) if use_actions else None  # type: ignore[misc]
-            text = torch.stack([sequences[i].text for i in idx]).to(device) if use_text else None  # type: ignore[misc]
+            # with use_actions / use_text every chosen sequence has them: the filters only narrow the type
+            acts = torch.stack([a for _, a in windows if a is not None]).to(device) if use_actions else None
+            texts = [t for t in (sequences[i].text for i in idx) if t is not None]
+            text = torch.stack(texts).to(device) if use_text else None
             pred = model.rollout(ctx, hmax, actions=acts, text=text, sampling=sampling, generator=g)
             video_pred = model.decode_latents(tokenizer, pred).clamp(-1, 1)
             video_gt = model.decode_latents(tokenizer, x).clamp(-1, 1)

@@ -22,8 +22,9 @@ import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -36,7 +37,7 @@ from worldloom.models.training import ScalingSpec
 from worldloom.models.training.optim import autocast_for, set_lr
 from worldloom.models.training.worker import JobCancelled, broadcast_flag, gather_pids, launch, run_worker
 from worldloom.models.world.base import Sampling, WorldModel, training_outputs
-from worldloom.models.world.data import LatentSequence, WindowSampler, batch_seed, load_sequences
+from worldloom.models.world.data import LatentSequence, Pool, WindowSampler, batch_seed, load_sequences
 from worldloom.models.world.evaluation import DEFAULT_HORIZONS, evaluate_prediction, flat_metrics
 from worldloom.models.world.factory import (
     build_model,
@@ -125,7 +126,7 @@ class WorldModelJob:
         return model_config(self.family, self.model)
 
     @property
-    def action_pooling(self) -> str | None:
+    def action_pooling(self) -> Pool | None:
         """How per-step actions are pooled per latent frame (None: the model takes no actions)."""
         spec = self.config.action
         return None if spec is None else ("mean" if spec.kind == "continuous" else "last")
@@ -225,7 +226,7 @@ def _train(job: WorldModelJob, info: Any, store: ObjectStore, ckpts: StoreCheckp
     tokenizer = None
     if info.rank == 0 and job.eval_horizons:  # fail before training, not after it
         tokenizer = _load_tokenizer(store, job.tokenizer_id, device)
-    sequences = load_sequences(store, job.train_keys, actions=job.action_pooling, min_frames=job.window,  # type: ignore[arg-type]
+    sequences = load_sequences(store, job.train_keys, actions=job.action_pooling, min_frames=job.window,
                                text=job.text, rewards=job.rewards)
     if not sequences:
         raise ValueError(f"no training sequence has {job.window} latent frames")
@@ -250,7 +251,9 @@ def _train(job: WorldModelJob, info: Any, store: ObjectStore, ckpts: StoreCheckp
         trained = ray.train.torch.prepare_model(model, move_to_device=False,
                                                 parallel_strategy_kwargs={"find_unused_parameters": True})
     if device.type == "cuda" and os.environ.get("WORLDLOOM_TORCH_COMPILE", "1") != "0":
-        trained = torch.compile(trained)  # GPU only: fused kernels; checkpoints still save the plain `model`
+        # GPU only: fused kernels; checkpoints still save the plain `model`. compile() returns an
+        # OptimizedModule for a module, but torch types it as the callable it wraps
+        trained = cast(nn.Module, torch.compile(trained))
     pids = gather_pids()
     if writer is not None:
         writer.resumed(start, pids)
@@ -281,8 +284,7 @@ def _train(job: WorldModelJob, info: Any, store: ObjectStore, ckpts: StoreCheckp
             if broadcast_flag(writer is not None and writer.cancelled()):
                 raise JobCancelled()
         if done % job.checkpoint_every == 0 and done < job.steps and info.rank == 0:
-            ckpts.save(done, lambda d, s=done: save_world_checkpoint(d / MODEL_FILE, model, optimizer=optimizer,
-                                                                      step=s, extra={"seed": job.seed}))
+            ckpts.save(done, partial(_write_checkpoint, model, optimizer, done, job.seed))
     if info.rank != 0 or writer is None:
         return
     metrics = _final_metrics(job, store, model, tokenizer, sequences)
@@ -294,10 +296,14 @@ def _train(job: WorldModelJob, info: Any, store: ObjectStore, ckpts: StoreCheckp
     writer.finish("succeeded", metrics)
 
 
+def _write_checkpoint(model: WorldModel, optimizer: torch.optim.Optimizer, step: int, seed: int, folder: Path) -> None:
+    save_world_checkpoint(folder / MODEL_FILE, model, optimizer=optimizer, step=step, extra={"seed": seed})
+
+
 def _final_metrics(job: WorldModelJob, store: ObjectStore, model: WorldModel, tokenizer: Any,
                    train_sequences: list[LatentSequence]) -> dict[str, float]:
     tag = "val_" if job.val_keys else "train_"
-    sequences = (load_sequences(store, job.val_keys, actions=job.action_pooling, text=job.text,  # type: ignore[arg-type]
+    sequences = (load_sequences(store, job.val_keys, actions=job.action_pooling, text=job.text,
                                 rewards=job.rewards)
                  if job.val_keys else train_sequences[:job.eval_sequences])
     metrics: dict[str, float] = {}
