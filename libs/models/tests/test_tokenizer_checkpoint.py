@@ -18,7 +18,7 @@ from worldloom.models.tokenizer.checkpoint import (
     save_checkpoint,
     sidecar_path,
 )
-from worldloom.models.tokenizer.model import CausalVideoTokenizer
+from worldloom.models.tokenizer.model import CausalVideoTokenizer, Kind
 from worldloom.models.tokenizer.train import train_step
 
 MARKER = "pickle_ran.txt"
@@ -49,9 +49,9 @@ def _no_unpickling():
         yield
 
 
-def _trained(kind: str = "discrete") -> tuple[CausalVideoTokenizer, torch.optim.Optimizer]:
+def _trained(kind: Kind = "discrete") -> tuple[CausalVideoTokenizer, torch.optim.Optimizer]:
     torch.manual_seed(0)
-    model = CausalVideoTokenizer.from_preset("tiny", kind, attention=False)  # type: ignore[arg-type]
+    model = CausalVideoTokenizer.from_preset("tiny", kind, attention=False)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     train_step(model, torch.rand(1, 3, 5, 16, 16) * 2 - 1, opt)
     return model, opt

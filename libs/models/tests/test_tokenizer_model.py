@@ -8,6 +8,7 @@ from worldloom.models.tokenizer.model import (
     FSQ,
     SIZES,
     CausalVideoTokenizer,
+    Kind,
     TokenizerConfig,
 )
 
@@ -44,8 +45,8 @@ def test_config_presets_and_dict_round_trip():
 
 @pytest.mark.parametrize("compression", sorted(COMPRESSIONS))
 @pytest.mark.parametrize("kind", ["continuous", "discrete"])
-def test_shapes_every_preset_and_kind(compression: str, kind: str):
-    model = CausalVideoTokenizer.from_preset("tiny", kind, compression).eval()  # type: ignore[arg-type]
+def test_shapes_every_preset_and_kind(compression: str, kind: Kind):
+    model = CausalVideoTokenizer.from_preset("tiny", kind, compression).eval()
     tc, sc = COMPRESSIONS[compression]
     t, hw = 1 + 2 * tc, 64 if sc == 16 else 32
     video = _video(2, t, hw)
@@ -78,8 +79,8 @@ def test_17x64x64_with_8x8x8():
 
 
 @pytest.mark.parametrize("kind", ["continuous", "discrete"])
-def test_image_is_a_one_frame_video(kind: str):
-    model = _randomised(CausalVideoTokenizer.from_preset("tiny", kind))  # type: ignore[arg-type]
+def test_image_is_a_one_frame_video(kind: Kind):
+    model = _randomised(CausalVideoTokenizer.from_preset("tiny", kind))
     video = _video(2, 9, 32)
     with torch.no_grad():
         recon, aux = model(video[:, :, :1])
@@ -109,8 +110,8 @@ def test_invalid_frame_counts_raise(compression: str):
 
 @pytest.mark.parametrize("kind", ["continuous", "discrete"])
 @pytest.mark.parametrize("compression", ["4x8x8", "8x8x8"])
-def test_causality_future_frames_do_not_change_past_latents(kind: str, compression: str):
-    model = _randomised(CausalVideoTokenizer.from_preset("tiny", kind, compression))  # type: ignore[arg-type]
+def test_causality_future_frames_do_not_change_past_latents(kind: Kind, compression: str):
+    model = _randomised(CausalVideoTokenizer.from_preset("tiny", kind, compression))
     tc = COMPRESSIONS[compression][0]
     video = _video(1, 1 + 3 * tc, 32)
     for group in range(3):  # latent `group` covers frames up to group*tc
@@ -185,9 +186,9 @@ def test_decode_rejects_bad_inputs():
 
 
 @pytest.mark.parametrize("kind", ["continuous", "discrete"])
-def test_runs_under_bf16_autocast(kind: str):
+def test_runs_under_bf16_autocast(kind: Kind):
     """The CUDA training path uses bf16 autocast; CPU autocast exercises the same dtype handling."""
-    model = CausalVideoTokenizer.from_preset("tiny", kind)  # type: ignore[arg-type]
+    model = CausalVideoTokenizer.from_preset("tiny", kind)
     video = _video(1, 5, 16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         recon, aux = model(video)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,8 +18,8 @@ class _Script(ManagedProcess):
     name = "script"
     stop_timeout = 2.0
 
-    def __init__(self, code: str, ready_file: str | None = None, **kw: object) -> None:
-        super().__init__(**kw)  # type: ignore[arg-type]
+    def __init__(self, code: str, ready_file: str | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
         self.code, self.ready_file = code, ready_file
 
     def command(self) -> list[str]:

@@ -174,12 +174,18 @@ def test_settings_parse_model_ids(monkeypatch):
 # ---------------------------------------------------------------------------------------- real server
 
 
+class _ServerClient(httpx.Client):
+    """An HTTP client of the server that also knows the server's gRPC address."""
+
+    grpc_address = ""
+
+
 @pytest.fixture(scope="module")
 def server(store_root):
     with GenerateServer(store_root, ["wm-ar", "wm-dit"], token=TOKEN, grpc=True,
                         env={"WORLDLOOM_GENERATE_LIMITS__MAX_CONTEXT_FRAMES": "9"}) as generate, \
-            httpx.Client(base_url=generate.url, headers=AUTH, timeout=60) as client:
-        client.grpc_address = generate.grpc_address  # type: ignore[attr-defined]
+            _ServerClient(base_url=generate.url, headers=AUTH, timeout=60) as client:
+        client.grpc_address = generate.grpc_address
         yield client
 
 
