@@ -117,3 +117,10 @@ def test_slots_from_resources() -> None:
     assert Resources(cpus=16, memory_mb=1).slots(machine) == 1  # larger than the machine: runs alone
     assert Resources(cpus=1, gpus=2, memory_mb=1).slots(machine) == 0
     assert Resources.machine().cpus >= 1
+
+
+def test_a_stage_input_left_unset_is_named() -> None:
+    clip = clip_task("c0", np.zeros((2, 8, 8, 3), np.uint8))
+    assert clip.require_frames() is clip.frames
+    with pytest.raises(ValueError, match="clip c0 has no clip.visual_embedding"):
+        clip.require_visual_embedding()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from worldloom.video import probe
+from worldloom.video.streams import add_video_stream
 from worldloom.video.synthetic import (
     default_video_codec,
     encoder_available,
@@ -27,6 +28,11 @@ def test_encoders_present() -> None:
         assert encoder_available(name), name
     assert not encoder_available("no-such-codec")
     assert default_video_codec() == "libx264"
+
+
+def test_an_audio_encoder_is_refused_as_a_video_stream(tmp_path: Path) -> None:
+    with av.open(str(tmp_path / "v.mp4"), mode="w") as out, pytest.raises(ValueError, match="'aac' is not a video"):
+        add_video_stream(out, "aac", rate=16_000)
 
 
 @pytest.mark.parametrize("codec", ["libx264", "mpeg4"])
