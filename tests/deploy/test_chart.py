@@ -18,6 +18,7 @@ from worldloom.testkit.chart import (
 
 FULLNAME = f"{RELEASE}-worldloom"
 GPU = "nvidia.com/gpu"
+JOB_SERVICES = ("tokenize", "train")  # the services that launch training jobs
 
 
 def kubeconform_run(kubeconform, schemas, manifests: str) -> subprocess.CompletedProcess[str]:
@@ -87,8 +88,11 @@ def test_every_pod_is_locked_down_and_sized(render, profile):
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
         is_ray_head = name.startswith("RayCluster/") and name.endswith("/head")
         autoscaled = is_ray_head and next(iter(ray.values()))["spec"]["enableInTreeAutoscaling"]
-        # only the Ray head talks to the API server (its autoscaler); nothing else gets a token
-        assert pod["automountServiceAccountToken"] is bool(autoscaled), name
+        launches_rayjobs = name in {f"Deployment/{FULLNAME}-{s}" for s in JOB_SERVICES} and \
+            values(profile)["training"]["launcher"] == "rayjob"
+        # only the Ray head (its autoscaler) and the job services launching RayJobs talk to the API
+        # server; nothing else gets a token
+        assert pod["automountServiceAccountToken"] is bool(autoscaled or launches_rayjobs), name
         mounts_tmp = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
         for c in pod["containers"]:
             sc = c["securityContext"]
@@ -215,9 +219,13 @@ def test_network_policies_open_only_the_dependencies_the_code_uses(render, profi
         assert uses == code_dependencies(service), service
         egress = policies[service]["spec"]["egress"]
         opened = {p["port"] for rule in egress for p in rule.get("ports", [])} - {53}
-        expected = {ports[u] for u in uses if in_cluster[u] and (u != "ray" or v["ray"]["enabled"])}
-        assert opened == expected, (service, opened, expected)
-        external = [r for r in egress if any("ipBlock" in peer for peer in r["to"])]
+        rayjobs = "ray" in uses and v["training"]["launcher"] == "rayjob"  # the API server, not the Ray head
+        expected = {ports[u] for u in uses if in_cluster[u] and (u != "ray" or (v["ray"]["enabled"] and not rayjobs))}
+        assert opened == expected | ({443, 6443} if rayjobs else set()), (service, opened, expected)
+        api_server = [r for r in egress if r["to"] == v["networkPolicy"]["apiServer"] and
+                      {p["port"] for p in r["ports"]} == {443, 6443}]
+        assert len(api_server) == rayjobs, service
+        external = [r for r in egress if any("ipBlock" in peer for peer in r["to"]) and r not in api_server]
         needs_external = any(not in_cluster[u] for u in uses if u != "ray") or \
             bool(v["services"][service].get("settings", {}).get("vlm_url"))
         assert bool(external) == needs_external, service

@@ -89,10 +89,7 @@ def pod_templates(docs: list[dict]) -> list[tuple[str, dict, dict]]:
 
 def code_dependencies(service: str) -> set[str]:
     """What a service's code talks to, read from its sources: the bus (make_bus), the object store
-    (make_store), the vector index (VectorIndex) and a Ray cluster (a ray_address setting)."""
+    (make_store), the vector index (VectorIndex) and Ray (it launches training jobs: job_launcher)."""
     source = "\n".join(p.read_text() for p in (REPO / "services" / service / "src").rglob("*.py"))
-    uses = {dep for dep, marker in (("bus", "make_bus("), ("store", "make_store("), ("vectors", "VectorIndex"))
-            if marker in source}
-    if "ray_address" in source:
-        uses.add("ray")
-    return uses
+    return {dep for dep, marker in (("bus", "make_bus("), ("store", "make_store("), ("vectors", "VectorIndex"),
+                                    ("ray", "job_launcher(")) if marker in source}
