@@ -12,21 +12,13 @@ import pytest
 import yaml
 
 from worldloom.testkit.chart import (
-    CHART, PROFILES, RELEASE, code_dependencies, component, kinds, pod_templates, profile_args, service_pods,
-    values,
+    CHART, PROFILES, RELEASE, code_dependencies, component, kinds, kubeconform_run, pod_templates, profile_args,
+    service_pods, values,
 )
 
 FULLNAME = f"{RELEASE}-worldloom"
 GPU = "nvidia.com/gpu"
 JOB_SERVICES = ("tokenize", "train")  # the services that launch training jobs
-
-
-def kubeconform_run(kubeconform, schemas, manifests: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(kubeconform), "-strict", "-summary", "-kubernetes-version", "1.35.0",
-         "-schema-location", str(schemas),
-         "-schema-location", f"{schemas}/{{{{.Group}}}}/{{{{.ResourceKind}}}}_{{{{.ResourceAPIVersion}}}}.json", "-"],
-        input=manifests, capture_output=True, text=True, timeout=300)
 
 
 def enabled_services(profile: str | None) -> list[str]:
