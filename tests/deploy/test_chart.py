@@ -278,7 +278,7 @@ def test_alerts_and_dashboard_read_metrics_the_code_exports(render, profile):
     from prometheus_client import REGISTRY
 
     for module in ("worldloom.core.bus.base", "worldloom.core.service.middleware", "worldloom.core.jobs",
-                   "worldloom.ingest.service", "worldloom.curate.service", "worldloom.search.engine"):
+                   "worldloom.ingest.service", "worldloom.curate.service", "worldloom.search.service"):
         importlib.import_module(module)
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
     exported = {m.name + suffix for m in REGISTRY.collect() for suffix in suffixes.get(m.type, ("",))}
