@@ -196,7 +196,7 @@ def test_no_pod_runs_without_its_network_policy(render, profile):
 @pytest.mark.parametrize("profile", PROFILES)
 def test_network_policies_open_only_the_dependencies_the_code_uses(render, profile):
     """A service's pod says what it talks to (worldloom.io/uses-*), its policy opens exactly that, and
-    both agree with its code: make_bus -> Kafka, make_store -> S3, VectorIndex -> Milvus, ray_address -> Ray."""
+    both agree with its code: make_bus -> Kafka, make_store -> S3, VectorIndex -> Milvus, job_launcher -> Ray."""
     docs = render(profile)
     v = values(profile)
     ports = {"bus": 9092, "store": 9000, "vectors": 19530, "ray": 10001}
@@ -278,7 +278,7 @@ def test_alerts_and_dashboard_read_metrics_the_code_exports(render, profile):
     from prometheus_client import REGISTRY
 
     for module in ("worldloom.core.bus.base", "worldloom.core.service.middleware", "worldloom.core.jobs",
-                   "worldloom.ingest.service", "worldloom.curate.service", "worldloom.search.engine"):
+                   "worldloom.ingest.service", "worldloom.curate.service", "worldloom.search.service"):
         importlib.import_module(module)
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
     exported = {m.name + suffix for m in REGISTRY.collect() for suffix in suffixes.get(m.type, ("",))}

@@ -98,3 +98,48 @@ def test_metrics_count_requests_by_route_and_status():
 def test_request_id_is_echoed():
     r = _client().get("/healthz", headers={"x-request-id": "abc123"})
     assert r.headers["x-request-id"] == "abc123"
+
+
+def test_the_token_is_checked_before_the_body_is_read():
+    c = _client()
+    for body in (b"{not json", b'{"name": 1}', b"x" * 5000):  # malformed, invalid, oversized
+        r = c.post("/v1/items", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized", body[:20]
+        assert r.headers["www-authenticate"] == "Bearer"
+    r = c.post("/v1/items", content=b"{not json", headers={**AUTH, "content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+    assert c.get("/v1/nowhere").status_code == 401  # unknown paths say nothing to a stranger
+    assert c.get("/v1/nowhere", headers=AUTH).status_code == 404
+
+
+def test_security_headers_and_a_public_page():
+    from fastapi.responses import HTMLResponse
+
+    settings = ServiceSettings(http=HttpSettings(api_tokens=TOKEN))
+    app = create_app("kit", settings, [], public_paths=("/",))
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> str:
+        return "<html><body>hi</body></html>"
+
+    c = TestClient(app)
+    r = c.get("/")
+    assert r.status_code == 200 and r.headers["x-content-type-options"] == "nosniff"
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp and "object-src 'none'" in csp
+    assert r.headers["x-frame-options"] == "DENY" and r.headers["referrer-policy"] == "no-referrer"
+    for path in ("/healthz", "/metrics", "/v1/anything"):
+        assert c.get(path).headers["x-content-type-options"] == "nosniff", path
+    assert "content-security-policy" not in c.get("/healthz").headers  # JSON: no page policy needed
+
+
+def test_openapi_documents_the_error_answers_auth_and_metrics_format():
+    spec = _client().get("/openapi.json").json()
+    op = spec["paths"]["/v1/items"]["post"]
+    for status in ("401", "404", "409", "413", "422"):
+        ref = op["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+        assert ref.endswith("/ErrorBody"), (status, ref)
+    assert spec["components"]["schemas"]["ErrorDetail"]["required"] == ["code", "message"]
+    assert op["security"] == [{"HTTPBearer": []}] and "HTTPBearer" in spec["components"]["securitySchemes"]
+    metrics = spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert any(k.startswith("text/plain") for k in metrics), metrics

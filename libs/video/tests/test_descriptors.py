@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worldloom.video.decode import read_frames
+from worldloom.testkit.media import SINTEL
+from worldloom.testkit.media import SINTEL_SHOTS as SHOTS
+from worldloom.testkit.media import frames_of as decode
 from worldloom.video.synthetic import pan_crops, scene_image
 from worldloom.video.descriptors import (
     CAMERA_MOTIONS,
@@ -22,9 +24,6 @@ from worldloom.video.descriptors import (
     phase_correlate,
 )
 from worldloom.video.phash import resize_area
-
-SINTEL = "video/sintel/sintel_clip_10s.mp4"
-SHOTS = {"snow": (3, 104), "man": (165, 214), "girl": (214, 240)}
 
 
 def scene(seed: int = 0, h: int = 360, w: int = 480) -> np.ndarray:
@@ -44,10 +43,6 @@ def zoom(img: np.ndarray, n: int, rate: float, size: tuple[int, int] = (96, 128)
         y0, x0 = (img.shape[0] - ch) // 2, (img.shape[1] - cw) // 2
         out.append(resize_area(img[y0 : y0 + ch, x0 : x0 + cw], h, w).round().astype(np.uint8))
     return np.stack(out)
-
-
-def decode(path: Path, max_side: int = 128) -> np.ndarray:
-    return read_frames(path, max_side=max_side)[0]
 
 
 def test_phase_correlation_finds_shift() -> None:

@@ -7,19 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worldloom.video.decode import read_frames
-from worldloom.video.synthetic import pan_crops, scene_image
+from worldloom.testkit.media import SINTEL
+from worldloom.testkit.media import SINTEL_SHOTS as SHOTS
+from worldloom.testkit.media import SINTEL_TITLE_CARD as TITLE_CARD
+from worldloom.testkit.media import frames_of as decode
 from worldloom.video.filters import ClipScores, FilterConfig, Rejection, clip_scores, evaluate, laplacian_variance
-from worldloom.video.synthetic import render_frame
-
-SINTEL = "video/sintel/sintel_clip_10s.mp4"
-# Shots of the Sintel clip (hard cut 213->214; fade to black ends at 104, fade-in starts at 165).
-SHOTS = {"snow": (3, 104), "man": (165, 214), "girl": (214, 240)}
-TITLE_CARD = (104, 165)  # small white text on black
-
-
-def decode(path: Path, max_side: int = 128) -> np.ndarray:
-    return read_frames(path, max_side=max_side)[0]
+from worldloom.video.synthetic import pan_crops, render_frame, scene_image
 
 
 def scene(seed: int = 0, h: int = 300, w: int = 400) -> np.ndarray:
@@ -99,7 +92,7 @@ def test_scores_values() -> None:
     assert s.motion_mean == pytest.approx(255 / 9, rel=0.01)
     assert s.brightness == pytest.approx(127.5, rel=0.01)
     assert clip_scores(frames, fps=5, duration_s=7.5).duration_s == 7.5
-    assert set(s.to_dict()) >= {"motion_mean", "motion_shake", "blur", "black_fraction"}
+    assert set(s.to_dict()) >= {"motion_mean", "motion_shake", "sharpness", "black_fraction"}
     with pytest.raises(ValueError):
         clip_scores(frames[..., 0], fps=5)
 

@@ -17,11 +17,9 @@ from worldloom.video.phash import (
     phash_frames,
     resize_area,
 )
+from worldloom.testkit.media import SINTEL
+from worldloom.testkit.media import SINTEL_SHOTS as SHOTS
 from worldloom.video.transcode import transcode_clip
-
-SINTEL = "video/sintel/sintel_clip_10s.mp4"
-# Shots of the Sintel clip (hard cut 213->214; fade to black ends at 104, fade-in starts at 165).
-SHOTS = {"snow": (3, 104), "man": (165, 214), "girl": (214, 240)}
 
 
 def decode(path: Path, max_side: int | None = None) -> np.ndarray:

@@ -9,6 +9,7 @@ import av
 import numpy as np
 import pytest
 
+from worldloom.testkit.media import SINTEL
 from worldloom.video import probe
 from worldloom.video.synthetic import write_video
 from worldloom.video.transcode import (
@@ -21,7 +22,6 @@ from worldloom.video.transcode import (
 )
 
 PSD = "video/pyscenedetect"
-SINTEL = "video/sintel/sintel_clip_10s.mp4"
 BITS = 6  # frame index written as 6 horizontal black/white stripes
 
 

@@ -7,17 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worldloom.video.decode import read_frames
+from worldloom.testkit.media import SINTEL, SINTEL_SHOTS, SINTEL_TITLE_CARD
+from worldloom.testkit.media import frames_of as decode
 from worldloom.video.transcode import transcode_clip
 from worldloom.video.visual_embed import DIM, cosine, embed_clip, embed_frames, embed_image
 
-SINTEL = "video/sintel/sintel_clip_10s.mp4"
-# Shots of the Sintel clip (hard cut 213->214; fade to black ends at 104, fade-in starts at 165).
-SHOTS = {"snow": (3, 104), "title": (104, 165), "man": (165, 214), "girl": (214, 240)}
-
-
-def decode(path: Path, max_side: int = 128) -> np.ndarray:
-    return read_frames(path, max_side=max_side)[0]
+SHOTS = {**SINTEL_SHOTS, "title": SINTEL_TITLE_CARD}
 
 
 @pytest.fixture(scope="module")

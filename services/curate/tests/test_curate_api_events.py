@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import base64
+import json
 import time
 
+import pytest
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
 from worldloom.core import events
+from worldloom.core.catalog import curated_marker_key
 from worldloom.core.service.background import BackgroundServer
+from worldloom.core.catalog import iter_clip_records
 from worldloom.core.settings import HttpSettings
 from worldloom.curate.app import build_app
 from worldloom.curate.config import CurationConfig
 from worldloom.curate.settings import CurateSettings
+from worldloom.testkit.uploads import published
 
 AUTH = {"Authorization": "Bearer curate-token"}
 
@@ -43,7 +48,8 @@ def test_runs_api_reports_progress_counts_and_clips(env, shared_data):
         assert clip["video_id"] == vid and "scores" in clip
         assert client.get("/v1/pipeline", headers=AUTH).json()["stages"][-1]["name"] == "write"
         bad = [
-            ({"video_ids": []}, 422), ({"video_ids": ["0" * 64]}, 404), ({"video_ids": [vid], "colour": 1}, 422),
+            ({"video_ids": []}, 422), ({"video_ids": ["0" * 64]}, 404), ({"video_ids": ["../../etc"]}, 404),
+            ({"video_ids": [vid], "colour": 1}, 422),
             ({"video_ids": [vid], "config": {"split": {"threshold": -1}}}, 422),
             ({"video_ids": [vid], "config": {"filters": {"unknown": 1}}}, 422),
         ]
@@ -66,7 +72,7 @@ def test_consumer_curates_ingested_videos_and_dead_letters_bad_events(env, share
         while time.monotonic() < deadline and not env.bus.messages(events.TOPIC_CLIPS_CURATED):
             time.sleep(0.2)
         assert client.get("/healthz").status_code == 200
-    curated = [events.decode(m.value) for m in env.bus.messages(events.TOPIC_CLIPS_CURATED)]
+    curated = published(env.bus, events.TOPIC_CLIPS_CURATED)
     assert curated and all(e.clip_curated.video_id == vid for e in curated)
     letters = [events.DeadLetter.FromString(m.value) for m in env.bus.messages(events.dlq_topic(events.TOPIC_VIDEOS_INGESTED))]
     reasons = {d.key: d.error for d in letters}
@@ -78,6 +84,47 @@ def test_consumer_curates_ingested_videos_and_dead_letters_bad_events(env, share
     svc = env.curate_service()
     svc.handle_event(again)
     assert len(env.bus.messages(events.TOPIC_CLIPS_CURATED)) == n
+
+
+@pytest.mark.integration
+def test_marker_is_written_only_after_kafka_acknowledged_every_curated_event(env, kafka_settings, shared_data):
+    """Issue 15/2: a clips.curated event the broker refuses fails the video, so it is curated again later."""
+    from kafka import KafkaConsumer
+    from kafka.admin import ConfigResource, KafkaAdminClient
+
+    from worldloom.core.bus.kafka import KafkaBus
+
+    topic, bootstrap = events.TOPIC_CLIPS_CURATED, kafka_settings.bootstrap_servers
+    env.bus = bus = KafkaBus(kafka_settings)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+
+    def limit(max_bytes: int) -> None:
+        admin.alter_configs([ConfigResource("TOPIC", topic, {"max.message.bytes": str(max_bytes)})])
+
+    bus.ensure_topics([topic])
+    limit(128)  # no clips.curated event fits: the broker refuses every one
+    try:
+        vid = env.ingest(shared_data / "bridge/videos/val/27/rgb.mp4", {"dataset": "bridge"})
+        svc = env.curate_service()
+        config = svc.config_for_source("bridge")
+        marker = curated_marker_key(vid, svc.config_hash(config))
+        refused = svc.execute(svc.new_run([vid], config), config).videos[0]
+        assert not env.store.exists(marker), "marker written although its clips.curated events were lost"
+        assert refused.state == "failed" and "clips.curated" in refused.error
+        limit(1_048_588)
+        done = svc.execute(svc.new_run([vid], config), config).videos[0]
+        assert done.state == "done" and env.store.exists(marker)
+    finally:
+        limit(1_048_588)
+        admin.close()
+    accepted = set(json.loads(env.store.get_bytes(marker))["accepted"])
+    raw = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=3000,
+                        group_id=None)
+    curated = [e.clip_curated for e in (events.decode(r.value) for r in raw) if e.clip_curated.video_id == vid]
+    raw.close()
+    assert accepted and {c.clip_id for c in curated} == accepted  # every accepted clip announced
+    svc.close()
+    bus.close()
 
 
 def _vlm_app(calls: list, fail: bool = False) -> FastAPI:
@@ -125,12 +172,4 @@ def test_vlm_captions_through_openai_compatible_api_and_fallback(env, shared_dat
 
 
 def _accepted_ids(env) -> list[str]:
-    import json
-
-    out = []
-    for o in env.store.list("clips/"):
-        if o.key.endswith("meta.json"):
-            rec = json.loads(env.store.get_bytes(o.key))
-            if rec["status"] == "accepted":
-                out.append(rec["clip_id"])
-    return out
+    return [r.clip_id for r in iter_clip_records(env.store) if r.status == "accepted"]

@@ -10,15 +10,15 @@ import pytest
 import webdataset as wds
 
 from worldloom.core import events
-from worldloom.core.catalog import ClipRecord
+from worldloom.core.catalog import ClipRecord, iter_clip_records
 from worldloom.curate.config import CurationConfig
+from worldloom.testkit.uploads import published
 from worldloom.video.probe import probe
 from worldloom.video import synthetic
 
 
 def _records(env) -> list[ClipRecord]:
-    return [ClipRecord.model_validate_json(env.store.get_bytes(o.key)) for o in env.store.list("clips/")
-            if o.key.endswith("/meta.json")]
+    return list(iter_clip_records(env.store))
 
 
 def _run(svc, ids, config=None):
@@ -84,7 +84,7 @@ def test_outputs_shards_parquet_vectors_events(env, shared_data):
     table = pq.read_table(io.BytesIO(env.store.get_bytes(env.store.key_from_uri(run.summary_uri))))
     assert table.num_rows == run.clips_total and "rejected_by" in table.column_names
     assert env.index.count("clips_text") == len(accepted)
-    evs = [events.decode(m.value) for m in env.bus.messages(events.TOPIC_CLIPS_CURATED)]
+    evs = published(env.bus, events.TOPIC_CLIPS_CURATED)
     assert sorted(e.clip_curated.clip_id for e in evs) == sorted(r.clip_id for r in accepted)
     e = evs[0]
     assert list(e.lineage) == [vid, run.config_hash] and e.clip_curated.renditions["train.mp4"].startswith("file://")

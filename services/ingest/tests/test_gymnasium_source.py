@@ -19,7 +19,9 @@ import pytest
 from safetensors.numpy import load, load_file
 
 from worldloom.core import events
-from worldloom.ingest.sources import GymnasiumLimits, SourceError, record_episodes
+from worldloom.testkit.uploads import published
+from worldloom.ingest.service import IngestError
+from worldloom.ingest.sources import GymnasiumLimits, record_episodes
 from worldloom.video.mp4_writer import Mp4Writer, rgb_to_yuv420p
 from worldloom.ingest.sources.envs import check_env_kwargs
 from worldloom.ingest.sources.ingest import actions_key, ingest_recording
@@ -29,7 +31,7 @@ AUTH = {"Authorization": "Bearer test-token"}
 
 
 def _events(bus):
-    return [events.decode(m.value).video_ingested for m in bus.messages(events.TOPIC_VIDEOS_INGESTED)]
+    return [e.video_ingested for e in published(bus, events.TOPIC_VIDEOS_INGESTED)]
 
 
 def _decode(path: Path) -> list[np.ndarray]:
@@ -133,7 +135,7 @@ _OPTIONAL = [("LunarLander-v3", "Box2D"), ("ALE/Pong-v5", "ale_py"), ("Hopper-v5
 @pytest.mark.parametrize(("env_id", "module"), _OPTIONAL)
 def test_optional_families_record_when_installed(env_id, module, tmp_path):
     if importlib.util.find_spec(module) is None:
-        with pytest.raises(SourceError) as err:
+        with pytest.raises(IngestError) as err:
             record_episodes(env_id, 1, "random", 0, 3, tmp_path)
         assert err.value.status == 501 and "worldloom-ingest[" in err.value.message
         return
@@ -146,7 +148,7 @@ def test_request_checks_and_limits(tmp_path):
     def code(**kw) -> str:
         args = {"env_id": "CartPole-v1", "episodes": 1, "policy": "random", "seed": 0, "max_steps": 10,
                 "out_dir": tmp_path, **kw}
-        with pytest.raises(SourceError) as err:
+        with pytest.raises(IngestError) as err:
             record_episodes(**args, limits=GymnasiumLimits(max_episodes=3, max_steps=100, max_width=320))
         return err.value.code
 
@@ -165,7 +167,7 @@ def test_request_checks_and_limits(tmp_path):
 @pytest.mark.parametrize("kwargs", [{"render_mode": "human"}, {"xml_file": "/etc/passwd"}, {"modelPath": "x"},
                                     {"config": {"other_vehicles_type": "os.system"}}, {"x": "a/b"}])
 def test_env_kwargs_refused(kwargs):
-    with pytest.raises(SourceError) as err:
+    with pytest.raises(IngestError) as err:
         check_env_kwargs(kwargs, 4096)
     assert err.value.code == "invalid_env_kwargs"
 

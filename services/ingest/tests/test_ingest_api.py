@@ -8,19 +8,18 @@ from pathlib import Path
 import pytest
 
 from worldloom.core import events
+from worldloom.testkit.uploads import published, upload
 from worldloom.video import synthetic
 
 AUTH = {"Authorization": "Bearer test-token"}
 
 
 def _upload(client, path: Path, name: str | None = None, **extra):
-    with open(path, "rb") as f:
-        files = {"file": (name or path.name, f, "video/mp4")}
-        return client.post("/v1/videos", files=files, data=extra or None, headers=AUTH)
+    return upload(client, "/v1/videos", path, name=name, headers=AUTH, **extra)
 
 
 def _events(bus):
-    return [events.decode(m.value) for m in bus.messages(events.TOPIC_VIDEOS_INGESTED)]
+    return published(bus, events.TOPIC_VIDEOS_INGESTED)
 
 
 def test_upload_real_video_stores_sidecar_and_emits_one_event(embedded, shared_data):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from worldloom.core.bus.inprocess import InProcessBus
-from worldloom.core.catalog import ClipRecord
+from worldloom.core.catalog import ClipRecord, iter_clip_records
 from worldloom.core.settings import HttpSettings
 from worldloom.core.store.local import LocalStore
 from worldloom.core.vectors import VectorIndex
@@ -61,8 +61,7 @@ def catalog(tmp_path_factory, shared_data) -> Catalog:
     config = CurationConfig()
     run = curate.execute(curate.new_run(ids, config), config)
     assert run.state == "succeeded", run.error
-    records = [ClipRecord.model_validate_json(store.get_bytes(o.key)) for o in store.list("clips/")
-               if o.key.endswith("meta.json")]
+    records = list(iter_clip_records(store))
     return Catalog(root, store, index, bus, records)
 
 

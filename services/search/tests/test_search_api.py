@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from worldloom.core import events
+from worldloom.testkit.uploads import published, upload
 from worldloom.video import analysis, transcode
 
 AUTH = {"Authorization": "Bearer search-token"}
@@ -42,16 +43,13 @@ def test_a_frame_of_a_clip_finds_that_clip_first(client, catalog, tmp_path):
         body = {"image_base64": base64.b64encode(jpg.read_bytes()).decode(), "top_k": 3}
         hits = client.post("/v1/search", json=body, headers=AUTH).json()["hits"]
         assert hits[0]["clip_id"] == rec.clip_id, (rec.clip_id, rec.start_s, [(h["clip_id"], h["start_s"], h["score"]) for h in hits])
-        with open(jpg, "rb") as f:
-            r = client.post("/v1/search:media", files={"file": ("q.jpg", f, "image/jpeg")}, data={"top_k": "3"},
-                            headers=AUTH)
+        r = upload(client, "/v1/search:media", jpg, name="q.jpg", content_type="image/jpeg", headers=AUTH, top_k="3")
         assert r.json()["query_kind"] == "image" and r.json()["hits"][0]["clip_id"] == rec.clip_id
 
 
 def test_clip_upload_and_clip_id_queries(client, catalog):
     rec = _accepted(catalog)[0]
-    with open(catalog.store.root / rec.renditions["preview.mp4"], "rb") as f:
-        r = client.post("/v1/search:media", files={"file": ("q.mp4", f, "video/mp4")}, headers=AUTH)
+    r = upload(client, "/v1/search:media", catalog.store.root / rec.renditions["preview.mp4"], name="q.mp4", headers=AUTH)
     assert r.status_code == 200 and r.json()["query_kind"] == "video"
     assert r.json()["hits"][0]["clip_id"] == rec.clip_id
     r = client.post("/v1/search", json={"clip_id": rec.clip_id, "top_k": 5}, headers=AUTH).json()
@@ -113,7 +111,7 @@ def test_datasets_are_versioned_and_announced(client, catalog):
     assert client.get("/v1/datasets/pick-place", headers=AUTH).json()["version"] == 2
     assert client.get("/v1/datasets/pick-place?version=1", headers=AUTH).json()["clip_ids"] == ids
     assert {"name": "pick-place", "latest_version": 2} .items() <= client.get("/v1/datasets", headers=AUTH).json()[0].items()
-    evs = [events.decode(m.value) for m in catalog.bus.messages(events.TOPIC_DATASETS_CREATED)]
+    evs = published(catalog.bus, events.TOPIC_DATASETS_CREATED)
     assert [(e.dataset_created.name, e.dataset_created.version) for e in evs][-2:] == [("pick-place", 1), ("pick-place", 2)]
     bad = [
         ({"name": "Bad Name", "clip_ids": ids}, 422),

@@ -1,25 +1,30 @@
 """The object layout and records shared by the services (ingest, curate, search).
 
-Object layout (all under the configured store):
-  raw/<video_id>/video.<ext>, raw/<video_id>/meta.json   ingested videos and their sidecars
+Every key two places use is a function here, so the layout below is the whole truth:
+  raw/<video_id>/video.<ext>, raw/<video_id>/meta.json   ingested videos and their VideoRecord sidecars
+  raw/<video_id>/actions.safetensors, actions.json      simulator episodes: actions, rewards and their description
   clips/<clip_id>/meta.json            ClipRecord (accepted and rejected clips alike, with reasons)
   clips/<clip_id>/<rendition>.mp4      e.g. preview.mp4 (256p), train.mp4 (square training clip)
   clips/<clip_id>/thumb.jpg, preview.gif
   curated/<video_id>/<config_hash>.json  marker written last: this video is done with this config
   shards/<config_hash>/<bucket>/<video_id>-<n>.tar   webdataset shards of accepted clips
   runs/<run_id>/run.json, runs/<run_id>/summary.parquet
-  datasets/<name>/v<version>.json       DatasetManifest
-Milvus: two collections with the same ids and scalar fields — one over visual clip embeddings,
-one over caption text embeddings.
+  datasets/<name>/v<version>.json       DatasetManifest (read back with read_dataset)
+Milvus: two collections with the same ids and scalar fields (CLIP_SCALARS, filled by clip_row) — one
+over visual clip embeddings, one over caption text embeddings.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from worldloom.core.ids import is_safe_id
+from worldloom.core.store.base import ObjectNotFound, ObjectStore
 from worldloom.core.vectors import CollectionSpec
 
 #: the rendition models train on (square, fixed fps); ClipRecord.renditions / ClipCurated.renditions key
@@ -53,6 +58,18 @@ CLIP_SCALARS: dict[str, Literal["str", "int", "float", "bool", "json"]] = {
 }
 
 
+#: scalar field (Milvus, run summaries) -> the ClipRecord.scores key it is filled from
+SCORE_SCALARS = {"motion": "motion_mean", "sharpness": "sharpness", "brightness": "brightness"}
+RowKind = Literal["clip", "frame", "caption"]
+
+_DATASET_KEY = re.compile(r"^datasets/([^/]+)/v(\d+)\.json$")
+
+RAW_PREFIX = "raw/"
+CLIPS_PREFIX = "clips/"
+SHARDS_PREFIX = "shards/"
+DATASETS_PREFIX = "datasets/"
+
+
 def clip_collections(visual_dim: int, text_dim: int) -> tuple[CollectionSpec, CollectionSpec]:
     return (
         CollectionSpec(VISUAL_COLLECTION, visual_dim, CLIP_SCALARS),
@@ -60,31 +77,92 @@ def clip_collections(visual_dim: int, text_dim: int) -> tuple[CollectionSpec, Co
     )
 
 
+def raw_file_key(video_id: str, name: str) -> str:
+    """A file stored with an ingested video: the video itself, its sidecar, a simulator episode's arrays."""
+    return f"{RAW_PREFIX}{video_id}/{name}"
+
+
 def raw_video_key(video_id: str, ext: str) -> str:
-    return f"raw/{video_id}/video.{ext}"
+    return raw_file_key(video_id, f"video.{ext}")
 
 
 def raw_meta_key(video_id: str) -> str:
-    return f"raw/{video_id}/meta.json"
+    return raw_file_key(video_id, "meta.json")
+
+
+def actions_key(video_id: str) -> str:
+    return raw_file_key(video_id, "actions.safetensors")
+
+
+def actions_meta_key(video_id: str) -> str:
+    return raw_file_key(video_id, "actions.json")
 
 
 def curated_marker_key(video_id: str, config_hash: str) -> str:
     return f"curated/{video_id}/{config_hash}.json"
 
 
-def clip_prefix(clip_id: str) -> str:
-    return f"clips/{clip_id}"
+def clip_file_key(clip_id: str, name: str) -> str:
+    """A clip's rendition or picture, e.g. ``train.mp4``, ``thumb.jpg``."""
+    return f"{CLIPS_PREFIX}{clip_id}/{name}"
 
 
 def clip_meta_key(clip_id: str) -> str:
-    return f"clips/{clip_id}/meta.json"
+    return clip_file_key(clip_id, "meta.json")
+
+
+def shard_key(config_hash: str, bucket: str, video_id: str, part: int) -> str:
+    return f"{SHARDS_PREFIX}{config_hash}/{bucket}/{video_id}-{part:05d}.tar"
+
+
+def run_key(run_id: str) -> str:
+    return f"runs/{run_id}/run.json"
+
+
+def run_summary_key(run_id: str) -> str:
+    return f"runs/{run_id}/summary.parquet"
+
+
+def dataset_key(name: str, version: int) -> str:
+    return f"{DATASETS_PREFIX}{name}/v{version}.json"
+
+
+VideoStatus = Literal["stored", "ingested"]
+
+
+class VideoRecord(BaseModel):
+    """The sidecar of one ingested video (raw/<id>/meta.json); ingest writes it, curate reads it.
+
+    `stored`: bytes and sidecar are durable; `ingested`: videos.ingested was also emitted."""
+
+    video_id: str = Field(description="SHA-256 of the file content (hex)")
+    uri: str
+    metadata_uri: str
+    filename: str
+    source: Literal["upload", "import", "gymnasium"]
+    size_bytes: int
+    content_type: str
+    info: dict[str, Any]
+    attributes: dict[str, str] = {}
+    status: VideoStatus
+    event_id: str | None = None
+    created_at: datetime
+    ingested_at: datetime | None = None
 
 
 class Rejection(BaseModel):
+    """Why a clip was dropped: the filter (or stage) name, a sentence, and the measured value and
+    threshold where there are numbers behind it. Filters, stages and stored records share this one type."""
+
+    model_config = ConfigDict(frozen=True)
+
     filter: str
     reason: str
     value: float | None = None
     threshold: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
 
 
 class ClipRecord(BaseModel):
@@ -128,6 +206,54 @@ class DatasetManifest(BaseModel):
     query: dict[str, Any] | None = None
     clip_ids: list[str]
     clips: list[dict[str, Any]] = Field(description="per clip: id, video_id, span, caption, rendition URIs")
+
+
+def clip_row(record: ClipRecord, kind: RowKind, row_id: str, vector: Sequence[float]) -> dict[str, Any]:
+    """One Milvus row: id, vector and exactly the CLIP_SCALARS, taken from the clip's record."""
+    row: dict[str, Any] = {
+        "id": row_id, "vector": [float(x) for x in vector], "clip_id": record.clip_id, "kind": kind,
+        "video_id": record.video_id, "source": record.source, "caption": record.caption[:2000], "tags": record.tags,
+        "duration_s": record.duration_s, "start_s": record.start_s, "end_s": record.end_s, "width": record.width,
+        "height": record.height, "fps": record.fps, "config_hash": record.config_hash, "phash": ",".join(record.phash),
+    }
+    row.update({name: float(record.scores.get(score, 0.0)) for name, score in SCORE_SCALARS.items()})
+    return row
+
+
+def read_clip(store: ObjectStore, clip_id: str) -> ClipRecord:
+    """A clip's record; ObjectNotFound also for an id that cannot be a clip id (ids come from users)."""
+    if not is_safe_id(clip_id):  # curated clip ids are 32 hex characters
+        raise ObjectNotFound(clip_id)
+    return store.get_record(clip_meta_key(clip_id), ClipRecord)
+
+
+def iter_clip_records(store: ObjectStore) -> Iterator[ClipRecord]:
+    """Every clip record in the store (accepted and rejected), in key order."""
+    for info in store.list(CLIPS_PREFIX):
+        if info.key.endswith("/meta.json"):
+            try:
+                yield store.get_record(info.key, ClipRecord)
+            except ObjectNotFound:
+                continue  # deleted while listing
+
+
+def latest_dataset_versions(store: ObjectStore, name: str | None = None) -> dict[str, int]:
+    """Dataset name -> its highest stored version, for one dataset or all of them."""
+    latest: dict[str, int] = {}
+    for info in store.list(f"{DATASETS_PREFIX}{name}/" if name else DATASETS_PREFIX):
+        if (m := _DATASET_KEY.match(info.key)) and (name is None or m.group(1) == name):
+            latest[m.group(1)] = max(latest.get(m.group(1), 0), int(m.group(2)))
+    return latest
+
+
+def read_dataset(store: ObjectStore, name: str, version: int | None = None) -> DatasetManifest:
+    """A dataset manifest, the latest version when `version` is None; raises ObjectNotFound (InvalidKey
+    for a name that is not one key segment)."""
+    if version is None:
+        version = latest_dataset_versions(store, name).get(name)
+        if version is None:
+            raise ObjectNotFound(f"{DATASETS_PREFIX}{name}/")
+    return store.get_record(dataset_key(name, version), DatasetManifest)
 
 
 # ----------------------------------------------------------------------------------- jobs and models
@@ -212,3 +338,36 @@ def backfill_claim_key(tokenizer_id: str) -> str:
 def backfill_done_key(tokenizer_id: str) -> str:
     """Written when the backfill after activation has visited every clip (its counts)."""
     return f"{tokenizer_prefix(tokenizer_id)}/backfill.json"
+
+
+# --------------------------------------------------------------------------------------------- layout
+
+
+def layout() -> list[tuple[str, str]]:
+    """Every key function of this module with the key it makes from placeholder arguments (``<video_id>``),
+    in definition order: the object layout ``docs/architecture.md`` shows (a test keeps the two equal;
+    ``python -m worldloom.core.catalog`` prints the table)."""
+    import inspect
+    import sys
+
+    module = sys.modules[__name__]
+    rows = []
+    for name, fn in inspect.getmembers(module, inspect.isfunction):
+        if fn.__module__ != __name__ or not name.endswith(("_key", "_prefix", "_dir")):
+            continue
+        if name == "job_prefix":
+            continue  # the generic form of tokenizer_prefix / world_model_prefix
+        params = inspect.signature(fn).parameters.values()
+        args = [1 if p.annotation == "int" else "<job prefix>" if p.name == "prefix" else f"<{p.name}>" for p in params]
+        rows.append((inspect.getsourcelines(fn)[1], name, fn(*args)))
+    return [(name, key) for _, name, key in sorted(rows)]
+
+
+def layout_table() -> str:
+    lines = ["| catalog function | key |", "|---|---|"]
+    lines += [f"| `{name}` | `{key}` |" for name, key in layout()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(layout_table())

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from worldloom.core.errors import Refusal
-from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord, DatasetManifest
+from worldloom.core.catalog import TRAIN_RENDITION, DatasetManifest, dataset_key, iter_clip_records, read_dataset
 from worldloom.core.store.base import InvalidKey, ObjectNotFound, ObjectStore
 
 
@@ -81,15 +81,9 @@ class Selection:
         return train, val
 
 
-def latest_manifest(store: ObjectStore, name: str, version: int | None) -> DatasetManifest:
+def _manifest(store: ObjectStore, name: str, version: int | None) -> DatasetManifest:
     try:
-        if version is None:
-            versions = [int(i.key.rsplit("/v", 1)[1].removesuffix(".json")) for i in store.list(f"datasets/{name}/")
-                        if i.key.endswith(".json")]
-            if not versions:
-                raise ObjectNotFound(name)
-            version = max(versions)
-        return DatasetManifest.model_validate_json(store.get_bytes(f"datasets/{name}/v{version}.json"))
+        return read_dataset(store, name, version)
     except (ObjectNotFound, InvalidKey):
         raise SelectionError(404, "dataset_not_found",
                              f"no dataset {name!r}" + (f" version {version}" if version else "")) from None
@@ -101,20 +95,17 @@ def select_clips(store: ObjectStore, dataset: DatasetRef | None, clips: ClipFilt
         raise SelectionError(422, "bad_selection", "give exactly one of 'dataset' or 'clips'")
     chosen: list[SelectedClip] = []
     if dataset is not None:
-        manifest = latest_manifest(store, dataset.name, dataset.version)
+        manifest = _manifest(store, dataset.name, dataset.version)
         for c in manifest.clips:
             uri = (c.get("renditions") or {}).get(TRAIN_RENDITION)
             if uri:
                 chosen.append(SelectedClip(c["clip_id"], c.get("video_id", ""), store.key_from_uri(uri)))
         sel = Selection(chosen, dataset=f"{manifest.name}@v{manifest.version}",
-                        dataset_uri=store.uri(f"datasets/{manifest.name}/v{manifest.version}.json"))
+                        dataset_uri=store.uri(dataset_key(manifest.name, manifest.version)))
         sel.label = sel.dataset or ""
     else:
         assert clips is not None
-        for info in store.list("clips/"):
-            if not info.key.endswith("/meta.json"):
-                continue
-            rec = ClipRecord.model_validate_json(store.get_bytes(info.key))
+        for rec in iter_clip_records(store):
             if rec.status != "accepted" or TRAIN_RENDITION not in rec.renditions:
                 continue
             if clips.source and rec.source != clips.source or clips.config_hash and rec.config_hash != clips.config_hash:

@@ -6,6 +6,9 @@ The defaults are the embedded mode: in-process bus, a local directory store and 
 
 from __future__ import annotations
 
+import os
+import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -24,8 +27,23 @@ class BusSettings(_Block):
     partitions: int = Field(3, ge=1, description="partitions for topics created on demand")
     replication_factor: int = Field(1, ge=1)
     max_attempts: int = Field(3, ge=1, description="handler attempts before a message goes to the DLQ")
-    retry_backoff_s: float = Field(0.2, ge=0)
+    retry_backoff_s: float = Field(0.2, ge=0, description="first pause between handler attempts (doubles)")
     poll_timeout_s: float = Field(0.5, gt=0)
+    max_poll_records: int = Field(
+        500, ge=1, description="records per fetch: what one failed batch or a crash mid-batch may redeliver"
+    )
+    max_poll_interval_ms: int = Field(
+        300_000, ge=1000,
+        description="(Kafka) the broker drops a member that does not poll for this long; the consumer thread polls "
+                    "(partitions paused) while handlers run, so only a hung process reaches it",
+    )
+    batch_retry_backoff_s: float = Field(
+        1.0, ge=0, description="after a batch fails (dead-letter write, commit, broker) the consumer rewinds to "
+                               "the first unfinished message and waits this long before retrying (doubles)",
+    )
+    batch_retry_backoff_max_s: float = Field(
+        30.0, ge=0, description="cap of that doubling, so an outage is retried steadily but never spins hot"
+    )
 
 
 class StoreSettings(_Block):
@@ -139,7 +157,59 @@ class SettingsError(RuntimeError):
 S = TypeVar("S", bound=BaseSettings)
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The settings block a field holds (unwrapping ``X | None``), or None for a plain value."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _is_mapping(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation) or annotation
+    return origin is dict or any(_is_mapping(a) for a in typing.get_args(annotation) if a is not type(None))
+
+
+def unknown_variables(cls: type[BaseSettings], environ: Mapping[str, str] | None = None) -> list[str]:
+    """Variables with the class's prefix that name no setting (``WORLDLOOM_GENERATE_DEVISE``): pydantic
+    ignores them, so a typo would silently leave the default in force."""
+    prefix = str(cls.model_config.get("env_prefix", "")).upper()
+    delimiter = str(cls.model_config.get("env_nested_delimiter") or "__")
+    unknown = []
+    for name in (environ if environ is not None else os.environ):
+        if not prefix or not name.upper().startswith(prefix):
+            continue
+        model: type[BaseModel] | None = cls
+        for part in name[len(prefix):].lower().split(delimiter):
+            field = model.model_fields.get(part) if model is not None else None
+            if field is None:
+                unknown.append(name)
+                break
+            if _is_mapping(field.annotation):
+                break  # a mapping's keys are free
+            model = _model_in(field.annotation)
+    return sorted(unknown)
+
+
+#: names other Worldloom programs read that share a service's prefix, and where they moved
+_MOVED = {"URL": "WORLDLOOM_CLI_{SERVICE}_URL (a CLI variable)", "TOKEN": "WORLDLOOM_CLI_{SERVICE}_TOKEN (a CLI variable)"}
+
+
 def load_settings(cls: type[S], **overrides: object) -> S:
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    unknown = unknown_variables(cls)
+    if unknown:
+        service = prefix.removeprefix("WORLDLOOM_").rstrip("_")
+        lines = []
+        for name in unknown:
+            moved = _MOVED.get(name[len(prefix):].upper())
+            hint = f"; did you mean {moved.format(SERVICE=service)}?" if moved else ""
+            lines.append(f"  {name}: not a setting of {cls.__name__}{hint}")
+        raise SettingsError("unknown settings variables (a typo keeps the default in force, so start-up stops):\n"
+                            + "\n".join(lines))
     try:
         settings = cls(**overrides)
     except ValidationError as exc:

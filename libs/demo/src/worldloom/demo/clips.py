@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord, curated_marker_key
+from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord, curated_marker_key, iter_clip_records
 from worldloom.core.selection import SelectedClip, Selection
 from worldloom.core.store.local import LocalStore
 
@@ -20,11 +20,9 @@ DEMO_ENCODE_MAX_FRAMES = 601
 def accepted_clips(store: LocalStore, config_hash: str) -> list[ClipRecord]:
     """The accepted clips curated with ``config_hash`` that have a train rendition, by clip id."""
     recs = []
-    for info in store.list("clips/"):
-        if info.key.endswith("/meta.json"):
-            rec = ClipRecord.model_validate_json(store.get_bytes(info.key))
-            if rec.status == "accepted" and TRAIN_RENDITION in rec.renditions and rec.config_hash == config_hash:
-                recs.append(rec)
+    for rec in iter_clip_records(store):
+        if rec.status == "accepted" and TRAIN_RENDITION in rec.renditions and rec.config_hash == config_hash:
+            recs.append(rec)
     return sorted(recs, key=lambda r: r.clip_id)
 
 

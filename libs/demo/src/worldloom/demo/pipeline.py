@@ -29,7 +29,7 @@ from worldloom.cli.client import WorldloomClient
 from worldloom.cli.ingest_cmd import outcome_table, upload_all
 from worldloom.core import events
 from worldloom.core.bus.inprocess import InProcessBus
-from worldloom.core.catalog import curated_marker_key
+from worldloom.core.catalog import SHARDS_PREFIX, curated_marker_key, read_clip
 from worldloom.core.service.background import BackgroundServer
 from worldloom.core.settings import HttpSettings, StoreSettings, VectorSettings
 from worldloom.core.store.local import LocalStore
@@ -164,10 +164,9 @@ def _curation_report(store: LocalStore, video_ids: list[str], config_hash: str, 
         total += marker["clips_total"]
         accepted += len(marker["accepted"])
         for cid in marker["rejected"]:
-            rec = json.loads(store.get_bytes(f"clips/{cid}/meta.json"))
-            for r in rec["rejections"]:
-                reasons[r["filter"]] = reasons.get(r["filter"], 0) + 1
-    shards = sum(1 for o in store.list("shards/") if o.key.endswith(".tar"))
+            for r in read_clip(store, cid).rejections:
+                reasons[r.filter] = reasons.get(r.filter, 0) + 1
+    shards = sum(1 for o in store.list(SHARDS_PREFIX) if o.key.endswith(".tar"))
     curated_events = len(bus.messages(events.TOPIC_CLIPS_CURATED))
     console.print(f"{len(video_ids)} videos -> {total} clips, [green]{accepted} accepted[/], "
                   f"{total - accepted} rejected {reasons}; {shards} webdataset shards; "

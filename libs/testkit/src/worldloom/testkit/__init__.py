@@ -1,5 +1,7 @@
 """Real Kafka, S3 (SeaweedFS), Milvus Lite and generate servers on 127.0.0.1 for integration tests and local
-dev; ``models`` (tiny tokenizers and world models) and ``clips`` (curated clips) put test inputs in a store.
+dev, plus the helpers tests share instead of copying: ``models`` (tiny tokenizers and world models) and
+``clips`` (curated clips) put test inputs in a store, ``media`` (shared clips, frames, stage tasks) and
+``uploads`` (multipart uploads in, decoded bus events out).
 
 Classes load lazily so `import worldloom.testkit` stays cheap (pymilvus and kafka-python are heavy).
 """

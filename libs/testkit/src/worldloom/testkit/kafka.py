@@ -100,8 +100,15 @@ def find_java() -> str:
 
 
 def _cluster_id() -> str:
-    """A Kafka-style cluster id: a random UUID in url-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A Kafka cluster id: 16 random bytes in url-safe base64 without padding.
+
+    Drawn as Kafka's own Uuid.randomUuid() does: an id starting with '-' (1 draw in 64) is drawn
+    again, because the storage tool would read it as a command-line option and refuse to format.
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
 
 
 class KafkaServer(ManagedProcess):

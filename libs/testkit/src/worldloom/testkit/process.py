@@ -79,6 +79,16 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         pass
 
 
+def wait_until(cond: Callable[[], object], timeout_s: float, interval_s: float = 0.02) -> bool:
+    """Polls `cond` until it is truthy or timeout_s passed; returns whether it became truthy (tests)."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval_s)
+    return True
+
+
 def terminate_group(pgid: int, timeout: float, alive: Callable[[], bool]) -> None:
     """SIGTERM the process group, SIGKILL it if the leader outlives `timeout`, then kill stragglers."""
     _signal_group(pgid, signal.SIGTERM)

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import ConfigDict, with_config
 
+from worldloom.core.catalog import Rejection
 from worldloom.video.descriptors import global_motion, motion_gray
 
 #: Luma below this is "black", above :data:`WHITE_LUMA` "overexposed" (0-255, full range RGB).
@@ -31,7 +33,7 @@ class ClipScores:
 
     motion_mean: float  # mean abs grey difference of consecutive frames, 0-255
     motion_shake: float  # median frame-to-frame change of global motion, fraction of the frame
-    blur: float  # mean variance of the grey Laplacian; LOW = blurry/flat
+    sharpness: float  # mean variance of the grey Laplacian; LOW = blurry/flat
     brightness: float  # mean luma, 0-255
     black_fraction: float  # share of frames that are (almost all) black
     overexposed_fraction: float  # share of frames that are (almost all) blown out
@@ -43,6 +45,7 @@ class ClipScores:
         return dataclasses.asdict(self)
 
 
+@with_config(ConfigDict(extra="forbid"))  # it is also the curate API's `filters` section: unknown keys are refused
 @dataclass(frozen=True)
 class FilterConfig:
     """Thresholds; ``None`` disables a filter. Defaults accept ordinary footage (film shots,
@@ -57,19 +60,6 @@ class FilterConfig:
     max_black_fraction: float | None = 0.5
     max_overexposed_fraction: float | None = 0.5
     max_frozen_fraction: float | None = 0.5
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """Why a clip failed: ``filter`` name, a sentence, the measured ``value`` and the ``threshold``."""
-
-    filter: str
-    reason: str
-    value: float
-    threshold: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 _LAPLACIAN = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float32)
@@ -104,7 +94,7 @@ def clip_scores(frames: np.ndarray, fps: float, duration_s: float | None = None)
     return ClipScores(
         motion_mean=motion,
         motion_shake=shake,
-        blur=float(laplacian_variance(gray).mean()),
+        sharpness=float(laplacian_variance(gray).mean()),
         brightness=float(gray.mean()),
         black_fraction=float(black),
         overexposed_fraction=float(white),
@@ -115,14 +105,14 @@ def clip_scores(frames: np.ndarray, fps: float, duration_s: float | None = None)
 
 
 def evaluate(scores: ClipScores, config: FilterConfig = FilterConfig()) -> list[Rejection]:
-    """Every filter the clip fails (empty list = keep the clip)."""
+    """Every filter the clip fails (empty list = keep the clip), as the catalog's Rejection records."""
     checks = (
         ("min_duration", scores.duration_s, config.min_duration_s, False, "clip is too short ({v:.2f} s < {t} s)"),
         ("max_duration", scores.duration_s, config.max_duration_s, True, "clip is too long ({v:.2f} s > {t} s)"),
         ("min_motion", scores.motion_mean, config.min_motion, False, "too static (motion {v:.2f} < {t})"),
         ("max_motion", scores.motion_mean, config.max_motion, True, "chaotic change, like noise or flashing (motion {v:.1f} > {t})"),
         ("max_shake", scores.motion_shake, config.max_shake, True, "camera shake (jitter {v:.3f} > {t} of the frame)"),
-        ("min_sharpness", scores.blur, config.min_sharpness, False, "blurry or flat (Laplacian variance {v:.1f} < {t})"),
+        ("min_sharpness", scores.sharpness, config.min_sharpness, False, "blurry or flat (Laplacian variance {v:.1f} < {t})"),
         ("max_black", scores.black_fraction, config.max_black_fraction, True, "mostly black frames ({v:.0%} > {t:.0%})"),
         ("max_overexposed", scores.overexposed_fraction, config.max_overexposed_fraction, True, "mostly overexposed frames ({v:.0%} > {t:.0%})"),
         ("max_frozen", scores.frozen_fraction, config.max_frozen_fraction, True, "frozen frames ({v:.0%} > {t:.0%})"),
@@ -132,5 +122,6 @@ def evaluate(scores: ClipScores, config: FilterConfig = FilterConfig()) -> list[
         if threshold is None:
             continue
         if (value > threshold) if is_max else (value < threshold):
-            out.append(Rejection(name, text.format(v=value, t=threshold), float(value), float(threshold)))
+            out.append(Rejection(filter=name, reason=text.format(v=value, t=threshold), value=float(value),
+                                 threshold=float(threshold)))
     return out

@@ -155,3 +155,10 @@ def pan_crops(img: np.ndarray, offsets: list[tuple[int, int]], size: tuple[int, 
     h, w = size
     y0, x0 = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
     return np.stack([img[y0 + dy : y0 + dy + h, x0 + dx : x0 + dx + w] for dx, dy in offsets])
+
+
+def pan_frames(seed: int = 0, frames: int = 32, size: tuple[int, int] = (96, 128)) -> np.ndarray:
+    """A sharp, smooth camera pan over :func:`scene_image` (``[T, H, W, 3]`` uint8): footage that the
+    default quality filters keep; another ``seed`` is another scene."""
+    offsets = [(2 * i - frames, i // 2) for i in range(frames)]
+    return pan_crops(scene_image(seed, rects=250), offsets, size)

@@ -7,18 +7,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
-from pydantic import BaseModel, ConfigDict, Field
 
 from worldloom.core import events
 from worldloom.core.bus import Bus, make_bus
 from worldloom.core.catalog import ClipRecord
-from worldloom.core.service import ApiError, create_app
+from worldloom.core.service import create_app
 from worldloom.core.settings import load_settings
 from worldloom.core.store import ObjectStore, make_store
 from worldloom.core.vectors import VectorIndex
-from worldloom.curate.config import CurationConfig
-from worldloom.curate.runs import CurationRun
-from worldloom.curate.service import CurateError, CurateService
+from worldloom.curate.schemas import CurationRun, PipelineInfo, RunRequest
+from worldloom.curate.service import CurateService
 from worldloom.curate.settings import CurateSettings
 
 DESCRIPTION = """Turns ingested videos into training clips: split (shot detection or fixed stride),
@@ -28,51 +26,30 @@ webdataset shards, a Parquet summary and Milvus vectors. Every `videos.ingested`
 with the default config; `POST /v1/curation-runs` (re)curates chosen videos with any config."""
 
 
-class RunRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    video_ids: list[str] = Field(min_length=1, max_length=10_000)
-    config: CurationConfig = Field(default_factory=CurationConfig)
-
-
-def _api(exc: CurateError) -> ApiError:
-    return ApiError(exc.status, exc.code, exc.message)
-
-
 def build_router(service: CurateService) -> APIRouter:
     router = APIRouter(prefix="/v1")
 
     @router.post("/curation-runs", response_model=CurationRun, status_code=202, tags=["runs"],
                  summary="Start a curation run over ingested videos (runs in the background)")
     def start_run(req: RunRequest) -> CurationRun:
-        try:
-            run = service.new_run(req.video_ids, req.config)
-        except CurateError as exc:
-            raise _api(exc) from None
+        run = service.new_run(req.video_ids, req.config)
         service.submit(run, req.config)
         return run
 
     @router.get("/curation-runs/{run_id}", response_model=CurationRun, tags=["runs"],
                 summary="Run status: state, percent done, per-stage counts, rejections per filter")
     def get_run(run_id: str) -> CurationRun:
-        try:
-            return service.get_run(run_id)
-        except CurateError as exc:
-            raise _api(exc) from None
+        return service.get_run(run_id)
 
     @router.get("/clips/{clip_id}", response_model=ClipRecord, tags=["clips"],
                 summary="A clip's record: span, caption, tags, scores, rejection reasons, renditions")
     def get_clip(clip_id: str) -> ClipRecord:
-        try:
-            return service.get_clip(clip_id)
-        except CurateError as exc:
-            raise _api(exc) from None
+        return service.get_clip(clip_id)
 
-    @router.get("/pipeline", tags=["runs"], summary="The default pipeline: stages, their fields and resources")
-    def pipeline() -> dict:
-        config = CurationConfig()
-        return {"config_hash": service.config_hash(config), "config": config.model_dump(mode="json"),
-                "stages": service.pipeline(config).describe()}
+    @router.get("/pipeline", response_model=PipelineInfo, tags=["runs"],
+                summary="The default pipeline: stages, their fields and resources")
+    def pipeline() -> PipelineInfo:
+        return service.describe_pipeline()
 
     return router
 

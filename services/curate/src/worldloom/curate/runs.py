@@ -1,4 +1,5 @@
-"""Curation runs: persisted status with per-stage counts, percent done and per-filter rejections.
+"""Curation runs: persisted status with per-stage counts, percent done and per-filter rejections
+(the CurationRun record itself is in schemas.py).
 
 A run's record lives in the object store (runs/<run_id>/run.json), so any replica can answer
 GET /v1/curation-runs/{id} and a restarted service still knows finished runs.
@@ -8,56 +9,11 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field, PrivateAttr
-
+from worldloom.core.catalog import run_key
 from worldloom.core.store import ObjectNotFound, ObjectStore
-
-RunState = Literal["queued", "running", "succeeded", "failed"]
-
-
-class StageCount(BaseModel):
-    clips_in: int = 0
-    clips_out: int = 0
-    seconds: float = 0.0
-
-
-class VideoOutcome(BaseModel):
-    video_id: str
-    state: Literal["pending", "running", "done", "skipped", "failed"] = "pending"
-    clips_total: int = 0
-    clips_accepted: int = 0
-    error: str | None = None
-    permanent: bool = Field(False, description="the failure is in the input; retrying cannot help")
-
-
-class CurationRun(BaseModel):
-    run_id: str
-    state: RunState = "queued"
-    trigger: Literal["api", "event"] = "api"
-    config_hash: str
-    config: dict[str, Any]
-    pipeline: list[dict[str, Any]] = []
-    videos: list[VideoOutcome]
-    percent_done: float = 0.0
-    stage_counts: dict[str, StageCount] = {}
-    rejections_by_filter: dict[str, int] = {}
-    clips_total: int = 0
-    clips_accepted: int = 0
-    video_seconds: float = 0.0
-    wall_seconds: float = 0.0
-    summary_uri: str | None = None
-    error: str | None = None
-    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
-    finished_at: datetime | None = None
-    _rows: list[dict[str, Any]] = PrivateAttr(default_factory=list)  # summary.parquet rows, not persisted
-
-
-def run_key(run_id: str) -> str:
-    return f"runs/{run_id}/run.json"
-
+from worldloom.curate.schemas import CurationRun, StageCount, VideoOutcome
 
 class RunTracker:
     """Updates one run's record; progress within a video is folded into percent_done."""
@@ -71,8 +27,7 @@ class RunTracker:
 
     def save(self) -> None:
         with self._lock:
-            self.store.put_bytes(run_key(self.run.run_id), self.run.model_dump_json(indent=2).encode(),
-                                 "application/json")
+            self.store.put_record(run_key(self.run.run_id), self.run)
 
     def video(self, video_id: str) -> VideoOutcome:
         return next(v for v in self.run.videos if v.video_id == video_id)
@@ -109,6 +64,6 @@ class RunTracker:
 
 def load_run(store: ObjectStore, run_id: str) -> CurationRun | None:
     try:
-        return CurationRun.model_validate_json(store.get_bytes(run_key(run_id)))
+        return store.get_record(run_key(run_id), CurationRun)
     except ObjectNotFound:
         return None

@@ -23,16 +23,20 @@ from worldloom.core.errors import Refusal
 from worldloom.core import events
 from worldloom.core.bus import Bus, PermanentError
 from worldloom.core.catalog import (
-    VISUAL_COLLECTION, ClipRecord, clip_collections, clip_meta_key, curated_marker_key, raw_meta_key,
+    SCORE_SCALARS, VISUAL_COLLECTION, ClipRecord, VideoRecord, clip_collections, curated_marker_key, raw_meta_key,
+    read_clip, run_summary_key,
 )
+from worldloom.core.ids import is_safe_id
 from worldloom.core.store import InvalidKey, ObjectNotFound, ObjectStore
 from worldloom.core.vectors import VectorIndex
 from worldloom.video import stages, visual_embed
+from worldloom.video.vlm import OpenAIVisionCaptioner
 from worldloom.video.errors import VideoRejected
 from worldloom.video.pipeline import Pipeline, VideoTask
 
 from worldloom.curate.config import CurationConfig, config_with
-from worldloom.curate.runs import CurationRun, RunTracker, VideoOutcome, load_run
+from worldloom.curate.runs import RunTracker, load_run
+from worldloom.curate.schemas import CurationRun, PipelineInfo, VideoOutcome
 from worldloom.curate.settings import CurateSettings
 from worldloom.curate.text_stage import TextEmbedStage
 from worldloom.curate.writer import WriteStage
@@ -60,8 +64,7 @@ class CurateService:
         self.captioner = None
         if settings.vlm_url:
             key = settings.vlm_api_key.get_secret_value() if settings.vlm_api_key else None
-            self.captioner = stages.OpenAIVisionCaptioner(settings.vlm_url, settings.vlm_model, key,
-                                                          settings.vlm_timeout_s)
+            self.captioner = OpenAIVisionCaptioner(settings.vlm_url, settings.vlm_model, key, settings.vlm_timeout_s)
         self._pipelines: dict[str, Pipeline] = {}
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="curation-run")
@@ -74,20 +77,25 @@ class CurateService:
         h = self.config_hash(config)
         with self._lock:
             if h not in self._pipelines:
+                dedup = config.dedup
                 self._pipelines[h] = Pipeline([
                     stages.SplitStage(config.split.to_split_config(), h),
-                    stages.TranscodeStage(config.transcode.preview_short_side, config.transcode.train_size,
-                                          config.transcode.train_fps, config.transcode.crf),
-                    stages.FilterStage(config.filters.to_filter_config()),
+                    stages.TranscodeStage(**config.transcode.model_dump()),
+                    stages.FilterStage(config.filters),
                     stages.AnnotateStage(config.annotate.use_metadata,
                                          self.captioner if config.annotate.use_vlm else None),
                     stages.VisualEmbedStage(),
-                    stages.DedupStage(config.dedup.max_phash_distance, config.dedup.semantic_threshold,
-                                      self._neighbours if config.dedup.against_index else None),
+                    stages.DedupStage(dedup.max_phash_distance, dedup.semantic_threshold,
+                                      self._neighbours if dedup.against_index else None),
                     TextEmbedStage(self.text_embedder_factory),
                     WriteStage(self.store, self.index, self.bus, h, config.shards.max_clips_per_shard),
                 ])
             return self._pipelines[h]
+
+    def describe_pipeline(self, config: CurationConfig | None = None) -> PipelineInfo:
+        config = config or CurationConfig()
+        return PipelineInfo(config_hash=self.config_hash(config), config=config.model_dump(mode="json"),
+                            stages=self.pipeline(config).describe())
 
     def _neighbours(self, vector: np.ndarray, exclude_video: str, k: int) -> list[tuple[str, float, list[int]]]:
         hits = self.index.search(VISUAL_COLLECTION, [vector.tolist()], limit=k,
@@ -106,7 +114,7 @@ class CurateService:
             VIDEOS.labels("skipped").inc()
             return outcome
         try:
-            raw = json.loads(self.store.get_bytes(raw_meta_key(video_id)))
+            raw = self.store.get_record(raw_meta_key(video_id), VideoRecord)
         except ObjectNotFound:
             raise CurateError(404, "unknown_video", f"no ingested video {video_id}") from None
         outcome.state = "running"
@@ -115,23 +123,23 @@ class CurateService:
         with tempfile.TemporaryDirectory(prefix="wl-curate-") as tmp:
             local = Path(tmp) / "source"
             try:
-                self.store.download(self.store.key_from_uri(raw["uri"]), str(local))
+                self.store.download(self.store.key_from_uri(raw.uri), str(local))
             except (ObjectNotFound, InvalidKey) as exc:
                 raise CurateError(404, "missing_raw_video", f"raw video of {video_id} is missing: {exc}") from None
-            task = VideoTask(video_id, local, Path(tmp) / "work", raw.get("info", {}), raw.get("attributes", {}))
+            task = VideoTask(video_id, local, Path(tmp) / "work", raw.info, raw.attributes)
             task.workdir.mkdir()
             stats = self.pipeline(config).run(task, lambda _n, done, total: tracker.progress(index, done, total))
-        records: list[ClipRecord] = task.outputs.get("records", [])
+        records = task.records
         accepted = [r for r in records if r.status == "accepted"]
         tracker.add_stage_counts(stats)
         tracker.add_rejections([rej.filter for r in records for rej in r.rejections])
-        tracker.add_video(float(raw["info"].get("duration_s", 0.0)), _summary_rows(records))
+        tracker.add_video(float(raw.info.get("duration_s", 0.0)), _summary_rows(records))
         outcome.clips_total, outcome.clips_accepted = len(records), len(accepted)
         outcome.error = "; ".join(task.errors) or None
         outcome.state = "done"
         marker = {"video_id": video_id, "config_hash": h, "clips_total": len(records),
                   "accepted": [r.clip_id for r in accepted], "rejected": [r.clip_id for r in records if r.status != "accepted"],
-                  "errors": task.errors, "shards": task.outputs.get("shards", []),
+                  "errors": task.errors, "shards": task.shard_keys,
                   "finished_at": datetime.now(timezone.utc).isoformat()}
         self.store.put_bytes(curated_marker_key(video_id, h), json.dumps(marker, indent=2).encode(), "application/json")
         VIDEO_SECONDS.observe(time.perf_counter() - start)
@@ -147,7 +155,7 @@ class CurateService:
             raise CurateError(422, "no_videos", "give at least one video id")
         if len(video_ids) > self.settings.max_videos_per_run:
             raise CurateError(422, "too_many_videos", f"a run takes at most {self.settings.max_videos_per_run} videos")
-        missing = [v for v in video_ids if not self.store.exists(raw_meta_key(v))]
+        missing = [v for v in video_ids if not is_safe_id(v) or not self.store.exists(raw_meta_key(v))]
         if missing:
             raise CurateError(404, "unknown_video", f"not ingested: {missing[:10]}")
         run = CurationRun(run_id=run_id or uuid.uuid4().hex, trigger=trigger, config_hash=self.config_hash(config),
@@ -187,7 +195,7 @@ class CurateService:
         run.clips_accepted = sum(v.clips_accepted for v in run.videos)
         rows = run._rows
         if rows:
-            key = f"runs/{run.run_id}/summary.parquet"
+            key = run_summary_key(run.run_id)
             buf = io.BytesIO()
             pq.write_table(pa.Table.from_pylist(rows), buf)
             self.store.put_bytes(key, buf.getvalue(), "application/vnd.apache.parquet")
@@ -202,16 +210,14 @@ class CurateService:
         return run
 
     def get_run(self, run_id: str) -> CurationRun:
-        run = load_run(self.store, run_id) if _safe_id(run_id) else None
+        run = load_run(self.store, run_id) if is_safe_id(run_id) else None
         if run is None:
             raise CurateError(404, "not_found", f"no curation run {run_id!r}")
         return run
 
     def get_clip(self, clip_id: str) -> ClipRecord:
-        if not _safe_id(clip_id):
-            raise CurateError(404, "not_found", f"no clip {clip_id!r}")
         try:
-            return ClipRecord.model_validate_json(self.store.get_bytes(clip_meta_key(clip_id)))
+            return read_clip(self.store, clip_id)
         except ObjectNotFound:
             raise CurateError(404, "not_found", f"no clip {clip_id!r}") from None
 
@@ -240,10 +246,8 @@ class CurateService:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=False)
-
-
-def _safe_id(value: str) -> bool:
-    return bool(value) and len(value) <= 128 and all(c.isalnum() or c in "-_" for c in value)
+        if self.captioner is not None:
+            self.captioner.close()
 
 
 def _summary_rows(records: list[ClipRecord]) -> list[dict[str, Any]]:
@@ -254,7 +258,6 @@ def _summary_rows(records: list[ClipRecord]) -> list[dict[str, Any]]:
             "start_s": r.start_s, "end_s": r.end_s, "duration_s": r.duration_s, "caption": r.caption,
             "tags": r.tags, "rejected_by": [x.filter for x in r.rejections],
             "reasons": [x.reason for x in r.rejections], "duplicate_of": r.duplicate_of, "shard": r.shard,
-            "motion": r.scores.get("motion_mean"), "sharpness": r.scores.get("blur"),
-            "brightness": r.scores.get("brightness"), "config_hash": r.config_hash,
+            **{name: r.scores.get(score) for name, score in SCORE_SCALARS.items()}, "config_hash": r.config_hash,
         })
     return rows

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import ClassVar
@@ -19,7 +20,7 @@ import webdataset as wds
 from worldloom.core import events
 from worldloom.core.bus import Bus
 from worldloom.core.catalog import (
-    TEXT_COLLECTION, TRAIN_RENDITION, VISUAL_COLLECTION, ClipRecord, Rejection, clip_meta_key, clip_prefix,
+    TEXT_COLLECTION, TRAIN_RENDITION, VISUAL_COLLECTION, ClipRecord, clip_file_key, clip_meta_key, clip_row, shard_key,
 )
 from worldloom.core.store import ObjectStore
 from worldloom.core.vectors import VectorIndex
@@ -41,48 +42,49 @@ def source_of(task: VideoTask) -> str:
     return task.attributes.get("dataset") or task.attributes.get("source") or "upload"
 
 
+@dataclass
 class WriteStage(Stage):
-    name: ClassVar[str] = "write"
-    inputs: ClassVar[tuple[str, ...]] = (
-        "clips", "clip.renditions", "clip.scores", "clip.caption", "clip.visual_embedding", "clip.text_embedding",
-    )
-    outputs: ClassVar[tuple[str, ...]] = ("outputs",)
-    resources: ClassVar[Resources] = Resources(cpus=0.5, memory_mb=256)
+    """Owns every output path of a clip: renditions, record, shard, vector rows, event."""
 
-    def __init__(self, store: ObjectStore, index: VectorIndex, bus: Bus, config_hash: str,
-                 shard_max_clips: int = 256, train_rendition: str = TRAIN_RENDITION) -> None:
-        self.store = store
-        self.index = index
-        self.bus = bus
-        self.config_hash = config_hash
-        self.shard_max_clips = shard_max_clips
-        self.train_rendition = train_rendition
+    name: ClassVar[str] = "write"
+    inputs = (
+        "clips", "filtered_clips", "clip.renditions", "clip.rendition_info", "clip.scores", "clip.caption",
+        "clip.visual_embedding", "clip.text_embedding",
+    )
+    outputs = ("records", "shard_keys")
+    resources = Resources(cpus=0.5, memory_mb=256)
+
+    store: ObjectStore
+    index: VectorIndex
+    bus: Bus
+    config_hash: str
+    shard_max_clips: int = 256
+    train_rendition: str = TRAIN_RENDITION
 
     def process(self, task: VideoTask) -> None:
         now = datetime.now(timezone.utc)
-        accepted = task.accepted
+        accepted = task.clips
         shard_of = self._write_shards(task, accepted)
         records = []
-        for clip in task.clips:
+        for clip in task.all_clips():
             keys = {}
             if clip.accepted:
                 for name, path in clip.renditions.items():
-                    key = f"{clip_prefix(clip.clip_id)}/{name}"
+                    key = clip_file_key(clip.clip_id, name)
                     with open(path, "rb") as f:
                         self.store.put_file(key, f, Path(path).stat().st_size,
                                             CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream"))
                     keys[name] = key
             record = self._record(task, clip, keys, shard_of.get(clip.clip_id), now)
-            self.store.put_bytes(clip_meta_key(clip.clip_id), record.model_dump_json(indent=2).encode(),
-                                 "application/json")
+            self.store.put_record(clip_meta_key(clip.clip_id), record)
             records.append(record)
         self._upsert_vectors(accepted, {r.clip_id: r for r in records})
         for record in records:
             if record.status == "accepted":
                 self._emit(record)
-        self.bus.flush()
-        task.outputs["records"] = records
-        task.outputs["shards"] = sorted(set(shard_of.values()))
+        self.bus.flush()  # raises unless every clips.curated event was acknowledged: no marker then
+        task.records = records
+        task.shard_keys = sorted(set(shard_of.values()))
 
     def _record(self, task: VideoTask, clip: ClipTask, keys: dict[str, str], shard: str | None,
                 now: datetime) -> ClipRecord:
@@ -98,27 +100,26 @@ class WriteStage(Stage):
             fps=float(task.info.get("fps") or 0.0), width=width, height=height,
             caption=clip.caption, caption_source=clip.caption_source, tags=clip.tags,
             scores={k: round(float(v), 5) for k, v in clip.scores.items()}, descriptors=clip.descriptors,
-            rejections=[Rejection(**r) for r in clip.rejections], duplicate_of=clip.duplicate_of,
+            rejections=clip.rejections, duplicate_of=clip.duplicate_of,
             phash=[f"{h:016x}" for h in clip.phash], renditions=keys,
-            rendition_info=task.outputs.get("rendition_info", {}).get(clip.clip_id, {}) if keys else {},
+            rendition_info=clip.rendition_info if keys else {},
             shard=shard, config_hash=self.config_hash, created_at=now,
         )
 
     def _write_shards(self, task: VideoTask, accepted: list[ClipTask]) -> dict[str, str]:
         """Groups training renditions by (resolution, length) bucket into webdataset tar shards."""
         buckets: dict[str, list[ClipTask]] = {}
-        info = task.outputs.get("rendition_info", {})
         for clip in accepted:
             if self.train_rendition not in clip.renditions:
                 continue
-            size = info.get(clip.clip_id, {}).get(self.train_rendition, {})
+            size = clip.rendition_info.get(self.train_rendition, {})
             bucket = f"{int(size.get('width', 0))}x{int(size.get('height', 0))}/{length_bucket(clip.span.end_s - clip.span.start_s)}"
             buckets.setdefault(bucket, []).append(clip)
         shard_of: dict[str, str] = {}
         for bucket, clips in sorted(buckets.items()):
             for n in range(0, len(clips), self.shard_max_clips):
                 part = clips[n : n + self.shard_max_clips]
-                key = f"shards/{self.config_hash}/{bucket}/{task.video_id}-{n // self.shard_max_clips:05d}.tar"
+                key = shard_key(self.config_hash, bucket, task.video_id, n // self.shard_max_clips)
                 buf = io.BytesIO()
                 with wds.TarWriter(buf) as sink:
                     for clip in part:
@@ -141,22 +142,12 @@ class WriteStage(Stage):
         visual, text = [], []
         for clip in accepted:
             r = records[clip.clip_id]
-            scalars = {
-                "video_id": r.video_id, "source": r.source, "caption": r.caption[:2000], "tags": r.tags,
-                "duration_s": r.duration_s, "start_s": r.start_s, "end_s": r.end_s, "width": r.width,
-                "height": r.height, "fps": r.fps, "motion": float(r.scores.get("motion_mean", 0.0)),
-                "sharpness": float(r.scores.get("blur", 0.0)), "brightness": float(r.scores.get("brightness", 0.0)),
-                "config_hash": r.config_hash, "phash": ",".join(r.phash),
-            }
             if clip.visual_embedding is not None:
-                visual.append({"id": r.clip_id, "vector": clip.visual_embedding.tolist(), **scalars,
-                               "clip_id": r.clip_id, "kind": "clip"})
+                visual.append(clip_row(r, "clip", r.clip_id, clip.visual_embedding))
                 for k, vec in enumerate(clip.keyframe_embeddings if clip.keyframe_embeddings is not None else []):
-                    visual.append({"id": f"{r.clip_id}:{k}", "vector": vec.tolist(), **scalars,
-                                   "clip_id": r.clip_id, "kind": "frame"})
+                    visual.append(clip_row(r, "frame", f"{r.clip_id}:{k}", vec))
             if clip.text_embedding is not None:
-                text.append({"id": r.clip_id, "vector": clip.text_embedding.tolist(), **scalars,
-                             "clip_id": r.clip_id, "kind": "caption"})
+                text.append(clip_row(r, "caption", r.clip_id, clip.text_embedding))
         self.index.upsert(VISUAL_COLLECTION, visual)
         self.index.upsert(TEXT_COLLECTION, text)
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import logging
 import re
 import tempfile
@@ -46,11 +45,9 @@ from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.rest.server import RESTServer
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from worldloom.core.service.auth import BearerTokens
-from worldloom.core.service.errors import error_body
-from worldloom.core.service.middleware import ServiceMiddleware
+from worldloom.core.service.auth import BearerAuthMiddleware, BearerTokens
+from worldloom.core.service.middleware import SecurityHeadersMiddleware, ServiceMiddleware
 from worldloom.core.store import make_store
 from worldloom.generate.schemas import VideoRequest
 from worldloom.generate.service import BadInput
@@ -59,37 +56,8 @@ from worldloom.generate.settings import GenerateSettings
 
 log = logging.getLogger("worldloom.generate")
 
+#: probes and metrics, which Kubernetes and Prometheus call without a token
 PUBLIC = re.compile(r"^/(|metrics|v2|v2/health/(live|ready)|v2/models/[^/]+(/versions/[^/]+)?/ready|v1/models/[^/:]+)$")
-
-
-# ------------------------------------------------------------------------------------------------ auth
-
-
-class BearerAuthMiddleware:
-    """Pure ASGI: ``Authorization: Bearer <token>`` on everything but probes and metrics."""
-
-    def __init__(self, app: ASGIApp, tokens: BearerTokens) -> None:
-        self.app, self.tokens = app, tokens
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or PUBLIC.match(scope["path"]):
-            await self.app(scope, receive, send)
-            return
-        header = ""
-        for key, value in scope.get("headers", []):
-            if key == b"authorization":
-                header = value.decode("latin-1")
-        problem = self.tokens.problem(header)
-        if problem is not None:
-            await _json(send, 401, error_body("unauthorized", problem))
-            return
-        await self.app(scope, receive, send)
-
-
-async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
-    await send({"type": "http.response.body", "body": json.dumps(body).encode()})
 
 
 # ----------------------------------------------------------------------------------------- video route
@@ -235,7 +203,8 @@ class GenerateModelServer(ModelServer):
     def _install(self, app: FastAPI) -> None:
         s = self.settings
         add_routes(app, self, s)
-        app.add_middleware(BearerAuthMiddleware, tokens=self.bearer)
+        app.add_middleware(BearerAuthMiddleware, tokens=self.bearer, public=PUBLIC)
+        app.add_middleware(SecurityHeadersMiddleware)
         app.add_middleware(ServiceMiddleware, service="generate", default_limit=s.max_request_bytes)
 
     def start(self, models: list[Any]) -> None:  # mirrors ModelServer.start (kserve 0.21), single worker

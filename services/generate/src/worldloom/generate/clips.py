@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 
 import numpy as np
 
-from worldloom.core.catalog import TRAIN_RENDITION, ClipRecord, clip_meta_key
+from worldloom.core.catalog import TRAIN_RENDITION, read_clip
+from worldloom.core.ids import is_safe_id
 from worldloom.core.store.base import InvalidKey, ObjectNotFound, ObjectStore
 from worldloom.generate.service import BadInput
-
-CLIP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
 
 class ClipNotFound(LookupError):
     pass
@@ -25,12 +22,12 @@ def load_clip_frames(store: ObjectStore, clip_id: str, start_frame: int, count: 
     from worldloom.video.decode import read_frames
     from worldloom.video.errors import VideoRejected
 
-    if not CLIP_ID.match(clip_id or "") or ".." in clip_id:
+    if not is_safe_id(clip_id or ""):
         raise BadInput(f"clip_id {clip_id!r} is not a valid clip id")
     if start_frame < 0:
         raise BadInput(f"clip_start_frame must be >= 0, got {start_frame}")
     try:
-        record = ClipRecord.model_validate_json(store.get_bytes(clip_meta_key(clip_id)))
+        record = read_clip(store, clip_id)
     except (ObjectNotFound, InvalidKey):
         raise ClipNotFound(f"no clip {clip_id!r}") from None
     except ValueError:

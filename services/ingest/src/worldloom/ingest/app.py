@@ -1,11 +1,12 @@
-"""Ingest HTTP API: upload or import videos, read their records. Run with `python -m worldloom.ingest`."""
+"""Ingest HTTP API: upload or import videos, read their records, record simulator episodes.
+Run with `python -m worldloom.ingest`."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -14,12 +15,11 @@ from worldloom.core.bus import Bus, make_bus
 from worldloom.core.service import ApiError, create_app
 from worldloom.core.service.uploads import receive_multipart
 from worldloom.core.store import ObjectStore, make_store
-from worldloom.ingest.records import ImportRequest, IngestResult, VideoPage, VideoRecord, VideoStatus
-from worldloom.ingest.service import IngestError, IngestService
-from worldloom.ingest.settings import IngestSettings
-from worldloom.ingest.sources.api import build_sources_router
+from worldloom.core.catalog import VideoRecord, VideoStatus
+from worldloom.ingest.schemas import GymnasiumRequest, ImportRequest, IngestResult, SourceJob, VideoPage
+from worldloom.ingest.service import IngestService
+from worldloom.ingest.settings import GymnasiumLimits, IngestSettings
 from worldloom.ingest.sources.jobs import JobRunner
-from worldloom.ingest.sources.limits import GymnasiumLimits
 
 DESCRIPTION = """Uploads and imports videos. Each video is validated and probed (PyAV), stored under
 `raw/<sha256>/` with a JSON sidecar, and announced on the `videos.ingested` topic. The id is the
@@ -27,10 +27,6 @@ SHA-256 of the bytes, so uploading the same file again returns the same record a
 
 `/v1/sources/gymnasium` records simulator episodes (MP4 + actions) in the background and ingests
 them the same way; `/v1/sources/jobs/{id}` follows such a job."""
-
-
-def _api_error(exc: IngestError) -> ApiError:
-    return ApiError(exc.status, exc.code, exc.message)
 
 
 def _parse_attributes(raw: str | None) -> dict[str, str]:
@@ -64,13 +60,9 @@ def build_router(service: IngestService) -> APIRouter:
         try:
             attributes = _parse_attributes(form.fields.get("attributes"))
             upload = form.file
-            try:
-                result = await run_in_threadpool(
-                    service.ingest_file, upload.path, upload.filename, "upload", attributes,
-                    (upload.sha256, upload.size),
-                )
-            except IngestError as exc:
-                raise _api_error(exc) from None
+            result = await run_in_threadpool(
+                service.ingest_file, upload.path, upload.filename, "upload", attributes, (upload.sha256, upload.size),
+            )
         finally:
             form.close()
         if result.duplicate:
@@ -80,20 +72,14 @@ def build_router(service: IngestService) -> APIRouter:
     @router.post("/videos:import", response_model=IngestResult, status_code=201,
                  summary="Ingest an object already in the configured store")
     def import_video(body: ImportRequest, response: Response) -> IngestResult:
-        try:
-            result = service.import_uri(body.uri, body.filename, body.attributes)
-        except IngestError as exc:
-            raise _api_error(exc) from None
+        result = service.import_uri(body.uri, body.filename, body.attributes)
         if result.duplicate:
             response.status_code = 200
         return result
 
     @router.get("/videos/{video_id}", response_model=VideoRecord, summary="One video's record")
     def get_video(video_id: str) -> VideoRecord:
-        try:
-            return service.get(video_id)
-        except IngestError as exc:
-            raise _api_error(exc) from None
+        return service.get(video_id)
 
     @router.get("/videos", response_model=VideoPage, summary="List videos, oldest id first, paged")
     def list_videos(
@@ -101,12 +87,34 @@ def build_router(service: IngestService) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         page_token: Annotated[str | None, Query(max_length=64)] = None,
     ) -> VideoPage:
-        items = []
-        for record in service.iter_records(status, after=page_token):
-            if len(items) == limit:
-                return VideoPage(items=items, next_page_token=items[-1].video_id)
-            items.append(record)
-        return VideoPage(items=items)
+        return service.page(status, limit, page_token)
+
+    return router
+
+
+def build_sources_router(runner: JobRunner) -> APIRouter:
+    """Simulator sources: start a recording job, follow it, list what can be recorded."""
+    router = APIRouter(prefix="/v1/sources", tags=["sources"])
+
+    @router.post(
+        "/gymnasium", response_model=SourceJob, status_code=202,
+        summary="Record Gymnasium episodes (video + actions) in the background and ingest them",
+        responses={422: {"description": "unknown env or policy, a limit exceeded, bad env_kwargs"},
+                   429: {"description": "too many jobs pending on this replica"},
+                   501: {"description": "the env's optional package is not installed here"}},
+    )
+    def start_gymnasium(body: GymnasiumRequest, response: Response) -> SourceJob:
+        job = runner.submit(body)
+        response.headers["Location"] = f"/v1/sources/jobs/{job.job_id}"
+        return job
+
+    @router.get("/jobs/{job_id}", response_model=SourceJob, summary="A recording job's state, progress, videos, errors")
+    def get_job(job_id: str) -> SourceJob:
+        return runner.jobs.load(job_id)
+
+    @router.get("/gymnasium/envs", summary="Recordable env ids, whether each runs here, policies and limits")
+    def list_envs() -> dict[str, Any]:
+        return runner.recordable()
 
     return router
 

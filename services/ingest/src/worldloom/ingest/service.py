@@ -22,14 +22,14 @@ from prometheus_client import Counter
 from worldloom.core.errors import Refusal
 from worldloom.core import events
 from worldloom.core.bus import Bus
-from worldloom.core.catalog import raw_meta_key, raw_video_key
+from worldloom.core.catalog import RAW_PREFIX, VideoRecord, VideoStatus, raw_meta_key, raw_video_key
 from worldloom.core.ids import is_sha256_hex, sha256_file
 from worldloom.core.store import InvalidKey, ObjectNotFound, ObjectStore
 from worldloom.video.limits import VideoLimits
 from worldloom.video.errors import VideoRejected
 from worldloom.video.probe import VideoInfo, probe
 
-from worldloom.ingest.records import IngestResult, VideoRecord, VideoStatus
+from worldloom.ingest.schemas import IngestResult, VideoPage
 
 log = logging.getLogger("worldloom.ingest")
 
@@ -71,13 +71,6 @@ class IngestService:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
-    # keys ----------------------------------------------------------------------------------------
-    def _meta_key(self, video_id: str) -> str:
-        return raw_meta_key(video_id)
-
-    def _video_key(self, video_id: str, ext: str) -> str:
-        return raw_video_key(video_id, ext)
-
     def _lock(self, video_id: str) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault(video_id, threading.Lock())
@@ -87,21 +80,30 @@ class IngestService:
         if not is_sha256_hex(video_id):
             raise IngestError(404, "not_found", f"no video {video_id!r}: ids are 64 lowercase hex characters")
         try:
-            return VideoRecord.model_validate_json(self.store.get_bytes(self._meta_key(video_id)))
+            return self.store.get_record(raw_meta_key(video_id), VideoRecord)
         except ObjectNotFound:
             raise IngestError(404, "not_found", f"no video {video_id}") from None
 
     def iter_records(self, status: VideoStatus | None = None, after: str | None = None) -> Iterator[VideoRecord]:
-        for obj in self.store.list("raw/"):
-            parts = obj.key.split("/")
-            if len(parts) != 3 or parts[2] != "meta.json" or (after and parts[1] <= after):
+        for obj in self.store.list(RAW_PREFIX):
+            video_id = obj.key.split("/")[1]
+            if obj.key != raw_meta_key(video_id) or (after and video_id <= after):
                 continue
             try:
-                record = VideoRecord.model_validate_json(self.store.get_bytes(obj.key))
+                record = self.store.get_record(obj.key, VideoRecord)
             except ObjectNotFound:
                 continue  # deleted while listing
             if status is None or record.status == status:
                 yield record
+
+    def page(self, status: VideoStatus | None, limit: int, after: str | None) -> VideoPage:
+        """Up to `limit` records after the video id `after`; the token is the last id when more follow."""
+        items = []
+        for record in self.iter_records(status, after=after):
+            if len(items) == limit:
+                return VideoPage(items=items, next_page_token=items[-1].video_id)
+            items.append(record)
+        return VideoPage(items=items)
 
     # writes --------------------------------------------------------------------------------------
     def ingest_file(
@@ -142,7 +144,7 @@ class IngestService:
     ) -> VideoRecord:
         ext = _EXT_BY_CONTAINER.get(info.container.split(",")[0], "bin")
         content_type = _CONTENT_TYPES.get(ext, "application/octet-stream")
-        video_key, meta_key = self._video_key(video_id, ext), self._meta_key(video_id)
+        video_key, meta_key = raw_video_key(video_id, ext), raw_meta_key(video_id)
         with open(path, "rb") as f:
             self.store.put_file(video_key, f, size, content_type)
         record = VideoRecord(
@@ -184,9 +186,7 @@ class IngestService:
         return done
 
     def _write_record(self, record: VideoRecord) -> None:
-        self.store.put_bytes(
-            self._meta_key(record.video_id), record.model_dump_json(indent=2).encode(), "application/json"
-        )
+        self.store.put_record(raw_meta_key(record.video_id), record)
 
     def import_uri(self, uri: str, filename: str | None, attributes: dict[str, str]) -> IngestResult:
         """Ingests an object already in the configured store (no re-upload through HTTP)."""

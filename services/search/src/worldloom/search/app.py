@@ -14,13 +14,13 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from worldloom.core.bus import Bus, make_bus
-from worldloom.core.catalog import ClipRecord, DatasetManifest
+from worldloom.core.catalog import DatasetManifest
 from worldloom.core.service import ApiError, create_app
 from worldloom.core.settings import load_settings
 from worldloom.core.store import ObjectStore, make_store
 from worldloom.core.vectors import VectorIndex
-from worldloom.search.engine import SearchEngine, SearchError
-from worldloom.search.models import DatasetRequest, DatasetSummary, SearchFilters, SearchRequest, SearchResponse
+from worldloom.search.schemas import DatasetRequest, DatasetSummary, SearchFilters, SearchRequest, SearchResponse
+from worldloom.search.service import SearchService
 from worldloom.search.settings import SearchSettings
 
 DESCRIPTION = """Finds curated clips by text (caption embeddings), by an example image or clip (visual
@@ -28,26 +28,13 @@ embeddings) or by a clip id, with scalar filters; saves results as named, versio
 post-training jobs consume. A small web page is served at `/`."""
 
 
-def _api(exc: SearchError) -> ApiError:
-    return ApiError(exc.status, exc.code, exc.message)
-
-
-def build_router(engine: SearchEngine, settings: SearchSettings) -> APIRouter:
+def build_router(service: SearchService) -> APIRouter:
     router = APIRouter(prefix="/v1")
-
-    def _top_k(k: int) -> int:
-        if k > settings.max_top_k:
-            raise ApiError(422, "invalid_request", f"top_k is at most {settings.max_top_k}")
-        return k
 
     @router.post("/search", response_model=SearchResponse, tags=["search"],
                  summary="Search by text, clip id or a base64 image, with filters")
     def search(req: SearchRequest) -> SearchResponse:
-        _top_k(req.top_k)
-        try:
-            return engine.search(req)
-        except SearchError as exc:
-            raise _api(exc) from None
+        return service.search(req)
 
     @router.post("/search:media", response_model=SearchResponse, tags=["search"],
                  summary="Search with an uploaded image or video clip (multipart: file, top_k, filters)")
@@ -66,31 +53,18 @@ def build_router(engine: SearchEngine, settings: SearchSettings) -> APIRouter:
             if not isinstance(upload, UploadFile):
                 raise ApiError(400, "missing_file", "the form has no 'file' part")
             try:
-                top_k = _top_k(int(str(form.get("top_k") or 10)))
+                top_k = int(str(form.get("top_k") or 10))
                 filters = SearchFilters.model_validate(json.loads(str(form.get("filters") or "{}")))
             except (ValueError, ValidationError) as exc:
                 raise ApiError(422, "invalid_request", f"top_k/filters: {exc}") from None
-            try:
-                return await run_in_threadpool(engine.search_media, upload.file, top_k, filters)
-            except SearchError as exc:
-                raise _api(exc) from None
+            return await run_in_threadpool(service.search_media, upload.file, top_k, filters)
         finally:
             await form.close()
-
-    @router.get("/clips/{clip_id}", response_model=ClipRecord, tags=["clips"], summary="A clip's record")
-    def clip(clip_id: str) -> ClipRecord:
-        try:
-            return engine.clip(clip_id)
-        except SearchError as exc:
-            raise _api(exc) from None
 
     @router.get("/clips/{clip_id}/media/{name}", tags=["clips"],
                 summary="A clip's thumbnail (thumb.jpg), animated preview (preview.gif) or video")
     def media(clip_id: str, name: str) -> StreamingResponse:
-        try:
-            stream, ctype = engine.media(clip_id, name)
-        except SearchError as exc:
-            raise _api(exc) from None
+        stream, ctype = service.media(clip_id, name)
 
         def chunks():  # noqa: ANN202
             with stream:
@@ -102,24 +76,16 @@ def build_router(engine: SearchEngine, settings: SearchSettings) -> APIRouter:
     @router.post("/datasets", response_model=DatasetManifest, status_code=201, tags=["datasets"],
                  summary="Save a query's results or a list of clip ids as the next version of a dataset")
     def create_dataset(req: DatasetRequest) -> DatasetManifest:
-        if req.query is not None:
-            _top_k(req.query.top_k)
-        try:
-            return engine.create_dataset(req)
-        except SearchError as exc:
-            raise _api(exc) from None
+        return service.create_dataset(req)
 
     @router.get("/datasets", response_model=list[DatasetSummary], tags=["datasets"])
     def list_datasets() -> list[DatasetSummary]:
-        return engine.datasets()
+        return service.datasets()
 
     @router.get("/datasets/{name}", response_model=DatasetManifest, tags=["datasets"],
                 summary="A dataset manifest (latest version unless ?version=N)")
     def get_dataset(name: str, version: Annotated[int | None, Query(ge=1)] = None) -> DatasetManifest:
-        try:
-            return engine.dataset(name, version)
-        except SearchError as exc:
-            raise _api(exc) from None
+        return service.dataset(name, version)
 
     return router
 
@@ -135,12 +101,13 @@ def build_app(
     store = store or make_store(settings.store)
     bus = bus or make_bus(settings.bus)
     index = index or VectorIndex.from_settings(settings.vectors)
-    engine = SearchEngine(index, store, bus, settings.max_dataset_clips)
+    service = SearchService(index, store, bus, settings.max_dataset_clips, settings.max_top_k)
     app = create_app(
-        "search", settings, [build_router(engine, settings)], description=DESCRIPTION,
+        "search", settings, [build_router(service)], description=DESCRIPTION,
         readiness={"store": store.healthy, "bus": bus.healthy, "vectors": index.healthy},
         body_limits={("POST", "/v1/search:media"): settings.max_upload_bytes + 64 * 1024,
                      ("POST", "/v1/search"): 24 * 1024 * 1024},
+        public_paths=("/",),  # the page itself; it asks its user for a token for the API calls
     )
     page = resources.files("worldloom.search").joinpath("static/index.html").read_text()
 
@@ -148,5 +115,5 @@ def build_app(
     def index_page() -> HTMLResponse:
         return HTMLResponse(page)
 
-    app.state.engine = engine
+    app.state.search = service
     return app

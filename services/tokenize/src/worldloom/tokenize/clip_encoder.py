@@ -29,6 +29,7 @@ from worldloom.core.catalog import (
     TRAIN_RENDITION,
     ClipRecord,
     backfill_claim_key,
+    iter_clip_records,
     backfill_done_key,
     token_claim_key,
     token_marker_key,
@@ -144,11 +145,8 @@ class ClipEncoder:
 
     def _backfill(self, tokenizer_id: str) -> dict[str, int]:
         counts = {"encoded": 0, "skipped": 0, "busy": 0, "failed": 0}
-        for info in list(self.store.list("clips/")):
-            if not info.key.endswith("/meta.json"):
-                continue
+        for rec in list(iter_clip_records(self.store)):
             try:
-                rec = ClipRecord.model_validate_json(self.store.get_bytes(info.key))
                 if rec.status != "accepted" or TRAIN_RENDITION not in rec.renditions:
                     continue
                 done = self.encode_clip(curated_event_of(self.store, rec), tokenizer_id, wait=False)

@@ -12,7 +12,13 @@ from typing import Any
 
 from worldloom.core import events
 from worldloom.core.bus import Bus
-from worldloom.core.catalog import ClipRecord, clip_meta_key, token_shard_key, world_model_key, world_model_prefix
+from worldloom.core.catalog import (
+    actions_meta_key,
+    read_clip,
+    token_shard_key,
+    world_model_key,
+    world_model_prefix,
+)
 from worldloom.core.errors import Refusal
 from worldloom.core.jobs import JobManager, WorkerSpec
 from worldloom.core.selection import SelectedClip, select_clips
@@ -23,7 +29,7 @@ from worldloom.models.tokenizer.job import load_tokenizer
 from worldloom.models.tokenizer.shards import read_shard
 from worldloom.models.training.driver import job_launcher, worker_spec
 from worldloom.models.world import ActionSpec, IncompatibleModel, family_class
-from worldloom.models.world.data import actions_meta_key, load_episode_arrays
+from worldloom.models.world.data import load_episode_arrays
 from worldloom.models.world.job import WorldModelJob, train_loop
 from worldloom.models.world.registry import WorldModelLineage, WorldModelRecord, WorldModelRegistry
 from worldloom.train.schemas import WorldModelJobRequest
@@ -120,7 +126,7 @@ class WorldModelJobs:
         missing = []
         for clip in clips:
             try:
-                record = ClipRecord.model_validate_json(self.store.get_bytes(clip_meta_key(clip.clip_id)))
+                record = read_clip(self.store, clip.clip_id)
             except ObjectNotFound:
                 record = None
             if record is None or not record.caption.strip():

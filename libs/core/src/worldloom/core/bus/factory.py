@@ -17,4 +17,7 @@ def make_bus(settings: BusSettings) -> Bus:
         partitions=settings.partitions,
         max_attempts=settings.max_attempts,
         retry_backoff_s=settings.retry_backoff_s,
+        max_poll_records=settings.max_poll_records,
+        batch_retry_backoff_s=settings.batch_retry_backoff_s,
+        batch_retry_backoff_max_s=settings.batch_retry_backoff_max_s,
     )

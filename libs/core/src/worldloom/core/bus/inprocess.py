@@ -14,10 +14,15 @@ from worldloom.core.bus.base import Bus, Consumer, Handler, Message
 
 
 class InProcessBus(Bus):
-    def __init__(self, partitions: int = 1, max_attempts: int = 3, retry_backoff_s: float = 0.05) -> None:
+    def __init__(self, partitions: int = 1, max_attempts: int = 3, retry_backoff_s: float = 0.05, *,
+                 max_poll_records: int = 500, batch_retry_backoff_s: float = 1.0,
+                 batch_retry_backoff_max_s: float = 30.0) -> None:
         self.partitions = partitions
         self.max_attempts = max_attempts
         self.retry_backoff_s = retry_backoff_s
+        self.max_poll_records = max_poll_records
+        self.batch_retry_backoff_s = batch_retry_backoff_s
+        self.batch_retry_backoff_max_s = batch_retry_backoff_max_s
         self._logs: dict[str, list[list[Message]]] = {}
         self._committed: dict[tuple[str, str, int], int] = defaultdict(int)
         self._claimed: dict[tuple[str, str, int], int] = defaultdict(int)
@@ -44,6 +49,7 @@ class InProcessBus(Bus):
         return InProcessConsumer(
             self, list(topics), group, handler,
             max_attempts=self.max_attempts, retry_backoff_s=self.retry_backoff_s,
+            batch_retry_backoff_s=self.batch_retry_backoff_s, batch_retry_backoff_max_s=self.batch_retry_backoff_max_s,
         )
 
     def messages(self, topic: str) -> list[Message]:
@@ -74,10 +80,10 @@ class InProcessConsumer(Consumer):
 
     def _fetch(self, timeout_s: float) -> list[Message]:
         with self._bus._cond:
-            batch = self._bus._claim(self._topics, self.group, 500)
+            batch = self._bus._claim(self._topics, self.group, self._bus.max_poll_records)
             if not batch:
                 self._bus._cond.wait(timeout_s)
-                batch = self._bus._claim(self._topics, self.group, 500)
+                batch = self._bus._claim(self._topics, self.group, self._bus.max_poll_records)
             self._uncommitted.extend(batch)
             return batch
 
@@ -89,7 +95,18 @@ class InProcessConsumer(Consumer):
             done = {(m.topic, m.partition, m.offset) for m in batch}
             self._uncommitted = [m for m in self._uncommitted if (m.topic, m.partition, m.offset) not in done]
 
-    def close(self) -> None:
+    def _seek(self, positions: dict[tuple[str, int], int]) -> None:
+        """Hands messages from `positions` on back to the group (never skips what another claimed)."""
+        with self._bus._cond:
+            for (topic, p), offset in positions.items():
+                k = (self.group, topic, p)
+                self._bus._claimed[k] = min(self._bus._claimed[k], offset)
+            self._uncommitted = [
+                m for m in self._uncommitted
+                if m.offset < positions.get((m.topic, m.partition), m.offset + 1)
+            ]
+
+    def _leave(self) -> None:
         """Rewinds the group to its committed offsets, as Kafka redelivers after a member leaves."""
         with self._bus._cond:
             for m in self._uncommitted:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
+from pydantic import BaseModel, Field
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -38,6 +39,33 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 def error_response(status: int, code: str, message: str, details: Any = None, headers=None) -> JSONResponse:  # noqa: ANN001
     return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
 
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable, machine-readable (e.g. not_a_video, model_not_found)")
+    message: str = Field(description="a sentence for humans: what is wrong and what to do")
+    request_id: str | None = None
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    """The one error shape every Worldloom service answers with."""
+
+    error: ErrorDetail
+
+
+#: the refusals a route may answer, documented on every API route of the kit's apps
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text} for status, text in (
+        (400, "bad input the request's schema cannot express (e.g. an unreadable upload)"),
+        (401, "missing or invalid bearer token"),
+        (404, "no such object (video, clip, job, model, dataset)"),
+        (409, "the object is not in a state that allows this (e.g. a job still running)"),
+        (413, "the request or a value in it is larger than the configured limit"),
+        (415, "unsupported media type"),
+        (422, "invalid request: the stable code and a reason say which field"),
+        (503, "a dependency (bus, store, vector index) is unavailable; retry later"),
+    )
+}
 
 _HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
                413: "payload_too_large", 415: "unsupported_media_type"}

@@ -8,10 +8,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
+
+from pydantic import BaseModel
 
 MAX_KEY_BYTES = 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+R = TypeVar("R", bound=BaseModel)
 
 
 class InvalidKey(ValueError):
@@ -64,6 +69,14 @@ class ObjectStore(ABC):
     def get_bytes(self, key: str) -> bytes:
         with self.open(key) as f:
             return f.read()
+
+    def get_record(self, key: str, model: type[R]) -> R:
+        """A JSON record read back as its model; raises ObjectNotFound (and pydantic's ValidationError)."""
+        return model.model_validate_json(self.get_bytes(key))
+
+    def put_record(self, key: str, record: BaseModel, *, exclude: set[str] | None = None) -> ObjectInfo:
+        """Writes a record as indented JSON: every record in the store has this one shape."""
+        return self.put_bytes(key, record.model_dump_json(indent=2, exclude=exclude).encode(), "application/json")
 
     def download(self, key: str, path: str, chunk_size: int = 1 << 20) -> None:
         with self.open(key) as src, open(path, "wb") as dst:

@@ -46,18 +46,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from worldloom.core.catalog import TRAIN_RENDITION, actions_key, actions_meta_key, read_clip
 from worldloom.core.store.base import ObjectNotFound, ObjectStore
 from worldloom.models.tokenizer.shards import read_shard  # the reader lives with the writer
 
 Pool = Literal["mean", "last", "sum", "max"]
-
-
-def actions_key(video_id: str) -> str:
-    return f"raw/{video_id}/actions.safetensors"
-
-
-def actions_meta_key(video_id: str) -> str:
-    return f"raw/{video_id}/actions.json"
 
 
 @dataclass
@@ -168,11 +161,11 @@ def _clip_alignment(store: ObjectStore, meta: dict[str, Any], video_id: str,
     clip_id = meta.get("clip_id")
     if clip_id:
         try:
-            rec = json.loads(store.get_bytes(f"clips/{clip_id}/meta.json"))
-            start = int(rec["start_frame"])
-            src_fps = float(rec.get("fps") or 0) or None
-            clip_fps = float((rec.get("rendition_info") or {}).get("train.mp4", {}).get("fps") or 0) or None
-        except (ObjectNotFound, KeyError, ValueError, TypeError):
+            rec = read_clip(store, str(clip_id))
+            start = rec.start_frame
+            src_fps = float(rec.fps or 0) or None
+            clip_fps = float(rec.rendition_info.get(TRAIN_RENDITION, {}).get("fps") or 0) or None
+        except (ObjectNotFound, ValueError):
             pass
     if start is None:
         try:

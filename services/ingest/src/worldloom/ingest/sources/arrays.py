@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from worldloom.ingest.sources.errors import SourceError
+from worldloom.ingest.service import IngestError
 
 
 def space_shape(space: spaces.Space) -> tuple[int, ...]:
@@ -27,7 +27,7 @@ def _array_dtype(space: spaces.Space, what: str) -> np.dtype:
         return np.dtype(np.int8)
     if isinstance(space, spaces.Box):
         return np.dtype(space.dtype)
-    raise SourceError(422, f"unsupported_{what}_space",
+    raise IngestError(422, f"unsupported_{what}_space",
                       f"{space} {what} spaces are not supported yet (Discrete, Box, MultiDiscrete, MultiBinary are)")
 
 
@@ -35,7 +35,7 @@ def stored_observation_dtype(space: spaces.Space, max_bytes: int) -> np.dtype | 
     """Observations are stored only when flat-numeric and small: pixels are already in the video."""
     try:
         dtype = _array_dtype(space, "observation")
-    except SourceError:
+    except IngestError:
         return None
     return dtype if math.prod(space_shape(space)) * dtype.itemsize <= max_bytes else None
 

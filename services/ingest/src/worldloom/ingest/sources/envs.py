@@ -26,7 +26,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import gymnasium  # noqa: E402
 
-from worldloom.ingest.sources.errors import SourceError  # noqa: E402
+from worldloom.ingest.service import IngestError  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def allowed_envs() -> dict[str, Family]:
 
 
 def resolve_env(env_id: str) -> Family:
-    """The family of an allowed, runnable env id; SourceError 422 (unknown) or 501 (package missing)."""
+    """The family of an allowed, runnable env id; IngestError 422 (unknown) or 501 (package missing)."""
     spec = gymnasium.registry.get(env_id)
     if spec is None:
         _plugins_loaded()  # only now: importing highway-env costs seconds
@@ -105,7 +105,7 @@ def resolve_env(env_id: str) -> Family:
                 raise _missing(env_id, plugin)
         close = difflib.get_close_matches(env_id, list(envs), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise SourceError(422, "unknown_env",
+        raise IngestError(422, "unknown_env",
                           f"{env_id!r} is not a recordable Gymnasium environment on this server{hint} "
                           "(GET /v1/sources/gymnasium/envs lists them)")
     if not available(fam):
@@ -117,8 +117,8 @@ def _install_hint(fam: Family) -> str:
     return f"install worldloom-ingest[{fam.extra}]" if fam.extra else "reinstall worldloom-ingest (a core dependency)"
 
 
-def _missing(env_id: str, fam: Family) -> SourceError:
-    return SourceError(501, "env_unavailable", f"{env_id} needs the Python package {fam.module!r}, "
+def _missing(env_id: str, fam: Family) -> IngestError:
+    return IngestError(501, "env_unavailable", f"{env_id} needs the Python package {fam.module!r}, "
                        f"not installed on this server: {_install_hint(fam)}")
 
 
@@ -127,17 +127,17 @@ def check_env_kwargs(kwargs: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     try:
         size = len(json.dumps(kwargs, sort_keys=True, allow_nan=False))
     except ValueError as exc:
-        raise SourceError(422, "invalid_env_kwargs", f"env_kwargs must be plain JSON: {exc}") from None
+        raise IngestError(422, "invalid_env_kwargs", f"env_kwargs must be plain JSON: {exc}") from None
     if size > max_bytes:
-        raise SourceError(422, "invalid_env_kwargs", f"env_kwargs is {size} bytes as JSON; the limit is {max_bytes}")
+        raise IngestError(422, "invalid_env_kwargs", f"env_kwargs is {size} bytes as JSON; the limit is {max_bytes}")
     for key in kwargs:
         if key in _RESERVED_KWARGS:
-            raise SourceError(422, "invalid_env_kwargs", f"env_kwargs may not set {key!r}: the recorder sets it")
+            raise IngestError(422, "invalid_env_kwargs", f"env_kwargs may not set {key!r}: the recorder sets it")
     for key, text in _walk(kwargs):
         if _PATH_KEY.search(re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key)):  # xml_file, xmlFile, model-path
-            raise SourceError(422, "invalid_env_kwargs", f"env_kwargs may not set {key!r}: no file or path arguments")
+            raise IngestError(422, "invalid_env_kwargs", f"env_kwargs may not set {key!r}: no file or path arguments")
         if text is not None and _IMPORT_OR_PATH.search(text):
-            raise SourceError(422, "invalid_env_kwargs",
+            raise IngestError(422, "invalid_env_kwargs",
                               f"env_kwargs value {text[:80]!r} looks like a path or an import name; refused")
     return kwargs
 
@@ -152,17 +152,17 @@ def _walk(value: Any, key: str = "") -> list[tuple[str, str | None]]:
 
 
 def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> gymnasium.Env:
-    """gym.make with rgb_array rendering; dependency and argument errors become SourceError."""
+    """gym.make with rgb_array rendering; dependency and argument errors become IngestError."""
     fam = resolve_env(env_id)
     try:
         env = gymnasium.make(env_id, render_mode="rgb_array", **(env_kwargs or {}))
     except (gymnasium.error.DependencyNotInstalled, ImportError) as exc:
-        raise SourceError(501, "env_unavailable", f"{env_id}: {exc} ({_install_hint(fam)})") from None
+        raise IngestError(501, "env_unavailable", f"{env_id}: {exc} ({_install_hint(fam)})") from None
     except TypeError as exc:  # an unexpected keyword argument
-        raise SourceError(422, "invalid_env_kwargs", f"{env_id} rejected env_kwargs: {exc}") from None
+        raise IngestError(422, "invalid_env_kwargs", f"{env_id} rejected env_kwargs: {exc}") from None
     except Exception as exc:
-        raise SourceError(422, "env_error", f"could not make {env_id}: {exc.__class__.__name__}: {exc}") from None
+        raise IngestError(422, "env_error", f"could not make {env_id}: {exc.__class__.__name__}: {exc}") from None
     if "rgb_array" not in (env.metadata.get("render_modes") or ()):
         env.close()
-        raise SourceError(422, "env_cannot_render", f"{env_id} has no rgb_array render mode")
+        raise IngestError(422, "env_cannot_render", f"{env_id} has no rgb_array render mode")
     return env

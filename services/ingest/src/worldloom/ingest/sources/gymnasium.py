@@ -28,8 +28,8 @@ from safetensors.numpy import save as save_safetensors
 from worldloom.ingest.sources.arrays import action_dtype, describe_space, space_shape, stored_observation_dtype
 from worldloom.video.mp4_writer import Mp4Writer
 from worldloom.ingest.sources.envs import check_env_kwargs, make_env, resolve_env
-from worldloom.ingest.sources.errors import SourceError
-from worldloom.ingest.sources.limits import GymnasiumLimits
+from worldloom.ingest.service import IngestError
+from worldloom.ingest.settings import GymnasiumLimits
 from worldloom.ingest.sources.policies import make_policy, parse_policy
 
 import gymnasium  # noqa: E402  (after envs: it sets the headless rendering variables first)
@@ -91,21 +91,21 @@ class EpisodeRecording:
 
 def check_request(env_id: str, episodes: int, policy: str, seed: int, max_steps: int,
                   env_kwargs: dict[str, Any] | None, limits: GymnasiumLimits) -> None:
-    """Everything checkable without running the env; SourceError (4xx/501) naming the problem."""
+    """Everything checkable without running the env; IngestError (4xx/501) naming the problem."""
     if not 1 <= episodes <= limits.max_episodes:
-        raise SourceError(422, "too_many_episodes",
+        raise IngestError(422, "too_many_episodes",
                           f"episodes must be between 1 and {limits.max_episodes} (max_episodes), got {episodes}")
     if not 1 <= max_steps <= limits.max_steps:
-        raise SourceError(422, "too_many_steps",
+        raise IngestError(422, "too_many_steps",
                           f"max_steps must be between 1 and {limits.max_steps} (max_steps), got {max_steps}")
     if seed < 0 or seed + episodes - 1 > MAX_SEED:
-        raise SourceError(422, "invalid_seed", f"seed + episodes - 1 must be within 0..{MAX_SEED}, got seed {seed}")
+        raise IngestError(422, "invalid_seed", f"seed + episodes - 1 must be within 0..{MAX_SEED}, got seed {seed}")
     resolve_env(env_id)
     parse_policy(policy)
     check_env_kwargs(env_kwargs or {}, limits.max_env_kwargs_bytes)
     for key, value in _sizes(env_kwargs or {}):  # refuse an oversized render before the env allocates it
         if value > max(limits.max_width, limits.max_height):
-            raise SourceError(422, "resolution_too_large", f"env_kwargs {key}={value} is over the limit "
+            raise IngestError(422, "resolution_too_large", f"env_kwargs {key}={value} is over the limit "
                               f"{limits.max_width}x{limits.max_height} (max_width x max_height)")
 
 
@@ -135,7 +135,7 @@ def record_episodes(
     """Records `episodes` episodes (episode k seeded with seed + k) into out_dir (a new temp dir if None).
 
     The caller owns the files; hand each recording to `sources.ingest.ingest_recording` to store it.
-    Raises SourceError for a refused request or an env that fails.
+    Raises IngestError for a refused request or an env that fails.
     """
     limits = limits or GymnasiumLimits()
     check_request(env_id, episodes, policy, seed, max_steps, env_kwargs, limits)
@@ -190,7 +190,7 @@ def _record(
     try:
         obs, _ = env.reset(seed=seed)
     except Exception as exc:
-        raise SourceError(500, "env_error", f"{env_id} reset failed: {exc.__class__.__name__}: {exc}") from None
+        raise IngestError(500, "env_error", f"{env_id} reset failed: {exc.__class__.__name__}: {exc}") from None
     first = _render(env, env_id, limits, first=True)
     actions, rewards, terms, truncs, observations = [], [], [], [], [obs]
     terminated = truncated = False
@@ -201,7 +201,7 @@ def _record(
             try:
                 obs, reward, terminated, truncated, _ = env.step(action)
             except Exception as exc:
-                raise SourceError(500, "env_error", f"{env_id} step {len(actions)} failed: "
+                raise IngestError(500, "env_error", f"{env_id} step {len(actions)} failed: "
                                   f"{exc.__class__.__name__}: {exc}") from None
             actions.append(action)
             rewards.append(float(reward))
@@ -253,14 +253,14 @@ def _render(env: gymnasium.Env, env_id: str, limits: GymnasiumLimits, first: boo
         frame = env.render()
     except Exception as exc:
         if first:  # typically no headless GL: MuJoCo needs EGL (libegl1 + libegl-mesa0) or MUJOCO_GL=osmesa
-            raise SourceError(501, "render_unavailable", f"{env_id} cannot render headless here "
+            raise IngestError(501, "render_unavailable", f"{env_id} cannot render headless here "
                               f"(MUJOCO_GL={os.environ.get('MUJOCO_GL')}): {exc.__class__.__name__}: {exc}") from None
-        raise SourceError(500, "env_error", f"{env_id} render failed: {exc.__class__.__name__}: {exc}") from None
+        raise IngestError(500, "env_error", f"{env_id} render failed: {exc.__class__.__name__}: {exc}") from None
     if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3:
-        raise SourceError(422, "env_cannot_render", f"{env_id} did not render an RGB frame (got {type(frame).__name__})")
+        raise IngestError(422, "env_cannot_render", f"{env_id} did not render an RGB frame (got {type(frame).__name__})")
     h, w = frame.shape[:2]
     if max(h, w) > max(limits.max_width, limits.max_height) or min(h, w) > min(limits.max_width, limits.max_height):
-        raise SourceError(422, "resolution_too_large",
+        raise IngestError(422, "resolution_too_large",
                           f"{env_id} renders {w}x{h}; the limit is {limits.max_width}x{limits.max_height} "
                           "(max_width x max_height, either orientation)")
     return frame if frame.dtype == np.uint8 else np.clip(frame, 0, 255).astype(np.uint8)
@@ -269,5 +269,5 @@ def _render(env: gymnasium.Env, env_id: str, limits: GymnasiumLimits, first: boo
 def _render_fps(env: gymnasium.Env, env_id: str) -> float:
     fps = env.metadata.get("render_fps") or DEFAULT_FPS
     if not (isinstance(fps, (int, float)) and 0 < fps <= 240):
-        raise SourceError(422, "env_cannot_render", f"{env_id} declares render_fps={fps!r}; expected 0 < fps <= 240")
+        raise IngestError(422, "env_cannot_render", f"{env_id} declares render_fps={fps!r}; expected 0 < fps <= 240")
     return float(fps)

@@ -9,22 +9,13 @@ under it. The video record's source is "gymnasium" and its attributes name env, 
 
 from __future__ import annotations
 
-from worldloom.core.catalog import raw_meta_key
+from worldloom.core.catalog import actions_key, actions_meta_key, raw_meta_key
 from worldloom.core.ids import sha256_file
-from worldloom.ingest.records import IngestResult
+from worldloom.ingest.schemas import IngestResult
 from worldloom.ingest.service import IngestError, IngestService
-from worldloom.ingest.sources.errors import SourceError
 from worldloom.ingest.sources.gymnasium import EpisodeRecording
 
 INGEST_SOURCE = "gymnasium"
-
-
-def actions_key(video_id: str) -> str:
-    return f"raw/{video_id}/actions.safetensors"
-
-
-def actions_meta_key(video_id: str) -> str:
-    return f"raw/{video_id}/actions.json"
 
 
 def ingest_recording(service: IngestService, rec: EpisodeRecording) -> IngestResult:
@@ -46,4 +37,4 @@ def ingest_recording(service: IngestService, rec: EpisodeRecording) -> IngestRes
         if exc.status < 500 and not store.exists(raw_meta_key(video_id)):
             for key in written:  # rejected video: leave nothing behind under its id
                 store.delete(key)
-        raise SourceError(exc.status, exc.code, exc.message) from None
+        raise

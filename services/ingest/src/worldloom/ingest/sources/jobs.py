@@ -18,71 +18,25 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
 from worldloom.core.store import ObjectNotFound, ObjectStore
-from worldloom.ingest.service import IngestService
-from worldloom.ingest.sources.errors import SourceError
+from worldloom.ingest.schemas import EpisodeOutcome, GymnasiumRequest, JobError, SourceJob
+from worldloom.ingest.service import IngestError, IngestService
+from worldloom.ingest.settings import GymnasiumLimits
+from worldloom.ingest.sources.envs import allowed_envs, available
 from worldloom.ingest.sources.gymnasium import check_request, record_episode
 from worldloom.ingest.sources.ingest import ingest_recording
-from worldloom.ingest.sources.limits import GymnasiumLimits
+from worldloom.ingest.sources.policies import policy_names
 
 log = logging.getLogger("worldloom.ingest.sources")
 
-JobState = Literal["queued", "running", "succeeded", "failed"]
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _SAVE_EVERY_S = 1.0  # progress writes during an episode, at most this often
 
 
 def job_key(job_id: str) -> str:
     return f"jobs/{job_id}.json"
-
-
-class GymnasiumRequest(BaseModel):
-    """Record `episodes` episodes of `env`; episode k is reset and its policy seeded with seed + k."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    env: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_./-]+$", examples=["CartPole-v1"])
-    episodes: int = Field(1, description="1..max_episodes")
-    policy: str = Field("random", min_length=1, max_length=256, description='"random" or "constant:<json>"')
-    seed: int = 0
-    max_steps: int = Field(500, description="1..max_steps; the video has steps + 1 frames")
-    env_kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to gymnasium.make")
-
-
-class JobError(BaseModel):
-    episode: int | None = None
-    code: str
-    message: str
-
-
-class EpisodeOutcome(BaseModel):
-    episode: int
-    seed: int
-    video_id: str
-    steps: int
-    duplicate: bool = Field(description="this content was already ingested (no new event)")
-
-
-class SourceJob(BaseModel):
-    job_id: str
-    source: Literal["gymnasium"] = "gymnasium"
-    state: JobState
-    request: GymnasiumRequest
-    percent: float = Field(0.0, description="0..100; 100 once finished, whether or not it failed")
-    episodes_total: int
-    episodes_done: int = 0
-    video_ids: list[str] = []
-    episodes: list[EpisodeOutcome] = []
-    errors: list[JobError] = []
-    stale: bool = Field(False, description="running but not updated for stale_after_s: its replica likely died")
-    created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
 
 
 def _now() -> datetime:
@@ -95,16 +49,15 @@ class JobStore:
 
     def save(self, job: SourceJob) -> None:
         job.updated_at = _now()
-        self.store.put_bytes(job_key(job.job_id), job.model_dump_json(indent=2, exclude={"stale"}).encode(),
-                             "application/json")
+        self.store.put_record(job_key(job.job_id), job, exclude={"stale"})
 
     def load(self, job_id: str) -> SourceJob:
         if not _JOB_ID.match(job_id):
-            raise SourceError(404, "not_found", f"no job {job_id!r}: ids are 32 lowercase hex characters")
+            raise IngestError(404, "not_found", f"no job {job_id!r}: ids are 32 lowercase hex characters")
         try:
-            job = SourceJob.model_validate_json(self.store.get_bytes(job_key(job_id)))
+            job = self.store.get_record(job_key(job_id), SourceJob)
         except ObjectNotFound:
-            raise SourceError(404, "not_found", f"no job {job_id}") from None
+            raise IngestError(404, "not_found", f"no job {job_id}") from None
         age = (_now() - job.updated_at).total_seconds()
         job.stale = job.state == "running" and age > self.stale_after_s
         return job
@@ -123,17 +76,17 @@ class JobRunner:
         self._stop = threading.Event()
 
     def submit(self, request: GymnasiumRequest) -> SourceJob:
-        """Refuses a bad request now (SourceError), else persists a queued job and schedules it."""
+        """Refuses a bad request now (IngestError), else persists a queued job and schedules it."""
         r = request
         check_request(r.env, r.episodes, r.policy, r.seed, r.max_steps, r.env_kwargs, self.limits)
         if self._stop.is_set():
-            raise SourceError(503, "shutting_down", "this replica is shutting down; submit again")
+            raise IngestError(503, "shutting_down", "this replica is shutting down; submit again")
         now = _now()
         job = SourceJob(job_id=uuid.uuid4().hex, state="queued", request=request, episodes_total=r.episodes,
                         created_at=now, updated_at=now)
         with self._guard:
             if len(self._pending) >= self.limits.max_pending_jobs:
-                raise SourceError(429, "too_many_jobs",
+                raise IngestError(429, "too_many_jobs",
                                   f"{len(self._pending)} jobs are queued or running here "
                                   f"(max_pending_jobs={self.limits.max_pending_jobs}); retry later")
             self._pending[job.job_id] = job
@@ -145,6 +98,12 @@ class JobRunner:
                 self._pending.pop(job.job_id, None)
             raise
         return job
+
+    def recordable(self) -> dict[str, Any]:
+        """The allowed env ids (and whether each can run here), the policies and this replica's limits."""
+        envs = [{"id": env_id, "family": fam.name, "available": available(fam), "extra": fam.extra or None}
+                for env_id, fam in sorted(allowed_envs().items())]
+        return {"envs": envs, "policies": policy_names(), "limits": self.limits.model_dump()}
 
     def shutdown(self) -> None:
         """Stops the running job at its next step and fails queued ones (their state must not lie)."""
@@ -178,7 +137,7 @@ class JobRunner:
 
             def on_step(steps: int, k: int = k) -> None:
                 if self._stop.is_set():
-                    raise SourceError(503, "shutting_down", "the replica shut down while recording; submit again "
+                    raise IngestError(503, "shutting_down", "the replica shut down while recording; submit again "
                                       "(episodes already ingested are deduplicated)")
                 if time.monotonic() - last_save[0] >= _SAVE_EVERY_S:
                     job.percent = _percent(k + min(steps / r.max_steps, 0.99), r.episodes)
@@ -188,7 +147,7 @@ class JobRunner:
             try:
                 rec = record_episode(r.env, k, r.seed + k, r.policy, r.max_steps, tmp, env_kwargs=r.env_kwargs,
                                      limits=self.limits, on_step=on_step)
-            except SourceError as exc:
+            except IngestError as exc:
                 job.errors.append(JobError(episode=k, code=exc.code, message=exc.message))
                 if exc.status != 500:  # the request or the replica is the problem: every episode would fail
                     return
@@ -199,7 +158,7 @@ class JobRunner:
                 job.episodes.append(EpisodeOutcome(episode=k, seed=rec.seed, video_id=result.video.video_id,
                                                    steps=rec.steps, duplicate=result.duplicate))
                 job.video_ids.append(result.video.video_id)
-            except SourceError as exc:
+            except IngestError as exc:
                 job.errors.append(JobError(episode=k, code=exc.code, message=exc.message))
             finally:
                 for p in (rec.video_path, rec.arrays_path, rec.description_path):

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 from gymnasium import spaces
 
-from worldloom.ingest.sources.errors import SourceError
+from worldloom.ingest.service import IngestError
 
 
 class Policy(Protocol):
@@ -23,7 +23,7 @@ class Policy(Protocol):
         """The action to take given the observation the current frame shows."""
 
 
-# (argument or None, action space, episode seed) -> policy; raise SourceError for a bad argument
+# (argument or None, action space, episode seed) -> policy; raise IngestError for a bad argument
 PolicyFactory = Callable[[str | None, spaces.Space, int], Policy]
 # (argument or None) -> anything; a cheap syntax check before any env exists (request time)
 ArgCheck = Callable[[str | None], object]
@@ -40,10 +40,10 @@ def policy_names() -> list[str]:
 
 
 def parse_policy(spec: str) -> tuple[str, str | None]:
-    """Splits and syntax-checks a spec; SourceError 422 naming the known policies."""
+    """Splits and syntax-checks a spec; IngestError 422 naming the known policies."""
     name, sep, arg = spec.partition(":")
     if name not in _REGISTRY:
-        raise SourceError(422, "unknown_policy", f"unknown policy {name!r}; known: {', '.join(policy_names())}")
+        raise IngestError(422, "unknown_policy", f"unknown policy {name!r}; known: {', '.join(policy_names())}")
     _REGISTRY[name][1](arg if sep else None)
     return name, (arg if sep else None)
 
@@ -56,7 +56,7 @@ def make_policy(spec: str, action_space: spaces.Space, seed: int) -> Policy:
 # --- random -----------------------------------------------------------------------------------
 def _no_arg(arg: str | None) -> None:
     if arg is not None:
-        raise SourceError(422, "invalid_policy", "policy 'random' takes no argument")
+        raise IngestError(422, "invalid_policy", "policy 'random' takes no argument")
 
 
 def _random(arg: str | None, space: spaces.Space, seed: int) -> Policy:
@@ -67,11 +67,11 @@ def _random(arg: str | None, space: spaces.Space, seed: int) -> Policy:
 # --- constant:<json> --------------------------------------------------------------------------
 def _constant_value(arg: str | None) -> Any:
     if arg is None:
-        raise SourceError(422, "invalid_policy", "policy 'constant' needs a value, e.g. constant:1 or constant:[0.5]")
+        raise IngestError(422, "invalid_policy", "policy 'constant' needs a value, e.g. constant:1 or constant:[0.5]")
     try:
         return json.loads(arg)
     except json.JSONDecodeError:
-        raise SourceError(422, "invalid_policy", f"constant:{arg} — the value must be JSON (a number or a list)") from None
+        raise IngestError(422, "invalid_policy", f"constant:{arg} — the value must be JSON (a number or a list)") from None
 
 
 def _constant(arg: str | None, space: spaces.Space, seed: int) -> Policy:
@@ -91,7 +91,7 @@ def _constant(arg: str | None, space: spaces.Space, seed: int) -> Policy:
     else:
         action = None
     if action is None or not space.contains(action):
-        raise SourceError(422, "invalid_policy", f"constant:{arg} is not an action of {space}")
+        raise IngestError(422, "invalid_policy", f"constant:{arg} is not an action of {space}")
     return lambda _obs: action
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import re
 import tempfile
 import threading
 import time
@@ -20,34 +19,38 @@ from worldloom.core.errors import Refusal
 from worldloom.core import events
 from worldloom.core.bus import Bus
 from worldloom.core.catalog import (
-    TEXT_COLLECTION, VISUAL_COLLECTION, ClipRecord, DatasetManifest, clip_collections, clip_meta_key,
+    CLIP_SCALARS, TEXT_COLLECTION, VISUAL_COLLECTION, ClipRecord, DatasetManifest, clip_collections, dataset_key,
+    latest_dataset_versions, read_clip, read_dataset,
 )
 from worldloom.core.store import ObjectNotFound, ObjectStore
 from worldloom.core.vectors import Hit, VectorIndex
 from worldloom.video import analysis, visual_embed
 from worldloom.video.errors import VideoRejected
 
-from worldloom.search.models import DatasetRequest, DatasetSummary, SearchFilters, SearchHit, SearchRequest, SearchResponse
+from worldloom.search.schemas import (
+    DatasetRequest, DatasetSummary, SearchFilters, SearchHit, SearchRequest, SearchResponse,
+)
 
 log = logging.getLogger("worldloom.search")
 QUERIES = Counter("worldloom_search_queries_total", "Search queries", ["kind"])
 QUERY_SECONDS = Histogram("worldloom_search_query_seconds", "Search latency without HTTP", ["kind"])
-HIT_FIELDS = ("clip_id", "caption", "tags", "video_id", "source", "start_s", "end_s", "duration_s")
+HIT_FIELDS = tuple(f for f in SearchHit.model_fields if f in CLIP_SCALARS)  # what a hit shows of the stored row
 KEYFRAMES_PER_CLIP = 16  # upper bound of "frame" rows per clip, to over-fetch before grouping
 MEDIA_NAMES = {"thumb.jpg": "image/jpeg", "preview.gif": "image/gif", "preview.mp4": "video/mp4", "train.mp4": "video/mp4"}
-_VERSION = re.compile(r"^datasets/([^/]+)/v(\d+)\.json$")
 
 
 class SearchError(Refusal):
     """A refused search request."""
 
 
-class SearchEngine:
-    def __init__(self, index: VectorIndex, store: ObjectStore, bus: Bus, max_dataset_clips: int = 100_000) -> None:
+class SearchService:
+    def __init__(self, index: VectorIndex, store: ObjectStore, bus: Bus, max_dataset_clips: int = 100_000,
+                 max_top_k: int = 100) -> None:
         self.index = index
         self.store = store
         self.bus = bus
         self.max_dataset_clips = max_dataset_clips
+        self.max_top_k = max_top_k
         self._text = None
         self._text_lock = threading.Lock()
         self._dataset_lock = threading.Lock()
@@ -66,7 +69,13 @@ class SearchEngine:
             return self._text
 
     # queries -----------------------------------------------------------------------------------
+    def check_top_k(self, top_k: int) -> int:
+        if top_k > self.max_top_k:
+            raise SearchError(422, "invalid_request", f"top_k is at most {self.max_top_k}")
+        return top_k
+
     def search(self, req: SearchRequest) -> SearchResponse:
+        self.check_top_k(req.top_k)
         exclude, rows = None, "clip"
         if req.text:
             kind, collection, rows = "text", TEXT_COLLECTION, "caption"
@@ -88,6 +97,7 @@ class SearchEngine:
 
     def search_media(self, fileobj: BinaryIO, top_k: int, filters: SearchFilters) -> SearchResponse:
         """An uploaded image or video clip: frames are embedded exactly as curation embeds clips."""
+        self.check_top_k(top_k)
         with tempfile.NamedTemporaryFile(prefix="wl-query-") as tmp:
             while chunk := fileobj.read(1 << 20):
                 tmp.write(chunk)
@@ -140,7 +150,7 @@ class SearchEngine:
     # clips and media ---------------------------------------------------------------------------
     def clip(self, clip_id: str) -> ClipRecord:
         try:
-            return ClipRecord.model_validate_json(self.store.get_bytes(clip_meta_key(_clip_id(clip_id))))
+            return read_clip(self.store, clip_id)
         except ObjectNotFound:
             raise SearchError(404, "not_found", f"no clip {clip_id!r}") from None
 
@@ -159,6 +169,7 @@ class SearchEngine:
     # datasets ----------------------------------------------------------------------------------
     def create_dataset(self, req: DatasetRequest) -> DatasetManifest:
         if req.query is not None:
+            self.check_top_k(req.query.top_k)
             query = req.query.model_copy(update={"top_k": min(req.query.top_k, self.max_dataset_clips)})
             clip_ids = [h.clip_id for h in self.search(query).hits]
         else:
@@ -185,44 +196,29 @@ class SearchEngine:
         if missing:
             raise SearchError(422, "unknown_clips", f"not accepted curated clips: {missing[:10]}")
         with self._dataset_lock:
-            version = self._latest_version(req.name) + 1
+            version = latest_dataset_versions(self.store, req.name).get(req.name, 0) + 1
             manifest = DatasetManifest(
                 name=req.name, version=version, created_at=datetime.now(timezone.utc),
                 query=req.query.model_dump(mode="json") if req.query else None,
                 clip_ids=[c["clip_id"] for c in clips], clips=clips,
             )
-            key = f"datasets/{req.name}/v{version}.json"
-            self.store.put_bytes(key, manifest.model_dump_json(indent=2).encode(), "application/json")
+            key = dataset_key(req.name, version)
+            self.store.put_record(key, manifest)
         payload = events.DatasetCreated(name=req.name, version=version, manifest_uri=self.store.uri(key),
                                         clip_count=len(clips))
         self.bus.publish(events.TOPIC_DATASETS_CREATED, events.new_event("search", payload, lineage=manifest.clip_ids),
                          key=req.name)
         return manifest
 
-    def _latest_version(self, name: str) -> int:
-        versions = [int(m.group(2)) for o in self.store.list(f"datasets/{name}/") if (m := _VERSION.match(o.key))]
-        return max(versions, default=0)
-
     def dataset(self, name: str, version: int | None = None) -> DatasetManifest:
-        version = version or self._latest_version(name)
         try:
-            return DatasetManifest.model_validate_json(self.store.get_bytes(f"datasets/{name}/v{version}.json"))
-        except (ObjectNotFound, ValueError):
-            raise SearchError(404, "not_found", f"no dataset {name!r} version {version}") from None
+            return read_dataset(self.store, name, version)
+        except (ObjectNotFound, ValueError):  # ValueError: a name that is no key, or a damaged manifest
+            raise SearchError(404, "not_found", f"no dataset {name!r}" + (f" version {version}" if version else "")) from None
 
     def datasets(self) -> list[DatasetSummary]:
-        latest: dict[str, int] = {}
-        for obj in self.store.list("datasets/"):
-            if m := _VERSION.match(obj.key):
-                latest[m.group(1)] = max(latest.get(m.group(1), 0), int(m.group(2)))
-        return [DatasetSummary(name=n, latest_version=v, manifest_uri=self.store.uri(f"datasets/{n}/v{v}.json"))
-                for n, v in sorted(latest.items())]
-
-
-def _clip_id(clip_id: str) -> str:
-    if not re.fullmatch(r"[0-9a-f]{8,64}", clip_id):
-        raise SearchError(404, "not_found", f"no clip {clip_id!r}: ids are lowercase hex")
-    return clip_id
+        return [DatasetSummary(name=n, latest_version=v, manifest_uri=self.store.uri(dataset_key(n, v)))
+                for n, v in sorted(latest_dataset_versions(self.store).items())]
 
 
 def _hit(h: Hit) -> SearchHit:
