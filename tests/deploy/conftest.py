@@ -1,5 +1,5 @@
-"""Fixtures for the chart tests: the real helm and kubeconform (installed once into .cache/tools by
-worldloom.testkit.k8s_tools) and the chart rendered with each values profile in charts/worldloom/ci."""
+"""Fixtures for the chart tests: the chart rendered with each values profile in charts/worldloom/ci by the
+real helm (tests/conftest.py has the tool fixtures)."""
 
 from __future__ import annotations
 
@@ -10,34 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from worldloom.testkit.chart import CHART, RELEASE, profile_args, schemas_dir
-
-
-def _installed(tool: str) -> Path:
-    from worldloom.testkit import k8s_tools
-
-    try:
-        return getattr(k8s_tools, f"ensure_{tool}")()
-    except k8s_tools.ToolInstallError as exc:
-        pytest.fail(str(exc))
-
-
-@pytest.fixture(scope="session")
-def helm() -> Path:
-    return _installed("helm")
-
-
-@pytest.fixture(scope="session")
-def kubeconform() -> Path:
-    return _installed("kubeconform")
-
-
-@pytest.fixture(scope="session")
-def k8s_schemas() -> Path:
-    found = schemas_dir()
-    if found is None or not found.is_dir():
-        pytest.fail("offline Kubernetes schemas not found in ../shared/k8s-schemas (set WORLDLOOM_K8S_SCHEMAS)")
-    return found
+from worldloom.testkit.chart import CHART, RELEASE, profile_args
 
 
 @functools.cache

@@ -18,6 +18,7 @@ from worldloom.testkit.chart import (
     code_dependencies,
     component,
     kinds,
+    kubeconform_run,
     pod_templates,
     profile_args,
     service_pods,
@@ -26,14 +27,7 @@ from worldloom.testkit.chart import (
 
 FULLNAME = f"{RELEASE}-worldloom"
 GPU = "nvidia.com/gpu"
-
-
-def kubeconform_run(kubeconform, schemas, manifests: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(kubeconform), "-strict", "-summary", "-kubernetes-version", "1.35.0",
-         "-schema-location", str(schemas),
-         "-schema-location", f"{schemas}/{{{{.Group}}}}/{{{{.ResourceKind}}}}_{{{{.ResourceAPIVersion}}}}.json", "-"],
-        input=manifests, capture_output=True, text=True, timeout=300)
+JOB_SERVICES = ("tokenize", "train")  # the services that launch training jobs
 
 
 def enabled_services(profile: str | None) -> list[str]:
@@ -95,8 +89,11 @@ def test_every_pod_is_locked_down_and_sized(render, profile):
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
         is_ray_head = name.startswith("RayCluster/") and name.endswith("/head")
         autoscaled = is_ray_head and next(iter(ray.values()))["spec"]["enableInTreeAutoscaling"]
-        # only the Ray head talks to the API server (its autoscaler); nothing else gets a token
-        assert pod["automountServiceAccountToken"] is bool(autoscaled), name
+        launches_rayjobs = name in {f"Deployment/{FULLNAME}-{s}" for s in JOB_SERVICES} and \
+            values(profile)["training"]["launcher"] == "rayjob"
+        # only the Ray head (its autoscaler) and the job services launching RayJobs talk to the API
+        # server; nothing else gets a token
+        assert pod["automountServiceAccountToken"] is bool(autoscaled or launches_rayjobs), name
         mounts_tmp = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
         for c in pod["containers"]:
             sc = c["securityContext"]
@@ -208,7 +205,7 @@ def test_no_pod_runs_without_its_network_policy(render, profile):
 @pytest.mark.parametrize("profile", PROFILES)
 def test_network_policies_open_only_the_dependencies_the_code_uses(render, profile):
     """A service's pod says what it talks to (worldloom.io/uses-*), its policy opens exactly that, and
-    both agree with its code: make_bus -> Kafka, make_store -> S3, VectorIndex -> Milvus, ray_address -> Ray."""
+    both agree with its code: make_bus -> Kafka, make_store -> S3, VectorIndex -> Milvus, job_launcher -> Ray."""
     docs = render(profile)
     v = values(profile)
     ports = {"bus": 9092, "store": 9000, "vectors": 19530, "ray": 10001}
@@ -223,9 +220,13 @@ def test_network_policies_open_only_the_dependencies_the_code_uses(render, profi
         assert uses == code_dependencies(service), service
         egress = policies[service]["spec"]["egress"]
         opened = {p["port"] for rule in egress for p in rule.get("ports", [])} - {53}
-        expected = {ports[u] for u in uses if in_cluster[u] and (u != "ray" or v["ray"]["enabled"])}
-        assert opened == expected, (service, opened, expected)
-        external = [r for r in egress if any("ipBlock" in peer for peer in r["to"])]
+        rayjobs = "ray" in uses and v["training"]["launcher"] == "rayjob"  # the API server, not the Ray head
+        expected = {ports[u] for u in uses if in_cluster[u] and (u != "ray" or (v["ray"]["enabled"] and not rayjobs))}
+        assert opened == expected | ({443, 6443} if rayjobs else set()), (service, opened, expected)
+        api_server = [r for r in egress if r["to"] == v["networkPolicy"]["apiServer"] and
+                      {p["port"] for p in r["ports"]} == {443, 6443}]
+        assert len(api_server) == rayjobs, service
+        external = [r for r in egress if any("ipBlock" in peer for peer in r["to"]) and r not in api_server]
         needs_external = any(not in_cluster[u] for u in uses if u != "ray") or \
             bool(v["services"][service].get("settings", {}).get("vlm_url"))
         assert bool(external) == needs_external, service
@@ -286,7 +287,7 @@ def test_alerts_and_dashboard_read_metrics_the_code_exports(render, profile):
     from prometheus_client import REGISTRY
 
     for module in ("worldloom.core.bus.base", "worldloom.core.service.middleware", "worldloom.core.jobs",
-                   "worldloom.ingest.service", "worldloom.curate.service", "worldloom.search.engine"):
+                   "worldloom.ingest.service", "worldloom.curate.service", "worldloom.search.service"):
         importlib.import_module(module)
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
     exported = {m.name + suffix for m in REGISTRY.collect() for suffix in suffixes.get(m.type, ("",))}

@@ -198,3 +198,36 @@ def test_inference_service_runs_the_model_server_with_its_settings(render, monke
     predictor = isvc["spec"]["predictor"]
     assert (predictor["minReplicas"], predictor["maxReplicas"]) == (kserve["minReplicas"], kserve["maxReplicas"])
     assert predictor["scaleMetric"] in (("cpu", "memory") if mode == "Standard" else ("concurrency", "rps"))
+
+
+def test_the_rayjobs_the_services_launch_are_valid_and_under_the_charts_network_policies(render, monkeypatch,
+                                                                                      kubeconform, k8s_schemas):
+    """The launcher builds RayJobs at run time from the settings the chart renders; such an object is valid
+    against the offline KubeRay schema and its pods are selected by the default deny and the rayjob policy."""
+    import yaml
+
+    from worldloom.core.jobs import WorkerSpec
+    from worldloom.core.jobs.rayjob import RayJobLauncher
+    from worldloom.models.training.driver import ENTRYPOINT
+    from worldloom.testkit.chart import kubeconform_run
+
+    docs = render("rayjob")
+    policies = kinds(docs, "NetworkPolicy")
+    for service in ("tokenize", "train"):
+        settings = load_rendered(service, service_pods(docs)[service]["containers"][0], monkeypatch)
+        assert settings.training.launcher == "rayjob" and settings.training.ray_address is None
+        launcher = RayJobLauncher(settings.training.rayjob, settings.store, ENTRYPOINT)
+        for gpu in (False, True):
+            obj = launcher.manifest(WorkerSpec(job_id=f"{service}-0123456789ab", loop="worldloom.x:loop", config={},
+                                               plan_key="p/plan.json", workers=2, use_gpu=gpu))
+            result = kubeconform_run(kubeconform, k8s_schemas, yaml.safe_dump(obj))
+            assert result.returncode == 0 and "Valid: 1" in result.stdout, result.stdout
+            cluster = obj["spec"]["rayClusterSpec"]
+            pods = [cluster["headGroupSpec"]["template"], obj["spec"]["submitterPodTemplate"],
+                    *(g["template"] for g in cluster["workerGroupSpecs"])]
+            for pod in pods:
+                labels = pod["metadata"]["labels"]
+                selected = {p["metadata"]["name"] for p in policies
+                            if all(labels.get(k) == v for k, v in p["spec"]["podSelector"]["matchLabels"].items())}
+                assert selected == {"wl-worldloom-default-deny", "wl-worldloom-rayjob"}, (labels, selected)
+            assert obj["metadata"]["namespace"] == settings.training.rayjob.namespace

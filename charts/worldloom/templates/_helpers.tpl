@@ -137,13 +137,59 @@ dependency addresses). Returns YAML; callers use `include "worldloom.service" ..
 {{- if has "vectors" $s.uses -}}
 {{- $_ := set $derived "vectors" (dict "uri" (include "worldloom.milvusUri" $root)) -}}
 {{- end -}}
-{{- if and (has "ray" $s.uses) $root.Values.ray.enabled -}}
+{{- $_ := set $s "apiAccess" false -}}
+{{- if and (has "ray" $s.uses) (eq $root.Values.training.launcher "rayjob") -}}
+{{- $_ := set $s "apiAccess" true -}}
+{{- $_ := set $derived "training" (dict "launcher" "rayjob" "allow_gpu" $root.Values.gpu.enabled "rayjob" (include "worldloom.rayjobSettings" (dict "root" $root "svc" $s "block" $b) | fromYaml)) -}}
+{{- else if and (has "ray" $s.uses) $root.Values.ray.enabled -}}
 {{- $_ := set $derived "training" (dict "ray_address" (printf "ray://%s:10001" (include "worldloom.rayHeadService" $root)) "allow_gpu" (eq (include "worldloom.rayHasGpuGroup" $root) "true")) -}}
 {{- end -}}
 {{- if $s.consumer.group -}}{{- $_ := set $derived "consumer_group" $s.consumer.group -}}{{- end -}}
 {{- if eq .name "generate" -}}{{- $_ := set $derived "device" (ternary "cuda" "cpu" $gpuOn) -}}{{- end -}}
 {{- $_ := set $s "settings" (mustMergeOverwrite $derived (deepCopy ($g.settings | default dict)) (deepCopy ($b.settings | default dict))) -}}
 {{- toYaml $s -}}
+{{- end -}}
+
+{{/*
+What a job service needs to launch each job as a RayJob (worldloom.core.settings.RayJobSettings): the
+service's own image (its CUDA variant for GPU workers), the pools, the resources, the labels the
+rayjob NetworkPolicy selects, and the Secret keys of the store credentials (never their values).
+Maps that are settings values (not blocks) are rendered as JSON strings.
+*/}}
+{{- define "worldloom.rayjobSettings" -}}
+{{- $root := .root -}}
+{{- $rj := $root.Values.training.rayjob -}}
+{{- $img := .block.image | default dict -}}
+{{- $image := dict "root" $root "repository" ($img.repository | default .svc.name) "tag" ($img.tag | default "") -}}
+{{- $labels := merge (include "worldloom.selectorLabels" (dict "root" $root "component" "rayjob") | fromYaml) (dict "app.kubernetes.io/part-of" "worldloom" "worldloom.io/uses-store" "true") -}}
+{{- $out := dict "namespace" $root.Release.Namespace "ray_version" $root.Values.ray.version -}}
+{{- $_ := set $out "image" (include "worldloom.image" (merge (dict "variant" "cpu") $image)) -}}
+{{- $_ := set $out "gpu_image" (include "worldloom.image" (merge (dict "variant" "cuda") $image)) -}}
+{{- $_ := set $out "labels" (toJson $labels) -}}
+{{- $_ := set $out "node_selector" (toJson ($root.Values.global.nodeSelector | default dict)) -}}
+{{- $_ := set $out "tolerations" ($root.Values.global.tolerations | default list) -}}
+{{- $_ := set $out "gpu_node_selector" (toJson ($root.Values.gpu.nodeSelector | default dict)) -}}
+{{- $_ := set $out "gpu_tolerations" ($root.Values.gpu.tolerations | default list) -}}
+{{- $_ := set $out "gpu_resource" $root.Values.gpu.resourceName -}}
+{{- with $root.Values.gpu.runtimeClassName }}{{ $_ := set $out "gpu_runtime_class" . }}{{ end -}}
+{{- $_ := set $out "head_resources" (toJson $rj.head.resources) -}}
+{{- $_ := set $out "worker_resources" (toJson $rj.worker.resources) -}}
+{{- $_ := set $out "pod_security_context" (toJson .svc.podSecurityContext) -}}
+{{- $_ := set $out "security_context" (toJson .svc.securityContext) -}}
+{{- $_ := set $out "env" (toJson (include "worldloom.stringMap" $root.Values.ray.workerEnv | fromJson)) -}}
+{{- $_ := set $out "image_pull_secrets" ($root.Values.global.image.pullSecrets | default list) -}}
+{{- $secret := include "worldloom.s3Secret" $root -}}
+{{- $_ := set $out "store_access_key" (dict "name" $secret "key" $root.Values.objectStore.accessKeyKey) -}}
+{{- $_ := set $out "store_secret_key" (dict "name" $secret "key" $root.Values.objectStore.secretKeyKey) -}}
+{{- $_ := set $out "ttl_seconds_after_finished" $rj.ttlSecondsAfterFinished -}}
+{{- if $rj.activeDeadlineSeconds }}{{ $_ := set $out "active_deadline_seconds" $rj.activeDeadlineSeconds }}{{ end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{- define "worldloom.stringMap" -}}
+{{- $out := dict -}}
+{{- range $k, $v := . }}{{ $_ := set $out $k (toString $v) }}{{ end -}}
+{{- toJson $out -}}
 {{- end -}}
 
 {{/* The WORLDLOOM_<SERVICE>_* variables of a settings tree: maps nest with "__", lists are JSON. */}}
@@ -205,7 +251,8 @@ dependency addresses). Returns YAML; callers use `include "worldloom.service" ..
 
 {{/* Pod-level parts every workload of the chart shares. */}}
 {{- define "worldloom.podSecurity" -}}
-automountServiceAccountToken: false
+{{- /* only a job service launching RayJobs talks to the API server; nothing else gets a token */}}
+automountServiceAccountToken: {{ .apiAccess | default false }}
 securityContext:
   {{- toYaml .podSecurityContext | nindent 2 }}
 {{- end -}}

@@ -51,7 +51,7 @@ podSelector:
     {{- toYaml $np.externalEgress | nindent 4 }}
 {{- end }}
 {{- end }}
-{{- if and (has "ray" .uses) $root.Values.ray.enabled }}
+{{- if and (has "ray" .uses) $root.Values.ray.enabled (eq $root.Values.training.launcher "local") }}
 - to:
     - podSelector:
         matchLabels:
@@ -63,5 +63,12 @@ podSelector:
 {{- if .external }}
 - to:
     {{- toYaml $np.externalEgress | nindent 4 }}
+{{- end }}
+{{- if .apiServer }}
+- to:
+    {{- toYaml $np.apiServer | nindent 4 }}
+  ports:
+    - {protocol: TCP, port: 443}
+    - {protocol: TCP, port: 6443}
 {{- end }}
 {{- end -}}

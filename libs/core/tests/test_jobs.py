@@ -17,7 +17,9 @@ from worldloom.core.jobs import (
     JobRefused,
     JobRegistry,
     JobRequest,
+    LocalLauncher,
     ProgressWriter,
+    WorkerSpec,
     read_progress,
 )
 from worldloom.core.settings import TrainingResources
@@ -52,14 +54,20 @@ class EchoJobs:
         return (EchoRecord(echo_id=job_id, name=req.name, request=req.model_dump(mode="json"), total_steps=req.steps),
                 {"items": list(self.selection), "width": req.width})
 
-    def run(self, record: EchoRecord, plan: dict[str, Any]) -> None:
+    def worker(self, record: EchoRecord, plan: dict[str, Any]) -> WorkerSpec:
+        return WorkerSpec(job_id=record.job_id, loop="echo.workers:write", config=plan,
+                          plan_key=f"{self.registry.prefix(record.job_id)}/plan.json")
+
+    def run_here(self, spec: WorkerSpec) -> None:
+        """The local launcher's runner: the "workers" write the output from the plan."""
+        plan, job_id = spec.config, spec.job_id
         self.runs.append(plan)
-        writer = ProgressWriter(self.store, self.registry.prefix(record.job_id), record.total_steps)
+        writer = ProgressWriter(self.store, self.registry.prefix(job_id), self.registry.raw(job_id).total_steps)
         self.gate.wait(10)
         if writer.cancelled():
             writer.finish("cancelled")
             return
-        self.store.put_bytes(self.model_key(record.job_id), ",".join(plan["items"]).encode())
+        self.store.put_bytes(self.model_key(job_id), ",".join(plan["items"]).encode())
         writer.finish("succeeded", {"items": len(plan["items"])})
 
     def model_key(self, job_id: str) -> str:
@@ -74,8 +82,8 @@ class EchoJobs:
 def _setup(store: LocalStore, **limits: Any) -> tuple[JobManager, EchoJobs, JobRegistry[EchoRecord]]:
     registry = JobRegistry(store, EchoRecord, root="echoes", record_file="record.json", kind="echo")
     hooks = EchoJobs(store, registry)
-    return JobManager(store, registry, hooks, TrainingResources(**limits), announce_attempts=2,
-                      announce_backoff_s=0.01), hooks, registry
+    return JobManager(store, registry, hooks, TrainingResources(**limits), launcher=LocalLauncher(hooks.run_here),
+                      announce_attempts=2, announce_backoff_s=0.01), hooks, registry
 
 
 def _wait(registry: JobRegistry[EchoRecord], job_id: str, states: tuple[str, ...],
@@ -174,3 +182,24 @@ def test_request_needs_exactly_one_data_source() -> None:
         EchoRequest()
     with pytest.raises(ValueError, match="exactly one"):
         EchoRequest(clips={}, dataset={"name": "d"})
+
+
+def test_a_job_whose_workers_finished_is_finished_at_resume_not_run_again(tmp_path: Path) -> None:
+    """The service died after the workers wrote the model and progress.json but before it recorded the end
+    (or a RayJob finished while the service was down and KubeRay has since deleted it)."""
+    store = LocalStore(tmp_path)
+    manager, hooks, registry = _setup(store)
+    hooks.gate.clear()
+    record = manager.create(EchoRequest(clips={}, steps=3))
+    _wait(registry, record.job_id, ("running",))
+    manager.close()
+    hooks.gate.set()  # the workers finish on their own
+    time.sleep(0.2)
+    registry.update(record.job_id, state="running")  # what the dead service left
+    assert read_progress(store, registry.prefix(record.job_id)).state == "succeeded"
+
+    manager2, hooks2, registry2 = _setup(store)
+    assert manager2.resume_unfinished() == [record.job_id]
+    done = _wait(registry2, record.job_id, ("succeeded", "failed"), manager2)
+    assert done.state == "succeeded" and hooks2.runs == [] and hooks2.announced == [record.job_id]
+    manager2.close()

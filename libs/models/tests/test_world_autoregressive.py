@@ -271,3 +271,24 @@ def test_factorised_head_overfits_a_moving_pattern():
         first = first if first is not None else loss.item()
     assert loss.item() < 0.05 * first
     assert torch.equal(m.generate(tok[:, :1], 3, temperature=0.0), tok)
+
+
+def test_top_k_of_a_factorised_head_keeps_the_k_most_likely_whole_codes():
+    """top_k=k samples only among the k most likely *codes* (joint over the digits), for any k: a
+    per-digit top-k would keep every code once k reaches the largest level (4 here)."""
+    m = _model(fsq_levels=LEVELS)
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, sum(LEVELS), generator=g) * 2
+    parts = logits.split(LEVELS, -1)
+    joint = sum(torch.log_softmax(p, -1)[:, m.wte.digits(torch.arange(V))[:, i]] for i, p in enumerate(parts))
+    for k in (1, 5, 8, 20):
+        allowed = torch.topk(joint, k, dim=-1).indices
+        seen = torch.stack([m._sample(logits, 1.0, k, torch.Generator().manual_seed(s)) for s in range(200)], 1)
+        for row in range(2):
+            assert set(seen[row].tolist()) <= set(allowed[row].tolist()), k
+        if k > 1:
+            assert all(len(set(seen[row].tolist())) > 1 for row in range(2))  # still a distribution
+    greedy = m._sample(logits, 0.0, None, None)
+    assert torch.equal(m._sample(logits, 1.0, 1, g), greedy)  # top-1 is the argmax code
+    assert torch.equal(greedy, joint.argmax(-1))
+    assert torch.allclose(m._joint_log_probs(parts), joint, atol=1e-5)  # code id order = the tokenizer's

@@ -226,6 +226,41 @@ def test_server_infer_deterministic_per_seed(server, model, params):
     assert not np.array_equal(a, c)
 
 
+def test_server_refuses_malformed_v2_requests_with_a_reason_and_stays_up(server):
+    """Hand-written bad Open Inference Protocol requests: each a 4xx with a reason, none a 5xx."""
+    ok = _frames(5)
+    frames = {"name": "context_frames", "datatype": "UINT8", "shape": list(ok.shape),
+              "data": ok.reshape(-1).tolist()}
+    cases = {
+        "wrong datatype": {"inputs": [{**frames, "datatype": "FP32"}], "parameters": {"num_frames": 4}},
+        "shape/data mismatch": {"inputs": [{**frames, "data": frames["data"][:-7]}], "parameters": {"num_frames": 4}},
+        "huge shape": {"inputs": [{**frames, "shape": [10**6, 10**6, 10**6, 3]}], "parameters": {"num_frames": 4}},
+        "negative shape": {"inputs": [{**frames, "shape": [-5, RES, RES, 3]}], "parameters": {"num_frames": 4}},
+        "NaN action": {"inputs": [frames, {"name": "actions", "datatype": "FP32", "shape": [2, 3],
+                                           "data": [float("nan")] * 6}], "parameters": {"num_frames": 4}},
+        "negative num_frames": {"inputs": [frames], "parameters": {"num_frames": -3}},
+        "huge num_frames": {"inputs": [frames], "parameters": {"num_frames": 10**9}},
+        "num_frames not a number": {"inputs": [frames], "parameters": {"num_frames": "many"}},
+        "no inputs": {"inputs": [], "parameters": {"num_frames": 4}},
+        "not json": None,
+    }
+    for why, body in cases.items():
+        if body is None:
+            r = server.post("/v2/models/wm-ar/infer", content=b"{not json", headers={"content-type": "application/json"})
+        else:
+            import json as _json
+
+            r = server.post("/v2/models/wm-ar/infer", content=_json.dumps(body, allow_nan=True),
+                            headers={"content-type": "application/json"})
+        assert 400 <= r.status_code < 500, (why, r.status_code, r.text[:300])
+        assert r.text.strip(), why  # a reason, not an empty answer
+    r = server.post("/v2/models/wm-nope/infer", json=_v2([("context_frames", "UINT8", ok)], {"num_frames": 4}))
+    assert r.status_code == 404, r.text
+    assert server.get("/v2/health/ready").status_code == 200  # still serving
+    r = server.post("/v2/models/wm-ar/infer", json=_v2([("context_frames", "UINT8", ok)], {"num_frames": 4, "seed": 1}))
+    assert r.status_code == 200, r.text
+
+
 def test_server_binary_output(server):
     r = server.post("/v2/models/wm-ar/infer", json=_v2([("context_frames", "UINT8", _frames(1))],
                                                         {"num_frames": 4, "seed": 1, "binary_data_output": True}))

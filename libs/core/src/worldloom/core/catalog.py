@@ -338,3 +338,36 @@ def backfill_claim_key(tokenizer_id: str) -> str:
 def backfill_done_key(tokenizer_id: str) -> str:
     """Written when the backfill after activation has visited every clip (its counts)."""
     return f"{tokenizer_prefix(tokenizer_id)}/backfill.json"
+
+
+# --------------------------------------------------------------------------------------------- layout
+
+
+def layout() -> list[tuple[str, str]]:
+    """Every key function of this module with the key it makes from placeholder arguments (``<video_id>``),
+    in definition order: the object layout ``docs/architecture.md`` shows (a test keeps the two equal;
+    ``python -m worldloom.core.catalog`` prints the table)."""
+    import inspect
+    import sys
+
+    module = sys.modules[__name__]
+    rows = []
+    for name, fn in inspect.getmembers(module, inspect.isfunction):
+        if fn.__module__ != __name__ or not name.endswith(("_key", "_prefix", "_dir")):
+            continue
+        if name == "job_prefix":
+            continue  # the generic form of tokenizer_prefix / world_model_prefix
+        params = inspect.signature(fn).parameters.values()
+        args = [1 if p.annotation == "int" else "<job prefix>" if p.name == "prefix" else f"<{p.name}>" for p in params]
+        rows.append((inspect.getsourcelines(fn)[1], name, fn(*args)))
+    return [(name, key) for _, name, key in sorted(rows)]
+
+
+def layout_table() -> str:
+    lines = ["| catalog function | key |", "|---|---|"]
+    lines += [f"| `{name}` | `{key}` |" for name, key in layout()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(layout_table())

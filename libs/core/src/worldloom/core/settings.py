@@ -75,10 +75,60 @@ class HttpSettings(_Block):
         return [t.strip() for t in raw.split(",") if t.strip()]
 
 
+class SecretKeyRef(_Block):
+    """A key of a Kubernetes Secret (the pod reads the value; the spec names only the Secret)."""
+
+    name: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+
+
+class RayJobSettings(_Block):
+    """What a training job needs to become its own KubeRay ``RayJob`` (``launcher: rayjob``):
+    ``WORLDLOOM_<SERVICE>_TRAINING__RAYJOB__<FIELD>``; dicts and lists as JSON. The chart renders them."""
+
+    namespace: str | None = Field(None, description="where RayJobs are created; empty: the pod's own namespace")
+    kubeconfig: Path | None = Field(None, description="a kubeconfig file (outside a cluster); empty: the pod's "
+                                    "service-account token")
+    image: str = Field("", description="image of the Ray head and CPU workers (the service's own image)")
+    gpu_image: str = Field("", description="image of GPU workers (the CUDA variant); empty: `image`")
+    ray_version: str = Field("", description="spec.rayClusterSpec.rayVersion (the ray in the image)")
+    service_account: str | None = Field(None, description="service account of the Ray pods (no token is mounted)")
+    image_pull_secrets: list[str] = []
+    labels: dict[str, str] = Field(default_factory=dict, description="labels on the RayJob and its pods "
+                                   "(the chart's NetworkPolicies select them)")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="the CPU pool (head, CPU workers)")
+    tolerations: list[dict[str, Any]] = []
+    gpu_node_selector: dict[str, str] = Field(default_factory=dict, description="the GPU pool (GPU workers)")
+    gpu_tolerations: list[dict[str, Any]] = []
+    gpu_runtime_class: str | None = None
+    gpu_resource: str = "nvidia.com/gpu"
+    head_resources: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}})
+    worker_resources: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}},
+        description="per worker; a GPU job adds one `gpu_resource` per worker")
+    pod_security_context: dict[str, Any] = Field(default_factory=lambda: {
+        "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"}})
+    security_context: dict[str, Any] = Field(default_factory=lambda: {
+        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}})
+    env: dict[str, str] = Field(default_factory=dict, description="extra plain variables for the Ray containers")
+    store_access_key: SecretKeyRef | None = Field(None, description="the Secret key holding the store's access "
+                                                  "key (credentials never go into the RayJob spec)")
+    store_secret_key: SecretKeyRef | None = None
+    ttl_seconds_after_finished: int = Field(3600, ge=0, description="KubeRay deletes the job's Ray cluster after")
+    active_deadline_seconds: int | None = Field(None, ge=1)
+    poll_interval_s: float = Field(10.0, gt=0, description="how often the status is re-read besides the watch")
+
+
 class TrainingResources(_Block):
     """Where training jobs run and how much one may ask for; one block for every service that trains
     (tokenize, train; next posttrain, rlsim): ``WORLDLOOM_<SERVICE>_TRAINING__<FIELD>``."""
 
+    launcher: Literal["local", "rayjob"] = Field("local", description="local: this process drives Ray Train (a "
+                                                 "private local Ray, or the cluster at ray_address); rayjob: each "
+                                                 "job becomes its own KubeRay RayJob sized to the job")
+    rayjob: RayJobSettings = RayJobSettings()
     ray_address: str | None = Field(None, description="existing Ray cluster (e.g. a KubeRay head, "
                                     "ray://head:10001); empty: a private, loopback-only Ray in this process")
     in_process: bool = Field(False, description="train in this process without Ray (debugging, demos)")

@@ -1,12 +1,19 @@
-"""The Helm chart, rendered and read: paths, values profiles and accessors over rendered manifests.
+"""The Helm chart, rendered and read: paths, values profiles, accessors over rendered manifests, the
+offline kubeconform check, and a release of the chart on a real API server (:class:`Release`).
 
-Used by tests/deploy (the fixtures there run the real helm and kubeconform from worldloom.testkit.k8s_tools).
+Used by tests/deploy (offline: the real helm and kubeconform from worldloom.testkit.k8s_tools) and
+tests/k8s (a control plane from worldloom.testkit.kube).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import subprocess
+import uuid
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -89,10 +96,83 @@ def pod_templates(docs: list[dict]) -> list[tuple[str, dict, dict]]:
 
 def code_dependencies(service: str) -> set[str]:
     """What a service's code talks to, read from its sources: the bus (make_bus), the object store
-    (make_store), the vector index (VectorIndex) and a Ray cluster (a ray_address setting)."""
+    (make_store), the vector index (VectorIndex) and Ray (it launches training jobs: job_launcher)."""
     source = "\n".join(p.read_text() for p in (REPO / "services" / service / "src").rglob("*.py"))
-    uses = {dep for dep, marker in (("bus", "make_bus("), ("store", "make_store("), ("vectors", "VectorIndex"))
-            if marker in source}
-    if "ray_address" in source:
-        uses.add("ray")
-    return uses
+    return {dep for dep, marker in (("bus", "make_bus("), ("store", "make_store("), ("vectors", "VectorIndex"),
+                                    ("ray", "job_launcher(")) if marker in source}
+
+
+def kubeconform_run(kubeconform: Path, schemas: Path, manifests: str) -> subprocess.CompletedProcess[str]:
+    """kubeconform -strict against the offline Kubernetes 1.35 and CRD schemas (../shared/k8s-schemas)."""
+    return subprocess.run(
+        [str(kubeconform), "-strict", "-summary", "-kubernetes-version", "1.35.0",
+         "-schema-location", str(schemas),
+         "-schema-location", f"{schemas}/{{{{.Group}}}}/{{{{.ResourceKind}}}}_{{{{.ResourceAPIVersion}}}}.json", "-"],
+        input=manifests, capture_output=True, text=True, timeout=300)
+
+
+def resource_name(doc: dict) -> str:
+    """kubectl's name for the doc's kind: ``deployment.apps``, ``scaledobject.keda.sh``, ``service``."""
+    group = doc["apiVersion"].rpartition("/")[0]
+    return doc["kind"].lower() + (f".{group}" if group else "")
+
+
+class Release:
+    """The chart installed as ``name`` in its own namespace on a :class:`~worldloom.testkit.kube.ControlPlane`:
+    helm verbs, the manifests helm applies, objects as the server keeps them, and a pod's environment."""
+
+    def __init__(self, cp: Any, profile: str | None, *, name: str = RELEASE, namespace: str | None = None,
+                 args: tuple[str, ...] = ()) -> None:
+        self.cp, self.profile, self.name, self.args = cp, profile, name, tuple(args)
+        self.namespace = namespace or f"t-{profile or 'default'}-{uuid.uuid4().hex[:6]}"
+
+    def helm(self, verb: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        chart = () if verb in ("uninstall", "history", "status") else (str(CHART), *profile_args(self.profile),
+                                                                        *self.args)
+        return self.cp.helm(verb, self.name, *chart, "-n", self.namespace, *args, check=check)
+
+    def install(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.helm("install", "--create-namespace", *args)
+
+    def template(self, *args: str) -> str:
+        return self.cp.helm("template", self.name, str(CHART), *profile_args(self.profile), *self.args,
+                            "-n", self.namespace, *args).stdout
+
+    def rendered(self, *args: str) -> list[dict]:
+        """What helm would apply for this release (hooks left out: they run on `helm test`)."""
+        return _manifests(self.template(*args))
+
+    def applied(self) -> list[dict]:
+        """What helm applied for the release's current revision (`helm get manifest`)."""
+        return _manifests(self.cp.helm("get", "manifest", self.name, "-n", self.namespace).stdout)
+
+    def get(self, kind: str, name: str | None = None, *, check: bool = True) -> dict | None:
+        result = self.cp.kubectl("get", kind, *([name] if name else []), "-n", self.namespace, "-o", "json",
+                                 check=check)
+        return json.loads(result.stdout) if result.returncode == 0 else None
+
+    def secret_value(self, name: str, key: str) -> str:
+        secret = self.get("secret", name)
+        assert secret is not None
+        return base64.b64decode(secret["data"][key]).decode()
+
+    def pod_env(self, container: dict) -> dict[str, str]:
+        """The container's environment as a kubelet would set it: values, and Secret keys read from
+        the server (no kubelet runs here, so the tests do its part)."""
+        env = {}
+        for var in container.get("env", []):
+            if "value" in var:
+                env[var["name"]] = var["value"]
+            elif ref := var.get("valueFrom", {}).get("secretKeyRef"):
+                env[var["name"]] = self.secret_value(ref["name"], ref["key"])
+        return env
+
+
+def _manifests(text: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all(text) if d and "helm.sh/hook" not in (d["metadata"].get("annotations") or {})]
+
+
+def deployment_container(docs: list[dict], service: str) -> dict:
+    (dep,) = [d for d in docs if d["kind"] == "Deployment" and component(d) == service]
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    return container

@@ -1,9 +1,9 @@
 """Tokenizer training jobs on the job platform: what is specific to planning, running and finishing one.
 
 Planning resolves the clips (a dataset manifest or a clip filter), splits off held-out clips and
-freezes both lists with the tokenizer config into the plan; running launches
-:func:`worldloom.models.tokenizer.job.run_job` (Ray Train, or in-process) from that plan; a finished
-tokenizer is activated when the request asked for it.
+freezes both lists with the tokenizer config into the plan; the workers run
+:func:`worldloom.models.tokenizer.job.train_loop` from that plan (the deployment's launcher starts them:
+Ray Train from this process, or a RayJob); a finished tokenizer is activated when the request asked for it.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from dataclasses import fields
 from typing import Any
 
 from worldloom.core.catalog import tokenizer_model_key, tokenizer_prefix
-from worldloom.core.jobs import JobManager, store_settings_payload
+from worldloom.core.jobs import JobManager, WorkerSpec
 from worldloom.core.selection import select_clips
 from worldloom.core.settings import StoreSettings, TrainingResources
 from worldloom.core.store.base import ObjectStore
-from worldloom.models.tokenizer.job import TokenizerJob, run_job
+from worldloom.models.tokenizer.job import TokenizerJob, train_loop
 from worldloom.models.tokenizer.model import TokenizerConfig
-from worldloom.models.training import ScalingSpec
+from worldloom.models.training.driver import worker_spec
 from worldloom.tokenize.errors import TokenizeError
 from worldloom.tokenize.registry import Lineage, TokenizerRecord, TokenizerRegistry
 from worldloom.tokenize.schemas import TokenizerJobRequest
@@ -75,11 +75,9 @@ class TokenizerJobs:
         del plan["store"]  # credentials are added at run time, never written to the store
         return record, plan
 
-    def run(self, record: TokenizerRecord, plan: dict[str, Any]) -> None:
+    def worker(self, record: TokenizerRecord, plan: dict[str, Any]) -> WorkerSpec:
         req = TokenizerJobRequest.model_validate(record.request)
-        job = TokenizerJob(**{**plan, "store": store_settings_payload(self.store_settings)})
-        run_job(job, ScalingSpec(num_workers=req.workers, use_gpu=req.use_gpu), name=record.job_id,
-                address=self.resources.ray_address, in_process=self.resources.in_process)
+        return worker_spec(record.job_id, tokenizer_prefix(record.job_id), train_loop, plan, req.workers, req.use_gpu)
 
     def model_key(self, job_id: str) -> str:
         return tokenizer_model_key(job_id)

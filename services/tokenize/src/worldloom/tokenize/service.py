@@ -16,6 +16,7 @@ from worldloom.core.store import ObjectStore
 from worldloom.models.checkpoint import publish_files
 from worldloom.models.tokenizer import CheckpointError, load_checkpoint, save_checkpoint
 from worldloom.models.tokenizer.job import MODEL_FILE
+from worldloom.models.training.driver import job_launcher
 from worldloom.tokenize.clip_encoder import ClipEncoder
 from worldloom.tokenize.codec import (
     Encoded,
@@ -38,7 +39,8 @@ class TokenizeService:
         self.cache = TokenizerCache(store, self.registry, settings.model_cache)
         self.encoder = ClipEncoder(store, bus, self.registry, self.cache, settings.encode_max_frames)
         hooks = TokenizerJobs(store, settings.store, self.registry, settings.training, on_activate=self.start_backfill)
-        self.jobs = TokenizerJobManager(store, self.registry, hooks, settings.training)
+        self.jobs = TokenizerJobManager(store, self.registry, hooks, settings.training,
+                                        launcher=job_launcher(settings.training, settings.store))
 
     def resolve(self, tokenizer_id: str | None) -> str:
         tokenizer_id = tokenizer_id or self.registry.active_id()

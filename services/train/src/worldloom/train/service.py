@@ -20,17 +20,17 @@ from worldloom.core.catalog import (
     world_model_prefix,
 )
 from worldloom.core.errors import Refusal
-from worldloom.core.jobs import JobManager, store_settings_payload
+from worldloom.core.jobs import JobManager, WorkerSpec
 from worldloom.core.selection import SelectedClip, select_clips
 from worldloom.core.settings import StoreSettings, TrainingResources
 from worldloom.core.store.base import ObjectNotFound, ObjectStore
 from worldloom.models.checkpoint import CheckpointError
 from worldloom.models.tokenizer.job import load_tokenizer
 from worldloom.models.tokenizer.shards import read_shard
-from worldloom.models.training import ScalingSpec
+from worldloom.models.training.driver import job_launcher, worker_spec
 from worldloom.models.world import ActionSpec, IncompatibleModel, family_class
 from worldloom.models.world.data import load_episode_arrays
-from worldloom.models.world.job import WorldModelJob, run_job
+from worldloom.models.world.job import WorldModelJob, train_loop
 from worldloom.models.world.registry import WorldModelLineage, WorldModelRecord, WorldModelRegistry
 from worldloom.train.schemas import WorldModelJobRequest
 
@@ -146,11 +146,10 @@ class WorldModelJobs:
 
     # ------------------------------------------------------------------------------------- run, finish
 
-    def run(self, record: WorldModelRecord, plan: dict[str, Any]) -> None:
+    def worker(self, record: WorldModelRecord, plan: dict[str, Any]) -> WorkerSpec:
         req = WorldModelJobRequest.model_validate(record.request)
-        job = WorldModelJob(**{**plan, "store": store_settings_payload(self.store_settings)})
-        run_job(job, ScalingSpec(num_workers=req.workers, use_gpu=req.use_gpu), name=record.job_id,
-                address=self.resources.ray_address, in_process=self.resources.in_process)
+        return worker_spec(record.job_id, world_model_prefix(record.job_id), train_loop, plan, req.workers,
+                           req.use_gpu)
 
     def model_key(self, job_id: str) -> str:
         return world_model_key(job_id)
@@ -170,7 +169,7 @@ class TrainService:
                  resources: TrainingResources) -> None:
         self.registry = WorldModelRegistry(store)
         self.jobs = JobManager(store, self.registry, WorldModelJobs(store, store_settings, bus, self.registry, resources),
-                               resources)
+                               resources, launcher=job_launcher(resources, store_settings))
 
     def model(self, model_id: str) -> WorldModelRecord:
         """A finished model (409 while its job is not)."""

@@ -4,15 +4,19 @@
   to **plan** it (:meth:`JobHooks.plan`: validate, select the data, size the model; a :class:`Refusal`
   is a 4xx before anything runs). The plan -- the exact inputs -- is written first, then the record.
 * **run** happens on a background thread (one job at a time per replica: the Ray workers are the
-  parallelism); :meth:`JobHooks.run` launches the workers from the frozen plan and returns when they end.
+  parallelism); :meth:`JobHooks.worker` describes the workers from the frozen plan and the deployment's
+  :class:`~worldloom.core.jobs.launch.Launcher` runs them (from this process, or as a KubeRay RayJob)
+  and returns when they end.
 * **finish**: the workers wrote the model files and ``progress.json``; the record becomes ``succeeded``
   (model URI, metrics) only if the model file exists, and then :meth:`JobHooks.announce` publishes
   (the ``*.trained`` event, an activation); ``announced`` is recorded after it. Outputs, then the
   record, then the event.
-* **cancel** writes the marker the workers poll (a queued job is cancelled at once).
+* **cancel** writes the marker the workers poll (a queued job is cancelled at once) and asks the
+  launcher to stop the workers (a RayJob is deleted).
 * **resume** at start-up: jobs left queued/running are run again from their plan (the workers resume
-  from their last checkpoint); a succeeded job whose announcement never went out is announced again
-  (handlers of the event are idempotent on the job id).
+  from their last checkpoint; a launcher re-attaches to workers still running, e.g. the job's RayJob);
+  a job whose workers had already finished is only finished; a succeeded job whose announcement never
+  went out is announced again (handlers of the event are idempotent on the job id).
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from worldloom.core.catalog import cancel_key
 from worldloom.core.errors import Refusal
-from worldloom.core.jobs.progress import TERMINAL_STATES, read_progress, request_cancel
+from worldloom.core.jobs.launch import LaunchCancelled, Launcher, WorkerSpec
+from worldloom.core.jobs.progress import TERMINAL_STATES, JobState, read_progress, request_cancel
 from worldloom.core.jobs.records import JobRecord, JobRequest
 from worldloom.core.jobs.registry import JobRegistry
 from worldloom.core.settings import TrainingResources
@@ -52,8 +57,8 @@ class JobHooks(Protocol[R, Q]):
         """The new record (state ``queued``) and the plan: everything :meth:`run` needs, as JSON (no
         secrets). Raise a :class:`Refusal` for anything wrong with the request or its data."""
 
-    def run(self, record: R, plan: dict[str, Any]) -> None:
-        """Train from the plan; return when the workers are done (raise on failure)."""
+    def worker(self, record: R, plan: dict[str, Any]) -> WorkerSpec:
+        """The job's workers: the per-worker loop, the plan it gets, worker count and GPUs."""
 
     def model_key(self, job_id: str) -> str:
         """The object key whose presence means the job produced its model."""
@@ -65,8 +70,10 @@ class JobHooks(Protocol[R, Q]):
 
 class JobManager(Generic[R, Q]):
     def __init__(self, store: ObjectStore, registry: JobRegistry[R], hooks: JobHooks[R, Q],
-                 resources: TrainingResources, *, announce_attempts: int = 4, announce_backoff_s: float = 1.0) -> None:
+                 resources: TrainingResources, *, launcher: Launcher, announce_attempts: int = 4,
+                 announce_backoff_s: float = 1.0) -> None:
         self.store, self.registry, self.hooks, self.resources = store, registry, hooks, resources
+        self.launcher = launcher
         self.announce_attempts, self.announce_backoff_s = max(1, announce_attempts), announce_backoff_s
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{registry.root}-job")
         self._running: set[str] = set()
@@ -111,15 +118,29 @@ class JobManager(Generic[R, Q]):
             plan = self.registry.plan(job_id)
             if plan is None:
                 raise RuntimeError("the job has no plan.json (submitted by an older version); submit it again")
-            record = self.registry.update(job_id, state="running")
-            self.hooks.run(record, plan)
+            progress = read_progress(self.store, self.registry.prefix(job_id))
+            if not (progress and progress.state == "succeeded" and self.store.exists(self.hooks.model_key(job_id))):
+                self.launcher.run(self.hooks.worker(self.registry.raw(job_id), plan), self._reporter(job_id))
             self._finish(job_id)
+        except LaunchCancelled as exc:
+            log.info("%s job %s was stopped: %s", self.registry.kind, job_id, exc)
+            self.registry.update(job_id, state="cancelled", error=str(exc) or None)
         except Exception as exc:  # recorded on the job; the service stays up
             log.exception("%s job %s failed", self.registry.kind, job_id)
             self.registry.update(job_id, state="failed", error=f"{type(exc).__name__}: {exc}")
         finally:
             with self._lock:
                 self._running.discard(job_id)
+
+    def _reporter(self, job_id: str):
+        """What the launcher sees before the end (queued while a RayJob's cluster comes up, running)."""
+
+        def report(state: JobState, detail: str | None) -> None:
+            if self.registry.raw(job_id).state not in (state, *TERMINAL_STATES):
+                self.registry.update(job_id, state=state)
+                log.info("%s job %s is %s%s", self.registry.kind, job_id, state, f" ({detail})" if detail else "")
+
+        return report
 
     def _finish(self, job_id: str) -> None:
         progress = read_progress(self.store, self.registry.prefix(job_id))
@@ -161,6 +182,11 @@ class JobManager(Generic[R, Q]):
         request_cancel(self.store, self.registry.prefix(job_id))
         if record.state == "queued" and not self.is_running(job_id):
             self.registry.update(job_id, state="cancelled")
+        try:
+            self.launcher.cancel(job_id)
+        except Exception:  # the marker written above still stops the workers
+            log.warning("the launcher could not stop %s %s; its workers stop at the cancel marker",
+                        self.registry.kind, job_id, exc_info=True)
         return self.registry.get(job_id)
 
     def resume_unfinished(self) -> list[str]:

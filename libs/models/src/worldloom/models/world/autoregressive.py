@@ -70,6 +70,9 @@ from worldloom.models.world.common import (
     reward_losses,
 )
 
+#: largest codebook for which a factorised head's top-k forms the joint distribution (a [B, vocab] tensor)
+MAX_JOINT_TOP_K_VOCAB = 1 << 20
+
 
 @dataclass(frozen=True)
 class ARConfig:
@@ -326,13 +329,33 @@ class ARWorldModel(WorldModel):
 
     def _sample(self, logits: Tensor, temperature: float, top_k: int | None,
                 generator: torch.Generator | None) -> Tensor:
-        """Token ids ``[B]`` from head logits ``[B, *]``; factorised heads sample every digit on its own."""
+        """Token ids ``[B]`` from head logits ``[B, *]``.
+
+        Factorised heads sample every digit on its own (the digits are independent given the context),
+        except with ``top_k``: "the k most likely codes" is a statement about whole codes, so the joint
+        log-probabilities (the sum of the digits') are formed over the whole codebook and top-k applies to
+        those -- a per-digit top-k would keep far more than k codes (every code for k >= the largest level).
+        """
         if not isinstance(self.wte, DigitEmbedding):
             return _sample_categorical(logits, temperature, top_k, generator)
+        parts = logits.float().split(self.wte.sizes, -1)
+        if top_k is not None and top_k < self.config.vocab_size:
+            return _sample_categorical(self._joint_log_probs(parts), temperature, top_k, generator)
         noise = rand((logits.shape[0], logits.shape[-1]), generator, logits.device)
-        digits = [_sample_categorical(p, temperature, top_k, None, u)
-                  for p, u in zip(logits.split(self.wte.sizes, -1), noise.split(self.wte.sizes, -1), strict=True)]
+        digits = [_sample_categorical(p, temperature, None, None, u)
+                  for p, u in zip(parts, noise.split(self.wte.sizes, -1), strict=True)]
         return self.wte.compose(torch.stack(digits, dim=-1))
+
+    def _joint_log_probs(self, parts: tuple[Tensor, ...]) -> Tensor:
+        """``[B, vocab_size]`` log-probabilities of every code, indexed by code id (``id = sum d_i *
+        prod(levels[:i])``: digit 0 varies fastest, so the digits are broadcast in reverse order)."""
+        b, n = parts[0].shape[0], len(parts)
+        joint = parts[0].new_zeros(b, *([1] * n))
+        for i, p in enumerate(parts):
+            shape = [b] + [1] * n
+            shape[n - i] = p.shape[-1]
+            joint = joint + torch.log_softmax(p, dim=-1).view(shape)
+        return joint.reshape(b, -1)
 
     @torch.no_grad()
     def generate(self, context_tokens: Tensor, num_frames: int, actions: Tensor | None = None,
@@ -491,6 +514,9 @@ class ARWorldModel(WorldModel):
         vocab = self.config.vocab_size
         if sampling.top_k is not None and not 1 <= sampling.top_k <= vocab:
             raise ValueError(f"top_k must be in [1, {vocab}], got {sampling.top_k}")
+        if sampling.top_k is not None and self.config.fsq_levels and vocab > MAX_JOINT_TOP_K_VOCAB:
+            raise ValueError(f"top_k over a factorised head forms the joint distribution over all {vocab} codes; "
+                             f"this model's codebook is larger than {MAX_JOINT_TOP_K_VOCAB}: sample without top_k")
         return Sampling(temperature=temperature, top_k=sampling.top_k)
 
 
