@@ -89,6 +89,7 @@ def test_cancel_marker_stops_the_job(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(900)  # a local Ray cluster, two DDP workers, a kill and a restart: slow on a busy 2-core box
 def test_ray_train_two_workers_survive_a_killed_worker(s3_settings: StoreSettings, tmp_path: Path) -> None:
     """Two DDP workers (gloo) on local Ray; SIGKILL one after a checkpoint: Ray restarts the group and the
     loop resumes from the S3 checkpoint and finishes."""

@@ -228,6 +228,7 @@ def test_evaluation_per_horizon_and_copy_last_baseline(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(900)  # a local Ray cluster, two DDP workers, a kill and a restart: slow on a busy 2-core box
 def test_ray_two_workers_resume_after_a_killed_worker(tmp_path: Path, s3_settings: StoreSettings) -> None:
     """World-model job on 2 Ray Train workers (DDP, gloo) with checkpoints in real S3: SIGKILL a worker after a
     checkpoint, Ray restarts the group, the loop resumes from the checkpoint and the job finishes."""
