@@ -207,3 +207,27 @@ def test_bus_outage_keeps_record_and_next_upload_emits(tmp_path, shared_data, in
     assert r.status_code == 201 and r.json()["video"]["status"] == "ingested"
     assert _upload(client, video).status_code == 200
     assert len(_events(bus)) == 1
+
+
+@pytest.mark.parametrize("attributes", [
+    "[" * 30_000 + "]" * 30_000,                    # the parser would recurse 30,000 levels
+    '{"a": ' + "1" * 5_000 + "}",                   # int() refuses 5,000 digits with a ValueError
+    '{"a": {"b": ' * 40 + '"x"' + "}" * 40 + "}",  # deep objects
+])
+def test_hostile_attributes_json_is_a_400_not_a_500(embedded, shared_data, attributes):
+    client, bus, store = embedded
+    r = _upload(client, shared_data / "video/pyscenedetect/counter.mp4", attributes=attributes)
+    assert r.status_code == 400, r.text[:300]
+    assert r.json()["error"]["code"] == "invalid_attributes"
+    assert list(store.list()) == [] and _events(bus) == []
+
+
+def test_hostile_json_bodies_are_refused_before_any_route_walks_them(embedded):
+    client, _, store = embedded
+    deep = {"a": json.loads("[" * 500 + "]" * 500)}
+    r = client.post("/v1/sources/gymnasium", json={"env": "CartPole-v1", "env_kwargs": deep}, headers=AUTH)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json", r.text[:300]
+    body = b'{"env": "CartPole-v1", "seed": ' + b"9" * 5_000 + b"}"
+    r = client.post("/v1/sources/gymnasium", content=body, headers={**AUTH, "content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    assert list(store.list()) == []

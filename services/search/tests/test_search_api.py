@@ -56,6 +56,25 @@ def test_clip_upload_and_clip_id_queries(client, catalog):
     assert r["query_kind"] == "clip" and rec.clip_id not in [h["clip_id"] for h in r["hits"]] and r["hits"]
 
 
+def test_media_query_top_k_and_filters_are_bounded_or_refused(client, catalog):
+    """search:media reads top_k and filters from form fields: out of range, too deep or too long, each is a
+    422/400 with a code, never a 500 from Milvus or the JSON parser."""
+    rec = _accepted(catalog)[0]
+    clip = catalog.store.root / rec.renditions["preview.mp4"]
+    cases = [
+        ({"top_k": "0"}, 422, "invalid_request"), ({"top_k": "-3"}, 422, "invalid_request"),
+        ({"top_k": "101"}, 422, "invalid_request"), ({"top_k": "64000"}, 422, "invalid_request"),
+        ({"top_k": "7" * 5000}, 422, "invalid_request"),
+        ({"filters": "[" * 30_000}, 400, "invalid_request"),
+        ({"filters": '{"min_width": ' + "1" * 5_000 + "}"}, 400, "invalid_request"),
+    ]
+    for fields, status, code in cases:
+        r = upload(client, "/v1/search:media", clip, name="q.mp4", headers=AUTH, **fields)
+        assert (r.status_code, r.json()["error"]["code"]) == (status, code), (str(fields)[:40], r.text[:200])
+    r = upload(client, "/v1/search:media", clip, name="q.mp4", headers=AUTH, top_k="100")
+    assert r.status_code == 200 and len(r.json()["hits"]) <= 100
+
+
 def test_filters_restrict_results(client, catalog):
     body = {"text": "robot arm moves an object", "top_k": 50, "filters": {"sources": ["sintel"]}}
     hits = client.post("/v1/search", json=body, headers=AUTH).json()["hits"]

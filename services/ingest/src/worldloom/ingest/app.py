@@ -3,7 +3,6 @@ Run with `python -m worldloom.ingest`."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -13,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from worldloom.core.bus import Bus, make_bus
 from worldloom.core.service import ApiError, create_app
+from worldloom.core.service.jsonbody import loads_bounded
 from worldloom.core.service.uploads import receive_multipart
 from worldloom.core.store import ObjectStore, make_store
 from worldloom.core.catalog import VideoRecord, VideoStatus
@@ -32,10 +32,7 @@ them the same way; `/v1/sources/jobs/{id}` follows such a job."""
 def _parse_attributes(raw: str | None) -> dict[str, str]:
     if raw is None:
         return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_attributes", f"'attributes' is not valid JSON: {exc}") from None
+    value = loads_bounded(raw, code="invalid_attributes", what="'attributes'")
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise ApiError(400, "invalid_attributes", "'attributes' must be a JSON object mapping strings to strings")
     if len(value) > 64:

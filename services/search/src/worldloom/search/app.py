@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from typing import Annotated
 
@@ -16,6 +15,7 @@ from starlette.formparsers import MultiPartException
 from worldloom.core.bus import Bus, make_bus
 from worldloom.core.catalog import DatasetManifest
 from worldloom.core.service import ApiError, create_app
+from worldloom.core.service.jsonbody import loads_bounded
 from worldloom.core.settings import load_settings
 from worldloom.core.store import ObjectStore, make_store
 from worldloom.core.vectors import VectorIndex
@@ -54,7 +54,8 @@ def build_router(service: SearchService) -> APIRouter:
                 raise ApiError(400, "missing_file", "the form has no 'file' part")
             try:
                 top_k = int(str(form.get("top_k") or 10))
-                filters = SearchFilters.model_validate(json.loads(str(form.get("filters") or "{}")))
+                filters = SearchFilters.model_validate(
+                    loads_bounded(str(form.get("filters") or "{}"), code="invalid_request", what="'filters'"))
             except (ValueError, ValidationError) as exc:
                 raise ApiError(422, "invalid_request", f"top_k/filters: {exc}") from None
             return await run_in_threadpool(service.search_media, upload.file, top_k, filters)

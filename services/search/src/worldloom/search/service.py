@@ -70,8 +70,9 @@ class SearchService:
 
     # queries -----------------------------------------------------------------------------------
     def check_top_k(self, top_k: int) -> int:
-        if top_k > self.max_top_k:
-            raise SearchError(422, "invalid_request", f"top_k is at most {self.max_top_k}")
+        """The one bound on top_k, for JSON queries, media queries and dataset queries alike."""
+        if not 1 <= top_k <= self.max_top_k:
+            raise SearchError(422, "invalid_request", f"top_k must be between 1 and {self.max_top_k}, not {top_k}")
         return top_k
 
     def search(self, req: SearchRequest) -> SearchResponse:
