@@ -231,3 +231,17 @@ def test_hostile_json_bodies_are_refused_before_any_route_walks_them(embedded):
     r = client.post("/v1/sources/gymnasium", content=body, headers={**AUTH, "content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
     assert list(store.list()) == []
+
+
+def test_still_images_are_refused_on_purpose_not_ingested_by_accident(embedded, tmp_path):
+    """An image named .mp4 is not a one-frame video: ingest takes videos (still_image, 422); a bomb image
+    is refused from its header (bad_dimensions) without decoding 2 GB."""
+    from worldloom.video.synthetic import write_png_bomb
+
+    client, bus, store = embedded
+    for path, code in ((write_png_bomb(tmp_path / "pic.mp4", 320, 240), "still_image"),
+                       (write_png_bomb(tmp_path / "bomb.mp4"), "bad_dimensions")):
+        r = _upload(client, path)
+        assert r.status_code == 422 and r.json()["error"]["code"] == code, r.text
+        assert "/tmp" not in r.json()["error"]["message"]
+    assert list(store.list()) == [] and _events(bus) == []

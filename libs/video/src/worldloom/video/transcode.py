@@ -25,6 +25,8 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from worldloom.video.limits import open_input
+
 # swscale's bilinear filter widens with the scale factor, so it anti-aliases downscales like AREA
 # does, at about half the cost on 720p -> 256p (measured); it is the transcode hot spot.
 SCALER = "BILINEAR"
@@ -97,7 +99,7 @@ def transcode_renditions(
         raise ValueError(f"need 0 <= start_frame < end_frame, got [{start_frame}, {end_frame})")
     if not outputs:
         return []
-    with av.open(os.fspath(src), metadata_errors="ignore") as container:
+    with open_input(src) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         src_rate = Fraction(stream.average_rate or stream.guessed_rate or 25)
@@ -150,7 +152,7 @@ def transcode_clips(src: PathLike, jobs: Sequence[ClipJob]) -> list[list[ClipFil
     last = max(j.end_frame for j in jobs)
     active: dict[int, list[_Writer]] = {}
     nxt = 0
-    with av.open(os.fspath(src), metadata_errors="ignore") as container:
+    with open_input(src) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         src_rate = Fraction(stream.average_rate or stream.guessed_rate or 25)

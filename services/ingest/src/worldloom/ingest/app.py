@@ -24,6 +24,8 @@ from worldloom.ingest.sources.jobs import JobRunner
 DESCRIPTION = """Uploads and imports videos. Each video is validated and probed (PyAV), stored under
 `raw/<sha256>/` with a JSON sidecar, and announced on the `videos.ingested` topic. The id is the
 SHA-256 of the bytes, so uploading the same file again returns the same record and emits nothing.
+Still images (PNG, JPEG... whatever the file is named) and single-frame files are refused with
+`still_image`: they are not accepted as one-frame videos.
 
 `/v1/sources/gymnasium` records simulator episodes (MP4 + actions) in the background and ingests
 them the same way; `/v1/sources/jobs/{id}` follows such a job."""

@@ -135,6 +135,13 @@ class IngestService:
                     VIDEOS.labels(f"rejected_{exc.code}").inc()
                     status = 413 if exc.code == "too_large" else 422
                     raise IngestError(status, exc.code, exc.reason) from None
+                if info.still_image:
+                    VIDEOS.labels("rejected_still_image").inc()
+                    raise IngestError(
+                        422, "still_image",
+                        f"the file is a still image ({info.container}, {info.frame_count} frame), not a video: "
+                        "ingest takes videos only (a world model learns from motion; one picture is no clip)",
+                    )
                 existing = self._store(path, video_id, size, info, filename, source, attributes or {})
             return IngestResult(video=self._emit(existing), duplicate=False)
 
