@@ -145,3 +145,21 @@ def test_unknown_video_is_refused(env):
 
     with pytest.raises(CurateError, match="not ingested"):
         env.curate_service().new_run(["0" * 64], CurationConfig())
+
+
+def test_attributes_at_the_ingest_limit_curate_into_milvus(env, shared_data):
+    """The longest source and caption ingest accepts fit the clip collections' string fields: Milvus counts
+    bytes, so a caption is cut to the field's bytes (the record keeps all of it), never refused."""
+    from worldloom.core.catalog import ATTRIBUTE_LIMITS
+
+    limit = ATTRIBUTE_LIMITS.max_value_bytes
+    vid = env.ingest(shared_data / "bridge/videos/train/1432/rgb.mp4",
+                     {"dataset": "d" * limit, "instruction": "é" * (limit // 2)})
+    run = _run(env.curate_service(), [vid])
+    assert run.state == "succeeded", run.error
+    accepted = [r for r in _records(env) if r.status == "accepted"]
+    assert accepted and env.index.count("clips_text") == len(accepted)
+    row = env.index.get("clips_text", [accepted[0].clip_id], ["caption", "source"])[0]
+    assert row["source"] == "d" * limit and len(row["caption"].encode()) <= limit
+    assert accepted[0].caption.startswith(row["caption"]) and len(accepted[0].caption.encode()) > limit
+

@@ -245,3 +245,24 @@ def test_still_images_are_refused_on_purpose_not_ingested_by_accident(embedded, 
         assert r.status_code == 422 and r.json()["error"]["code"] == code, r.text
         assert "/tmp" not in r.json()["error"]["message"]
     assert list(store.list()) == [] and _events(bus) == []
+
+
+def test_attributes_are_bounded_by_what_curation_can_store(embedded, shared_data):
+    """A value longer than the clip collections' string fields (bytes, UTF-8), a key that is no name, or too
+    many entries is refused at ingest; curate would otherwise fail on Milvus three times and dead-letter."""
+    from worldloom.core.catalog import ATTRIBUTE_LIMITS, clip_collections
+
+    assert ATTRIBUTE_LIMITS.max_value_bytes == min(s.max_str_length for s in clip_collections(8, 8))
+    client, bus, store = embedded
+    video = shared_data / "video/pyscenedetect/counter.mp4"
+    limit = ATTRIBUTE_LIMITS.max_value_bytes
+    for attrs in ({"dataset": "x" * 3000}, {"caption": "é" * (limit // 2 + 1)}, {"": "v"}, {"k\x00": "v"},
+                  {"k" * 300: "v"}, {f"k{i}": "v" for i in range(ATTRIBUTE_LIMITS.max_entries + 1)}):
+        r = _upload(client, video, attributes=json.dumps(attrs))
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_attributes", (str(attrs)[:40], r.text)
+        r = client.post("/v1/videos:import", json={"uri": store.uri("incoming/x.mp4"), "attributes": attrs},
+                        headers=AUTH)
+        assert r.status_code in (400, 422) and r.json()["error"]["code"] in ("invalid_attributes", "invalid_request")
+    assert list(store.list()) == [] and _events(bus) == []
+    r = _upload(client, video, attributes=json.dumps({"dataset": "x" * limit, "caption": "é" * (limit // 2)}))
+    assert r.status_code == 201, r.text

@@ -17,7 +17,8 @@ over visual clip embeddings, one over caption text embeddings.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -58,6 +59,10 @@ CLIP_SCALARS: dict[str, Literal["str", "int", "float", "bool", "json"]] = {
 }
 
 
+#: bytes (UTF-8, as Milvus counts) of every "str" scalar of the clip collections: the one declaration that
+#: the attribute limits below and clip_row's cut derive from
+CLIP_STR_MAX_BYTES = 2048
+
 #: scalar field (Milvus, run summaries) -> the ClipRecord.scores key it is filled from
 SCORE_SCALARS = {"motion": "motion_mean", "sharpness": "sharpness", "brightness": "brightness"}
 RowKind = Literal["clip", "frame", "caption"]
@@ -72,9 +77,44 @@ DATASETS_PREFIX = "datasets/"
 
 def clip_collections(visual_dim: int, text_dim: int) -> tuple[CollectionSpec, CollectionSpec]:
     return (
-        CollectionSpec(VISUAL_COLLECTION, visual_dim, CLIP_SCALARS),
-        CollectionSpec(TEXT_COLLECTION, text_dim, CLIP_SCALARS),
+        CollectionSpec(VISUAL_COLLECTION, visual_dim, CLIP_SCALARS, max_str_length=CLIP_STR_MAX_BYTES),
+        CollectionSpec(TEXT_COLLECTION, text_dim, CLIP_SCALARS, max_str_length=CLIP_STR_MAX_BYTES),
     )
+
+
+@dataclass(frozen=True)
+class AttributeLimits:
+    """What a video's attributes may hold, so that everything downstream can store them: a value becomes
+    a clip's ``source`` (a Milvus string field) or its caption, tags, the videos.ingested event and the
+    webdataset samples, so a value is at most one clip string field long; keys are plain names."""
+
+    max_entries: int = 64
+    max_key_bytes: int = 128
+    max_value_bytes: int = CLIP_STR_MAX_BYTES
+
+    def problem(self, attributes: Mapping[str, str]) -> str | None:
+        """Why ``attributes`` cannot be stored, or None."""
+        if len(attributes) > self.max_entries:
+            return f"at most {self.max_entries} entries, not {len(attributes)}"
+        for key, value in attributes.items():
+            if not key or len(key.encode()) > self.max_key_bytes or _CONTROL.search(key):
+                return (f"key {key[:40]!r} must be 1 to {self.max_key_bytes} bytes (UTF-8) without control "
+                        "characters")
+            if len(value.encode()) > self.max_value_bytes:
+                return (f"the value of {key!r} is {len(value.encode())} bytes (UTF-8); at most "
+                        f"{self.max_value_bytes}, the length of a clip's string fields")
+        return None
+
+
+ATTRIBUTE_LIMITS = AttributeLimits()
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def fit_str_field(value: str, max_bytes: int = CLIP_STR_MAX_BYTES) -> str:
+    """``value`` cut to ``max_bytes`` of UTF-8 on a character boundary (a caption in a Milvus field; the
+    record keeps all of it)."""
+    data = value.encode()
+    return value if len(data) <= max_bytes else data[:max_bytes].decode(errors="ignore")
 
 
 def raw_file_key(video_id: str, name: str) -> str:
@@ -209,14 +249,16 @@ class DatasetManifest(BaseModel):
 
 
 def clip_row(record: ClipRecord, kind: RowKind, row_id: str, vector: Sequence[float]) -> dict[str, Any]:
-    """One Milvus row: id, vector and exactly the CLIP_SCALARS, taken from the clip's record."""
+    """One Milvus row: id, vector and exactly the CLIP_SCALARS, taken from the clip's record; string fields
+    are cut to what the field holds (only a caption can be longer: ingest bounds the attributes)."""
     row: dict[str, Any] = {
         "id": row_id, "vector": [float(x) for x in vector], "clip_id": record.clip_id, "kind": kind,
-        "video_id": record.video_id, "source": record.source, "caption": record.caption[:2000], "tags": record.tags,
+        "video_id": record.video_id, "source": record.source, "caption": record.caption, "tags": record.tags,
         "duration_s": record.duration_s, "start_s": record.start_s, "end_s": record.end_s, "width": record.width,
         "height": record.height, "fps": record.fps, "config_hash": record.config_hash, "phash": ",".join(record.phash),
     }
     row.update({name: float(record.scores.get(score, 0.0)) for name, score in SCORE_SCALARS.items()})
+    row.update({name: fit_str_field(row[name]) for name, kind in CLIP_SCALARS.items() if kind == "str"})
     return row
 
 

@@ -37,9 +37,7 @@ def _parse_attributes(raw: str | None) -> dict[str, str]:
     value = loads_bounded(raw, code="invalid_attributes", what="'attributes'")
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise ApiError(400, "invalid_attributes", "'attributes' must be a JSON object mapping strings to strings")
-    if len(value) > 64:
-        raise ApiError(400, "invalid_attributes", "'attributes' may hold at most 64 entries")
-    return value
+    return value  # IngestService checks the limits (ATTRIBUTE_LIMITS), for every way in
 
 
 def build_router(service: IngestService) -> APIRouter:

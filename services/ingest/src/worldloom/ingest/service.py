@@ -22,7 +22,9 @@ from prometheus_client import Counter
 from worldloom.core.errors import Refusal
 from worldloom.core import events
 from worldloom.core.bus import Bus
-from worldloom.core.catalog import RAW_PREFIX, VideoRecord, VideoStatus, raw_meta_key, raw_video_key
+from worldloom.core.catalog import (
+    ATTRIBUTE_LIMITS, RAW_PREFIX, VideoRecord, VideoStatus, raw_meta_key, raw_video_key,
+)
 from worldloom.core.ids import is_sha256_hex, sha256_file
 from worldloom.core.store import InvalidKey, ObjectNotFound, ObjectStore
 from worldloom.video.limits import VideoLimits
@@ -61,6 +63,12 @@ def validate_filename(name: str | None) -> str:
             f"file name {name!r} contains a path separator, '..' or control characters; send a plain name",
         )
     return name
+
+
+def check_attributes(attributes: dict[str, str]) -> None:
+    """Attributes every downstream field can store (ATTRIBUTE_LIMITS, from the clip collections' fields)."""
+    if problem := ATTRIBUTE_LIMITS.problem(attributes):
+        raise IngestError(400, "invalid_attributes", f"'attributes' cannot be stored: {problem}")
 
 
 class IngestService:
@@ -116,6 +124,7 @@ class IngestService:
     ) -> IngestResult:
         """Ingests a local file; `digest` is (sha256, size) when the caller hashed it while receiving."""
         filename = validate_filename(filename)
+        check_attributes(attributes or {})
         if digest is None:
             with open(path, "rb") as f:
                 digest = sha256_file(f)
@@ -197,6 +206,7 @@ class IngestService:
 
     def import_uri(self, uri: str, filename: str | None, attributes: dict[str, str]) -> IngestResult:
         """Ingests an object already in the configured store (no re-upload through HTTP)."""
+        check_attributes(attributes)
         try:
             key = self.store.key_from_uri(uri)
         except InvalidKey as exc:
