@@ -163,3 +163,26 @@ def test_attributes_at_the_ingest_limit_curate_into_milvus(env, shared_data):
     assert row["source"] == "d" * limit and len(row["caption"].encode()) <= limit
     assert accepted[0].caption.startswith(row["caption"]) and len(accepted[0].caption.encode()) > limit
 
+
+def test_no_clip_record_is_visible_before_its_vectors_and_events(env, shared_data):
+    """Outputs, then the records that make them visible, then the events, then the marker: when the vector
+    index refuses the rows (here: its caption collection is gone), no clip record exists for the catalog
+    readers (training selection, datasets) to pick up, and no event or marker; the redelivery completes it."""
+    from worldloom.core.catalog import TEXT_COLLECTION, clip_collections, curated_marker_key
+    from worldloom.models.text_embedder import DIM as TEXT_DIM
+    from worldloom.video import visual_embed
+
+    vid = env.ingest(shared_data / "bridge/videos/train/1432/rgb.mp4", {"dataset": "bridge"})
+    svc = env.curate_service()
+    env.index.drop(TEXT_COLLECTION)
+    run = _run(svc, [vid])
+    assert run.videos[0].state == "failed" and not run.videos[0].permanent
+    assert _records(env) == [], "clip records were written although their vectors were not"
+    assert published(env.bus, events.TOPIC_CLIPS_CURATED) == []
+    assert not env.store.exists(curated_marker_key(vid, run.config_hash))
+    env.index.ensure_collection(clip_collections(visual_embed.DIM, TEXT_DIM)[1])
+    again = _run(svc, [vid])
+    assert again.videos[0].state == "done"
+    accepted = [r for r in _records(env) if r.status == "accepted"]
+    assert accepted and len(published(env.bus, events.TOPIC_CLIPS_CURATED)) == len(accepted)
+    assert env.store.exists(curated_marker_key(vid, run.config_hash))
