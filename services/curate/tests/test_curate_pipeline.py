@@ -186,3 +186,22 @@ def test_no_clip_record_is_visible_before_its_vectors_and_events(env, shared_dat
     accepted = [r for r in _records(env) if r.status == "accepted"]
     assert accepted and len(published(env.bus, events.TOPIC_CLIPS_CURATED)) == len(accepted)
     assert env.store.exists(curated_marker_key(vid, run.config_hash))
+
+
+def test_a_re_emit_after_a_crash_is_the_same_event(env, shared_data):
+    """A crash after the clips.curated events and before the marker (the state a kill -9 there leaves:
+    events sent, no marker) redoes the video; the re-emitted events carry the same ids (clip id + config
+    hash), so consumers drop the copies by id."""
+    from worldloom.core.catalog import curated_marker_key
+
+    vid = env.ingest(shared_data / "bridge/videos/train/1432/rgb.mp4", {"dataset": "bridge"})
+    svc = env.curate_service()
+    first = _run(svc, [vid])
+    sent = published(env.bus, events.TOPIC_CLIPS_CURATED)
+    assert sent and first.videos[0].state == "done"
+    env.store.delete(curated_marker_key(vid, first.config_hash))
+    assert _run(svc, [vid]).videos[0].state == "done"
+    again = published(env.bus, events.TOPIC_CLIPS_CURATED)[len(sent):]
+    assert sorted(e.event_id for e in again) == sorted(e.event_id for e in sent)
+    for e in sent:
+        assert e.event_id == events.effect_id(events.TOPIC_CLIPS_CURATED, e.clip_curated.clip_id, first.config_hash)

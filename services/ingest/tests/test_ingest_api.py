@@ -266,3 +266,46 @@ def test_attributes_are_bounded_by_what_curation_can_store(embedded, shared_data
     assert list(store.list()) == [] and _events(bus) == []
     r = _upload(client, video, attributes=json.dumps({"dataset": "x" * limit, "caption": "é" * (limit // 2)}))
     assert r.status_code == 201, r.text
+
+
+@pytest.mark.integration
+def test_a_broker_outage_then_a_retry_is_one_event(tmp_path, shared_data, ingest_settings):
+    """The broker stops answering (SIGSTOP) while an upload waits for videos.ingested: the 503 says the event
+    may still be delivered, and it is once the broker is back; the retry re-emits the same event (id derived
+    from the video id), so however many copies arrive, they are one event to every consumer."""
+    import os
+    import signal
+
+    from fastapi.testclient import TestClient
+    from kafka import KafkaConsumer
+
+    from worldloom.core.settings import BusSettings, StoreSettings
+    from worldloom.ingest.app import build_app
+    from worldloom.testkit.kafka import KafkaServer
+
+    with KafkaServer() as kafka:
+        bus_settings = BusSettings(kind="kafka", bootstrap_servers=kafka.bootstrap_servers, partitions=1,
+                                   client_id="outage-test")
+        app = build_app(ingest_settings(store=StoreSettings(root=tmp_path / "s"), bus=bus_settings))
+        video = shared_data / "video/pyscenedetect/counter.mp4"
+        with TestClient(app, raise_server_exceptions=False) as client:
+            app.state.ingest.bus.ensure_topics([events.TOPIC_VIDEOS_INGESTED])
+            app.state.ingest.bus.publish_raw("outage.warmup", b"connected")  # the producer is connected
+            assert kafka.pid is not None
+            os.kill(kafka.pid, signal.SIGSTOP)
+            try:
+                r = _upload(client, video)
+            finally:
+                os.kill(kafka.pid, signal.SIGCONT)
+            assert r.status_code == 503 and r.json()["error"]["code"] == "bus_unavailable", r.text
+            assert "may" in r.json()["error"]["message"]
+            retry = _upload(client, video)
+            assert retry.status_code == 201, retry.text
+            assert _upload(client, video).status_code == 200
+        record = retry.json()["video"]
+        raw = KafkaConsumer(events.TOPIC_VIDEOS_INGESTED, bootstrap_servers=kafka.bootstrap_servers,
+                            auto_offset_reset="earliest", consumer_timeout_ms=5000, group_id=None)
+        ids = [events.decode(m.value).event_id for m in raw]
+        raw.close()
+    print(f"videos.ingested on the topic: {len(ids)} message(s), {len(set(ids))} event id(s)")
+    assert ids and set(ids) == {record["event_id"]} == {events.effect_id(events.TOPIC_VIDEOS_INGESTED, record["video_id"])}

@@ -165,5 +165,6 @@ class WriteStage(Stage):
             height=int(r.rendition_info.get(self.train_rendition, {}).get("height", 0)),
             fps=float(r.rendition_info.get(self.train_rendition, {}).get("fps", r.fps)),
         )
-        event = events.new_event("curate", payload, lineage=[r.video_id, r.config_hash])
+        event = events.new_event("curate", payload, lineage=[r.video_id, r.config_hash],
+                                 event_id=events.effect_id(events.TOPIC_CLIPS_CURATED, r.clip_id, r.config_hash))
         self.bus.publish(events.TOPIC_CLIPS_CURATED, event, key=r.clip_id, wait=False)

@@ -183,15 +183,18 @@ class IngestService:
             size_bytes=record.size_bytes, filename=record.filename, source=record.source,
             info=_info_proto(record.info), attributes=record.attributes,
         )
-        event = events.new_event(PRODUCER, payload, lineage=[record.video_id])
+        # the id is the effect's: a re-emit (the retry after a 503, a second replica) is the same event
+        event = events.new_event(PRODUCER, payload, lineage=[record.video_id],
+                                 event_id=events.effect_id(events.TOPIC_VIDEOS_INGESTED, record.video_id))
         try:
             self.bus.publish(events.TOPIC_VIDEOS_INGESTED, event, key=record.video_id, wait=True)
         except Exception as exc:
             log.error("could not emit videos.ingested", extra={"video_id": record.video_id, "error": str(exc)})
             raise IngestError(
                 503, "bus_unavailable",
-                "the video is stored but the event bus did not accept videos.ingested; "
-                "upload the same file again to retry (nothing will be duplicated)",
+                "the video is stored, but the event bus did not acknowledge videos.ingested in time: the event "
+                "may still be delivered. Upload the same file again to make sure; a retry sends the same event "
+                f"(id {event.event_id}), which consumers treat as one",
             ) from None
         done = record.model_copy(
             update={"status": "ingested", "event_id": event.event_id, "ingested_at": datetime.now(timezone.utc)}

@@ -207,8 +207,9 @@ class SearchService:
             self.store.put_record(key, manifest)
         payload = events.DatasetCreated(name=req.name, version=version, manifest_uri=self.store.uri(key),
                                         clip_count=len(clips))
-        self.bus.publish(events.TOPIC_DATASETS_CREATED, events.new_event("search", payload, lineage=manifest.clip_ids),
-                         key=req.name)
+        event_id = events.effect_id(events.TOPIC_DATASETS_CREATED, req.name, str(version))
+        self.bus.publish(events.TOPIC_DATASETS_CREATED,
+                         events.new_event("search", payload, lineage=manifest.clip_ids, event_id=event_id), key=req.name)
         return manifest
 
     def dataset(self, name: str, version: int | None = None) -> DatasetManifest:
