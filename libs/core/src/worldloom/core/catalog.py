@@ -2,11 +2,13 @@
 
 Every key two places use is a function here, so the layout below is the whole truth:
   raw/<video_id>/video.<ext>, raw/<video_id>/meta.json   ingested videos and their VideoRecord sidecars
+  raw/<video_id>/ingest.claim            held while one replica ingests the video
   raw/<video_id>/actions.safetensors, actions.json      simulator episodes: actions, rewards and their description
   clips/<clip_id>/meta.json            ClipRecord (accepted and rejected clips alike, with reasons)
   clips/<clip_id>/<rendition>.mp4      e.g. preview.mp4 (256p), train.mp4 (square training clip)
   clips/<clip_id>/thumb.jpg, preview.gif
   curated/<video_id>/<config_hash>.json  marker written last: this video is done with this config
+  curated/<video_id>/<config_hash>.claim held while one replica curates the video with this config
   shards/<config_hash>/<bucket>/<video_id>-<n>.tar   webdataset shards of accepted clips
   runs/<run_id>/run.json, runs/<run_id>/summary.parquet
   datasets/<name>/v<version>.json       DatasetManifest (read back with read_dataset)
@@ -130,6 +132,11 @@ def raw_meta_key(video_id: str) -> str:
     return raw_file_key(video_id, "meta.json")
 
 
+def raw_claim_key(video_id: str) -> str:
+    """Held while one replica ingests the video (worldloom.core.claims)."""
+    return raw_file_key(video_id, "ingest.claim")
+
+
 def actions_key(video_id: str) -> str:
     return raw_file_key(video_id, "actions.safetensors")
 
@@ -140,6 +147,11 @@ def actions_meta_key(video_id: str) -> str:
 
 def curated_marker_key(video_id: str, config_hash: str) -> str:
     return f"curated/{video_id}/{config_hash}.json"
+
+
+def curated_claim_key(video_id: str, config_hash: str) -> str:
+    """Held while one replica curates the video with this config (worldloom.core.claims)."""
+    return f"curated/{video_id}/{config_hash}.claim"
 
 
 def clip_file_key(clip_id: str, name: str) -> str:

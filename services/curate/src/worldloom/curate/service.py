@@ -23,9 +23,10 @@ from worldloom.core.errors import Refusal
 from worldloom.core import events
 from worldloom.core.bus import Bus, PermanentError
 from worldloom.core.catalog import (
-    SCORE_SCALARS, VISUAL_COLLECTION, ClipRecord, VideoRecord, clip_collections, curated_marker_key, raw_meta_key,
-    read_clip, run_summary_key,
+    SCORE_SCALARS, VISUAL_COLLECTION, ClipRecord, VideoRecord, clip_collections, curated_claim_key, curated_marker_key,
+    raw_meta_key, read_clip, run_summary_key,
 )
+from worldloom.core.claims import Claims
 from worldloom.core.ids import is_safe_id
 from worldloom.core.store import InvalidKey, ObjectNotFound, ObjectStore
 from worldloom.core.vectors import VectorIndex
@@ -54,10 +55,13 @@ class CurateError(Refusal):
 
 class CurateService:
     def __init__(self, store: ObjectStore, bus: Bus, index: VectorIndex, settings: CurateSettings,
-                 text_embedder_factory=None) -> None:  # noqa: ANN001
+                 text_embedder_factory=None, claims: Claims | None = None,  # noqa: ANN001
+                 claim_wait_s: float = 900.0) -> None:
         from worldloom.models.text_embedder import DIM as TEXT_DIM, shared_text_embedder
 
         self.store, self.bus, self.index, self.settings = store, bus, index, settings
+        self.claims = claims or Claims(store, lease_s=300.0)
+        self.claim_wait_s = claim_wait_s
         self.text_embedder_factory = text_embedder_factory or shared_text_embedder
         for spec in clip_collections(visual_embed.DIM, TEXT_DIM):
             index.ensure_collection(spec)
@@ -105,14 +109,34 @@ class CurateService:
 
     # one video -------------------------------------------------------------------------------------
     def curate_video(self, video_id: str, config: CurationConfig, tracker: RunTracker, index: int) -> VideoOutcome:
+        """Curates one video with ``config`` unless its marker says it is done; one claim per (video,
+        config) in the store makes that once across replicas (a partition moved in a rebalance, an API run
+        next to the consumer): the other waits for the marker and reports the video skipped."""
         outcome = tracker.video(video_id)
         h = self.config_hash(config)
-        if self.store.exists(curated_marker_key(video_id, h)):
-            outcome.state = "skipped"  # same video, same config: already curated, write nothing
-            marker = json.loads(self.store.get_bytes(curated_marker_key(video_id, h)))
-            outcome.clips_total, outcome.clips_accepted = marker["clips_total"], len(marker["accepted"])
-            VIDEOS.labels("skipped").inc()
-            return outcome
+        done = self.claims.run_once(
+            curated_claim_key(video_id, h), lambda: self._finished(video_id, h) is not None,
+            lambda: self._curate(video_id, config, h, tracker, index, outcome),
+            wait_s=self.claim_wait_s, poll_s=1.0, renew_every_s=self.claims.lease_s / 5)
+        if done is not None:
+            return done
+        marker = self._finished(video_id, h)
+        assert marker is not None  # run_once returns None only once the marker is there
+        outcome.state = "skipped"  # same video, same config: already curated, write nothing
+        outcome.clips_total, outcome.clips_accepted = marker["clips_total"], len(marker["accepted"])
+        VIDEOS.labels("skipped").inc()
+        return outcome
+
+    def _finished(self, video_id: str, config_hash: str) -> dict[str, Any] | None:
+        """The video's marker for this config, if curation with it is complete."""
+        try:
+            return json.loads(self.store.get_bytes(curated_marker_key(video_id, config_hash)))
+        except ObjectNotFound:
+            return None
+
+    def _curate(self, video_id: str, config: CurationConfig, h: str, tracker: RunTracker, index: int,
+                outcome: VideoOutcome) -> VideoOutcome:
+        """The pipeline over one video, then its marker (the caller holds the video's claim)."""
         try:
             raw = self.store.get_record(raw_meta_key(video_id), VideoRecord)
         except ObjectNotFound:

@@ -3,7 +3,9 @@
 Write order makes every failure safe to retry: the video bytes first, then the sidecar (status
 "stored"), then the event, then the sidecar again (status "ingested"). A video without a sidecar is
 invisible; a sidecar still "stored" (the bus was down) is re-emitted by the next upload of the same
-bytes. The id is the content's SHA-256, so a repeated upload finds the sidecar and emits nothing.
+bytes. The id is the content's SHA-256, so a repeated upload finds the sidecar and emits nothing, and a
+claim per video in the store (worldloom.core.claims) makes two replicas given the same bytes at once
+store and emit once: the second waits for the first and answers "duplicate".
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import logging
 import re
 import shutil
 import tempfile
-import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,8 +24,9 @@ from worldloom.core.errors import Refusal
 from worldloom.core import events
 from worldloom.core.bus import Bus
 from worldloom.core.catalog import (
-    ATTRIBUTE_LIMITS, RAW_PREFIX, VideoRecord, VideoStatus, raw_meta_key, raw_video_key,
+    ATTRIBUTE_LIMITS, RAW_PREFIX, VideoRecord, VideoStatus, raw_claim_key, raw_meta_key, raw_video_key,
 )
+from worldloom.core.claims import ClaimBusy, Claims
 from worldloom.core.ids import is_sha256_hex, sha256_file
 from worldloom.core.store import InvalidKey, ObjectNotFound, ObjectStore
 from worldloom.video.limits import VideoLimits
@@ -72,16 +74,13 @@ def check_attributes(attributes: dict[str, str]) -> None:
 
 
 class IngestService:
-    def __init__(self, store: ObjectStore, bus: Bus, limits: VideoLimits) -> None:
+    def __init__(self, store: ObjectStore, bus: Bus, limits: VideoLimits, claims: Claims | None = None,
+                 claim_wait_s: float = 300.0) -> None:
         self.store = store
         self.bus = bus
         self.limits = limits
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
-
-    def _lock(self, video_id: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(video_id, threading.Lock())
+        self.claims = claims or Claims(store, lease_s=120.0)
+        self.claim_wait_s = claim_wait_s
 
     # reads ---------------------------------------------------------------------------------------
     def get(self, video_id: str) -> VideoRecord:
@@ -129,30 +128,52 @@ class IngestService:
             with open(path, "rb") as f:
                 digest = sha256_file(f)
         video_id, size = digest
-        with self._lock(video_id):
-            try:
-                existing = self.get(video_id)
-            except IngestError:
-                existing = None
-            if existing is not None and existing.status == "ingested":
-                VIDEOS.labels("duplicate").inc()
-                return IngestResult(video=existing, duplicate=True)
+
+        def ingested() -> VideoRecord | None:
+            record = self._record(video_id)
+            return record if record is not None and record.status == "ingested" else None
+
+        def ingest() -> IngestResult:
+            existing = self._record(video_id)
             if existing is None:
-                try:
-                    info = probe(path, self.limits)
-                except VideoRejected as exc:
-                    VIDEOS.labels(f"rejected_{exc.code}").inc()
-                    status = 413 if exc.code == "too_large" else 422
-                    raise IngestError(status, exc.code, exc.reason) from None
-                if info.still_image:
-                    VIDEOS.labels("rejected_still_image").inc()
-                    raise IngestError(
-                        422, "still_image",
-                        f"the file is a still image ({info.container}, {info.frame_count} frame), not a video: "
-                        "ingest takes videos only (a world model learns from motion; one picture is no clip)",
-                    )
-                existing = self._store(path, video_id, size, info, filename, source, attributes or {})
+                existing = self._store(path, video_id, size, self._probe(path), filename, source, attributes or {})
             return IngestResult(video=self._emit(existing), duplicate=False)
+
+        try:  # one claim per video across replicas: the same bytes uploaded twice at once store and emit once
+            result = self.claims.run_once(raw_claim_key(video_id), lambda: ingested() is not None, ingest,
+                                          wait_s=self.claim_wait_s, renew_every_s=self.claims.lease_s / 4)
+        except ClaimBusy:
+            raise IngestError(409, "ingest_in_progress", f"video {video_id} is being ingested by another "
+                              "request for longer than this one waits; retry later (nothing is duplicated)") from None
+        if result is not None:
+            return result
+        done = ingested()
+        assert done is not None  # run_once returns None only once the video is ingested
+        VIDEOS.labels("duplicate").inc()
+        return IngestResult(video=done, duplicate=True)
+
+    def _record(self, video_id: str) -> VideoRecord | None:
+        try:
+            return self.get(video_id)
+        except IngestError:
+            return None
+
+    def _probe(self, path: Path) -> VideoInfo:
+        """The video's facts, or the refusal: probe's rejections, and still images (not one-frame videos)."""
+        try:
+            info = probe(path, self.limits)
+        except VideoRejected as exc:
+            VIDEOS.labels(f"rejected_{exc.code}").inc()
+            status = 413 if exc.code == "too_large" else 422
+            raise IngestError(status, exc.code, exc.reason) from None
+        if info.still_image:
+            VIDEOS.labels("rejected_still_image").inc()
+            raise IngestError(
+                422, "still_image",
+                f"the file is a still image ({info.container}, {info.frame_count} frame), not a video: "
+                "ingest takes videos only (a world model learns from motion; one picture is no clip)",
+            )
+        return info
 
     def _store(
         self, path: Path, video_id: str, size: int, info: VideoInfo, filename: str, source: str,

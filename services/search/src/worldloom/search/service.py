@@ -10,7 +10,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from prometheus_client import Counter, Histogram
@@ -35,6 +35,7 @@ log = logging.getLogger("worldloom.search")
 QUERIES = Counter("worldloom_search_queries_total", "Search queries", ["kind"])
 QUERY_SECONDS = Histogram("worldloom_search_query_seconds", "Search latency without HTTP", ["kind"])
 HIT_FIELDS = tuple(f for f in SearchHit.model_fields if f in CLIP_SCALARS)  # what a hit shows of the stored row
+_VERSION_ATTEMPTS = 50  # racing savers of one name each take the next free version
 KEYFRAMES_PER_CLIP = 16  # upper bound of "frame" rows per clip, to over-fetch before grouping
 MEDIA_NAMES = {"thumb.jpg": "image/jpeg", "preview.gif": "image/gif", "preview.mp4": "video/mp4", "train.mp4": "video/mp4"}
 
@@ -53,7 +54,6 @@ class SearchService:
         self.max_top_k = max_top_k
         self._text = None
         self._text_lock = threading.Lock()
-        self._dataset_lock = threading.Lock()
         from worldloom.models.text_embedder import DIM as TEXT_DIM
 
         for spec in clip_collections(visual_embed.DIM, TEXT_DIM):
@@ -196,21 +196,31 @@ class SearchService:
             })
         if missing:
             raise SearchError(422, "unknown_clips", f"not accepted curated clips: {missing[:10]}")
-        with self._dataset_lock:
-            version = latest_dataset_versions(self.store, req.name).get(req.name, 0) + 1
-            manifest = DatasetManifest(
-                name=req.name, version=version, created_at=datetime.now(timezone.utc),
-                query=req.query.model_dump(mode="json") if req.query else None,
-                clip_ids=[c["clip_id"] for c in clips], clips=clips,
-            )
-            key = dataset_key(req.name, version)
-            self.store.put_record(key, manifest)
+        manifest, key = self._save_next_version(req, clips)
+        version = manifest.version
         payload = events.DatasetCreated(name=req.name, version=version, manifest_uri=self.store.uri(key),
                                         clip_count=len(clips))
         event_id = events.effect_id(events.TOPIC_DATASETS_CREATED, req.name, str(version))
         self.bus.publish(events.TOPIC_DATASETS_CREATED,
                          events.new_event("search", payload, lineage=manifest.clip_ids, event_id=event_id), key=req.name)
         return manifest
+
+    def _save_next_version(self, req: DatasetRequest, clips: list[dict[str, Any]]) -> tuple[DatasetManifest, str]:
+        """Writes the manifest as the next free version: created only if that version does not exist (S3
+        If-None-Match), so replicas saving one name at once each get their own version, never overwrite."""
+        version = latest_dataset_versions(self.store, req.name).get(req.name, 0) + 1
+        for _ in range(_VERSION_ATTEMPTS):
+            manifest = DatasetManifest(
+                name=req.name, version=version, created_at=datetime.now(timezone.utc),
+                query=req.query.model_dump(mode="json") if req.query else None,
+                clip_ids=[c["clip_id"] for c in clips], clips=clips,
+            )
+            key = dataset_key(req.name, version)
+            if self.store.create_record(key, manifest):
+                return manifest, key
+            version = max(version + 1, latest_dataset_versions(self.store, req.name).get(req.name, 0) + 1)
+        raise SearchError(503, "dataset_busy", f"dataset {req.name!r}: {_VERSION_ATTEMPTS} versions were taken "
+                          "while saving this one; retry")
 
     def dataset(self, name: str, version: int | None = None) -> DatasetManifest:
         try:
