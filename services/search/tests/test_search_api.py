@@ -122,13 +122,16 @@ def test_bad_queries_get_clear_errors(client, body, code):
 def test_datasets_are_versioned_and_announced(client, catalog):
     recs = _accepted(catalog)
     ids = [r.clip_id for r in recs[:3]]
-    r1 = client.post("/v1/datasets", json={"name": "pick-place", "clip_ids": ids}, headers=AUTH)
+    r1 = client.post("/v1/datasets", json={"name": "pick-place", "clip_ids": ids, "description": "Pick and place"},
+                     headers=AUTH)
     assert r1.status_code == 201 and r1.json()["version"] == 1 and r1.json()["clip_ids"] == ids
+    assert r1.json()["description"] == "Pick and place"  # accepted, so stored (and read back below)
     assert all(c["renditions"]["train.mp4"].startswith("file://") for c in r1.json()["clips"])
     r2 = client.post("/v1/datasets", json={"name": "pick-place", "query": {"text": "pot", "top_k": 2}}, headers=AUTH)
     assert r2.status_code == 201 and r2.json()["version"] == 2 and len(r2.json()["clip_ids"]) == 2
     assert client.get("/v1/datasets/pick-place", headers=AUTH).json()["version"] == 2
     assert client.get("/v1/datasets/pick-place?version=1", headers=AUTH).json()["clip_ids"] == ids
+    assert client.get("/v1/datasets/pick-place?version=1", headers=AUTH).json()["description"] == "Pick and place"
     assert {"name": "pick-place", "latest_version": 2} .items() <= client.get("/v1/datasets", headers=AUTH).json()[0].items()
     evs = published(catalog.bus, events.TOPIC_DATASETS_CREATED)
     assert [(e.dataset_created.name, e.dataset_created.version) for e in evs][-2:] == [("pick-place", 1), ("pick-place", 2)]
@@ -152,3 +155,21 @@ def test_page_openapi_and_auth(client):
     assert client.post("/v1/search", json={"text": "x"}).status_code == 401
     text = client.get("/metrics").text
     assert "worldloom_search_queries_total" in text
+
+
+def test_a_clip_collection_of_another_dimension_stops_start_up(tmp_path):
+    """Search (and curate) refuse to start on a clips collection built for another embedding size."""
+    from worldloom.core.bus.inprocess import InProcessBus
+    from worldloom.core.catalog import CLIP_SCALARS, VISUAL_COLLECTION
+    from worldloom.core.settings import HttpSettings
+    from worldloom.core.store.local import LocalStore
+    from worldloom.core.vectors import CollectionSpec, VectorIndex
+    from worldloom.search.app import build_app
+    from worldloom.search.settings import SearchSettings
+
+    index = VectorIndex(str(tmp_path / "v.db"))
+    index.ensure_collection(CollectionSpec(VISUAL_COLLECTION, 7, CLIP_SCALARS))
+    with pytest.raises(RuntimeError, match="dim"):
+        build_app(SearchSettings(http=HttpSettings(api_tokens="t")), store=LocalStore(tmp_path / "s"),
+                  bus=InProcessBus(), index=index)
+    index.close()

@@ -254,6 +254,7 @@ class DatasetManifest(BaseModel):
 
     name: str
     version: int
+    description: str = ""
     created_at: datetime
     query: dict[str, Any] | None = None
     clip_ids: list[str]

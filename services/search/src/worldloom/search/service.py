@@ -202,7 +202,8 @@ class SearchService:
                                         clip_count=len(clips))
         event_id = events.effect_id(events.TOPIC_DATASETS_CREATED, req.name, str(version))
         self.bus.publish(events.TOPIC_DATASETS_CREATED,
-                         events.new_event("search", payload, lineage=manifest.clip_ids, event_id=event_id), key=req.name)
+                         events.new_event("search", payload, lineage=manifest.clip_ids, event_id=event_id),
+                         key=req.name)
         return manifest
 
     def _save_next_version(self, req: DatasetRequest, clips: list[dict[str, Any]]) -> tuple[DatasetManifest, str]:
@@ -211,7 +212,7 @@ class SearchService:
         version = latest_dataset_versions(self.store, req.name).get(req.name, 0) + 1
         for _ in range(_VERSION_ATTEMPTS):
             manifest = DatasetManifest(
-                name=req.name, version=version, created_at=datetime.now(timezone.utc),
+                name=req.name, version=version, description=req.description, created_at=datetime.now(timezone.utc),
                 query=req.query.model_dump(mode="json") if req.query else None,
                 clip_ids=[c["clip_id"] for c in clips], clips=clips,
             )
