@@ -74,6 +74,7 @@ _DATASET_KEY = re.compile(r"^datasets/([^/]+)/v(\d+)\.json$")
 RAW_PREFIX = "raw/"
 CLIPS_PREFIX = "clips/"
 SHARDS_PREFIX = "shards/"
+CURATED_PREFIX = "curated/"
 DATASETS_PREFIX = "datasets/"
 
 
@@ -146,12 +147,12 @@ def actions_meta_key(video_id: str) -> str:
 
 
 def curated_marker_key(video_id: str, config_hash: str) -> str:
-    return f"curated/{video_id}/{config_hash}.json"
+    return f"{CURATED_PREFIX}{video_id}/{config_hash}.json"
 
 
 def curated_claim_key(video_id: str, config_hash: str) -> str:
     """Held while one replica curates the video with this config (worldloom.core.claims)."""
-    return f"curated/{video_id}/{config_hash}.claim"
+    return f"{CURATED_PREFIX}{video_id}/{config_hash}.claim"
 
 
 def clip_file_key(clip_id: str, name: str) -> str:

@@ -23,14 +23,15 @@ from worldloom.core.errors import Refusal
 from worldloom.core import events
 from worldloom.core.bus import Bus, PermanentError
 from worldloom.core.catalog import (
-    SCORE_SCALARS, VISUAL_COLLECTION, ClipRecord, VideoRecord, clip_collections, curated_claim_key, curated_marker_key,
-    raw_meta_key, read_clip, run_summary_key,
+    CURATED_PREFIX, SCORE_SCALARS, VISUAL_COLLECTION, ClipRecord, VideoRecord, clip_collections, curated_claim_key,
+    curated_marker_key, raw_meta_key, read_clip, run_summary_key,
 )
 from worldloom.core.claims import Claims
 from worldloom.core.ids import is_safe_id
 from worldloom.core.store import InvalidKey, ObjectNotFound, ObjectStore
 from worldloom.core.vectors import VectorIndex
 from worldloom.video import stages, visual_embed
+from worldloom.video.stages.annotate import VLM_ERROR
 from worldloom.video.vlm import OpenAIVisionCaptioner
 from worldloom.video.errors import VideoRejected
 from worldloom.video.pipeline import Pipeline, VideoTask
@@ -68,7 +69,9 @@ class CurateService:
         self.captioner = None
         if settings.vlm_url:
             key = settings.vlm_api_key.get_secret_value() if settings.vlm_api_key else None
-            self.captioner = OpenAIVisionCaptioner(settings.vlm_url, settings.vlm_model, key, settings.vlm_timeout_s)
+            self.captioner = OpenAIVisionCaptioner(settings.vlm_url, settings.vlm_model, key, settings.vlm_timeout_s,
+                                                   retries=settings.vlm_retries,
+                                                   retry_backoff_s=settings.vlm_retry_backoff_s)
         self._pipelines: dict[str, Pipeline] = {}
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="curation-run")
@@ -124,15 +127,35 @@ class CurateService:
         assert marker is not None  # run_once returns None only once the marker is there
         outcome.state = "skipped"  # same video, same config: already curated, write nothing
         outcome.clips_total, outcome.clips_accepted = marker["clips_total"], len(marker["accepted"])
+        outcome.captions_fallback = len(marker.get("vlm_fallback", []))
         VIDEOS.labels("skipped").inc()
         return outcome
 
-    def _finished(self, video_id: str, config_hash: str) -> dict[str, Any] | None:
-        """The video's marker for this config, if curation with it is complete."""
+    def _marker(self, video_id: str, config_hash: str) -> dict[str, Any] | None:
         try:
             return json.loads(self.store.get_bytes(curated_marker_key(video_id, config_hash)))
         except ObjectNotFound:
             return None
+
+    def _finished(self, video_id: str, config_hash: str) -> dict[str, Any] | None:
+        """The video's marker for this config if curation with it is complete: not while clips it names
+        were captioned without the VLM that failed them and a VLM is configured (they are curated again)."""
+        marker = self._marker(video_id, config_hash)
+        if marker is not None and marker.get("vlm_fallback") and self.captioner is not None:
+            return None
+        return marker
+
+    def recaption_run(self, config: CurationConfig) -> CurationRun:
+        """A run over every video whose marker for ``config`` records fallback captions."""
+        if self.captioner is None:
+            raise CurateError(409, "no_vlm", "no VLM is configured (WORLDLOOM_CURATE_VLM_URL): nothing can recaption")
+        h = self.config_hash(config)
+        videos = [info.key.split("/")[1] for info in self.store.list(CURATED_PREFIX)
+                  if info.key == curated_marker_key(info.key.split("/")[1], h)
+                  and (self._marker(info.key.split("/")[1], h) or {}).get("vlm_fallback")]
+        if not videos:
+            raise CurateError(404, "nothing_to_recaption", f"no video has fallback captions with config {h}")
+        return self.new_run(videos[: self.settings.max_videos_per_run], config)
 
     def _curate(self, video_id: str, config: CurationConfig, h: str, tracker: RunTracker, index: int,
                 outcome: VideoOutcome) -> VideoOutcome:
@@ -158,12 +181,15 @@ class CurateService:
         tracker.add_stage_counts(stats)
         tracker.add_rejections([rej.filter for r in records for rej in r.rejections])
         tracker.add_video(float(raw.info.get("duration_s", 0.0)), _summary_rows(records))
+        # captions that fell back while the VLM failed: recorded, so a later run (recaption) redoes them
+        fallback = [r.clip_id for r in accepted if VLM_ERROR in r.descriptors]
         outcome.clips_total, outcome.clips_accepted = len(records), len(accepted)
+        outcome.captions_fallback = len(fallback)
         outcome.error = "; ".join(task.errors) or None
         outcome.state = "done"
         marker = {"video_id": video_id, "config_hash": h, "clips_total": len(records),
                   "accepted": [r.clip_id for r in accepted], "rejected": [r.clip_id for r in records if r.status != "accepted"],
-                  "errors": task.errors, "shards": task.shard_keys,
+                  "vlm_fallback": fallback, "errors": task.errors, "shards": task.shard_keys,
                   "finished_at": datetime.now(timezone.utc).isoformat()}
         self.store.put_bytes(curated_marker_key(video_id, h), json.dumps(marker, indent=2).encode(), "application/json")
         VIDEO_SECONDS.observe(time.perf_counter() - start)
