@@ -181,3 +181,41 @@ def test_hostile_json_and_store_key_errors_are_4xx_with_stable_codes():
     for key in ("%2E%2E/x", "a\\b", "%00x", "a//b"):
         r = c.get(f"/v1/objects/{key}", headers=AUTH)
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_key", (key, r.text)
+
+
+def test_scratch_left_by_killed_processes_is_removed_at_start_up_and_never_shown(tmp_path):
+    """A process killed with SIGKILL leaves its wl-* scratch in the temp dir; the next service start on the
+    host removes it (and nothing of a live process). Refusals never show the server's temp paths."""
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from worldloom.core.scratch import scratch_prefix
+
+    code = ("import sys, tempfile, time\nfrom worldloom.core.scratch import scratch_prefix\n"
+            "d = tempfile.mkdtemp(prefix=scratch_prefix('curate'))\nopen(d + '/source', 'wb').write(b'x' * 1000)\n"
+            "print(d, flush=True)\ntime.sleep(600)\n")
+    worker = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert worker.stdout is not None
+    left = Path(worker.stdout.readline().strip())
+    assert left.name.startswith("wl-curate-"), left
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(30)
+    assert left.is_dir()  # kill -9 ran no cleanup
+    mine = Path(tempfile.mkdtemp(prefix=scratch_prefix("curate")))  # a live process's scratch stays
+
+    router = APIRouter(prefix="/v1")
+
+    @router.get("/fail")
+    def fail() -> dict:
+        raise ApiError(422, "unreadable", f"The file {mine}/source cannot be read ([Errno 5] '{mine}/source').")
+
+    c = TestClient(create_app("kit", ServiceSettings(http=HttpSettings(api_tokens=TOKEN)), [router]))
+    try:
+        assert not left.exists() and mine.is_dir()
+        message = c.get("/v1/fail", headers=AUTH).json()["error"]["message"]
+        assert str(mine) not in message and tempfile.gettempdir() not in message and "<temp file>" in message
+    finally:
+        mine.rmdir()

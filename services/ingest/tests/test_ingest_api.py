@@ -309,3 +309,10 @@ def test_a_broker_outage_then_a_retry_is_one_event(tmp_path, shared_data, ingest
         raw.close()
     print(f"videos.ingested on the topic: {len(ids)} message(s), {len(set(ids))} event id(s)")
     assert ids and set(ids) == {record["event_id"]} == {events.effect_id(events.TOPIC_VIDEOS_INGESTED, record["video_id"])}
+
+
+def test_errors_do_not_show_server_paths(embedded):
+    client, _, store = embedded
+    r = client.post("/v1/videos:import", json={"uri": "file:///etc/passwd"}, headers=AUTH)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_uri"
+    assert str(store.root) not in r.text and "/tmp" not in r.text, r.text

@@ -27,6 +27,7 @@ from worldloom.core.catalog import (
     curated_marker_key, raw_meta_key, read_clip, run_summary_key,
 )
 from worldloom.core.claims import Claims
+from worldloom.core.scratch import scratch_prefix, without_paths
 from worldloom.core.ids import is_safe_id
 from worldloom.core.store import InvalidKey, ObjectNotFound, ObjectStore
 from worldloom.core.vectors import VectorIndex
@@ -167,7 +168,7 @@ class CurateService:
         outcome.state = "running"
         tracker.save()
         start = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="wl-curate-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=scratch_prefix("curate")) as tmp:
             local = Path(tmp) / "source"
             try:
                 self.store.download(self.store.key_from_uri(raw.uri), str(local))
@@ -185,7 +186,7 @@ class CurateService:
         fallback = [r.clip_id for r in accepted if VLM_ERROR in r.descriptors]
         outcome.clips_total, outcome.clips_accepted = len(records), len(accepted)
         outcome.captions_fallback = len(fallback)
-        outcome.error = "; ".join(task.errors) or None
+        outcome.error = without_paths("; ".join(task.errors)) or None
         outcome.state = "done"
         marker = {"video_id": video_id, "config_hash": h, "clips_total": len(records),
                   "accepted": [r.clip_id for r in accepted], "rejected": [r.clip_id for r in records if r.status != "accepted"],
@@ -229,11 +230,11 @@ class CurateService:
                 self.curate_video(video.video_id, config, tracker, i)
             except (VideoRejected, CurateError) as exc:  # the input is bad: record why, move on
                 video.state, video.permanent = "failed", True
-                video.error = exc.reason if isinstance(exc, VideoRejected) else exc.message
+                video.error = without_paths(exc.reason if isinstance(exc, VideoRejected) else exc.message)
                 VIDEOS.labels("rejected").inc()
             except Exception as exc:  # one bad video must not stop the run
                 log.exception("curation failed", extra={"video_id": video.video_id, "run_id": run.run_id})
-                video.state, video.error = "failed", f"{exc.__class__.__name__}: {exc}"
+                video.state, video.error = "failed", without_paths(f"{exc.__class__.__name__}: {exc}")
                 VIDEOS.labels("failed").inc()
             tracker.progress(i, 1, 1)
 

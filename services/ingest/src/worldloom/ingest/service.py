@@ -27,6 +27,7 @@ from worldloom.core.catalog import (
     ATTRIBUTE_LIMITS, RAW_PREFIX, VideoRecord, VideoStatus, raw_claim_key, raw_meta_key, raw_video_key,
 )
 from worldloom.core.claims import ClaimBusy, Claims
+from worldloom.core.scratch import scratch_prefix
 from worldloom.core.ids import is_sha256_hex, sha256_file
 from worldloom.core.store import InvalidKey, ObjectNotFound, ObjectStore
 from worldloom.video.limits import VideoLimits
@@ -241,7 +242,7 @@ class IngestService:
             raise IngestError(404, "not_found", f"no object at {uri}") from None
         if size > self.limits.max_bytes:
             raise IngestError(413, "too_large", f"{uri} is {size} bytes; the limit is {self.limits.max_bytes}")
-        with self.store.open(key) as src, tempfile.NamedTemporaryFile(prefix="wl-import-") as tmp:
+        with self.store.open(key) as src, tempfile.NamedTemporaryFile(prefix=scratch_prefix("import")) as tmp:
             shutil.copyfileobj(src, tmp, 1 << 20)
             tmp.flush()
             return self.ingest_file(Path(tmp.name), filename or key.rsplit("/", 1)[-1], "import", attributes)

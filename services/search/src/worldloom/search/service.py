@@ -22,6 +22,7 @@ from worldloom.core.catalog import (
     CLIP_SCALARS, TEXT_COLLECTION, VISUAL_COLLECTION, ClipRecord, DatasetManifest, clip_collections, dataset_key,
     latest_dataset_versions, read_clip, read_dataset,
 )
+from worldloom.core.scratch import scratch_prefix
 from worldloom.core.store import ObjectNotFound, ObjectStore
 from worldloom.core.vectors import Hit, VectorIndex
 from worldloom.video import analysis, visual_embed
@@ -99,7 +100,7 @@ class SearchService:
     def search_media(self, fileobj: BinaryIO, top_k: int, filters: SearchFilters) -> SearchResponse:
         """An uploaded image or video clip: frames are embedded exactly as curation embeds clips."""
         self.check_top_k(top_k)
-        with tempfile.NamedTemporaryFile(prefix="wl-query-") as tmp:
+        with tempfile.NamedTemporaryFile(prefix=scratch_prefix("query")) as tmp:
             while chunk := fileobj.read(1 << 20):
                 tmp.write(chunk)
             tmp.flush()
@@ -116,7 +117,7 @@ class SearchService:
     def _embed_image_bytes(self, data: bytes) -> np.ndarray:
         if not data:
             raise SearchError(422, "invalid_image", "the image is empty")
-        with tempfile.NamedTemporaryFile(prefix="wl-image-") as tmp:
+        with tempfile.NamedTemporaryFile(prefix=scratch_prefix("image")) as tmp:
             tmp.write(data)
             tmp.flush()
             try:
