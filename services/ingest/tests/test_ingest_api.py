@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -316,3 +317,30 @@ def test_errors_do_not_show_server_paths(embedded):
     r = client.post("/v1/videos:import", json={"uri": "file:///etc/passwd"}, headers=AUTH)
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_uri"
     assert str(store.root) not in r.text and "/tmp" not in r.text, r.text
+
+
+def test_a_restart_announces_what_the_bus_refused(tmp_path, shared_data, ingest_settings):
+    """Resume re-emits a missing event: a video left "stored" by a bus outage is announced when the service
+    starts again, without anyone uploading it a second time."""
+    from fastapi.testclient import TestClient
+
+    from worldloom.core.bus.inprocess import InProcessBus
+    from worldloom.core.settings import StoreSettings
+    from worldloom.ingest.app import build_app
+
+    class DownBus(InProcessBus):
+        def publish_raw(self, topic, value, key=None, *, wait=True):
+            raise ConnectionError("kafka unreachable")
+
+    settings = ingest_settings(store=StoreSettings(root=tmp_path / "s"))
+    with TestClient(build_app(settings, bus=DownBus()), raise_server_exceptions=False) as client:
+        assert _upload(client, shared_data / "video/pyscenedetect/counter.mp4").status_code == 503
+    bus = InProcessBus()
+    with TestClient(build_app(settings, bus=bus), raise_server_exceptions=False) as client:
+        for _ in range(100):
+            if [v["status"] for v in client.get("/v1/videos", headers=AUTH).json()["items"]] == ["ingested"]:
+                break
+            time.sleep(0.05)
+        items = client.get("/v1/videos", headers=AUTH).json()["items"]
+    assert [v["status"] for v in items] == ["ingested"]
+    assert [e.event_id for e in _events(bus)] == [items[0]["event_id"]]

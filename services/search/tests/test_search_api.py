@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -173,3 +174,34 @@ def test_a_clip_collection_of_another_dimension_stops_start_up(tmp_path):
         build_app(SearchSettings(http=HttpSettings(api_tokens="t")), store=LocalStore(tmp_path / "s"),
                   bus=InProcessBus(), index=index)
     index.close()
+
+
+def test_a_dataset_saved_while_the_bus_is_down_is_announced_at_the_next_start(catalog):
+    """The manifest, then the event, then the marker of having sent it: a 503 names the saved version, and
+    the next start announces it with the same event id (name + version)."""
+    from worldloom.core.bus.inprocess import InProcessBus
+    from worldloom.core.settings import HttpSettings
+    from worldloom.search.app import build_app
+    from worldloom.search.settings import SearchSettings
+
+    class DownBus(InProcessBus):
+        def publish_raw(self, topic, value, key=None, *, wait=True):
+            raise ConnectionError("kafka unreachable")
+
+    settings = SearchSettings(http=HttpSettings(api_tokens="search-token"))
+    ids = [r.clip_id for r in _accepted(catalog)[:2]]
+    with TestClient(build_app(settings, store=catalog.store, bus=DownBus(), index=catalog.index),
+                    raise_server_exceptions=False) as client:
+        r = client.post("/v1/datasets", json={"name": "zz-outage", "clip_ids": ids}, headers=AUTH)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "bus_unavailable", r.text
+        assert "version 1" in r.json()["error"]["message"]
+        assert client.get("/v1/datasets/zz-outage", headers=AUTH).json()["clip_ids"] == ids
+    bus = InProcessBus()
+    with TestClient(build_app(settings, store=catalog.store, bus=bus, index=catalog.index)):
+        for _ in range(100):
+            if published(bus, events.TOPIC_DATASETS_CREATED):
+                break
+            time.sleep(0.05)
+    sent = published(bus, events.TOPIC_DATASETS_CREATED)
+    assert [(e.dataset_created.name, e.dataset_created.version) for e in sent] == [("zz-outage", 1)]
+    assert sent[0].event_id == events.effect_id(events.TOPIC_DATASETS_CREATED, "zz-outage", "1")

@@ -12,6 +12,7 @@ Every key two places use is a function here, so the layout below is the whole tr
   shards/<config_hash>/<bucket>/<video_id>-<n>.tar   webdataset shards of accepted clips
   runs/<run_id>/run.json, runs/<run_id>/summary.parquet
   datasets/<name>/v<version>.json       DatasetManifest (read back with read_dataset)
+  datasets/<name>/v<version>.announced  written once its datasets.created was acknowledged
 Milvus: two collections with the same ids and scalar fields (CLIP_SCALARS, filled by clip_row) — one
 over visual clip embeddings, one over caption text embeddings.
 """
@@ -180,6 +181,11 @@ def dataset_key(name: str, version: int) -> str:
     return f"{DATASETS_PREFIX}{name}/v{version}.json"
 
 
+def dataset_announced_key(name: str, version: int) -> str:
+    """Written once datasets.created of this version was acknowledged."""
+    return f"{DATASETS_PREFIX}{name}/v{version}.announced"
+
+
 VideoStatus = Literal["stored", "ingested"]
 
 
@@ -293,12 +299,18 @@ def iter_clip_records(store: ObjectStore) -> Iterator[ClipRecord]:
                 continue  # deleted while listing
 
 
+def dataset_versions(store: ObjectStore, name: str | None = None) -> Iterator[tuple[str, int]]:
+    """(name, version) of every stored manifest, for one dataset or all of them, in key order."""
+    for info in store.list(f"{DATASETS_PREFIX}{name}/" if name else DATASETS_PREFIX):
+        if (m := _DATASET_KEY.match(info.key)) and (name is None or m.group(1) == name):
+            yield m.group(1), int(m.group(2))
+
+
 def latest_dataset_versions(store: ObjectStore, name: str | None = None) -> dict[str, int]:
     """Dataset name -> its highest stored version, for one dataset or all of them."""
     latest: dict[str, int] = {}
-    for info in store.list(f"{DATASETS_PREFIX}{name}/" if name else DATASETS_PREFIX):
-        if (m := _DATASET_KEY.match(info.key)) and (name is None or m.group(1) == name):
-            latest[m.group(1)] = max(latest.get(m.group(1), 0), int(m.group(2)))
+    for found, version in dataset_versions(store, name):
+        latest[found] = max(latest.get(found, 0), version)
     return latest
 
 

@@ -3,6 +3,7 @@ Run with `python -m worldloom.ingest`."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -134,7 +135,11 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # videos whose event was never acknowledged are announced now (a restart is the retry)
+        resume = threading.Thread(target=service.resume, name="ingest-resume", daemon=True)
+        resume.start()
         yield
+        resume.join(10)
         await run_in_threadpool(runner.shutdown)
         if own_bus:
             bus.close()

@@ -130,10 +130,6 @@ class IngestService:
                 digest = sha256_file(f)
         video_id, size = digest
 
-        def ingested() -> VideoRecord | None:
-            record = self._record(video_id)
-            return record if record is not None and record.status == "ingested" else None
-
         def ingest() -> IngestResult:
             existing = self._record(video_id)
             if existing is None:
@@ -141,14 +137,14 @@ class IngestService:
             return IngestResult(video=self._emit(existing), duplicate=False)
 
         try:  # one claim per video across replicas: the same bytes uploaded twice at once store and emit once
-            result = self.claims.run_once(raw_claim_key(video_id), lambda: ingested() is not None, ingest,
+            result = self.claims.run_once(raw_claim_key(video_id), lambda: self._ingested(video_id) is not None, ingest,
                                           wait_s=self.claim_wait_s, renew_every_s=self.claims.lease_s / 4)
         except ClaimBusy:
             raise IngestError(409, "ingest_in_progress", f"video {video_id} is being ingested by another "
                               "request for longer than this one waits; retry later (nothing is duplicated)") from None
         if result is not None:
             return result
-        done = ingested()
+        done = self._ingested(video_id)
         assert done is not None  # run_once returns None only once the video is ingested
         VIDEOS.labels("duplicate").inc()
         return IngestResult(video=done, duplicate=True)
@@ -158,6 +154,11 @@ class IngestService:
             return self.get(video_id)
         except IngestError:
             return None
+
+    def _ingested(self, video_id: str) -> VideoRecord | None:
+        """The video's record once it is announced (status "ingested")."""
+        record = self._record(video_id)
+        return record if record is not None and record.status == "ingested" else None
 
     def _probe(self, path: Path) -> VideoInfo:
         """The video's facts, or the refusal: probe's rejections, and still images (not one-frame videos)."""
@@ -225,6 +226,25 @@ class IngestService:
         VIDEOS.labels("ingested").inc()
         log.info("ingested video", extra={"video_id": record.video_id, "event_id": event.event_id})
         return done
+
+    def resume(self) -> int:
+        """Announces every video left "stored" (its videos.ingested was not acknowledged and nobody uploaded
+        it again); run at start-up. A video being ingested right now holds its claim and is skipped."""
+        announced = 0
+        for record in self.iter_records("stored"):
+            vid = record.video_id
+
+            def emit(vid: str = vid) -> VideoRecord | None:
+                current = self._record(vid)  # as it is now, under the claim
+                return self._emit(current) if current is not None else None
+
+            try:
+                if self.claims.run_once(raw_claim_key(vid), lambda vid=vid: self._ingested(vid) is not None, emit,
+                                        wait_s=0) is not None:
+                    announced += 1
+            except (ClaimBusy, IngestError) as exc:  # in flight elsewhere, or the bus is still down
+                log.warning("could not resume %s: %s", vid, exc)
+        return announced
 
     def _write_record(self, record: VideoRecord) -> None:
         self.store.put_record(raw_meta_key(record.video_id), record)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Annotated
 
@@ -103,8 +106,17 @@ def build_app(
     bus = bus or make_bus(settings.bus)
     index = index or VectorIndex.from_settings(settings.vectors)
     service = SearchService(index, store, bus, settings.max_dataset_clips, settings.max_top_k)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # dataset versions whose datasets.created was never acknowledged are announced now
+        resume = threading.Thread(target=service.resume, name="search-resume", daemon=True)
+        resume.start()
+        yield
+        resume.join(10)
+
     app = create_app(
-        "search", settings, [build_router(service)], description=DESCRIPTION,
+        "search", settings, [build_router(service)], description=DESCRIPTION, lifespan=lifespan,
         readiness={"store": store.healthy, "bus": bus.healthy, "vectors": index.healthy},
         body_limits={("POST", "/v1/search:media"): settings.max_upload_bytes + 64 * 1024,
                      ("POST", "/v1/search"): 24 * 1024 * 1024},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 import tempfile
 import threading
@@ -19,8 +20,8 @@ from worldloom.core.errors import Refusal
 from worldloom.core import events
 from worldloom.core.bus import Bus
 from worldloom.core.catalog import (
-    CLIP_SCALARS, TEXT_COLLECTION, VISUAL_COLLECTION, ClipRecord, DatasetManifest, clip_collections, dataset_key,
-    latest_dataset_versions, read_clip, read_dataset,
+    CLIP_SCALARS, TEXT_COLLECTION, VISUAL_COLLECTION, ClipRecord, DatasetManifest, clip_collections,
+    dataset_announced_key, dataset_key, dataset_versions, latest_dataset_versions, read_clip, read_dataset,
 )
 from worldloom.core.scratch import scratch_prefix
 from worldloom.core.store import ObjectNotFound, ObjectStore
@@ -197,15 +198,42 @@ class SearchService:
             })
         if missing:
             raise SearchError(422, "unknown_clips", f"not accepted curated clips: {missing[:10]}")
-        manifest, key = self._save_next_version(req, clips)
-        version = manifest.version
-        payload = events.DatasetCreated(name=req.name, version=version, manifest_uri=self.store.uri(key),
-                                        clip_count=len(clips))
-        event_id = events.effect_id(events.TOPIC_DATASETS_CREATED, req.name, str(version))
+        manifest, _ = self._save_next_version(req, clips)
+        try:
+            self._announce(manifest)
+        except Exception as exc:
+            log.error("could not emit datasets.created", extra={"dataset": req.name, "error": str(exc)})
+            raise SearchError(503, "bus_unavailable", f"dataset {req.name!r} is saved as version {manifest.version}, "
+                              "but the event bus did not acknowledge datasets.created; the service announces it when "
+                              "it starts again (do not save it again: that would be a new version)") from None
+        return manifest
+
+    def _announce(self, manifest: DatasetManifest) -> None:
+        """datasets.created for a saved version (its id derived from name + version), then the marker that
+        says so: the manifest, then the event, then the record of having sent it."""
+        key = dataset_key(manifest.name, manifest.version)
+        payload = events.DatasetCreated(name=manifest.name, version=manifest.version, manifest_uri=self.store.uri(key),
+                                        clip_count=len(manifest.clip_ids))
+        event_id = events.effect_id(events.TOPIC_DATASETS_CREATED, manifest.name, str(manifest.version))
         self.bus.publish(events.TOPIC_DATASETS_CREATED,
                          events.new_event("search", payload, lineage=manifest.clip_ids, event_id=event_id),
-                         key=req.name)
-        return manifest
+                         key=manifest.name)
+        self.store.put_bytes(dataset_announced_key(manifest.name, manifest.version),
+                             json.dumps({"event_id": event_id}).encode(), "application/json")
+
+    def resume(self) -> int:
+        """Announces every saved dataset version whose datasets.created was not acknowledged; at start-up."""
+        announced = 0
+        for name, version in dataset_versions(self.store):
+            if self.store.exists(dataset_announced_key(name, version)):
+                continue
+            try:
+                self._announce(read_dataset(self.store, name, version))
+                announced += 1
+            except Exception as exc:  # the bus is still down: the next start tries again
+                log.warning("could not announce dataset %s v%d: %s", name, version, exc)
+                break
+        return announced
 
     def _save_next_version(self, req: DatasetRequest, clips: list[dict[str, Any]]) -> tuple[DatasetManifest, str]:
         """Writes the manifest as the next free version: created only if that version does not exist (S3
