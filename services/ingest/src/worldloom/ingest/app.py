@@ -3,7 +3,6 @@ Run with `python -m worldloom.ingest`."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -13,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from worldloom.core.bus import Bus, make_bus
 from worldloom.core.service import ApiError, create_app
+from worldloom.core.service.background import in_background
 from worldloom.core.service.jsonbody import loads_bounded
 from worldloom.core.service.uploads import receive_multipart
 from worldloom.core.store import ObjectStore, make_store
@@ -135,11 +135,8 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # videos whose event was never acknowledged are announced now (a restart is the retry)
-        resume = threading.Thread(target=service.resume, name="ingest-resume", daemon=True)
-        resume.start()
-        yield
-        resume.join(10)
+        with in_background(service.resume, "ingest-resume"):  # announce what a bus outage left "stored"
+            yield
         await run_in_threadpool(runner.shutdown)
         if own_bus:
             bus.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -18,6 +17,7 @@ from starlette.formparsers import MultiPartException
 from worldloom.core.bus import Bus, make_bus
 from worldloom.core.catalog import DatasetManifest
 from worldloom.core.service import ApiError, create_app
+from worldloom.core.service.background import in_background
 from worldloom.core.service.jsonbody import loads_bounded
 from worldloom.core.settings import load_settings
 from worldloom.core.store import ObjectStore, make_store
@@ -109,11 +109,8 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # dataset versions whose datasets.created was never acknowledged are announced now
-        resume = threading.Thread(target=service.resume, name="search-resume", daemon=True)
-        resume.start()
-        yield
-        resume.join(10)
+        with in_background(service.resume, "search-resume"):  # announce unacknowledged dataset versions
+            yield
 
     app = create_app(
         "search", settings, [build_router(service)], description=DESCRIPTION, lifespan=lifespan,
