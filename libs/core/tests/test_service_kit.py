@@ -143,3 +143,79 @@ def test_openapi_documents_the_error_answers_auth_and_metrics_format():
     assert op["security"] == [{"HTTPBearer": []}] and "HTTPBearer" in spec["components"]["securitySchemes"]
     metrics = spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
     assert any(k.startswith("text/plain") for k in metrics), metrics
+
+
+def test_hostile_json_and_store_key_errors_are_4xx_with_stable_codes():
+    """Nesting 30,000 deep or a 5,000-digit number in a JSON body, and an InvalidKey from the store that
+    reaches a route, are refusals with a code, never a 500 (the parser recursing, int() refusing)."""
+    from worldloom.core.store.local import LocalStore
+
+    router = APIRouter(prefix="/v1")
+
+    class Doc(BaseModel):
+        value: object = None
+
+    @router.post("/docs")
+    def post_doc(doc: Doc) -> dict:
+        return {"ok": True}
+
+    @router.get("/objects/{key:path}")
+    def get_object(key: str) -> dict:
+        return {"n": len(LocalStore("/tmp/wl-kit-test-store").get_bytes(key))}
+
+    settings = ServiceSettings(http=HttpSettings(api_tokens=TOKEN, max_body_bytes=1 << 20))
+    c = TestClient(create_app("kit", settings, [router]), raise_server_exceptions=False)
+    json_headers = {**AUTH, "content-type": "application/json"}
+    bodies = {
+        "deep": b'{"value": ' + b"[" * 30_000 + b"]" * 30_000 + b"}",
+        "deep_objects": b'{"value": ' + b'{"a": ' * 2_000 + b"1" + b"}" * 2_000 + b"}",
+        "long_int": b'{"value": ' + b"7" * 5_000 + b"}",
+        "long_float": b'{"value": 0.' + b"1" * 5_000 + b"}",
+    }
+    for name, body in bodies.items():
+        r = c.post("/v1/docs", content=body, headers=json_headers)
+        assert r.status_code == 400, (name, r.status_code, r.text[:200])
+        assert r.json()["error"]["code"] == "invalid_json", name
+    deep_but_fine = b'{"value": ' + b"[" * 20 + b'"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["' + b"]" * 20 + b"}"
+    assert c.post("/v1/docs", content=deep_but_fine, headers=json_headers).status_code == 200
+    for key in ("%2E%2E/x", "a\\b", "%00x", "a//b"):
+        r = c.get(f"/v1/objects/{key}", headers=AUTH)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_key", (key, r.text)
+
+
+def test_scratch_left_by_killed_processes_is_removed_at_start_up_and_never_shown(tmp_path):
+    """A process killed with SIGKILL leaves its wl-* scratch in the temp dir; the next service start on the
+    host removes it (and nothing of a live process). Refusals never show the server's temp paths."""
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from worldloom.core.scratch import scratch_prefix
+
+    code = ("import sys, tempfile, time\nfrom worldloom.core.scratch import scratch_prefix\n"
+            "d = tempfile.mkdtemp(prefix=scratch_prefix('curate'))\nopen(d + '/source', 'wb').write(b'x' * 1000)\n"
+            "print(d, flush=True)\ntime.sleep(600)\n")
+    worker = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert worker.stdout is not None
+    left = Path(worker.stdout.readline().strip())
+    assert left.name.startswith("wl-curate-"), left
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(30)
+    assert left.is_dir()  # kill -9 ran no cleanup
+    mine = Path(tempfile.mkdtemp(prefix=scratch_prefix("curate")))  # a live process's scratch stays
+
+    router = APIRouter(prefix="/v1")
+
+    @router.get("/fail")
+    def fail() -> dict:
+        raise ApiError(422, "unreadable", f"The file {mine}/source cannot be read ([Errno 5] '{mine}/source').")
+
+    c = TestClient(create_app("kit", ServiceSettings(http=HttpSettings(api_tokens=TOKEN)), [router]))
+    try:
+        assert not left.exists() and mine.is_dir()
+        message = c.get("/v1/fail", headers=AUTH).json()["error"]["message"]
+        assert str(mine) not in message and tempfile.gettempdir() not in message and "<temp file>" in message
+    finally:
+        mine.rmdir()

@@ -44,3 +44,26 @@ def test_milvus_lite_server(milvus_uri):
     index = VectorIndex(milvus_uri)
     _exercise(index)
     index.close()
+
+
+def test_an_existing_collection_with_another_schema_is_refused(tmp_path):
+    """A collection left by another version (other dimension, fields, types, lengths or metric) is refused
+    by ensure_collection, i.e. at service start-up, naming each difference; not at the first search."""
+    from worldloom.core.vectors import CollectionMismatch
+
+    index = VectorIndex(str(tmp_path / "v.db"))
+    spec = CollectionSpec("clips", 16, {"source": "str", "duration": "float"})
+    index.ensure_collection(spec)
+    index.ensure_collection(spec)  # the same schema: fine
+    for other, named in (
+        (CollectionSpec("clips", 32, spec.scalars), "dim"),
+        (CollectionSpec("clips", 16, {"source": "str", "duration": "float", "tags": "json"}), "tags"),
+        (CollectionSpec("clips", 16, {"source": "str"}), "duration"),
+        (CollectionSpec("clips", 16, {"source": "str", "duration": "int"}), "duration"),
+        (CollectionSpec("clips", 16, spec.scalars, max_str_length=512), "max_length"),
+        (CollectionSpec("clips", 16, spec.scalars, metric="L2"), "metric"),
+    ):
+        with pytest.raises(CollectionMismatch) as err:
+            index.ensure_collection(other)
+        assert named in str(err.value) and "clips" in str(err.value), str(err.value)
+    index.close()

@@ -147,3 +147,49 @@ def test_limits_validation() -> None:
         VideoLimits(max_aspect_ratio=0.5)
     with pytest.raises(ValueError):
         VideoLimits(min_side=100, max_width=64)
+
+
+_PEAK_PROBE = """
+import json, sys
+from worldloom.video import VideoRejected, probe
+from worldloom.video.decode import FrameReader
+try:
+    if sys.argv[2] == "probe":
+        probe(sys.argv[1])
+    else:
+        with FrameReader(sys.argv[1], max_side=128) as reader:
+            next(iter(reader))
+    code = "accepted"
+except VideoRejected as exc:
+    code = exc.code
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(json.dumps({"code": code, "peak_mb": peak / 1024}))
+"""
+
+
+@pytest.mark.parametrize("reader", ["probe", "decode"])
+def test_a_decompression_bomb_is_refused_from_its_header_in_bounded_memory(tmp_path: Path, reader: str) -> None:
+    """A 2 MB PNG that claims 16000x16000 16-bit RGBA (2 GB decoded), named .mp4: FFmpeg's decoders check
+    the declared size against the pixel bound before allocating, in probe (ingest) and in the frame reader
+    (search's image queries) alike. Measured in a fresh process: its peak resident memory."""
+    import json
+    import subprocess
+    import sys
+
+    from worldloom.video.synthetic import write_png_bomb
+
+    bomb = write_png_bomb(tmp_path / "bomb.mp4")
+    assert bomb.stat().st_size < 3 * 1024 * 1024
+    out = subprocess.run([sys.executable, "-c", _PEAK_PROBE, str(bomb), reader], capture_output=True, text=True,
+                         timeout=300, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["code"] == "bad_dimensions", result
+    assert result["peak_mb"] < 400, result  # the interpreter with PyAV and numpy is ~60 MB; the image 2 GB
+
+
+def test_a_small_png_is_probed_as_a_still_image(tmp_path: Path) -> None:
+    from worldloom.video.synthetic import write_png_bomb
+
+    info = probe(write_png_bomb(tmp_path / "pic.mp4", 320, 240))
+    assert info.still_image and (info.width, info.height, info.frame_count) == (320, 240, 1)
+    assert not probe(write_video(tmp_path / "v.mp4", frames=4)).still_image

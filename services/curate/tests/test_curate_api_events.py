@@ -126,15 +126,20 @@ def test_marker_is_written_only_after_kafka_acknowledged_every_curated_event(env
     bus.close()
 
 
-def _vlm_app(calls: list, fail: bool = False) -> FastAPI:
-    """A local OpenAI-compatible chat endpoint: checks it got a real JPEG and answers a caption."""
+def _vlm_app(calls: list, fail: bool = False, state: dict | None = None) -> FastAPI:
+    """A local OpenAI-compatible chat endpoint: checks it got a real JPEG and answers a caption. ``state``
+    switches it at run time: {"down": True} answers 503, {"fail_next": n} fails the next n requests."""
     app = FastAPI()
+    state = state if state is not None else {}
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> dict:
         body = await request.json()
         calls.append(body)
-        if fail:
+        if state.get("fail_next", 0) > 0:
+            state["fail_next"] -= 1
+            return _error()
+        if fail or state.get("down"):
             return _error()
         parts = body["messages"][0]["content"]
         url = next(p["image_url"]["url"] for p in parts if p["type"] == "image_url")
@@ -172,3 +177,55 @@ def test_vlm_captions_through_openai_compatible_api_and_fallback(env, shared_dat
 
 def _accepted_ids(env) -> list[str]:
     return [r.clip_id for r in iter_clip_records(env.store) if r.status == "accepted"]
+
+
+def _wait_run(client, run_id: str) -> dict:
+    for _ in range(600):
+        run = client.get(f"/v1/curation-runs/{run_id}", headers=AUTH).json()
+        if run["state"] in ("succeeded", "failed"):
+            return run
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} did not finish")
+
+
+def test_a_vlm_outage_is_recorded_and_recaptioned_when_it_is_back(env, shared_data):
+    """Issue 15/11: a VLM outage must not degrade captions for good. The fallback is recorded (clip and
+    marker), a re-caption run re-curates exactly those videos once the VLM answers, and a video whose
+    captions came from the VLM stays skipped."""
+    vid = env.ingest(shared_data / "bridge/videos/train/346/rgb.mp4", {"dataset": "bridge"})
+    calls: list = []
+    state = {"down": True}
+    with BackgroundServer(_vlm_app(calls, state=state)) as vlm, \
+            TestClient(_app(env, consume=False, vlm_url=f"{vlm.url}/v1", vlm_model="test-vlm",
+                            vlm_retry_backoff_s=0.01), raise_server_exceptions=False) as client:
+        assert client.post("/v1/curation-runs:recaption", json={}, headers=AUTH).status_code == 404  # none yet
+        run = _wait_run(client, client.post("/v1/curation-runs", json={"video_ids": [vid]}, headers=AUTH).json()["run_id"])
+        assert run["state"] == "succeeded" and run["videos"][0]["captions_fallback"] == run["clips_accepted"] > 0
+        marker = json.loads(env.store.get_bytes(curated_marker_key(vid, run["config_hash"])))
+        assert sorted(marker["vlm_fallback"]) == sorted(marker["accepted"])
+        state["down"] = False  # the VLM is back
+        r = client.post("/v1/curation-runs:recaption", json={}, headers=AUTH)
+        assert r.status_code == 202 and [v["video_id"] for v in r.json()["videos"]] == [vid], r.text
+        again = _wait_run(client, r.json()["run_id"])
+        assert again["state"] == "succeeded" and again["videos"][0]["state"] == "done"
+        assert again["videos"][0]["captions_fallback"] == 0
+        recs = [r for r in (client.get(f"/v1/clips/{c}", headers=AUTH).json() for c in _accepted_ids(env))]
+        assert recs and all("vlm" in r["caption_source"] and "gripper" in r["caption"] for r in recs)
+        assert "vlm_error" not in recs[0]["descriptors"]
+        third = _wait_run(client, client.post("/v1/curation-runs", json={"video_ids": [vid]}, headers=AUTH).json()["run_id"])
+        assert third["videos"][0]["state"] == "skipped"
+        assert client.post("/v1/curation-runs:recaption", json={}, headers=AUTH).status_code == 404
+
+
+def test_a_vlm_hiccup_is_retried_before_falling_back(env, shared_data):
+    vid = env.ingest(shared_data / "bridge/videos/train/346/rgb.mp4", {"dataset": "bridge"})
+    calls: list = []
+    state = {"fail_next": 1}
+    with BackgroundServer(_vlm_app(calls, state=state)) as vlm:
+        svc = env.curate_service(vlm_url=f"{vlm.url}/v1", vlm_model="test-vlm", vlm_retry_backoff_s=0.01)
+        config = CurationConfig()
+        run = svc.execute(svc.new_run([vid], config), config)
+    recs = [svc.get_clip(c) for c in _accepted_ids(env)]
+    assert run.state == "succeeded" and recs
+    assert all("vlm" in r.caption_source for r in recs), [r.descriptors.get("vlm_error") for r in recs]
+    assert state["fail_next"] == 0 and len(calls) >= len(recs) + 1  # the failed request was asked again

@@ -145,3 +145,63 @@ def test_unknown_video_is_refused(env):
 
     with pytest.raises(CurateError, match="not ingested"):
         env.curate_service().new_run(["0" * 64], CurationConfig())
+
+
+def test_attributes_at_the_ingest_limit_curate_into_milvus(env, shared_data):
+    """The longest source and caption ingest accepts fit the clip collections' string fields: Milvus counts
+    bytes, so a caption is cut to the field's bytes (the record keeps all of it), never refused."""
+    from worldloom.core.catalog import ATTRIBUTE_LIMITS
+
+    limit = ATTRIBUTE_LIMITS.max_value_bytes
+    vid = env.ingest(shared_data / "bridge/videos/train/1432/rgb.mp4",
+                     {"dataset": "d" * limit, "instruction": "é" * (limit // 2)})
+    run = _run(env.curate_service(), [vid])
+    assert run.state == "succeeded", run.error
+    accepted = [r for r in _records(env) if r.status == "accepted"]
+    assert accepted and env.index.count("clips_text") == len(accepted)
+    row = env.index.get("clips_text", [accepted[0].clip_id], ["caption", "source"])[0]
+    assert row["source"] == "d" * limit and len(row["caption"].encode()) <= limit
+    assert accepted[0].caption.startswith(row["caption"]) and len(accepted[0].caption.encode()) > limit
+
+
+def test_no_clip_record_is_visible_before_its_vectors_and_events(env, shared_data):
+    """Outputs, then the records that make them visible, then the events, then the marker: when the vector
+    index refuses the rows (here: its caption collection is gone), no clip record exists for the catalog
+    readers (training selection, datasets) to pick up, and no event or marker; the redelivery completes it."""
+    from worldloom.core.catalog import TEXT_COLLECTION, clip_collections, curated_marker_key
+    from worldloom.models.text_embedder import DIM as TEXT_DIM
+    from worldloom.video import visual_embed
+
+    vid = env.ingest(shared_data / "bridge/videos/train/1432/rgb.mp4", {"dataset": "bridge"})
+    svc = env.curate_service()
+    env.index.drop(TEXT_COLLECTION)
+    run = _run(svc, [vid])
+    assert run.videos[0].state == "failed" and not run.videos[0].permanent
+    assert _records(env) == [], "clip records were written although their vectors were not"
+    assert published(env.bus, events.TOPIC_CLIPS_CURATED) == []
+    assert not env.store.exists(curated_marker_key(vid, run.config_hash))
+    env.index.ensure_collection(clip_collections(visual_embed.DIM, TEXT_DIM)[1])
+    again = _run(svc, [vid])
+    assert again.videos[0].state == "done"
+    accepted = [r for r in _records(env) if r.status == "accepted"]
+    assert accepted and len(published(env.bus, events.TOPIC_CLIPS_CURATED)) == len(accepted)
+    assert env.store.exists(curated_marker_key(vid, run.config_hash))
+
+
+def test_a_re_emit_after_a_crash_is_the_same_event(env, shared_data):
+    """A crash after the clips.curated events and before the marker (the state a kill -9 there leaves:
+    events sent, no marker) redoes the video; the re-emitted events carry the same ids (clip id + config
+    hash), so consumers drop the copies by id."""
+    from worldloom.core.catalog import curated_marker_key
+
+    vid = env.ingest(shared_data / "bridge/videos/train/1432/rgb.mp4", {"dataset": "bridge"})
+    svc = env.curate_service()
+    first = _run(svc, [vid])
+    sent = published(env.bus, events.TOPIC_CLIPS_CURATED)
+    assert sent and first.videos[0].state == "done"
+    env.store.delete(curated_marker_key(vid, first.config_hash))
+    assert _run(svc, [vid]).videos[0].state == "done"
+    again = published(env.bus, events.TOPIC_CLIPS_CURATED)[len(sent):]
+    assert sorted(e.event_id for e in again) == sorted(e.event_id for e in sent)
+    for e in sent:
+        assert e.event_id == events.effect_id(events.TOPIC_CLIPS_CURATED, e.clip_curated.clip_id, first.config_hash)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,139 @@ def test_bus_outage_keeps_record_and_next_upload_emits(tmp_path, shared_data, in
     assert r.status_code == 201 and r.json()["video"]["status"] == "ingested"
     assert _upload(client, video).status_code == 200
     assert len(_events(bus)) == 1
+
+
+@pytest.mark.parametrize("attributes", [
+    "[" * 30_000 + "]" * 30_000,                    # the parser would recurse 30,000 levels
+    '{"a": ' + "1" * 5_000 + "}",                   # int() refuses 5,000 digits with a ValueError
+    '{"a": {"b": ' * 40 + '"x"' + "}" * 40 + "}",  # deep objects
+])
+def test_hostile_attributes_json_is_a_400_not_a_500(embedded, shared_data, attributes):
+    client, bus, store = embedded
+    r = _upload(client, shared_data / "video/pyscenedetect/counter.mp4", attributes=attributes)
+    assert r.status_code == 400, r.text[:300]
+    assert r.json()["error"]["code"] == "invalid_attributes"
+    assert list(store.list()) == [] and _events(bus) == []
+
+
+def test_hostile_json_bodies_are_refused_before_any_route_walks_them(embedded):
+    client, _, store = embedded
+    deep = {"a": json.loads("[" * 500 + "]" * 500)}
+    r = client.post("/v1/sources/gymnasium", json={"env": "CartPole-v1", "env_kwargs": deep}, headers=AUTH)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json", r.text[:300]
+    body = b'{"env": "CartPole-v1", "seed": ' + b"9" * 5_000 + b"}"
+    r = client.post("/v1/sources/gymnasium", content=body, headers={**AUTH, "content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    assert list(store.list()) == []
+
+
+def test_still_images_are_refused_on_purpose_not_ingested_by_accident(embedded, tmp_path):
+    """An image named .mp4 is not a one-frame video: ingest takes videos (still_image, 422); a bomb image
+    is refused from its header (bad_dimensions) without decoding 2 GB."""
+    from worldloom.video.synthetic import write_png_bomb
+
+    client, bus, store = embedded
+    for path, code in ((write_png_bomb(tmp_path / "pic.mp4", 320, 240), "still_image"),
+                       (write_png_bomb(tmp_path / "bomb.mp4"), "bad_dimensions")):
+        r = _upload(client, path)
+        assert r.status_code == 422 and r.json()["error"]["code"] == code, r.text
+        assert "/tmp" not in r.json()["error"]["message"]
+    assert list(store.list()) == [] and _events(bus) == []
+
+
+def test_attributes_are_bounded_by_what_curation_can_store(embedded, shared_data):
+    """A value longer than the clip collections' string fields (bytes, UTF-8), a key that is no name, or too
+    many entries is refused at ingest; curate would otherwise fail on Milvus three times and dead-letter."""
+    from worldloom.core.catalog import ATTRIBUTE_LIMITS, clip_collections
+
+    assert ATTRIBUTE_LIMITS.max_value_bytes == min(s.max_str_length for s in clip_collections(8, 8))
+    client, bus, store = embedded
+    video = shared_data / "video/pyscenedetect/counter.mp4"
+    limit = ATTRIBUTE_LIMITS.max_value_bytes
+    for attrs in ({"dataset": "x" * 3000}, {"caption": "é" * (limit // 2 + 1)}, {"": "v"}, {"k\x00": "v"},
+                  {"k" * 300: "v"}, {f"k{i}": "v" for i in range(ATTRIBUTE_LIMITS.max_entries + 1)}):
+        r = _upload(client, video, attributes=json.dumps(attrs))
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_attributes", (str(attrs)[:40], r.text)
+        r = client.post("/v1/videos:import", json={"uri": store.uri("incoming/x.mp4"), "attributes": attrs},
+                        headers=AUTH)
+        assert r.status_code in (400, 422) and r.json()["error"]["code"] in ("invalid_attributes", "invalid_request")
+    assert list(store.list()) == [] and _events(bus) == []
+    r = _upload(client, video, attributes=json.dumps({"dataset": "x" * limit, "caption": "é" * (limit // 2)}))
+    assert r.status_code == 201, r.text
+
+
+@pytest.mark.integration
+def test_a_broker_outage_then_a_retry_is_one_event(tmp_path, shared_data, ingest_settings):
+    """The broker stops answering (SIGSTOP) while an upload waits for videos.ingested: the 503 says the event
+    may still be delivered, and it is once the broker is back; the retry re-emits the same event (id derived
+    from the video id), so however many copies arrive, they are one event to every consumer."""
+    import os
+    import signal
+
+    from fastapi.testclient import TestClient
+    from kafka import KafkaConsumer
+
+    from worldloom.core.settings import BusSettings, StoreSettings
+    from worldloom.ingest.app import build_app
+    from worldloom.testkit.kafka import KafkaServer
+
+    with KafkaServer() as kafka:
+        bus_settings = BusSettings(kind="kafka", bootstrap_servers=kafka.bootstrap_servers, partitions=1,
+                                   client_id="outage-test")
+        app = build_app(ingest_settings(store=StoreSettings(root=tmp_path / "s"), bus=bus_settings))
+        video = shared_data / "video/pyscenedetect/counter.mp4"
+        with TestClient(app, raise_server_exceptions=False) as client:
+            app.state.ingest.bus.ensure_topics([events.TOPIC_VIDEOS_INGESTED])
+            app.state.ingest.bus.publish_raw("outage.warmup", b"connected")  # the producer is connected
+            assert kafka.pid is not None
+            os.kill(kafka.pid, signal.SIGSTOP)
+            try:
+                r = _upload(client, video)
+            finally:
+                os.kill(kafka.pid, signal.SIGCONT)
+            assert r.status_code == 503 and r.json()["error"]["code"] == "bus_unavailable", r.text
+            assert "may" in r.json()["error"]["message"]
+            retry = _upload(client, video)
+            assert retry.status_code == 201, retry.text
+            assert _upload(client, video).status_code == 200
+        record = retry.json()["video"]
+        raw = KafkaConsumer(events.TOPIC_VIDEOS_INGESTED, bootstrap_servers=kafka.bootstrap_servers,
+                            auto_offset_reset="earliest", consumer_timeout_ms=5000, group_id=None)
+        ids = [events.decode(m.value).event_id for m in raw]
+        raw.close()
+    print(f"videos.ingested on the topic: {len(ids)} message(s), {len(set(ids))} event id(s)")
+    assert ids and set(ids) == {record["event_id"]} == {events.effect_id(events.TOPIC_VIDEOS_INGESTED, record["video_id"])}
+
+
+def test_errors_do_not_show_server_paths(embedded):
+    client, _, store = embedded
+    r = client.post("/v1/videos:import", json={"uri": "file:///etc/passwd"}, headers=AUTH)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_uri"
+    assert str(store.root) not in r.text and "/tmp" not in r.text, r.text
+
+
+def test_a_restart_announces_what_the_bus_refused(tmp_path, shared_data, ingest_settings):
+    """Resume re-emits a missing event: a video left "stored" by a bus outage is announced when the service
+    starts again, without anyone uploading it a second time."""
+    from fastapi.testclient import TestClient
+
+    from worldloom.core.bus.inprocess import InProcessBus
+    from worldloom.core.settings import StoreSettings
+    from worldloom.ingest.app import build_app
+
+    class DownBus(InProcessBus):
+        def publish_raw(self, topic, value, key=None, *, wait=True):
+            raise ConnectionError("kafka unreachable")
+
+    settings = ingest_settings(store=StoreSettings(root=tmp_path / "s"))
+    with TestClient(build_app(settings, bus=DownBus()), raise_server_exceptions=False) as client:
+        assert _upload(client, shared_data / "video/pyscenedetect/counter.mp4").status_code == 503
+    bus = InProcessBus()
+    with TestClient(build_app(settings, bus=bus), raise_server_exceptions=False) as client:
+        for _ in range(100):
+            if [v["status"] for v in client.get("/v1/videos", headers=AUTH).json()["items"]] == ["ingested"]:
+                break
+            time.sleep(0.05)
+        items = client.get("/v1/videos", headers=AUTH).json()["items"]
+    assert [v["status"] for v in items] == ["ingested"]
+    assert [e.event_id for e in _events(bus)] == [items[0]["event_id"]]

@@ -101,6 +101,7 @@ def test_job_trains_registers_and_announces_a_model(env, family: str, tokenizer:
     watcher.drain(idle_polls=2, timeout_s=0.2)
     trained = [e.model_trained for e in seen]
     assert [t.model_id for t in trained] == [mid] and trained[0].family == family
+    assert seen[0].event_id == events.effect_id(events.TOPIC_MODELS_TRAINED, mid)  # a re-announce is the same event
     assert dict(trained[0].metrics) == pytest.approx(rec["metrics"])
 
 

@@ -2,14 +2,17 @@
 
 Every key two places use is a function here, so the layout below is the whole truth:
   raw/<video_id>/video.<ext>, raw/<video_id>/meta.json   ingested videos and their VideoRecord sidecars
+  raw/<video_id>/ingest.claim            held while one replica ingests the video
   raw/<video_id>/actions.safetensors, actions.json      simulator episodes: actions, rewards and their description
   clips/<clip_id>/meta.json            ClipRecord (accepted and rejected clips alike, with reasons)
   clips/<clip_id>/<rendition>.mp4      e.g. preview.mp4 (256p), train.mp4 (square training clip)
   clips/<clip_id>/thumb.jpg, preview.gif
   curated/<video_id>/<config_hash>.json  marker written last: this video is done with this config
+  curated/<video_id>/<config_hash>.claim held while one replica curates the video with this config
   shards/<config_hash>/<bucket>/<video_id>-<n>.tar   webdataset shards of accepted clips
   runs/<run_id>/run.json, runs/<run_id>/summary.parquet
   datasets/<name>/v<version>.json       DatasetManifest (read back with read_dataset)
+  datasets/<name>/v<version>.announced  written once its datasets.created was acknowledged
 Milvus: two collections with the same ids and scalar fields (CLIP_SCALARS, filled by clip_row) — one
 over visual clip embeddings, one over caption text embeddings.
 """
@@ -17,7 +20,8 @@ over visual clip embeddings, one over caption text embeddings.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -58,6 +62,10 @@ CLIP_SCALARS: dict[str, Literal["str", "int", "float", "bool", "json"]] = {
 }
 
 
+#: bytes (UTF-8, as Milvus counts) of every "str" scalar of the clip collections: the one declaration that
+#: the attribute limits below and clip_row's cut derive from
+CLIP_STR_MAX_BYTES = 2048
+
 #: scalar field (Milvus, run summaries) -> the ClipRecord.scores key it is filled from
 SCORE_SCALARS = {"motion": "motion_mean", "sharpness": "sharpness", "brightness": "brightness"}
 RowKind = Literal["clip", "frame", "caption"]
@@ -67,14 +75,50 @@ _DATASET_KEY = re.compile(r"^datasets/([^/]+)/v(\d+)\.json$")
 RAW_PREFIX = "raw/"
 CLIPS_PREFIX = "clips/"
 SHARDS_PREFIX = "shards/"
+CURATED_PREFIX = "curated/"
 DATASETS_PREFIX = "datasets/"
 
 
 def clip_collections(visual_dim: int, text_dim: int) -> tuple[CollectionSpec, CollectionSpec]:
     return (
-        CollectionSpec(VISUAL_COLLECTION, visual_dim, CLIP_SCALARS),
-        CollectionSpec(TEXT_COLLECTION, text_dim, CLIP_SCALARS),
+        CollectionSpec(VISUAL_COLLECTION, visual_dim, CLIP_SCALARS, max_str_length=CLIP_STR_MAX_BYTES),
+        CollectionSpec(TEXT_COLLECTION, text_dim, CLIP_SCALARS, max_str_length=CLIP_STR_MAX_BYTES),
     )
+
+
+@dataclass(frozen=True)
+class AttributeLimits:
+    """What a video's attributes may hold, so that everything downstream can store them: a value becomes
+    a clip's ``source`` (a Milvus string field) or its caption, tags, the videos.ingested event and the
+    webdataset samples, so a value is at most one clip string field long; keys are plain names."""
+
+    max_entries: int = 64
+    max_key_bytes: int = 128
+    max_value_bytes: int = CLIP_STR_MAX_BYTES
+
+    def problem(self, attributes: Mapping[str, str]) -> str | None:
+        """Why ``attributes`` cannot be stored, or None."""
+        if len(attributes) > self.max_entries:
+            return f"at most {self.max_entries} entries, not {len(attributes)}"
+        for key, value in attributes.items():
+            if not key or len(key.encode()) > self.max_key_bytes or _CONTROL.search(key):
+                return (f"key {key[:40]!r} must be 1 to {self.max_key_bytes} bytes (UTF-8) without control "
+                        "characters")
+            if len(value.encode()) > self.max_value_bytes:
+                return (f"the value of {key!r} is {len(value.encode())} bytes (UTF-8); at most "
+                        f"{self.max_value_bytes}, the length of a clip's string fields")
+        return None
+
+
+ATTRIBUTE_LIMITS = AttributeLimits()
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def fit_str_field(value: str, max_bytes: int = CLIP_STR_MAX_BYTES) -> str:
+    """``value`` cut to ``max_bytes`` of UTF-8 on a character boundary (a caption in a Milvus field; the
+    record keeps all of it)."""
+    data = value.encode()
+    return value if len(data) <= max_bytes else data[:max_bytes].decode(errors="ignore")
 
 
 def raw_file_key(video_id: str, name: str) -> str:
@@ -90,6 +134,11 @@ def raw_meta_key(video_id: str) -> str:
     return raw_file_key(video_id, "meta.json")
 
 
+def raw_claim_key(video_id: str) -> str:
+    """Held while one replica ingests the video (worldloom.core.claims)."""
+    return raw_file_key(video_id, "ingest.claim")
+
+
 def actions_key(video_id: str) -> str:
     return raw_file_key(video_id, "actions.safetensors")
 
@@ -99,7 +148,12 @@ def actions_meta_key(video_id: str) -> str:
 
 
 def curated_marker_key(video_id: str, config_hash: str) -> str:
-    return f"curated/{video_id}/{config_hash}.json"
+    return f"{CURATED_PREFIX}{video_id}/{config_hash}.json"
+
+
+def curated_claim_key(video_id: str, config_hash: str) -> str:
+    """Held while one replica curates the video with this config (worldloom.core.claims)."""
+    return f"{CURATED_PREFIX}{video_id}/{config_hash}.claim"
 
 
 def clip_file_key(clip_id: str, name: str) -> str:
@@ -125,6 +179,11 @@ def run_summary_key(run_id: str) -> str:
 
 def dataset_key(name: str, version: int) -> str:
     return f"{DATASETS_PREFIX}{name}/v{version}.json"
+
+
+def dataset_announced_key(name: str, version: int) -> str:
+    """Written once datasets.created of this version was acknowledged."""
+    return f"{DATASETS_PREFIX}{name}/v{version}.announced"
 
 
 VideoStatus = Literal["stored", "ingested"]
@@ -202,6 +261,7 @@ class DatasetManifest(BaseModel):
 
     name: str
     version: int
+    description: str = ""
     created_at: datetime
     query: dict[str, Any] | None = None
     clip_ids: list[str]
@@ -209,14 +269,16 @@ class DatasetManifest(BaseModel):
 
 
 def clip_row(record: ClipRecord, kind: RowKind, row_id: str, vector: Iterable[float]) -> dict[str, Any]:
-    """One Milvus row: id, vector and exactly the CLIP_SCALARS, taken from the clip's record."""
+    """One Milvus row: id, vector and exactly the CLIP_SCALARS, taken from the clip's record; string fields
+    are cut to what the field holds (only a caption can be longer: ingest bounds the attributes)."""
     row: dict[str, Any] = {
         "id": row_id, "vector": [float(x) for x in vector], "clip_id": record.clip_id, "kind": kind,
-        "video_id": record.video_id, "source": record.source, "caption": record.caption[:2000], "tags": record.tags,
+        "video_id": record.video_id, "source": record.source, "caption": record.caption, "tags": record.tags,
         "duration_s": record.duration_s, "start_s": record.start_s, "end_s": record.end_s, "width": record.width,
         "height": record.height, "fps": record.fps, "config_hash": record.config_hash, "phash": ",".join(record.phash),
     }
     row.update({name: float(record.scores.get(score, 0.0)) for name, score in SCORE_SCALARS.items()})
+    row.update({name: fit_str_field(row[name]) for name, kind in CLIP_SCALARS.items() if kind == "str"})
     return row
 
 
@@ -237,12 +299,18 @@ def iter_clip_records(store: ObjectStore) -> Iterator[ClipRecord]:
                 continue  # deleted while listing
 
 
+def dataset_versions(store: ObjectStore, name: str | None = None) -> Iterator[tuple[str, int]]:
+    """(name, version) of every stored manifest, for one dataset or all of them, in key order."""
+    for info in store.list(f"{DATASETS_PREFIX}{name}/" if name else DATASETS_PREFIX):
+        if (m := _DATASET_KEY.match(info.key)) and (name is None or m.group(1) == name):
+            yield m.group(1), int(m.group(2))
+
+
 def latest_dataset_versions(store: ObjectStore, name: str | None = None) -> dict[str, int]:
     """Dataset name -> its highest stored version, for one dataset or all of them."""
     latest: dict[str, int] = {}
-    for info in store.list(f"{DATASETS_PREFIX}{name}/" if name else DATASETS_PREFIX):
-        if (m := _DATASET_KEY.match(info.key)) and (name is None or m.group(1) == name):
-            latest[m.group(1)] = max(latest.get(m.group(1), 0), int(m.group(2)))
+    for found, version in dataset_versions(store, name):
+        latest[found] = max(latest.get(found, 0), version)
     return latest
 
 

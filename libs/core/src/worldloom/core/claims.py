@@ -18,9 +18,10 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from worldloom.core.store.base import ObjectNotFound, ObjectStore
 
@@ -40,6 +41,13 @@ class Claim:
 
 class ClaimLost(RuntimeError):
     """The lease ran out and someone else holds the claim now."""
+
+
+class ClaimBusy(RuntimeError):
+    """Another holder kept the claim, working, for longer than the caller would wait."""
+
+
+T = TypeVar("T")
 
 
 class Claims:
@@ -114,3 +122,20 @@ class Claims:
                 renewer.join(5)
             if claim is not None:
                 self.release(claim)
+
+    def run_once(self, key: str, is_done: Callable[[], bool], work: Callable[[], T], *, wait_s: float = 600.0,
+                 poll_s: float = 0.25, renew_every_s: float | None = None) -> T | None:
+        """``work()`` by one claimant at a time, and only while ``is_done()`` is false: the effect happens
+        once however many threads, processes and replicas ask. Returns work's result, or None when the
+        effect is (or got) done elsewhere. A claimant that loses waits for the holder to finish (its
+        ``is_done`` turns true) or to die (its lease runs out and the claim passes on); ClaimBusy after
+        ``wait_s``. ``work`` must make ``is_done()`` true before it returns (a marker, a record)."""
+        deadline = time.monotonic() + wait_s
+        while not is_done():
+            with self.holding(key, renew_every_s) as claim:
+                if claim is not None:
+                    return None if is_done() else work()  # the holder before us may have just finished
+            if time.monotonic() > deadline:
+                raise ClaimBusy(f"{key} is held by another worker for more than {wait_s:.0f} s")
+            time.sleep(poll_s)
+        return None

@@ -42,6 +42,35 @@ class CollectionSpec:
     max_str_length: int = 2048
 
 
+class CollectionMismatch(RuntimeError):
+    """An existing collection differs from the schema this code writes and reads (another dimension,
+    fields, types, string lengths or metric): refused at start-up, not at the first upsert or search."""
+
+
+def schema_differences(spec: CollectionSpec, described: Mapping[str, Any], metric: str | None) -> list[str]:
+    """How an existing collection (``describe_collection``, the vector index's metric) differs from ``spec``."""
+    fields = {f["name"]: f for f in described.get("fields", [])}
+    wanted = {"id": (DataType.VARCHAR, {"max_length": spec.max_id_length}),
+              "vector": (DataType.FLOAT_VECTOR, {"dim": spec.dim})}
+    for name, kind in spec.scalars.items():
+        wanted[name] = (_DTYPES[kind], {"max_length": spec.max_str_length} if kind == "str" else {})
+    problems = [f"field {name!r} is missing" for name in wanted if name not in fields]
+    problems += [f"field {name!r} is not in the schema" for name in fields if name not in wanted]
+    for name, (dtype, params) in wanted.items():
+        if name not in fields:
+            continue
+        have = fields[name]
+        if have.get("type") != dtype:
+            problems.append(f"field {name!r} is {getattr(have.get('type'), 'name', have.get('type'))}, "
+                            f"not {dtype.name}")
+        for param, value in params.items():
+            if int((have.get("params") or {}).get(param, -1)) != value:
+                problems.append(f"field {name!r} has {param} {(have.get('params') or {}).get(param)}, not {value}")
+    if metric is not None and metric != spec.metric:
+        problems.append(f"the vector index's metric is {metric}, not {spec.metric}")
+    return problems
+
+
 @dataclass(frozen=True)
 class Hit:
     id: str
@@ -76,8 +105,17 @@ class VectorIndex:
         return cls(settings.uri, settings.token.get_secret_value() if settings.token else None)
 
     def ensure_collection(self, spec: CollectionSpec) -> None:
+        """Creates the collection, or checks that the existing one has exactly this schema
+        (CollectionMismatch naming each difference otherwise)."""
         with self._lock:
             if self.client.has_collection(spec.name):
+                problems = schema_differences(spec, self.client.describe_collection(spec.name),
+                                              self._metric(spec.name))
+                if problems:
+                    raise CollectionMismatch(
+                        f"the existing Milvus collection {spec.name!r} ({self.uri}) does not match the schema this "
+                        f"service uses: {'; '.join(problems)}. Drop or migrate it, or point the service at another "
+                        "Milvus")
                 self._load(spec.name)
                 return
             schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -91,6 +129,13 @@ class VectorIndex:
             index.add_index(field_name="vector", index_type=spec.index_type, metric_type=spec.metric, params=params)
             self.client.create_collection(spec.name, schema=schema, index_params=index)
             self._load(spec.name)
+
+    def _metric(self, collection: str) -> str | None:
+        for name in self.client.list_indexes(collection, field_name="vector") or []:
+            metric = self.client.describe_index(collection, name).get("metric_type")
+            if metric:
+                return str(metric)
+        return None
 
     def upsert(self, collection: str, rows: Sequence[Mapping[str, Any]]) -> int:
         """Inserts or replaces rows by id and flushes, so a search right after sees them."""

@@ -27,6 +27,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from worldloom.video.errors import VideoRejected
+from worldloom.video.limits import DEFAULT_LIMITS, open_input
 
 av.logging.set_level(None)  # problems surface as VideoRejected / FrameReader.error, not C stderr noise
 
@@ -196,7 +197,7 @@ class FrameReader:
         if self.fast:
             # Deblocking skipped only on frames nothing references: saves decode time on B-frame
             # streams without error drift (skipping it on reference frames would accumulate).
-            ctx.options = {"skip_loop_filter": "noref"}
+            ctx.options = {**(ctx.options or {}), "skip_loop_filter": "noref"}
         _discard_other_streams(self._container, stream)
 
     def _decode(self, index_of: dict[int, int] | None, first_pts: int | None) -> Iterator[Frame]:
@@ -340,7 +341,7 @@ def _open(path: str) -> av.container.InputContainer:
     if os.path.getsize(path) == 0:
         raise VideoRejected("empty_file", "The file is empty (0 bytes).")
     try:
-        return av.open(path, mode="r", metadata_errors="ignore")
+        return open_input(path)
     except (av.FFmpegError, ValueError, UnicodeError) as exc:
         if _looks_like_media(path):
             raise VideoRejected(
@@ -373,8 +374,9 @@ def _video_stream(container: av.container.InputContainer) -> av.video.stream.Vid
         raise VideoRejected("no_video_stream", "The file has no video stream.")
     stream = streams[0]
     ctx = stream.codec_context
-    if not ctx.width or not ctx.height:
-        raise VideoRejected("bad_dimensions", f"The video size is unknown ({ctx.width}x{ctx.height}).")
+    if not ctx.width or not ctx.height:  # none declared, or refused from the header (decoder_options)
+        raise VideoRejected("bad_dimensions", f"The video size is unknown ({ctx.width}x{ctx.height}) or over the "
+                                              f"{DEFAULT_LIMITS.max_width}x{DEFAULT_LIMITS.max_height} bound.")
     return stream
 
 
@@ -429,7 +431,7 @@ def _discard_other_streams(container: av.container.InputContainer, stream: av.st
 def _prescan(path: str, stream_index: int, max_packets: int) -> tuple[list[int], list[int]] | None:
     """Sorted pts of the first ``max_packets`` video packets and the keyframe pts among them."""
     try:
-        with av.open(path, mode="r", metadata_errors="ignore") as container:
+        with open_input(path) as container:
             stream = container.streams[stream_index]
             _discard_other_streams(container, stream)
             pts: list[int] = []

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from worldloom.core.catalog import ClipRecord, Rejection
+from worldloom.core.scratch import without_paths
 from worldloom.video.split import Span
 
 log = logging.getLogger("worldloom.pipeline")
@@ -89,6 +90,7 @@ class ClipTask:
         return not self.rejections
 
     def reject(self, filter: str, reason: str, value: float | None = None, threshold: float | None = None) -> None:
+        reason = without_paths(reason)  # a decoder's message may name the scratch file; the record is public
         self.rejections.append(Rejection(filter=filter, reason=reason, value=value, threshold=threshold))
 
     # for stages that declare these inputs: the pipeline has checked that an earlier stage writes them

@@ -19,7 +19,7 @@ import av
 import av.logging
 
 from worldloom.video.errors import VideoRejected
-from worldloom.video.limits import DEFAULT_LIMITS, VideoLimits
+from worldloom.video.limits import DEFAULT_LIMITS, VideoLimits, open_input
 
 Source = str | os.PathLike[str] | BinaryIO
 
@@ -57,6 +57,13 @@ class VideoInfo:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def still_image(self) -> bool:
+        """One picture, not a video: an image format (FFmpeg's image demuxers: png_pipe, jpeg_pipe,
+        image2...) or a single frame. Callers decide: ingest refuses it, search takes it as a query."""
+        name = self.container.split(",")[0]
+        return name == "image2" or name.endswith("_pipe") or self.frame_count <= 1
+
 
 def probe(path: Source, limits: VideoLimits = DEFAULT_LIMITS) -> VideoInfo:
     """Validate ``path`` (a path, or a seekable binary file object read from offset 0) and describe it.
@@ -76,7 +83,7 @@ def probe(path: Source, limits: VideoLimits = DEFAULT_LIMITS) -> VideoInfo:
     if not isinstance(source, str):
         source.seek(0)
     try:
-        container = av.open(source, mode="r", metadata_errors="ignore")
+        container = open_input(source, limits)
     except (av.FFmpegError, OSError, ValueError, UnicodeError) as exc:
         if kind:
             raise VideoRejected(
@@ -226,7 +233,12 @@ def _inspect(
 
 def _check_dimensions(width: int, height: int, limits: VideoLimits) -> None:
     if width <= 0 or height <= 0:
-        raise VideoRejected("bad_dimensions", f"The video size is unknown ({width}x{height}).")
+        raise VideoRejected(
+            "bad_dimensions",
+            f"The video size is unknown ({width}x{height}): the stream declares none, or its pictures are "
+            f"larger than max_width x max_height = {limits.max_width}x{limits.max_height}, which the decoder "
+            "refuses before decoding them.",
+        )
     short, long_ = sorted((width, height))
     max_long = max(limits.max_width, limits.max_height)
     max_short = min(limits.max_width, limits.max_height)

@@ -141,6 +141,39 @@ def write_random_bytes(path: str | os.PathLike[str], n: int = 4096, seed: int = 
     return path
 
 
+def write_png_bomb(path: str | os.PathLike[str], width: int = 16_000, height: int = 16_000) -> Path:
+    """A valid all-black 16-bit RGBA PNG of ``width`` x ``height`` that compresses ~1000:1 (16000x16000:
+    2 MB on disk, 2 GB decoded): a decoder that allocates before checking the size is the bug it finds.
+
+    Rows are deflated in blocks ended by a full flush, so one compressed block repeats verbatim; the
+    Adler-32 trailer is computed over the real rows. A second or so instead of compressing 2 GB."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = bytes(1 + width * 8)  # filter byte + RGBA 16-bit
+    per_block = 64
+    blocks, rest = divmod(height, per_block)
+    if blocks < 2:
+        raise ValueError("write_png_bomb needs height >= 128")
+    block = row * per_block
+    comp = zlib.compressobj(9)
+    first = comp.compress(block) + comp.flush(zlib.Z_FULL_FLUSH)  # with the zlib header
+    repeat = comp.compress(block) + comp.flush(zlib.Z_FULL_FLUSH)  # no history: the same for every block
+    tail = comp.compress(row * rest) + comp.flush()
+    adler = 1
+    for _ in range(blocks):
+        adler = zlib.adler32(block, adler)
+    adler = zlib.adler32(row * rest, adler)
+    stream = first + repeat * (blocks - 1) + tail[:-4] + struct.pack(">I", adler)
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 6, 0, 0, 0)
+    out = Path(path)
+    out.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", stream) + chunk(b"IEND", b""))
+    return out
+
+
 def scene_image(seed: int = 0, height: int = 300, width: int = 400, rects: int = 250) -> np.ndarray:
     """A sharp synthetic scene (random coloured rectangles: edges everywhere) to move a camera over."""
     rng = np.random.default_rng(seed)

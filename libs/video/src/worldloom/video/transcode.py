@@ -26,6 +26,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from worldloom.video.limits import open_input
 from worldloom.video.streams import add_video_stream
 
 # swscale's bilinear filter widens with the scale factor, so it anti-aliases downscales like AREA
@@ -100,7 +101,7 @@ def transcode_renditions(
         raise ValueError(f"need 0 <= start_frame < end_frame, got [{start_frame}, {end_frame})")
     if not outputs:
         return []
-    with av.open(os.fspath(src), metadata_errors="ignore") as container:
+    with open_input(src) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         src_rate = Fraction(stream.average_rate or stream.guessed_rate or 25)
@@ -153,7 +154,7 @@ def transcode_clips(src: PathLike, jobs: Sequence[ClipJob]) -> list[list[ClipFil
     last = max(j.end_frame for j in jobs)
     active: dict[int, list[_Writer]] = {}
     nxt = 0
-    with av.open(os.fspath(src), metadata_errors="ignore") as container:
+    with open_input(src) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         src_rate = Fraction(stream.average_rate or stream.guessed_rate or 25)

@@ -15,7 +15,7 @@ from worldloom.core.service import create_app
 from worldloom.core.settings import load_settings
 from worldloom.core.store import ObjectStore, make_store
 from worldloom.core.vectors import VectorIndex
-from worldloom.curate.schemas import CurationRun, PipelineInfo, RunRequest
+from worldloom.curate.schemas import CurationRun, PipelineInfo, RecaptionRequest, RunRequest
 from worldloom.curate.service import CurateService
 from worldloom.curate.settings import CurateSettings
 
@@ -33,6 +33,15 @@ def build_router(service: CurateService) -> APIRouter:
                  summary="Start a curation run over ingested videos (runs in the background)")
     def start_run(req: RunRequest) -> CurationRun:
         run = service.new_run(req.video_ids, req.config)
+        service.submit(run, req.config)
+        return run
+
+    @router.post("/curation-runs:recaption", response_model=CurationRun, status_code=202, tags=["runs"],
+                 summary="Re-curate the videos whose captions fell back while the VLM failed",
+                 responses={404: {"description": "no video has fallback captions with this config"},
+                            409: {"description": "no VLM is configured"}})
+    def recaption(req: RecaptionRequest) -> CurationRun:
+        run = service.recaption_run(req.config)
         service.submit(run, req.config)
         return run
 

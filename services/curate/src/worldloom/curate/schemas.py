@@ -18,6 +18,14 @@ class RunRequest(BaseModel):
     config: CurationConfig = Field(default_factory=CurationConfig)
 
 
+class RecaptionRequest(BaseModel):
+    """Re-curate every video whose clips (with ``config``) fell back to a caption without the VLM."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: CurationConfig = Field(default_factory=CurationConfig)
+
+
 class PipelineInfo(BaseModel):
     config_hash: str
     config: dict[str, Any]
@@ -40,6 +48,8 @@ class VideoOutcome(BaseModel):
     clips_accepted: int = 0
     error: str | None = None
     permanent: bool = Field(False, description="the failure is in the input; retrying cannot help")
+    captions_fallback: int = Field(0, description="accepted clips captioned without the VLM it failed; "
+                                                  "POST /v1/curation-runs:recaption redoes them")
 
 
 class CurationRun(BaseModel):

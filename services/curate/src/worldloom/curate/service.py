@@ -23,18 +23,22 @@ from prometheus_client import Counter, Histogram
 from worldloom.core import events
 from worldloom.core.bus import Bus, PermanentError
 from worldloom.core.catalog import (
+    CURATED_PREFIX,
     SCORE_SCALARS,
     VISUAL_COLLECTION,
     ClipRecord,
     VideoRecord,
     clip_collections,
+    curated_claim_key,
     curated_marker_key,
     raw_meta_key,
     read_clip,
     run_summary_key,
 )
+from worldloom.core.claims import Claims
 from worldloom.core.errors import Refusal
 from worldloom.core.ids import is_safe_id
+from worldloom.core.scratch import scratch_prefix, without_paths
 from worldloom.core.store import InvalidKey, ObjectNotFound, ObjectStore
 from worldloom.core.vectors import VectorIndex
 from worldloom.curate.config import CurationConfig, config_with
@@ -46,6 +50,7 @@ from worldloom.curate.writer import WriteStage
 from worldloom.video import stages, visual_embed
 from worldloom.video.errors import VideoRejected
 from worldloom.video.pipeline import Pipeline, VideoTask
+from worldloom.video.stages.annotate import VLM_ERROR
 from worldloom.video.vlm import OpenAIVisionCaptioner
 
 log = logging.getLogger("worldloom.curate")
@@ -61,18 +66,23 @@ class CurateError(Refusal):
 
 class CurateService:
     def __init__(self, store: ObjectStore, bus: Bus, index: VectorIndex, settings: CurateSettings,
-                 text_embedder_factory: Callable[[], Any] | None = None) -> None:
+                 text_embedder_factory: Callable[[], Any] | None = None, claims: Claims | None = None,
+                 claim_wait_s: float = 900.0) -> None:
         from worldloom.models.text_embedder import DIM as TEXT_DIM
         from worldloom.models.text_embedder import shared_text_embedder
 
         self.store, self.bus, self.index, self.settings = store, bus, index, settings
+        self.claims = claims or Claims(store, lease_s=300.0)
+        self.claim_wait_s = claim_wait_s
         self.text_embedder_factory = text_embedder_factory or shared_text_embedder
         for spec in clip_collections(visual_embed.DIM, TEXT_DIM):
             index.ensure_collection(spec)
         self.captioner = None
         if settings.vlm_url:
             key = settings.vlm_api_key.get_secret_value() if settings.vlm_api_key else None
-            self.captioner = OpenAIVisionCaptioner(settings.vlm_url, settings.vlm_model, key, settings.vlm_timeout_s)
+            self.captioner = OpenAIVisionCaptioner(settings.vlm_url, settings.vlm_model, key, settings.vlm_timeout_s,
+                                                   retries=settings.vlm_retries,
+                                                   retry_backoff_s=settings.vlm_retry_backoff_s)
         self._pipelines: dict[str, Pipeline] = {}
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="curation-run")
@@ -113,14 +123,54 @@ class CurateService:
 
     # one video -------------------------------------------------------------------------------------
     def curate_video(self, video_id: str, config: CurationConfig, tracker: RunTracker, index: int) -> VideoOutcome:
+        """Curates one video with ``config`` unless its marker says it is done; one claim per (video,
+        config) in the store makes that once across replicas (a partition moved in a rebalance, an API run
+        next to the consumer): the other waits for the marker and reports the video skipped."""
         outcome = tracker.video(video_id)
         h = self.config_hash(config)
-        if self.store.exists(curated_marker_key(video_id, h)):
-            outcome.state = "skipped"  # same video, same config: already curated, write nothing
-            marker = json.loads(self.store.get_bytes(curated_marker_key(video_id, h)))
-            outcome.clips_total, outcome.clips_accepted = marker["clips_total"], len(marker["accepted"])
-            VIDEOS.labels("skipped").inc()
-            return outcome
+        done = self.claims.run_once(
+            curated_claim_key(video_id, h), lambda: self._finished(video_id, h) is not None,
+            lambda: self._curate(video_id, config, h, tracker, index, outcome),
+            wait_s=self.claim_wait_s, poll_s=1.0, renew_every_s=self.claims.lease_s / 5)
+        if done is not None:
+            return done
+        marker = self._finished(video_id, h)
+        assert marker is not None  # run_once returns None only once the marker is there
+        outcome.state = "skipped"  # same video, same config: already curated, write nothing
+        outcome.clips_total, outcome.clips_accepted = marker["clips_total"], len(marker["accepted"])
+        outcome.captions_fallback = len(marker.get("vlm_fallback", []))
+        VIDEOS.labels("skipped").inc()
+        return outcome
+
+    def _marker(self, video_id: str, config_hash: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.store.get_bytes(curated_marker_key(video_id, config_hash)))
+        except ObjectNotFound:
+            return None
+
+    def _finished(self, video_id: str, config_hash: str) -> dict[str, Any] | None:
+        """The video's marker for this config if curation with it is complete: not while clips it names
+        were captioned without the VLM that failed them and a VLM is configured (they are curated again)."""
+        marker = self._marker(video_id, config_hash)
+        if marker is not None and marker.get("vlm_fallback") and self.captioner is not None:
+            return None
+        return marker
+
+    def recaption_run(self, config: CurationConfig) -> CurationRun:
+        """A run over every video whose marker for ``config`` records fallback captions."""
+        if self.captioner is None:
+            raise CurateError(409, "no_vlm", "no VLM is configured (WORLDLOOM_CURATE_VLM_URL): nothing can recaption")
+        h = self.config_hash(config)
+        videos = [info.key.split("/")[1] for info in self.store.list(CURATED_PREFIX)
+                  if info.key == curated_marker_key(info.key.split("/")[1], h)
+                  and (self._marker(info.key.split("/")[1], h) or {}).get("vlm_fallback")]
+        if not videos:
+            raise CurateError(404, "nothing_to_recaption", f"no video has fallback captions with config {h}")
+        return self.new_run(videos[: self.settings.max_videos_per_run], config)
+
+    def _curate(self, video_id: str, config: CurationConfig, h: str, tracker: RunTracker, index: int,
+                outcome: VideoOutcome) -> VideoOutcome:
+        """The pipeline over one video, then its marker (the caller holds the video's claim)."""
         try:
             raw = self.store.get_record(raw_meta_key(video_id), VideoRecord)
         except ObjectNotFound:
@@ -128,7 +178,7 @@ class CurateService:
         outcome.state = "running"
         tracker.save()
         start = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="wl-curate-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=scratch_prefix("curate")) as tmp:
             local = Path(tmp) / "source"
             try:
                 self.store.download(self.store.key_from_uri(raw.uri), str(local))
@@ -142,12 +192,15 @@ class CurateService:
         tracker.add_stage_counts(stats)
         tracker.add_rejections([rej.filter for r in records for rej in r.rejections])
         tracker.add_video(float(raw.info.get("duration_s", 0.0)), _summary_rows(records))
+        # captions that fell back while the VLM failed: recorded, so a later run (recaption) redoes them
+        fallback = [r.clip_id for r in accepted if VLM_ERROR in r.descriptors]
         outcome.clips_total, outcome.clips_accepted = len(records), len(accepted)
-        outcome.error = "; ".join(task.errors) or None
+        outcome.captions_fallback = len(fallback)
+        outcome.error = without_paths("; ".join(task.errors)) or None
         outcome.state = "done"
         marker = {"video_id": video_id, "config_hash": h, "clips_total": len(records),
                   "accepted": [r.clip_id for r in accepted], "rejected": [r.clip_id for r in records if r.status != "accepted"],
-                  "errors": task.errors, "shards": task.shard_keys,
+                  "vlm_fallback": fallback, "errors": task.errors, "shards": task.shard_keys,
                   "finished_at": datetime.now(timezone.utc).isoformat()}
         self.store.put_bytes(curated_marker_key(video_id, h), json.dumps(marker, indent=2).encode(), "application/json")
         VIDEO_SECONDS.observe(time.perf_counter() - start)
@@ -187,11 +240,11 @@ class CurateService:
                 self.curate_video(video.video_id, config, tracker, i)
             except (VideoRejected, CurateError) as exc:  # the input is bad: record why, move on
                 video.state, video.permanent = "failed", True
-                video.error = exc.reason if isinstance(exc, VideoRejected) else exc.message
+                video.error = without_paths(exc.reason if isinstance(exc, VideoRejected) else exc.message)
                 VIDEOS.labels("rejected").inc()
             except Exception as exc:  # one bad video must not stop the run
                 log.exception("curation failed", extra={"video_id": video.video_id, "run_id": run.run_id})
-                video.state, video.error = "failed", f"{exc.__class__.__name__}: {exc}"
+                video.state, video.error = "failed", without_paths(f"{exc.__class__.__name__}: {exc}")
                 VIDEOS.labels("failed").inc()
             tracker.progress(i, 1, 1)
 

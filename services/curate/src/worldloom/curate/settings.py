@@ -25,6 +25,8 @@ class CurateSettings(ServiceSettings):
     vlm_model: str = "vlm"
     vlm_api_key: SecretStr | None = None
     vlm_timeout_s: float = Field(30.0, gt=0)
+    vlm_retries: int = Field(2, ge=0, le=10, description="retries of a transient VLM failure before the fallback")
+    vlm_retry_backoff_s: float = Field(1.0, ge=0, description="first pause between VLM retries (doubles)")
     max_videos_per_run: int = Field(1000, ge=1)
     parallel_videos: int = Field(2, ge=1, le=64, description="videos of one run curated at the same time")
 

@@ -1,5 +1,5 @@
-"""The last stage: clips, metadata and webdataset shards to the object store, vectors to Milvus,
-then one clips.curated event per accepted clip.
+"""The last stage: renditions and webdataset shards to the object store, vectors to Milvus, then the clip
+records that make them visible, then one clips.curated event per accepted clip.
 
 Every key is derived from the clip id (a hash of video id, span and config hash), so writing the same
 video again overwrites identical objects and upserts identical rows: a redelivered event changes nothing.
@@ -69,6 +69,9 @@ class WriteStage(Stage):
     train_rendition: str = TRAIN_RENDITION
 
     def process(self, task: VideoTask) -> None:
+        """Outputs first (shards, renditions, vector rows), then the records that make them visible, then
+        the events: a failure anywhere leaves no record pointing at missing outputs and no event announcing
+        one, and the redelivery (no marker yet) writes the same keys and rows again."""
         now = datetime.now(timezone.utc)
         accepted = task.clips
         shard_of = self._write_shards(task, accepted)
@@ -82,10 +85,10 @@ class WriteStage(Stage):
                         self.store.put_file(key, f, Path(path).stat().st_size,
                                             CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream"))
                     keys[name] = key
-            record = self._record(task, clip, keys, shard_of.get(clip.clip_id), now)
-            self.store.put_record(clip_meta_key(clip.clip_id), record)
-            records.append(record)
+            records.append(self._record(task, clip, keys, shard_of.get(clip.clip_id), now))
         self._upsert_vectors(accepted, {r.clip_id: r for r in records})
+        for record in records:
+            self.store.put_record(clip_meta_key(record.clip_id), record)
         for record in records:
             if record.status == "accepted":
                 self._emit(record)
@@ -169,5 +172,6 @@ class WriteStage(Stage):
             height=int(r.rendition_info.get(self.train_rendition, {}).get("height", 0)),
             fps=float(r.rendition_info.get(self.train_rendition, {}).get("fps", r.fps)),
         )
-        event = events.new_event("curate", payload, lineage=[r.video_id, r.config_hash])
+        event = events.new_event("curate", payload, lineage=[r.video_id, r.config_hash],
+                                 event_id=events.effect_id(events.TOPIC_CLIPS_CURATED, r.clip_id, r.config_hash))
         self.bus.publish(events.TOPIC_CLIPS_CURATED, event, key=r.clip_id, wait=False)

@@ -3,7 +3,6 @@ Run with `python -m worldloom.ingest`."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -14,6 +13,8 @@ from starlette.concurrency import run_in_threadpool
 from worldloom.core.bus import Bus, make_bus
 from worldloom.core.catalog import VideoRecord, VideoStatus
 from worldloom.core.service import ApiError, create_app
+from worldloom.core.service.background import in_background
+from worldloom.core.service.jsonbody import loads_bounded
 from worldloom.core.service.uploads import receive_multipart
 from worldloom.core.store import ObjectStore, make_store
 from worldloom.ingest.schemas import GymnasiumRequest, ImportRequest, IngestResult, SourceJob, VideoPage
@@ -24,6 +25,8 @@ from worldloom.ingest.sources.jobs import JobRunner
 DESCRIPTION = """Uploads and imports videos. Each video is validated and probed (PyAV), stored under
 `raw/<sha256>/` with a JSON sidecar, and announced on the `videos.ingested` topic. The id is the
 SHA-256 of the bytes, so uploading the same file again returns the same record and emits nothing.
+Still images (PNG, JPEG... whatever the file is named) and single-frame files are refused with
+`still_image`: they are not accepted as one-frame videos.
 
 `/v1/sources/gymnasium` records simulator episodes (MP4 + actions) in the background and ingests
 them the same way; `/v1/sources/jobs/{id}` follows such a job."""
@@ -32,15 +35,10 @@ them the same way; `/v1/sources/jobs/{id}` follows such a job."""
 def _parse_attributes(raw: str | None) -> dict[str, str]:
     if raw is None:
         return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_attributes", f"'attributes' is not valid JSON: {exc}") from None
+    value = loads_bounded(raw, code="invalid_attributes", what="'attributes'")
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise ApiError(400, "invalid_attributes", "'attributes' must be a JSON object mapping strings to strings")
-    if len(value) > 64:
-        raise ApiError(400, "invalid_attributes", "'attributes' may hold at most 64 entries")
-    return value
+    return value  # IngestService checks the limits (ATTRIBUTE_LIMITS), for every way in
 
 
 def build_router(service: IngestService) -> APIRouter:
@@ -137,7 +135,8 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
+        with in_background(service.resume, "ingest-resume"):  # announce what a bus outage left "stored"
+            yield
         await run_in_threadpool(runner.shutdown)
         if own_bus:
             bus.close()

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from worldloom.core.catalog import VideoRecord
+from worldloom.core.catalog import ATTRIBUTE_LIMITS, VideoRecord
 
 
 class IngestResult(BaseModel):
@@ -22,7 +22,8 @@ class ImportRequest(BaseModel):
 
     uri: str = Field(description="s3://<bucket>/<key> of an object in the configured store")
     filename: str | None = Field(None, max_length=255)
-    attributes: dict[str, str] = Field(default_factory=dict, max_length=64)
+    attributes: dict[str, str] = Field(default_factory=dict, max_length=ATTRIBUTE_LIMITS.max_entries,
+                                       description="checked against ATTRIBUTE_LIMITS like an upload's")
 
 
 class VideoPage(BaseModel):

@@ -3,7 +3,9 @@
 Write order makes every failure safe to retry: the video bytes first, then the sidecar (status
 "stored"), then the event, then the sidecar again (status "ingested"). A video without a sidecar is
 invisible; a sidecar still "stored" (the bus was down) is re-emitted by the next upload of the same
-bytes. The id is the content's SHA-256, so a repeated upload finds the sidecar and emits nothing.
+bytes. The id is the content's SHA-256, so a repeated upload finds the sidecar and emits nothing, and a
+claim per video in the store (worldloom.core.claims) makes two replicas given the same bytes at once
+store and emit once: the second waits for the first and answers "duplicate".
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import logging
 import re
 import shutil
 import tempfile
-import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,9 +22,19 @@ from prometheus_client import Counter
 
 from worldloom.core import events
 from worldloom.core.bus import Bus
-from worldloom.core.catalog import RAW_PREFIX, VideoRecord, VideoStatus, raw_meta_key, raw_video_key
+from worldloom.core.catalog import (
+    ATTRIBUTE_LIMITS,
+    RAW_PREFIX,
+    VideoRecord,
+    VideoStatus,
+    raw_claim_key,
+    raw_meta_key,
+    raw_video_key,
+)
+from worldloom.core.claims import ClaimBusy, Claims
 from worldloom.core.errors import Refusal
 from worldloom.core.ids import is_sha256_hex, sha256_file
+from worldloom.core.scratch import scratch_prefix
 from worldloom.core.store import InvalidKey, ObjectNotFound, ObjectStore
 from worldloom.ingest.schemas import IngestResult, VideoPage
 from worldloom.video.errors import VideoRejected
@@ -62,17 +73,20 @@ def validate_filename(name: str | None) -> str:
     return name
 
 
+def check_attributes(attributes: dict[str, str]) -> None:
+    """Attributes every downstream field can store (ATTRIBUTE_LIMITS, from the clip collections' fields)."""
+    if problem := ATTRIBUTE_LIMITS.problem(attributes):
+        raise IngestError(400, "invalid_attributes", f"'attributes' cannot be stored: {problem}")
+
+
 class IngestService:
-    def __init__(self, store: ObjectStore, bus: Bus, limits: VideoLimits) -> None:
+    def __init__(self, store: ObjectStore, bus: Bus, limits: VideoLimits, claims: Claims | None = None,
+                 claim_wait_s: float = 300.0) -> None:
         self.store = store
         self.bus = bus
         self.limits = limits
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
-
-    def _lock(self, video_id: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(video_id, threading.Lock())
+        self.claims = claims or Claims(store, lease_s=120.0)
+        self.claim_wait_s = claim_wait_s
 
     # reads ---------------------------------------------------------------------------------------
     def get(self, video_id: str) -> VideoRecord:
@@ -115,27 +129,58 @@ class IngestService:
     ) -> IngestResult:
         """Ingests a local file; `digest` is (sha256, size) when the caller hashed it while receiving."""
         filename = validate_filename(filename)
+        check_attributes(attributes or {})
         if digest is None:
             with open(path, "rb") as f:
                 digest = sha256_file(f)
         video_id, size = digest
-        with self._lock(video_id):
-            try:
-                existing = self.get(video_id)
-            except IngestError:
-                existing = None
-            if existing is not None and existing.status == "ingested":
-                VIDEOS.labels("duplicate").inc()
-                return IngestResult(video=existing, duplicate=True)
+
+        def ingest() -> IngestResult:
+            existing = self._record(video_id)
             if existing is None:
-                try:
-                    info = probe(path, self.limits)
-                except VideoRejected as exc:
-                    VIDEOS.labels(f"rejected_{exc.code}").inc()
-                    status = 413 if exc.code == "too_large" else 422
-                    raise IngestError(status, exc.code, exc.reason) from None
-                existing = self._store(path, video_id, size, info, filename, source, attributes or {})
+                existing = self._store(path, video_id, size, self._probe(path), filename, source, attributes or {})
             return IngestResult(video=self._emit(existing), duplicate=False)
+
+        try:  # one claim per video across replicas: the same bytes uploaded twice at once store and emit once
+            result = self.claims.run_once(raw_claim_key(video_id), lambda: self._ingested(video_id) is not None, ingest,
+                                          wait_s=self.claim_wait_s, renew_every_s=self.claims.lease_s / 4)
+        except ClaimBusy:
+            raise IngestError(409, "ingest_in_progress", f"video {video_id} is being ingested by another "
+                              "request for longer than this one waits; retry later (nothing is duplicated)") from None
+        if result is not None:
+            return result
+        done = self._ingested(video_id)
+        assert done is not None  # run_once returns None only once the video is ingested
+        VIDEOS.labels("duplicate").inc()
+        return IngestResult(video=done, duplicate=True)
+
+    def _record(self, video_id: str) -> VideoRecord | None:
+        try:
+            return self.get(video_id)
+        except IngestError:
+            return None
+
+    def _ingested(self, video_id: str) -> VideoRecord | None:
+        """The video's record once it is announced (status "ingested")."""
+        record = self._record(video_id)
+        return record if record is not None and record.status == "ingested" else None
+
+    def _probe(self, path: Path) -> VideoInfo:
+        """The video's facts, or the refusal: probe's rejections, and still images (not one-frame videos)."""
+        try:
+            info = probe(path, self.limits)
+        except VideoRejected as exc:
+            VIDEOS.labels(f"rejected_{exc.code}").inc()
+            status = 413 if exc.code == "too_large" else 422
+            raise IngestError(status, exc.code, exc.reason) from None
+        if info.still_image:
+            VIDEOS.labels("rejected_still_image").inc()
+            raise IngestError(
+                422, "still_image",
+                f"the file is a still image ({info.container}, {info.frame_count} frame), not a video: "
+                "ingest takes videos only (a world model learns from motion; one picture is no clip)",
+            )
+        return info
 
     def _store(
         self, path: Path, video_id: str, size: int, info: VideoInfo, filename: str, source: str,
@@ -166,15 +211,18 @@ class IngestService:
             size_bytes=record.size_bytes, filename=record.filename, source=record.source,
             info=_info_proto(record.info), attributes=record.attributes,
         )
-        event = events.new_event(PRODUCER, payload, lineage=[record.video_id])
+        # the id is the effect's: a re-emit (the retry after a 503, a second replica) is the same event
+        event = events.new_event(PRODUCER, payload, lineage=[record.video_id],
+                                 event_id=events.effect_id(events.TOPIC_VIDEOS_INGESTED, record.video_id))
         try:
             self.bus.publish(events.TOPIC_VIDEOS_INGESTED, event, key=record.video_id, wait=True)
         except Exception as exc:
             log.error("could not emit videos.ingested", extra={"video_id": record.video_id, "error": str(exc)})
             raise IngestError(
                 503, "bus_unavailable",
-                "the video is stored but the event bus did not accept videos.ingested; "
-                "upload the same file again to retry (nothing will be duplicated)",
+                "the video is stored, but the event bus did not acknowledge videos.ingested in time: the event "
+                "may still be delivered. Upload the same file again to make sure; a retry sends the same event "
+                f"(id {event.event_id}), which consumers treat as one",
             ) from None
         done = record.model_copy(
             update={"status": "ingested", "event_id": event.event_id, "ingested_at": datetime.now(timezone.utc)}
@@ -184,11 +232,33 @@ class IngestService:
         log.info("ingested video", extra={"video_id": record.video_id, "event_id": event.event_id})
         return done
 
+    def resume(self) -> int:
+        """Announces every video left "stored" (its videos.ingested was not acknowledged and nobody uploaded
+        it again); run at start-up. A video being ingested right now holds its claim and is skipped."""
+        announced = 0
+        for record in self.iter_records("stored"):
+            vid = record.video_id
+
+            def emit(vid: str = vid) -> VideoRecord | None:
+                current = self._record(vid)  # as it is now, under the claim
+                return self._emit(current) if current is not None else None
+
+            def done(vid: str = vid) -> bool:
+                return self._ingested(vid) is not None
+
+            try:
+                if self.claims.run_once(raw_claim_key(vid), done, emit, wait_s=0) is not None:
+                    announced += 1
+            except (ClaimBusy, IngestError) as exc:  # in flight elsewhere, or the bus is still down
+                log.warning("could not resume %s: %s", vid, exc)
+        return announced
+
     def _write_record(self, record: VideoRecord) -> None:
         self.store.put_record(raw_meta_key(record.video_id), record)
 
     def import_uri(self, uri: str, filename: str | None, attributes: dict[str, str]) -> IngestResult:
         """Ingests an object already in the configured store (no re-upload through HTTP)."""
+        check_attributes(attributes)
         try:
             key = self.store.key_from_uri(uri)
         except InvalidKey as exc:
@@ -199,7 +269,7 @@ class IngestService:
             raise IngestError(404, "not_found", f"no object at {uri}") from None
         if size > self.limits.max_bytes:
             raise IngestError(413, "too_large", f"{uri} is {size} bytes; the limit is {self.limits.max_bytes}")
-        with self.store.open(key) as src, tempfile.NamedTemporaryFile(prefix="wl-import-") as tmp:
+        with self.store.open(key) as src, tempfile.NamedTemporaryFile(prefix=scratch_prefix("import")) as tmp:
             shutil.copyfileobj(src, tmp, 1 << 20)
             tmp.flush()
             return self.ingest_file(Path(tmp.name), filename or key.rsplit("/", 1)[-1], "import", attributes)

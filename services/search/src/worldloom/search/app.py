@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Annotated
 
@@ -17,6 +17,8 @@ from starlette.formparsers import MultiPartException
 from worldloom.core.bus import Bus, make_bus
 from worldloom.core.catalog import DatasetManifest
 from worldloom.core.service import ApiError, create_app
+from worldloom.core.service.background import in_background
+from worldloom.core.service.jsonbody import loads_bounded
 from worldloom.core.settings import load_settings
 from worldloom.core.store import ObjectStore, make_store
 from worldloom.core.vectors import VectorIndex
@@ -55,7 +57,8 @@ def build_router(service: SearchService) -> APIRouter:
                 raise ApiError(400, "missing_file", "the form has no 'file' part")
             try:
                 top_k = int(str(form.get("top_k") or 10))
-                filters = SearchFilters.model_validate(json.loads(str(form.get("filters") or "{}")))
+                filters = SearchFilters.model_validate(
+                    loads_bounded(str(form.get("filters") or "{}"), code="invalid_request", what="'filters'"))
             except (ValueError, ValidationError) as exc:
                 raise ApiError(422, "invalid_request", f"top_k/filters: {exc}") from None
             return await run_in_threadpool(service.search_media, upload.file, top_k, filters)
@@ -103,8 +106,14 @@ def build_app(
     bus = bus or make_bus(settings.bus)
     index = index or VectorIndex.from_settings(settings.vectors)
     service = SearchService(index, store, bus, settings.max_dataset_clips, settings.max_top_k)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        with in_background(service.resume, "search-resume"):  # announce unacknowledged dataset versions
+            yield
+
     app = create_app(
-        "search", settings, [build_router(service)], description=DESCRIPTION,
+        "search", settings, [build_router(service)], description=DESCRIPTION, lifespan=lifespan,
         readiness={"store": store.healthy, "bus": bus.healthy, "vectors": index.healthy},
         body_limits={("POST", "/v1/search:media"): settings.max_upload_bytes + 64 * 1024,
                      ("POST", "/v1/search"): 24 * 1024 * 1024},

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 import tempfile
 import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 from prometheus_client import Counter, Histogram
@@ -24,12 +25,15 @@ from worldloom.core.catalog import (
     ClipRecord,
     DatasetManifest,
     clip_collections,
+    dataset_announced_key,
     dataset_key,
+    dataset_versions,
     latest_dataset_versions,
     read_clip,
     read_dataset,
 )
 from worldloom.core.errors import Refusal
+from worldloom.core.scratch import scratch_prefix
 from worldloom.core.store import ObjectNotFound, ObjectStore
 from worldloom.core.vectors import Hit, VectorIndex
 from worldloom.search.schemas import (
@@ -50,6 +54,7 @@ log = logging.getLogger("worldloom.search")
 QUERIES = Counter("worldloom_search_queries_total", "Search queries", ["kind"])
 QUERY_SECONDS = Histogram("worldloom_search_query_seconds", "Search latency without HTTP", ["kind"])
 HIT_FIELDS = tuple(f for f in SearchHit.model_fields if f in CLIP_SCALARS)  # what a hit shows of the stored row
+_VERSION_ATTEMPTS = 50  # racing savers of one name each take the next free version
 KEYFRAMES_PER_CLIP = 16  # upper bound of "frame" rows per clip, to over-fetch before grouping
 MEDIA_NAMES = {"thumb.jpg": "image/jpeg", "preview.gif": "image/gif", "preview.mp4": "video/mp4", "train.mp4": "video/mp4"}
 
@@ -68,7 +73,6 @@ class SearchService:
         self.max_top_k = max_top_k
         self._text: TextEmbedder | None = None
         self._text_lock = threading.Lock()
-        self._dataset_lock = threading.Lock()
         from worldloom.models.text_embedder import DIM as TEXT_DIM
 
         for spec in clip_collections(visual_embed.DIM, TEXT_DIM):
@@ -85,8 +89,9 @@ class SearchService:
 
     # queries -----------------------------------------------------------------------------------
     def check_top_k(self, top_k: int) -> int:
-        if top_k > self.max_top_k:
-            raise SearchError(422, "invalid_request", f"top_k is at most {self.max_top_k}")
+        """The one bound on top_k, for JSON queries, media queries and dataset queries alike."""
+        if not 1 <= top_k <= self.max_top_k:
+            raise SearchError(422, "invalid_request", f"top_k must be between 1 and {self.max_top_k}, not {top_k}")
         return top_k
 
     def search(self, req: SearchRequest) -> SearchResponse:
@@ -113,7 +118,7 @@ class SearchService:
     def search_media(self, fileobj: BinaryIO, top_k: int, filters: SearchFilters) -> SearchResponse:
         """An uploaded image or video clip: frames are embedded exactly as curation embeds clips."""
         self.check_top_k(top_k)
-        with tempfile.NamedTemporaryFile(prefix="wl-query-") as tmp:
+        with tempfile.NamedTemporaryFile(prefix=scratch_prefix("query")) as tmp:
             while chunk := fileobj.read(1 << 20):
                 tmp.write(chunk)
             tmp.flush()
@@ -130,7 +135,7 @@ class SearchService:
     def _embed_image_bytes(self, data: bytes) -> np.ndarray:
         if not data:
             raise SearchError(422, "invalid_image", "the image is empty")
-        with tempfile.NamedTemporaryFile(prefix="wl-image-") as tmp:
+        with tempfile.NamedTemporaryFile(prefix=scratch_prefix("image")) as tmp:
             tmp.write(data)
             tmp.flush()
             try:
@@ -210,20 +215,59 @@ class SearchService:
             })
         if missing:
             raise SearchError(422, "unknown_clips", f"not accepted curated clips: {missing[:10]}")
-        with self._dataset_lock:
-            version = latest_dataset_versions(self.store, req.name).get(req.name, 0) + 1
+        manifest, _ = self._save_next_version(req, clips)
+        try:
+            self._announce(manifest)
+        except Exception as exc:
+            log.error("could not emit datasets.created", extra={"dataset": req.name, "error": str(exc)})
+            raise SearchError(503, "bus_unavailable", f"dataset {req.name!r} is saved as version {manifest.version}, "
+                              "but the event bus did not acknowledge datasets.created; the service announces it when "
+                              "it starts again (do not save it again: that would be a new version)") from None
+        return manifest
+
+    def _announce(self, manifest: DatasetManifest) -> None:
+        """datasets.created for a saved version (its id derived from name + version), then the marker that
+        says so: the manifest, then the event, then the record of having sent it."""
+        key = dataset_key(manifest.name, manifest.version)
+        payload = events.DatasetCreated(name=manifest.name, version=manifest.version, manifest_uri=self.store.uri(key),
+                                        clip_count=len(manifest.clip_ids))
+        event_id = events.effect_id(events.TOPIC_DATASETS_CREATED, manifest.name, str(manifest.version))
+        self.bus.publish(events.TOPIC_DATASETS_CREATED,
+                         events.new_event("search", payload, lineage=manifest.clip_ids, event_id=event_id),
+                         key=manifest.name)
+        self.store.put_bytes(dataset_announced_key(manifest.name, manifest.version),
+                             json.dumps({"event_id": event_id}).encode(), "application/json")
+
+    def resume(self) -> int:
+        """Announces every saved dataset version whose datasets.created was not acknowledged; at start-up."""
+        announced = 0
+        for name, version in dataset_versions(self.store):
+            if self.store.exists(dataset_announced_key(name, version)):
+                continue
+            try:
+                self._announce(read_dataset(self.store, name, version))
+                announced += 1
+            except Exception as exc:  # the bus is still down: the next start tries again
+                log.warning("could not announce dataset %s v%d: %s", name, version, exc)
+                break
+        return announced
+
+    def _save_next_version(self, req: DatasetRequest, clips: list[dict[str, Any]]) -> tuple[DatasetManifest, str]:
+        """Writes the manifest as the next free version: created only if that version does not exist (S3
+        If-None-Match), so replicas saving one name at once each get their own version, never overwrite."""
+        version = latest_dataset_versions(self.store, req.name).get(req.name, 0) + 1
+        for _ in range(_VERSION_ATTEMPTS):
             manifest = DatasetManifest(
-                name=req.name, version=version, created_at=datetime.now(timezone.utc),
+                name=req.name, version=version, description=req.description, created_at=datetime.now(timezone.utc),
                 query=req.query.model_dump(mode="json") if req.query else None,
                 clip_ids=[c["clip_id"] for c in clips], clips=clips,
             )
             key = dataset_key(req.name, version)
-            self.store.put_record(key, manifest)
-        payload = events.DatasetCreated(name=req.name, version=version, manifest_uri=self.store.uri(key),
-                                        clip_count=len(clips))
-        self.bus.publish(events.TOPIC_DATASETS_CREATED, events.new_event("search", payload, lineage=manifest.clip_ids),
-                         key=req.name)
-        return manifest
+            if self.store.create_record(key, manifest):
+                return manifest, key
+            version = max(version + 1, latest_dataset_versions(self.store, req.name).get(req.name, 0) + 1)
+        raise SearchError(503, "dataset_busy", f"dataset {req.name!r}: {_VERSION_ATTEMPTS} versions were taken "
+                          "while saving this one; retry")
 
     def dataset(self, name: str, version: int | None = None) -> DatasetManifest:
         try:

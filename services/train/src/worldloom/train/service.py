@@ -160,7 +160,8 @@ class WorldModelJobs:
             model_id=record.model_id, name=record.name, family=record.family, size=record.size,
             tokenizer_id=req.tokenizer_id, model_uri=record.model_uri or "", datasets=record.lineage.datasets,
             parent_model=req.parent_model or "", metrics=record.metrics, steps=req.steps)
-        env = events.new_event("train", payload, lineage=[req.tokenizer_id, *record.lineage.datasets])
+        env = events.new_event("train", payload, lineage=[req.tokenizer_id, *record.lineage.datasets],
+                               event_id=events.effect_id(events.TOPIC_MODELS_TRAINED, record.model_id))
         self.bus.publish(events.TOPIC_MODELS_TRAINED, env, record.model_id)
 
 

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from worldloom.core.scratch import remove_stale_scratch
 from worldloom.core.service.auth import KIT_PUBLIC, BearerAuthMiddleware, BearerTokens
 from worldloom.core.service.errors import ERROR_RESPONSES, install_error_handlers
 from worldloom.core.service.logging import configure_logging
@@ -44,6 +45,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    remove_stale_scratch()  # what killed processes of this host left in the temp dir
     checks = dict(readiness or {})
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process is up")

@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 import uvicorn
 from fastapi import FastAPI
+
+
+@contextmanager
+def in_background(work: Callable[[], object], name: str, join_s: float = 10.0) -> Iterator[None]:
+    """Runs ``work`` on a daemon thread while the block runs: a service's start-up chores (resuming what a
+    crash or an outage left unannounced) must not hold up its readiness."""
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join(join_s)
 
 
 class BackgroundServer:

@@ -12,7 +12,9 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from worldloom.core.errors import Refusal
+from worldloom.core.scratch import without_paths
 from worldloom.core.service.logging import request_id_var
+from worldloom.core.store.base import InvalidKey
 
 
 class ApiError(Refusal):
@@ -70,7 +72,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     )
 }
 
-_HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
                413: "payload_too_large", 415: "unsupported_media_type"}
 
 
@@ -85,7 +87,12 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Refusal)
     async def _refusal(_: Request, exc: Refusal) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, getattr(exc, "details", None))
+        return error_response(exc.status, exc.code, without_paths(exc.message), getattr(exc, "details", None))
+
+    @app.exception_handler(InvalidKey)
+    async def _invalid_key(_: Request, exc: InvalidKey) -> JSONResponse:
+        # keys are built from ids and names users send; one that cannot be a key names nothing stored
+        return error_response(400, "invalid_key", without_paths(f"not a valid id or name: {exc}"))
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:

@@ -1,4 +1,5 @@
-"""Pure-ASGI middleware (streaming-safe): request ids, access logs, HTTP metrics and body-size limits."""
+"""Pure-ASGI middleware (streaming-safe): request ids, access logs, HTTP metrics, body-size limits and
+the bounds on JSON bodies (depth, number length)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from worldloom.core.service.errors import BodyTooLarge, error_body
+from worldloom.core.service.jsonbody import json_problem
 from worldloom.core.service.logging import request_id_var
 
 log = logging.getLogger("worldloom.http")
@@ -67,7 +69,14 @@ class ServiceMiddleware:
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 await self._too_large(send_wrapper, limit)
                 return
-            await self.app(scope, _limited(receive, limit), send_wrapper)
+            limited = _limited(receive, limit)
+            if _is_json(headers.get("content-type", "")):
+                body, limited = await _buffered(limited)
+                if problem := json_problem(body):
+                    await self._send_json(send_wrapper, 400, error_body(
+                        "invalid_json", f"the JSON body is refused: {problem}"))
+                    return
+            await self.app(scope, limited, send_wrapper)
         except BodyTooLarge as exc:
             if not status["started"]:
                 await self._too_large(send_wrapper, exc.limit)
@@ -100,6 +109,34 @@ class ServiceMiddleware:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+async def _buffered(receive: Receive) -> tuple[bytes, Receive]:
+    """Reads the whole (size-limited) body, and a receive that hands it to the app again."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = b"".join(chunks)
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay
 
 
 def _limited(receive: Receive, limit: int) -> Receive:

@@ -17,6 +17,7 @@ from fastapi import Request
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from worldloom.core.scratch import scratch_prefix
 from worldloom.core.service.errors import ApiError
 
 
@@ -110,7 +111,7 @@ async def receive_multipart(
             if state.file is not None:
                 raise ApiError(400, "invalid_multipart", f"send exactly one '{file_field}' part")
             p.filename = opts[b"filename"].decode("utf-8", "replace")
-            p.fd, name = tempfile.mkstemp(prefix="wl-upload-")
+            p.fd, name = tempfile.mkstemp(prefix=scratch_prefix("upload"))
             p.path = Path(name)
             state.file = ReceivedFile(p.path, 0, "", p.filename, None)  # registered early for cleanup
         elif p.name not in allowed_fields:

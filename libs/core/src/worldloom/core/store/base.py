@@ -78,6 +78,12 @@ class ObjectStore(ABC):
         """Writes a record as indented JSON: every record in the store has this one shape."""
         return self.put_bytes(key, record.model_dump_json(indent=2, exclude=exclude).encode(), "application/json")
 
+    def create_record(self, key: str, record: BaseModel) -> bool:
+        """Writes a record only if ``key`` does not exist yet (put_bytes_if): False when another writer,
+        in any process or replica, created it first. What a counter like a dataset version needs."""
+        data = record.model_dump_json(indent=2).encode()
+        return self.put_bytes_if(key, data, None, "application/json") is not None
+
     def download(self, key: str, path: str, chunk_size: int = 1 << 20) -> None:
         with self.open(key) as src, open(path, "wb") as dst:
             while chunk := src.read(chunk_size):

@@ -14,6 +14,9 @@ from worldloom.video.pipeline import Resources, Stage, VideoTask
 VlmFn = Callable[[bytes, str], str]
 """(JPEG bytes, context hint) -> one-sentence caption; e.g. worldloom.video.vlm.OpenAIVisionCaptioner."""
 
+#: the descriptor that records why the VLM gave no caption (the clip kept the fallback caption)
+VLM_ERROR = "vlm_error"
+
 #: video attributes that hold a human caption, first found wins (bridge: instruction, uploads: caption...)
 CAPTION_ATTRIBUTES = ("caption", "instruction", "description", "title")
 
@@ -50,7 +53,7 @@ class AnnotateStage(Stage):
                     parts.append(self.captioner(clip.renditions["thumb.jpg"].read_bytes(), meta_text).rstrip("."))
                     sources.append("vlm")
                 except Exception as exc:  # the VLM is optional: record why and fall back
-                    clip.descriptors["vlm_error"] = f"{exc.__class__.__name__}: {exc}"[:300]
+                    clip.descriptors[VLM_ERROR] = f"{exc.__class__.__name__}: {exc}"[:300]
             parts.append(desc.caption().rstrip("."))
             sources.append("descriptors")
             clip.caption = ". ".join(p for p in parts if p) + "."

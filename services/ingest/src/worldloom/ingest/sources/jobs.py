@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from worldloom.core.scratch import scratch_prefix
 from worldloom.core.store import ObjectNotFound, ObjectStore
 from worldloom.ingest.schemas import EpisodeOutcome, GymnasiumRequest, JobError, SourceJob
 from worldloom.ingest.service import IngestError, IngestService
@@ -120,7 +121,7 @@ class JobRunner:
         try:
             job.state, job.started_at = "running", _now()
             self.jobs.save(job)
-            with tempfile.TemporaryDirectory(prefix="wl-gym-") as tmp:
+            with tempfile.TemporaryDirectory(prefix=scratch_prefix("gym")) as tmp:
                 self._episodes(job, Path(tmp))
             self._finish(job)
         except Exception as exc:  # a bug or the store failing: record it if the store still answers
