@@ -71,3 +71,30 @@ def test_free_ports_are_distinct() -> None:
     assert len(ports) == 20
     low, high = free_port_pair(10000)
     assert high == low + 10000 and not {low, high} & ports
+
+
+def test_kill_and_halt_keep_the_workdir_for_the_next_start(tmp_path: Path) -> None:
+    # each launch appends its pid to a file in the workdir; a crash (kill) and an outage (halt) keep it
+    code = ("import os, pathlib, time\n"
+            "with open('pids', 'a') as f: f.write(f'{os.getpid()}\\n')\n"
+            "pathlib.Path('ready').touch()\n"
+            "time.sleep(60)\n")
+    server = _Script(code, ready_file="ready")
+    try:
+        server.start()
+        workdir, first = server.workdir, server.pid
+        assert workdir is not None and first is not None
+        (workdir / "ready").unlink()
+        server.kill()
+        assert not pid_alive(first) and workdir.exists() and server.resuming
+        assert server in process._live  # a halted server is still stopped at exit
+        server.start()
+        assert server.workdir == workdir and server.pid != first and not server.resuming
+        (workdir / "ready").unlink()
+        server.halt()
+        server.start()
+        pids = (workdir / "pids").read_text().split()
+        assert server.launches == 3 and len(set(pids)) == 3 and pids[0] == str(first)
+    finally:
+        server.stop()
+    assert not workdir.exists() and not server.resuming and server not in process._live
