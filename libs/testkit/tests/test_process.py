@@ -98,3 +98,21 @@ def test_kill_and_halt_keep_the_workdir_for_the_next_start(tmp_path: Path) -> No
     finally:
         server.stop()
     assert not workdir.exists() and not server.resuming and server not in process._live
+
+
+def test_freeze_stops_the_process_where_it_is_and_thaw_lets_it_go_on() -> None:
+    code = ("import pathlib, time\n"
+            "pathlib.Path('ready').touch()\n"
+            "n = 0\n"
+            "while True:\n"
+            "    n += 1; pathlib.Path('count').write_text(str(n)); time.sleep(0.01)\n")
+    with _Script(code, ready_file="ready") as server:
+        assert server.workdir is not None
+        count = server.workdir / "count"
+        server.freeze()
+        time.sleep(0.2)  # a write in flight lands
+        frozen = count.read_text()
+        time.sleep(0.3)
+        assert count.read_text() == frozen
+        server.thaw()
+        assert process.wait_until(lambda: count.read_text() not in ("", frozen), 5)

@@ -260,10 +260,22 @@ class ManagedProcess:
         self._end(graceful=False)
         self._kept = self.workdir is not None
 
+    def freeze(self) -> None:
+        """SIGSTOP the process group: it stops exactly where it is (a test then inspects what it wrote so
+        far, and kills it or lets it go on with `thaw`)."""
+        assert self._proc is not None, "not started"
+        _signal_group(self._proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after `freeze`."""
+        assert self._proc is not None, "not started"
+        _signal_group(self._proc.pid, signal.SIGCONT)
+
     def _end(self, graceful: bool) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
             if graceful:
+                _signal_group(proc.pid, signal.SIGCONT)  # a frozen process could not handle SIGTERM
                 terminate_group(proc.pid, self.stop_timeout, lambda: proc.poll() is None)
             else:
                 terminate_group(proc.pid, 0.0, lambda: proc.poll() is None, first=signal.SIGKILL)

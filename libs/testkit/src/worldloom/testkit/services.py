@@ -26,8 +26,9 @@ class ServiceProcess(ManagedProcess):
     ready_path = "/readyz"
 
     def __init__(self, service: str, settings: Mapping[str, str] | None = None, *, token: str,
-                 name: str | None = None, ready_timeout: float = 120.0) -> None:
-        super().__init__(ready_timeout=ready_timeout)
+                 name: str | None = None, workdir: str | os.PathLike[str] | None = None,
+                 ready_timeout: float = 120.0) -> None:
+        super().__init__(workdir=workdir, ready_timeout=ready_timeout)
         self.service, self.token = service, token
         self.name = name or service
         self.settings = dict(settings or {})
