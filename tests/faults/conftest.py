@@ -75,7 +75,8 @@ def pipeline(make_pipeline: Callable[..., Pipeline]) -> Pipeline:
 
 @pytest.fixture
 def row(request: pytest.FixtureRequest) -> Iterator[Row]:
-    r = Row(request.node.name.removeprefix("test_"))
+    callspec = getattr(request.node, "callspec", None)  # a parametrized scenario is named by its id
+    r = Row(callspec.id if callspec else request.node.name.removeprefix("test_"))
     yield r
     report = getattr(request.node, "_call_report", None)
     if report is not None:
@@ -107,14 +108,14 @@ def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001
         return
     tr = terminalreporter
     tr.section(f"fault injection: nothing lost, nothing doubled (seed {SEED})")
-    head = f"{'scenario':<34} {'events in':<20} {'effects out':<72} {'lost':>4} {'doubled':>7} {'s':>5}  result"
+    head = f"{'scenario':<36} {'events in':<20} {'effects out':<72} {'lost':>4} {'doubled':>7} {'s':>5}  result"
     tr.write_line(head)
     tr.write_line("-" * len(head))
     for r in _ROWS:
         t = r.tally
         effects = _effects(t) if t else "(not counted)"
         lost, doubled = (str(t.lost), str(t.doubled)) if t else ("-", "-")
-        tr.write_line(f"{r.scenario:<34} {r.events_in:<20} {effects:<72} {lost:>4} {doubled:>7} {r.seconds:>5.0f}  {r.outcome}")
+        tr.write_line(f"{r.scenario:<36} {r.events_in:<20} {effects:<72} {lost:>4} {doubled:>7} {r.seconds:>5.0f}  {r.outcome}")
     for r in _ROWS:
         tr.write_line(f"{r.scenario}: faults: {'; '.join(r.faults) or '-'}")
         if notes := [f"{c.effect}: {c.note}" for c in (r.tally.counts if r.tally else []) if c.note]:

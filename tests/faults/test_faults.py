@@ -25,7 +25,8 @@ from worldloom.core.catalog import ACTIVE_TOKENIZER_KEY, CLIPS_PREFIX, curated_m
 from worldloom.curate.config import CurationConfig
 from worldloom.testkit.ledger import Ledger, group_caught_up
 from worldloom.testkit.models import put_tokenizer
-from worldloom.testkit.pipeline import Pipeline, wait_for
+from worldloom.testkit.pipeline import Pipeline
+from worldloom.testkit.process import wait_for
 from worldloom.testkit.services import ServiceProcess
 
 pytestmark = pytest.mark.integration
@@ -258,24 +259,16 @@ def _outage(flow: Flow, ingest: ServiceProcess, videos: list[Path], server, what
 
 
 @pytest.mark.timeout(420)
-def test_broker_stop_and_restart(pipeline, videos, rng, row, tmp_path) -> None:  # noqa: ANN001
-    """The Kafka broker stops mid-stream and comes back on its data dir; uploads meanwhile get 503 or wait."""
+@pytest.mark.parametrize("server", ["kafka", "s3"], ids=["broker_stop_and_restart", "s3_unavailable_for_a_while"])
+def test_outage(server, pipeline, videos, rng, row, tmp_path) -> None:  # noqa: ANN001
+    """The Kafka broker, or the S3 server, stops mid-stream for a few seconds and comes back on its data dir:
+    uploads meanwhile wait or answer 503 with a reason (never 500), no partial object is left (the ledger
+    checks raw videos, clip renditions and token shards), the consumers retry and finish."""
     flow = Flow(pipeline, row, rng, tmp_path)
     ingest, curate, tokenize = pipeline.service("ingest"), flow.curate(), flow.tokenize()
     pipeline.start(ingest, curate, tokenize)
-    ids, problems = _outage(flow, ingest, videos, pipeline.kafka, "broker", rng.uniform(4, 8))
-    flow.check(flow.finish(ids), f"{len(ids)} videos", problems)
-
-
-@pytest.mark.timeout(420)
-def test_s3_unavailable_for_a_while(pipeline, videos, rng, row, tmp_path) -> None:  # noqa: ANN001
-    """The S3 server stops mid-stream and comes back on its data: uploads meanwhile answer 503 with a reason,
-    no partial object is left (the ledger checks raw videos, clip renditions and token shards), the
-    consumers retry and finish."""
-    flow = Flow(pipeline, row, rng, tmp_path)
-    ingest, curate, tokenize = pipeline.service("ingest"), flow.curate(), flow.tokenize()
-    pipeline.start(ingest, curate, tokenize)
-    ids, problems = _outage(flow, ingest, videos, pipeline.s3, "S3", rng.uniform(5, 10))
+    down_s = rng.uniform(4, 8) if server == "kafka" else rng.uniform(5, 10)
+    ids, problems = _outage(flow, ingest, videos, getattr(pipeline, server), server, down_s)
     flow.check(flow.finish(ids), f"{len(ids)} videos", problems)
 
 
@@ -308,7 +301,7 @@ AUTHORIZER = {"authorizer.class.name": "org.apache.kafka.metadata.authorizer.Sta
 
 
 @pytest.mark.timeout(420)
-def test_dead_letter_topic_unavailable_while_poison_arrives(make_pipeline, videos, rng, row, tmp_path) -> None:  # noqa: ANN001
+def test_dlq_unavailable_while_poison_arrives(make_pipeline, videos, rng, row, tmp_path) -> None:  # noqa: ANN001
     """videos.ingested.dlq refuses writes (an ACL denies them: TopicAuthorizationFailed) while two poison
     messages arrive among the videos: the consumer must neither commit past a poison message it could not
     dead-letter nor stop; once the DLQ takes writes again, each poison message is dead-lettered once and

@@ -50,6 +50,15 @@ def test_kafka_produce_consume() -> None:
     _assert_gone(pid, workdir, port)
 
 
+def _read(client, bucket: str, key: str) -> bytes:  # noqa: ANN001
+    response = client.get_object(bucket, key)
+    try:
+        return response.read()
+    finally:
+        response.close()
+        response.release_conn()
+
+
 def test_s3_bucket_put_get() -> None:
     from minio import Minio
     from minio.error import S3Error
@@ -59,12 +68,7 @@ def test_s3_bucket_put_get() -> None:
         client = Minio(s3.endpoint, access_key=s3.access_key, secret_key=s3.secret_key, secure=False)
         client.make_bucket("testkit-bucket")
         client.put_object("testkit-bucket", "a/b.txt", io.BytesIO(b"payload"), 7, content_type="text/plain")
-        response = client.get_object("testkit-bucket", "a/b.txt")
-        try:
-            assert response.read() == b"payload"
-        finally:
-            response.close()
-            response.release_conn()
+        assert _read(client, "testkit-bucket", "a/b.txt") == b"payload"
         intruder = Minio(s3.endpoint, access_key=s3.access_key, secret_key="wrong", secure=False)
         with pytest.raises(S3Error):
             intruder.list_buckets()  # the identity in s3.json is enforced
@@ -183,9 +187,4 @@ def test_s3_kill_and_start_keep_address_and_objects() -> None:
         assert not port_open(s3.port)
         s3.start()
         assert s3.endpoint == endpoint
-        response = client.get_object("kept", "a.txt")
-        try:
-            assert response.read() == b"payload"
-        finally:
-            response.close()
-            response.release_conn()
+        assert _read(client, "kept", "a.txt") == b"payload"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -66,7 +67,7 @@ def _count(effect: str, expected: Iterable[str], found: Sequence[str], note: str
     """``found`` holds one entry per effect seen (ids repeat when doubled); ``partial`` ones count as lost."""
     want, seen = set(expected), Counter(found)
     broken = set(partial)
-    lost = sorted(want - set(seen)) + sorted(f"{x} (partial)" for x in broken)
+    lost = sorted(want - set(seen) - broken) + sorted(f"{x} (partial)" for x in broken)
     doubled = sorted(f"{x} x{n}" for x, n in seen.items() if n > 1) + sorted(f"{x} (unexpected)" for x in set(seen) - want)
     return Count(effect, len(want), sum(seen.values()), lost, doubled, note)
 
@@ -86,8 +87,6 @@ def topic_messages(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[
         consumer.seek_to_beginning(*tps)
         end = consumer.end_offsets(tps)
         records: list[Any] = []
-        import time
-
         deadline = time.monotonic() + timeout_s
         while any(consumer.position(tp) < end[tp] for tp in tps):
             if time.monotonic() > deadline:

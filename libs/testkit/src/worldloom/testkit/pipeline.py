@@ -15,11 +15,9 @@ the block stops every service, then every server, failing or not.
 from __future__ import annotations
 
 import functools
-import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Self
 
 from worldloom.testkit.kafka import KafkaServer
 from worldloom.testkit.milvus import MilvusServer
@@ -118,18 +116,3 @@ class Pipeline:
                  tb: TracebackType | None) -> None:
         self.stop()
 
-
-def wait_for(cond: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.2) -> Any:
-    """Polls ``cond`` until it returns something truthy (returned) or raises AssertionError naming
-    ``what`` after ``timeout_s``; an exception from ``cond`` (a server that is down) counts as "not yet"."""
-    deadline = time.monotonic() + timeout_s
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            if value := cond():
-                return value
-        except Exception as exc:  # noqa: BLE001
-            last = exc
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}"
-                         + (f" (last error: {last!r})" if last else ""))

@@ -89,6 +89,22 @@ def wait_until(cond: Callable[[], object], timeout_s: float, interval_s: float =
     return True
 
 
+def wait_for(cond: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.2) -> Any:
+    """Polls ``cond`` until it returns something truthy (returned) or raises AssertionError naming
+    ``what`` after ``timeout_s``; an exception from ``cond`` (a server that is down) counts as "not yet"."""
+    deadline = time.monotonic() + timeout_s
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            if value := cond():
+                return value
+        except Exception as exc:  # noqa: BLE001
+            last = exc
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}"
+                         + (f" (last error: {last!r})" if last else ""))
+
+
 def terminate_group(pgid: int, timeout: float, alive: Callable[[], bool],
                     first: signal.Signals = signal.SIGTERM) -> None:
     """Send `first` (SIGTERM) to the process group, SIGKILL it if the leader outlives `timeout`, then
