@@ -78,6 +78,7 @@ def row(request: pytest.FixtureRequest) -> Iterator[Row]:
     callspec = getattr(request.node, "callspec", None)  # a parametrized scenario is named by its id
     r = Row(callspec.id if callspec else request.node.name.removeprefix("test_"))
     yield r
+    r.seconds = sum(getattr(request.node, "_durations", {}).values())  # servers' start-up and the scenario
     report = getattr(request.node, "_call_report", None)
     if report is not None:
         r.outcome = report.outcome
@@ -91,6 +92,7 @@ def row(request: pytest.FixtureRequest) -> Iterator[Row]:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
+    item._durations = {**getattr(item, "_durations", {}), report.when: report.duration}  # type: ignore[attr-defined]
     if report.when == "call":
         item._call_report = report  # type: ignore[attr-defined]
 

@@ -181,7 +181,6 @@ class Flow:
         """Counts (into the table), then fails on any loss, double or other ``problems`` -- all at once."""
         tally = ledger.count()
         self.row.events_in, self.row.tally = events_in, tally
-        self.row.seconds = time.monotonic() - self.started
         assert tally.get("clip records").expected > 0, "no clip was accepted: the scenario proves nothing"
         if tally.lost or tally.doubled:
             problems = [*problems, f"{tally.lost} lost, {tally.doubled} doubled:\n{tally.report()}"]
