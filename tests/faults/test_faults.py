@@ -5,8 +5,10 @@ from the servers (``worldloom.testkit.ledger``): each accepted clip once in S3, 
 one ``clips.curated`` and one ``clips.tokenized`` event id per clip.
 
 Fault points are drawn from a seeded RNG (``WORLDLOOM_FAULTS_SEED``) as "after the k-th clip record /
-token marker, plus a delay", so a kill lands mid-stream however fast the machine is; the table at the
-end of the run lists them.
+token marker, plus a delay", so a fault lands mid-stream however fast the machine is; two kills aim at
+the narrowest window instead: after a worker published an event and before it wrote its marker (the
+worker is frozen on each event and killed if the marker is missing). The table at the end of the run
+lists every fault as it happened.
 """
 
 from __future__ import annotations
