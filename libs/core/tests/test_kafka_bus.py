@@ -321,3 +321,16 @@ def test_member_joining_mid_batch_takes_over_without_losing_or_redoing_the_batch
     # progress commit (0.1 s, against 0.3 s per message) -- never the rest of the batch
     assert len(handled) - len(sent) <= 3, sorted(handled)
     bus.close()
+
+
+def test_session_timeout_is_applied_with_a_heartbeat_within_it(kafka_settings, unique_topic):
+    """How long a crashed member keeps its partitions is a setting (the faults suite restarts members)."""
+    bus = KafkaBus(kafka_settings.model_copy(update={"session_timeout_ms": 6000}))
+    consumer = bus.consumer([unique_topic], f"g-{uuid.uuid4().hex[:6]}", lambda env: None)
+    try:
+        config = consumer._consumer.config
+        assert config["session_timeout_ms"] == 6000 and config["heartbeat_interval_ms"] == 2000
+        consumer.poll_once(0.5)  # the broker accepts the session: the member joins
+    finally:
+        consumer.close()
+        bus.close()

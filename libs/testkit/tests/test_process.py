@@ -72,3 +72,48 @@ def test_free_ports_are_distinct() -> None:
     assert len(ports) == 20
     low, high = free_port_pair(10000)
     assert high == low + 10000 and not {low, high} & ports
+
+
+def test_kill_and_halt_keep_the_workdir_for_the_next_start(tmp_path: Path) -> None:
+    # each launch appends its pid to a file in the workdir; a crash (kill) and an outage (halt) keep it
+    code = ("import os, pathlib, time\n"
+            "with open('pids', 'a') as f: f.write(f'{os.getpid()}\\n')\n"
+            "pathlib.Path('ready').touch()\n"
+            "time.sleep(60)\n")
+    server = _Script(code, ready_file="ready")
+    try:
+        server.start()
+        workdir, first = server.workdir, server.pid
+        assert workdir is not None and first is not None
+        (workdir / "ready").unlink()
+        server.kill()
+        assert not pid_alive(first) and workdir.exists() and server.resuming
+        assert server in process._live  # a halted server is still stopped at exit
+        server.start()
+        assert server.workdir == workdir and server.pid != first and not server.resuming
+        (workdir / "ready").unlink()
+        server.halt()
+        server.start()
+        pids = (workdir / "pids").read_text().split()
+        assert server.launches == 3 and len(set(pids)) == 3 and pids[0] == str(first)
+    finally:
+        server.stop()
+    assert not workdir.exists() and not server.resuming and server not in process._live
+
+
+def test_freeze_stops_the_process_where_it_is_and_thaw_lets_it_go_on() -> None:
+    code = ("import pathlib, time\n"
+            "pathlib.Path('ready').touch()\n"
+            "n = 0\n"
+            "while True:\n"
+            "    n += 1; pathlib.Path('count').write_text(str(n)); time.sleep(0.01)\n")
+    with _Script(code, ready_file="ready") as server:
+        assert server.workdir is not None
+        count = server.workdir / "count"
+        server.freeze()
+        time.sleep(0.2)  # a write in flight lands
+        frozen = count.read_text()
+        time.sleep(0.3)
+        assert count.read_text() == frozen
+        server.thaw()
+        assert process.wait_until(lambda: count.read_text() not in ("", frozen), 5)

@@ -50,6 +50,15 @@ def test_kafka_produce_consume() -> None:
     _assert_gone(pid, workdir, port)
 
 
+def _read(client, bucket: str, key: str) -> bytes:
+    response = client.get_object(bucket, key)
+    try:
+        return response.read()
+    finally:
+        response.close()
+        response.release_conn()
+
+
 def test_s3_bucket_put_get() -> None:
     from minio import Minio
     from minio.error import S3Error
@@ -59,12 +68,7 @@ def test_s3_bucket_put_get() -> None:
         client = Minio(s3.endpoint, access_key=s3.access_key, secret_key=s3.secret_key, secure=False)
         client.make_bucket("testkit-bucket")
         client.put_object("testkit-bucket", "a/b.txt", io.BytesIO(b"payload"), 7, content_type="text/plain")
-        response = client.get_object("testkit-bucket", "a/b.txt")
-        try:
-            assert response.read() == b"payload"
-        finally:
-            response.close()
-            response.release_conn()
+        assert _read(client, "testkit-bucket", "a/b.txt") == b"payload"
         intruder = Minio(s3.endpoint, access_key=s3.access_key, secret_key="wrong", secure=False)
         with pytest.raises(S3Error):
             intruder.list_buckets()  # the identity in s3.json is enforced
@@ -144,3 +148,43 @@ def test_cli_up_down(tmp_path: Path) -> None:
     assert not any(pid_alive(pid) for pid in pids.values())
     assert sorted(os.listdir(state)) == []
     assert not port_open(int(env["WORLDLOOM_TEST_S3_ENDPOINT"].rsplit(":", 1)[1]))
+
+
+def test_kafka_halt_and_start_keep_address_and_messages() -> None:
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    with KafkaServer() as kafka:
+        bootstrap, topic = kafka.bootstrap_servers, "kept"
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+        admin.close()
+        producer = KafkaProducer(bootstrap_servers=bootstrap)
+        producer.send(topic, value=b"before").get(timeout=20)
+        producer.close()
+        kafka.halt()
+        assert not port_open(kafka.port) and kafka.workdir is not None and kafka.workdir.exists()
+        kafka.start()
+        assert kafka.bootstrap_servers == bootstrap
+        producer = KafkaProducer(bootstrap_servers=bootstrap)
+        producer.send(topic, value=b"after").get(timeout=20)
+        producer.close()
+        consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                 consumer_timeout_ms=10000)
+        assert [m.value for m in consumer] == [b"before", b"after"]
+        consumer.close()
+
+
+def test_s3_kill_and_start_keep_address_and_objects() -> None:
+    from minio import Minio
+
+    with S3Server() as s3:
+        endpoint = s3.endpoint
+        client = Minio(endpoint, access_key=s3.access_key, secret_key=s3.secret_key, secure=False)
+        client.make_bucket("kept")
+        client.put_object("kept", "a.txt", io.BytesIO(b"payload"), 7)
+        s3.kill()
+        assert not port_open(s3.port)
+        s3.start()
+        assert s3.endpoint == endpoint
+        assert _read(client, "kept", "a.txt") == b"payload"

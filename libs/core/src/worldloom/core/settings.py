@@ -37,6 +37,12 @@ class BusSettings(_Block):
         description="(Kafka) the broker drops a member that does not poll for this long; the consumer thread polls "
                     "(partitions paused) while handlers run, so only a hung process reaches it",
     )
+    session_timeout_ms: int = Field(
+        45_000, ge=1000,
+        description="(Kafka) a member that stops heartbeating (a crashed process) keeps its partitions this long "
+                    "before the group hands them to the others; heartbeats come from a background thread every "
+                    "third of it (at most 3 s), so a busy handler never reaches it",
+    )
     batch_retry_backoff_s: float = Field(
         1.0, ge=0, description="after a batch fails (dead-letter write, commit, broker) the consumer rewinds to "
                                "the first unfinished message and waits this long before retrying (doubles)",

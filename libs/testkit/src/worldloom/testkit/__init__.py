@@ -1,5 +1,6 @@
 """Real Kafka, S3 (SeaweedFS), Milvus Lite and generate servers on 127.0.0.1 for integration tests and local
-dev, plus the helpers tests share instead of copying: ``models`` (tiny tokenizers and world models) and
+dev (each can be halted or killed and started again with its data: outages and crashes), any Worldloom
+service as a process (``services.ServiceProcess``), plus the helpers tests share instead of copying: ``models`` (tiny tokenizers and world models) and
 ``clips`` (curated clips) put test inputs in a store, ``media`` (shared clips, frames, stage tasks) and
 ``uploads`` (multipart uploads in, decoded bus events out).
 
@@ -16,6 +17,7 @@ _EXPORTS = {
     "S3Server": "worldloom.testkit.s3",
     "MilvusServer": "worldloom.testkit.milvus",
     "GenerateServer": "worldloom.testkit.generate",
+    "ServiceProcess": "worldloom.testkit.services",
     "ManagedProcess": "worldloom.testkit.process",
     "ServerStartError": "worldloom.testkit.process",
     "free_port": "worldloom.testkit.ports",

@@ -172,6 +172,8 @@ class KafkaServer(ManagedProcess):
     def prepare(self) -> None:
         assert self.workdir is not None
         self.jars = ensure_kafka_jars(self._jars_dir)
+        if self.resuming:  # after halt/kill: same ports, config and formatted log dirs
+            return
         self.port = self._want_port or free_port()
         self.controller_port = self._want_controller_port or free_port()
         (self.workdir / "log4j2.xml").write_text(_LOG4J2.format(log=self.workdir / "kafka.log"))

@@ -27,7 +27,8 @@ class MilvusServer(ManagedProcess):
         return f"http://{LOOPBACK}:{self.port}"
 
     def prepare(self) -> None:
-        self.port = self._want_port or free_port()
+        if not self.resuming:  # after halt/kill: the same port and data
+            self.port = self._want_port or free_port()
 
     def command(self) -> list[str]:
         assert self.workdir is not None

@@ -1,7 +1,7 @@
 """A server run as a child process: start, wait until it really answers, stop, show its log.
 
 Each server runs in its own process group (session), so stopping it also kills whatever it spawned,
-and every live server is stopped by an atexit hook, so a failing or interrupted test run does not
+and every live (or halted) server is stopped by an atexit hook, so a failing or interrupted test run does not
 leave brokers behind. (A SIGKILLed parent cannot clean up: `worldloom-servers down` or the pids in
 the state dir are the way out then.)
 """
@@ -89,9 +89,27 @@ def wait_until(cond: Callable[[], object], timeout_s: float, interval_s: float =
     return True
 
 
-def terminate_group(pgid: int, timeout: float, alive: Callable[[], bool]) -> None:
-    """SIGTERM the process group, SIGKILL it if the leader outlives `timeout`, then kill stragglers."""
-    _signal_group(pgid, signal.SIGTERM)
+def wait_for(cond: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.2) -> Any:
+    """Polls ``cond`` until it returns something truthy (returned) or raises AssertionError naming
+    ``what`` after ``timeout_s``; an exception from ``cond`` (a server that is down) counts as "not yet"."""
+    deadline = time.monotonic() + timeout_s
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            if value := cond():
+                return value
+        except Exception as exc:  # any failure is recorded
+            last = exc
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}"
+                         + (f" (last error: {last!r})" if last else ""))
+
+
+def terminate_group(pgid: int, timeout: float, alive: Callable[[], bool],
+                    first: signal.Signals = signal.SIGTERM) -> None:
+    """Send `first` (SIGTERM) to the process group, SIGKILL it if the leader outlives `timeout`, then
+    kill stragglers."""
+    _signal_group(pgid, first)
     deadline = time.monotonic() + timeout
     while alive() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -116,6 +134,8 @@ class ManagedProcess:
     """Base for one server process. Subclasses fill in `prepare`, `command` and `is_ready`.
 
     `workdir` holds config, data and logs; when None a fresh temp dir is made and removed on stop.
+    `halt` (an outage) and `kill` (a crash) end the process but keep workdir, ports and data, so the next
+    `start` brings the same server back at the same address; `prepare` sees `resuming` then.
     """
 
     name = "server"
@@ -130,6 +150,8 @@ class ManagedProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
         self._launched_at = 0.0
+        self._kept = False  # halted or killed: the next launch resumes in the same workdir
+        self.launches = 0
 
     # -- hooks for subclasses -------------------------------------------------------------
     def prepare(self) -> None:
@@ -155,6 +177,10 @@ class ManagedProcess:
 
     # -- lifecycle ------------------------------------------------------------------------
     @property
+    def resuming(self) -> bool:
+        """True while (re)launching after `halt` or `kill`: keep the ports, config and data already there."""
+        return self._kept
+    @property
     def stdout_path(self) -> Path:
         assert self.workdir is not None, "not started"
         return self.workdir / "stdout.log"
@@ -171,7 +197,9 @@ class ManagedProcess:
         """Spawn the process without waiting for it (lets callers start several in parallel)."""
         if self._proc is not None:
             raise RuntimeError(f"{self.name} already started")
-        if self._given_workdir is not None:
+        if self._kept:
+            assert self.workdir is not None
+        elif self._given_workdir is not None:
             self._given_workdir.mkdir(parents=True, exist_ok=True)
             self.workdir = self._given_workdir
         else:
@@ -180,10 +208,12 @@ class ManagedProcess:
             self.prepare()
             self._log = open(self.stdout_path, "ab")
             self._launched_at = time.monotonic()
+            self.launches += 1
             self._proc = subprocess.Popen(
                 self.command(), cwd=self.workdir, env=self.environment(), stdin=subprocess.DEVNULL,
                 stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
             )
+            self._kept = False
             with _live_lock:
                 _live.add(self)
         except BaseException:
@@ -227,17 +257,48 @@ class ManagedProcess:
 
     def stop(self) -> None:
         """Kill the process group, remove strays and (if we made it) the workdir. Idempotent."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            terminate_group(proc.pid, self.stop_timeout, lambda: proc.poll() is None)
+        self._end(graceful=True)
         with _live_lock:
             _live.discard(self)
+        self._kept = False
+        if self._given_workdir is None and self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def halt(self) -> None:
+        """Stop the process as `stop` does (SIGTERM, then SIGKILL) but keep its workdir, ports and data:
+        an outage that `start` ends with the same server at the same address."""
+        self._end(graceful=True)
+        self._kept = self.workdir is not None
+
+    def kill(self) -> None:
+        """SIGKILL the process group at once, as a crash would (no shutdown hook runs); like `halt`, the
+        workdir, ports and data stay for the next `start`."""
+        self._end(graceful=False)
+        self._kept = self.workdir is not None
+
+    def freeze(self) -> None:
+        """SIGSTOP the process group: it stops exactly where it is (a test then inspects what it wrote so
+        far, and kills it or lets it go on with `thaw`)."""
+        assert self._proc is not None, "not started"
+        _signal_group(self._proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after `freeze`."""
+        assert self._proc is not None, "not started"
+        _signal_group(self._proc.pid, signal.SIGCONT)
+
+    def _end(self, graceful: bool) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            if graceful:
+                _signal_group(proc.pid, signal.SIGCONT)  # a frozen process could not handle SIGTERM
+                terminate_group(proc.pid, self.stop_timeout, lambda: proc.poll() is None)
+            else:
+                terminate_group(proc.pid, 0.0, lambda: proc.poll() is None, first=signal.SIGKILL)
         if self._log is not None:
             self._log.close()
             self._log = None
         remove_stray_paths(self.stray_paths())
-        if self._given_workdir is None and self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def detach(self) -> dict[str, Any]:
         """Leave the server running after this process exits; returns what `stop_detached` needs."""

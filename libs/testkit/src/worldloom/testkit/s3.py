@@ -54,6 +54,8 @@ class S3Server(ManagedProcess):
 
     def prepare(self) -> None:
         assert self.workdir is not None
+        if self.resuming:  # after halt/kill: same ports, identity and data
+            return
         self.ports = {}
         for component in _COMPONENTS:
             if component == "s3" and self._want_port:

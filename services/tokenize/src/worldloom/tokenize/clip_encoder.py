@@ -76,7 +76,7 @@ class ClipEncoder:
         done = token_marker_key(tokenizer_id, clip.clip_id)
         deadline = time.monotonic() + self.wait_s
         while not self.store.exists(done):
-            with self.claims.holding(token_claim_key(tokenizer_id, clip.clip_id), renew_every_s=60) as claim:
+            with self.claims.holding(token_claim_key(tokenizer_id, clip.clip_id), renew_every_s=self.claims.lease_s / 3) as claim:
                 if claim is not None:
                     return None if self.store.exists(done) else self._encode(clip, tokenizer_id)
             if not wait or time.monotonic() > deadline:
@@ -127,7 +127,7 @@ class ClipEncoder:
         at a time across replicas (a claim); its counts are recorded when it completes, and a backfill a
         crash interrupted is run again at start-up (:meth:`resume_backfill`). Returns None when another
         worker is already backfilling."""
-        with self.claims.holding(backfill_claim_key(tokenizer_id), renew_every_s=60) as claim:
+        with self.claims.holding(backfill_claim_key(tokenizer_id), renew_every_s=self.claims.lease_s / 3) as claim:
             if claim is None:
                 log.info("a backfill with %s is already running elsewhere", tokenizer_id)
                 return None

@@ -12,6 +12,7 @@ import numpy as np
 
 from worldloom.core.bus import Bus
 from worldloom.core.catalog import model_dir, tokenizer_model_key, tokenizer_prefix
+from worldloom.core.claims import Claims
 from worldloom.core.store import ObjectStore
 from worldloom.models.checkpoint import publish_files
 from worldloom.models.tokenizer import CheckpointError, load_checkpoint, save_checkpoint
@@ -37,7 +38,8 @@ class TokenizeService:
         self.store, self.bus, self.settings = store, bus, settings
         self.registry = TokenizerRegistry(store)
         self.cache = TokenizerCache(store, self.registry, settings.model_cache)
-        self.encoder = ClipEncoder(store, bus, self.registry, self.cache, settings.encode_max_frames)
+        self.encoder = ClipEncoder(store, bus, self.registry, self.cache, settings.encode_max_frames,
+                                   claims=Claims(store, lease_s=settings.claim_lease_s))
         hooks = TokenizerJobs(store, settings.store, self.registry, settings.training, on_activate=self.start_backfill)
         self.jobs = TokenizerJobManager(store, self.registry, hooks, settings.training,
                                         launcher=job_launcher(settings.training, settings.store))

@@ -26,3 +26,6 @@ class TokenizeSettings(ServiceSettings):
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1024)
     max_decode_tokens: int = Field(1_000_000, ge=1, description="largest token/latent array /v1/decode accepts")
     model_cache: int = Field(4, ge=1, description="tokenizers kept loaded in memory")
+    claim_lease_s: float = Field(
+        300.0, ge=1, description="lease of the claim on a clip (and on a backfill), renewed every third of it: a "
+                                 "worker that dies mid-encode holds the clip up for at most this long")

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from prometheus_client import Counter, Histogram
 
 from worldloom.core import events
+from worldloom.core.errors import DependencyUnavailable
 from worldloom.core.events import DeadLetter, Envelope, EventDecodeError
 
 log = logging.getLogger("worldloom.bus")
@@ -329,6 +330,8 @@ class Consumer(ABC):
             start = time.perf_counter()
             try:
                 self.handler(env)
+            except DependencyUnavailable:
+                raise  # an outage, not this message's fault: the batch rewinds and is retried with backoff
             except PermanentError as exc:
                 self._dead_letter(msg, exc, attempts=attempt)
                 return

@@ -225,6 +225,8 @@ class KafkaBusConsumer(Consumer):
             auto_offset_reset="earliest",
             max_poll_records=s.max_poll_records,
             max_poll_interval_ms=s.max_poll_interval_ms,
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=min(3000, s.session_timeout_ms // 3),
         )
         self._consumer.subscribe(topics, listener=_Rebalances(group, self._interrupted))
         self._rebalance_timeout_s = s.max_poll_interval_ms / 1000

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from worldloom.core.errors import Refusal
+from worldloom.core.errors import DependencyUnavailable, Refusal
 from worldloom.core.scratch import without_paths
 from worldloom.core.service.logging import request_id_var
 from worldloom.core.store.base import InvalidKey
@@ -88,6 +88,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Refusal)
     async def _refusal(_: Request, exc: Refusal) -> JSONResponse:
         return error_response(exc.status, exc.code, without_paths(exc.message), getattr(exc, "details", None))
+
+    @app.exception_handler(DependencyUnavailable)
+    async def _unavailable(_: Request, exc: DependencyUnavailable) -> JSONResponse:
+        # nothing was done: the caller may retry the same request once the dependency is back
+        return error_response(503, exc.code, without_paths(f"{exc}; nothing was stored, retry later"),
+                              headers={"retry-after": "5"})
 
     @app.exception_handler(InvalidKey)
     async def _invalid_key(_: Request, exc: InvalidKey) -> JSONResponse:

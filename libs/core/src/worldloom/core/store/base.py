@@ -12,6 +12,8 @@ from typing import BinaryIO, TypeVar
 
 from pydantic import BaseModel
 
+from worldloom.core.errors import DependencyUnavailable
+
 MAX_KEY_BYTES = 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -25,6 +27,12 @@ class InvalidKey(ValueError):
 
 class ObjectNotFound(KeyError):
     pass
+
+
+class StoreUnavailable(DependencyUnavailable, OSError):
+    """The object store did not answer (connection refused, timeouts, 5xx after the client's retries)."""
+
+    code = "store_unavailable"
 
 
 def validate_key(key: str) -> str:

@@ -6,17 +6,52 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, BinaryIO, cast
 from urllib.parse import urlparse
 
+import urllib3.exceptions
 from minio import Minio
-from minio.error import S3Error
+from minio.error import S3Error, ServerError
 
 from worldloom.core.settings import StoreSettings
-from worldloom.core.store.base import InvalidKey, ObjectInfo, ObjectNotFound, ObjectStore, validate_key
+from worldloom.core.store.base import (
+    InvalidKey,
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectStore,
+    StoreUnavailable,
+    validate_key,
+)
 
 _MISSING = {"NoSuchKey", "NoSuchObject", "NotFound"}
+
+
+#: S3 error codes that mean "the server is in trouble", not "the request is wrong"
+_SERVER_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}
+
+
+@contextmanager
+def _reachable(what: str) -> Iterator[None]:
+    """Turns "the store did not answer" (after the clients' own retries) into StoreUnavailable, so services
+    answer 503 and consumers retry the batch later instead of dead-lettering good events."""
+    from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+
+    try:
+        yield
+    except (urllib3.exceptions.HTTPError, ConnectionError, EndpointConnectionError, ConnectionClosedError,
+            ReadTimeoutError, ServerError) as exc:
+        raise StoreUnavailable(f"the object store did not answer ({what}: {type(exc).__name__})") from exc
+    except S3Error as exc:
+        if exc.code in _SERVER_CODES:
+            raise StoreUnavailable(f"the object store failed ({what}: {exc.code})") from exc
+        raise
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        if status >= 500:
+            raise StoreUnavailable(f"the object store failed ({what}: HTTP {status})") from exc
+        raise
 
 
 class S3Store(ObjectStore):
@@ -30,26 +65,29 @@ class S3Store(ObjectStore):
             secure=settings.secure,
             region=settings.region,
         )
-        if create_bucket and not self.client.bucket_exists(self.bucket):
-            try:
-                self.client.make_bucket(self.bucket)
-            except S3Error as exc:  # another replica created it first
-                if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                    raise
+        with _reachable("bucket"):
+            if create_bucket and not self.client.bucket_exists(self.bucket):
+                try:
+                    self.client.make_bucket(self.bucket)
+                except S3Error as exc:  # another replica created it first
+                    if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        raise
 
     def put_file(
         self, key: str, fileobj: BinaryIO, length: int = -1, content_type: str = "application/octet-stream"
     ) -> ObjectInfo:
-        result = self.client.put_object(
-            self.bucket, validate_key(key), fileobj, length,
-            content_type=content_type, part_size=self.settings.part_size,
-        )
+        with _reachable("put"):
+            result = self.client.put_object(
+                self.bucket, validate_key(key), fileobj, length,
+                content_type=content_type, part_size=self.settings.part_size,
+            )
         size = length if length >= 0 else self.stat(key).size
         return ObjectInfo(key, size, result.etag)
 
     def open(self, key: str) -> BinaryIO:
         try:
-            resp = self.client.get_object(self.bucket, validate_key(key))
+            with _reachable("get"):
+                resp = self.client.get_object(self.bucket, validate_key(key))
         except S3Error as exc:
             if exc.code in _MISSING:
                 raise ObjectNotFound(key) from None
@@ -58,7 +96,8 @@ class S3Store(ObjectStore):
 
     def stat(self, key: str) -> ObjectInfo:
         try:
-            st = self.client.stat_object(self.bucket, validate_key(key))
+            with _reachable("stat"):
+                st = self.client.stat_object(self.bucket, validate_key(key))
         except S3Error as exc:
             if exc.code in _MISSING:
                 raise ObjectNotFound(key) from None
@@ -66,12 +105,14 @@ class S3Store(ObjectStore):
         return ObjectInfo(key, st.size or 0, st.etag, st.last_modified)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        for obj in self.client.list_objects(self.bucket, prefix=prefix or None, recursive=True):
-            if obj.object_name and not obj.is_dir:
-                yield ObjectInfo(obj.object_name, obj.size or 0, obj.etag, obj.last_modified)
+        with _reachable("list"):
+            for obj in self.client.list_objects(self.bucket, prefix=prefix or None, recursive=True):
+                if obj.object_name and not obj.is_dir:
+                    yield ObjectInfo(obj.object_name, obj.size or 0, obj.etag, obj.last_modified)
 
     def delete(self, key: str) -> None:
-        self.client.remove_object(self.bucket, validate_key(key))
+        with _reachable("delete"):
+            self.client.remove_object(self.bucket, validate_key(key))
 
     def presigned_url(self, key: str, expires_s: int = 3600) -> str:
         return self.client.presigned_get_object(self.bucket, validate_key(key), timedelta(seconds=expires_s))
@@ -104,7 +145,8 @@ class S3Store(ObjectStore):
 
     def read_versioned(self, key: str) -> tuple[bytes, str]:
         try:
-            resp = self.client.get_object(self.bucket, validate_key(key))
+            with _reachable("get"):
+                resp = self.client.get_object(self.bucket, validate_key(key))
         except S3Error as exc:
             if exc.code in _MISSING:
                 raise ObjectNotFound(key) from None
@@ -121,8 +163,9 @@ class S3Store(ObjectStore):
 
         condition = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": f'"{etag.strip(chr(34))}"'}
         try:
-            resp = self._boto.put_object(Bucket=self.bucket, Key=validate_key(key), Body=data,
-                                         ContentType=content_type, **condition)
+            with _reachable("conditional put"):
+                resp = self._boto.put_object(Bucket=self.bucket, Key=validate_key(key), Body=data,
+                                             ContentType=content_type, **condition)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
