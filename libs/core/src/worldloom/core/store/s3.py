@@ -54,6 +54,22 @@ def _reachable(what: str) -> Iterator[None]:
         raise
 
 
+class _Source:
+    """The caller's stream, remembering its own read failure: a client that vanishes mid-upload raises
+    ConnectionResetError from ``read``, which must reach the caller as that, not as "the store is down"."""
+
+    def __init__(self, fileobj: BinaryIO) -> None:
+        self._fileobj = fileobj
+        self.failure: BaseException | None = None
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._fileobj.read(n)
+        except Exception as exc:
+            self.failure = exc
+            raise
+
+
 class S3Store(ObjectStore):
     def __init__(self, settings: StoreSettings, create_bucket: bool = True) -> None:
         self.settings = settings
@@ -76,11 +92,17 @@ class S3Store(ObjectStore):
     def put_file(
         self, key: str, fileobj: BinaryIO, length: int = -1, content_type: str = "application/octet-stream"
     ) -> ObjectInfo:
-        with _reachable("put"):
-            result = self.client.put_object(
-                self.bucket, validate_key(key), fileobj, length,
-                content_type=content_type, part_size=self.settings.part_size,
-            )
+        source = _Source(fileobj)
+        try:
+            with _reachable("put"):
+                result = self.client.put_object(
+                    self.bucket, validate_key(key), cast(BinaryIO, source), length,
+                    content_type=content_type, part_size=self.settings.part_size,
+                )
+        except StoreUnavailable:
+            if source.failure is not None:  # the caller's stream failed (a client gone), not the store
+                raise source.failure from None
+            raise
         size = length if length >= 0 else self.stat(key).size
         return ObjectInfo(key, size, result.etag)
 
