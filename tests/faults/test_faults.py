@@ -37,6 +37,8 @@ pytestmark = pytest.mark.integration
 TOKENIZER = "tok-faults"
 #: a clip's claim outlives a killed tokenize worker by at most this long (the default is minutes)
 CLAIM_LEASE_S = "6"
+#: a killed curate's claim on its video must run out within the scenario (renewed every fifth of it)
+CURATE_CLAIM_LEASE_S = "15"
 FINISH_S = 150.0
 
 
@@ -99,7 +101,7 @@ class Flow:
             _activate_tiny_tokenizer(p, tmp)
 
     def curate(self, name: str = "curate") -> ServiceProcess:
-        return self.p.service("curate", name)
+        return self.p.service("curate", name, CLAIM_LEASE_S=CURATE_CLAIM_LEASE_S)
 
     def tokenize(self, name: str = "tokenize") -> ServiceProcess:
         # the longest clip (10 s at 24 fps) within the encode limit; the tiny tokenizer encodes 16x16 frames

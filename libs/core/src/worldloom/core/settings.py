@@ -156,6 +156,15 @@ class ServiceSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class ClaimingSettings(ServiceSettings):
+    """Settings of a service whose replicas divide work through claims in the shared store
+    (worldloom.core.claims): the lease bounds how long a worker killed mid-task holds its item up."""
+
+    claim_lease_s: float = Field(
+        300.0, ge=1, description="lease of a claim on a work item (a video, a clip, a backfill), renewed while "
+                                 "the work runs: a worker that dies mid-task holds the item up for at most this long")
+
+
 class SettingsError(RuntimeError):
     """Raised at start-up with every invalid variable named, so ops see all problems at once."""
 

@@ -72,7 +72,7 @@ class CurateService:
         from worldloom.models.text_embedder import shared_text_embedder
 
         self.store, self.bus, self.index, self.settings = store, bus, index, settings
-        self.claims = claims or Claims(store, lease_s=300.0)
+        self.claims = claims or Claims(store, lease_s=settings.claim_lease_s)
         self.claim_wait_s = claim_wait_s
         self.text_embedder_factory = text_embedder_factory or shared_text_embedder
         for spec in clip_collections(visual_embed.DIM, TEXT_DIM):

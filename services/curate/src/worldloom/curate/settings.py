@@ -7,11 +7,11 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from worldloom.core.settings import ServiceSettings
+from worldloom.core.settings import ClaimingSettings
 from worldloom.curate.config import SIMULATOR_PROFILE
 
 
-class CurateSettings(ServiceSettings):
+class CurateSettings(ClaimingSettings):
     model_config = SettingsConfigDict(env_prefix="WORLDLOOM_CURATE_", env_nested_delimiter="__", extra="forbid")
 
     consume: bool = Field(True, description="curate every videos.ingested event with the default config")

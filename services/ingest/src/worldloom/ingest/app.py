@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from worldloom.core.bus import Bus, make_bus
 from worldloom.core.catalog import VideoRecord, VideoStatus
+from worldloom.core.claims import Claims
 from worldloom.core.service import ApiError, create_app
 from worldloom.core.service.background import in_background
 from worldloom.core.service.jsonbody import loads_bounded
@@ -130,7 +131,7 @@ def build_app(
     store = store or make_store(settings.store)
     own_bus = bus is None
     bus = bus or make_bus(settings.bus)
-    service = IngestService(store, bus, settings.video_limits())
+    service = IngestService(store, bus, settings.video_limits(), Claims(store, lease_s=settings.claim_lease_s))
     runner = JobRunner(service, GymnasiumLimits())
 
     @asynccontextmanager

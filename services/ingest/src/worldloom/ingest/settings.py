@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worldloom.core.settings import ServiceSettings
+from worldloom.core.settings import ClaimingSettings
 from worldloom.video.limits import VideoLimits
 
 
@@ -21,10 +21,12 @@ class LimitSettings(BaseModel):
     max_fps: float = Field(240, gt=0)
 
 
-class IngestSettings(ServiceSettings):
+class IngestSettings(ClaimingSettings):
     model_config = SettingsConfigDict(env_prefix="WORLDLOOM_INGEST_", env_nested_delimiter="__", extra="forbid")
 
     max_upload_bytes: int = Field(2 * 1024**3, ge=1, description="largest accepted video file")
+    claim_lease_s: float = Field(120.0, ge=1, description="lease of the claim on a video while it is stored: an "
+                                                          "upload killed midway holds the same bytes up this long")
     limits: LimitSettings = LimitSettings()
 
     def video_limits(self) -> VideoLimits:

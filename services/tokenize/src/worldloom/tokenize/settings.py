@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from worldloom.core.settings import ServiceSettings, TrainingResources
+from worldloom.core.settings import ClaimingSettings, TrainingResources
 
 
 class TokenizerTraining(TrainingResources):
@@ -15,7 +15,7 @@ class TokenizerTraining(TrainingResources):
     max_clips: int = Field(20_000, ge=1, description="upper bound on the clips a job may select")
 
 
-class TokenizeSettings(ServiceSettings):
+class TokenizeSettings(ClaimingSettings):
     model_config = SettingsConfigDict(env_prefix="WORLDLOOM_TOKENIZE_", env_nested_delimiter="__", extra="forbid")
 
     consume: bool = Field(True, description="encode every clips.curated event with the active tokenizer")
@@ -26,6 +26,3 @@ class TokenizeSettings(ServiceSettings):
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1024)
     max_decode_tokens: int = Field(1_000_000, ge=1, description="largest token/latent array /v1/decode accepts")
     model_cache: int = Field(4, ge=1, description="tokenizers kept loaded in memory")
-    claim_lease_s: float = Field(
-        300.0, ge=1, description="lease of the claim on a clip (and on a backfill), renewed every third of it: a "
-                                 "worker that dies mid-encode holds the clip up for at most this long")

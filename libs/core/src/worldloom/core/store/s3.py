@@ -106,15 +106,18 @@ class S3Store(ObjectStore):
         size = length if length >= 0 else self.stat(key).size
         return ObjectInfo(key, size, result.etag)
 
-    def open(self, key: str) -> BinaryIO:
+    def _get(self, key: str) -> Any:
+        """The object's response (ObjectNotFound when it is missing, StoreUnavailable when S3 is)."""
         try:
             with _reachable("get"):
-                resp = self.client.get_object(self.bucket, validate_key(key))
+                return self.client.get_object(self.bucket, validate_key(key))
         except S3Error as exc:
             if exc.code in _MISSING:
                 raise ObjectNotFound(key) from None
             raise
-        return cast(BinaryIO, _Response(resp))
+
+    def open(self, key: str) -> BinaryIO:
+        return cast(BinaryIO, _Response(self._get(key)))
 
     def stat(self, key: str) -> ObjectInfo:
         try:
@@ -166,13 +169,7 @@ class S3Store(ObjectStore):
                           response_checksum_validation="when_required"))
 
     def read_versioned(self, key: str) -> tuple[bytes, str]:
-        try:
-            with _reachable("get"):
-                resp = self.client.get_object(self.bucket, validate_key(key))
-        except S3Error as exc:
-            if exc.code in _MISSING:
-                raise ObjectNotFound(key) from None
-            raise
+        resp = self._get(key)
         try:
             return resp.read(), (resp.headers.get("ETag") or "").strip('"')
         finally:
