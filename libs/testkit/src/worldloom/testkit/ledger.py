@@ -128,7 +128,9 @@ class Ledger:
         store, found = self.pipeline.store, {}
         for vid in self.video_ids:
             folder = curated_marker_key(vid, "").rsplit("/", 1)[0] + "/"
-            if ms := [json.loads(store.get_bytes(info.key)) for info in store.list(folder)]:
+            # the folder also holds the claims of curations in flight (curated_claim_key): markers only
+            if ms := [json.loads(store.get_bytes(info.key)) for info in store.list(folder)
+                      if info.key.endswith(".json")]:
                 found[vid] = ms
         return found
 
