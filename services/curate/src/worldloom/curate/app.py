@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,6 +11,7 @@ from worldloom.core import events
 from worldloom.core.bus import Bus, make_bus
 from worldloom.core.catalog import ClipRecord
 from worldloom.core.service import create_app
+from worldloom.core.service.background import consuming
 from worldloom.core.settings import load_settings
 from worldloom.core.store import ObjectStore, make_store
 from worldloom.core.vectors import VectorIndex
@@ -75,20 +75,12 @@ def build_app(
     bus = bus or make_bus(settings.bus)
     index = index or VectorIndex.from_settings(settings.vectors)
     service = CurateService(store, bus, index, settings)
-    stop = threading.Event()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        worker = None
-        if settings.consume:
-            consumer = bus.consumer([events.TOPIC_VIDEOS_INGESTED], settings.consumer_group, service.handle_event)
-            worker = threading.Thread(target=consumer.run, args=(stop,), name="curate-consumer", daemon=True)
-            worker.start()
-        yield
-        stop.set()
-        if worker is not None:
-            worker.join(10)
-            consumer.close()
+        with consuming(bus, [events.TOPIC_VIDEOS_INGESTED], settings.consumer_group, service.handle_event,
+                       "curate-consumer", enabled=settings.consume):
+            yield
         service.close()
 
     app = create_app("curate", settings, [build_router(service)], description=DESCRIPTION,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +16,7 @@ from fastapi.responses import Response
 from worldloom.core import events
 from worldloom.core.bus import Bus, make_bus
 from worldloom.core.service import create_app
+from worldloom.core.service.background import consuming
 from worldloom.core.service.uploads import receive_multipart
 from worldloom.core.settings import load_settings
 from worldloom.core.store import ObjectStore, make_store
@@ -150,21 +150,13 @@ def build_app(settings: TokenizeSettings | None = None, *, store: ObjectStore | 
     store = store or make_store(settings.store)
     bus = bus or make_bus(settings.bus)
     svc = TokenizeService(store, bus, settings)
-    stop = threading.Event()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        worker = None
         svc.resume()
-        if settings.consume:
-            consumer = bus.consumer([events.TOPIC_CLIPS_CURATED], settings.consumer_group, svc.encoder.handle_event)
-            worker = threading.Thread(target=consumer.run, args=(stop,), name="tokenize-consumer", daemon=True)
-            worker.start()
-        yield
-        stop.set()
-        if worker is not None:
-            worker.join(10)
-            consumer.close()
+        with consuming(bus, [events.TOPIC_CLIPS_CURATED], settings.consumer_group, svc.encoder.handle_event,
+                       "tokenize-consumer", enabled=settings.consume):
+            yield
         svc.close()
 
     limit = settings.max_upload_bytes + 64 * 1024

@@ -1,15 +1,21 @@
-"""Run an ASGI app with uvicorn in a background thread (embedded mode, benchmarks, end-to-end tests)."""
+"""Work beside a service's requests: start-up chores and event consumers on daemon threads for the life of
+the app, and an ASGI app with uvicorn in a background thread (embedded mode, benchmarks, end-to-end tests)."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI
+
+if TYPE_CHECKING:
+    from worldloom.core.bus import Bus
+    from worldloom.core.bus.base import Handler
 
 
 @contextmanager
@@ -22,6 +28,26 @@ def in_background(work: Callable[[], object], name: str, join_s: float = 10.0) -
         yield
     finally:
         thread.join(join_s)
+
+
+@contextmanager
+def consuming(bus: Bus, topics: Sequence[str], group: str, handler: Handler, name: str,
+              enabled: bool = True, join_s: float = 10.0) -> Iterator[None]:
+    """Consumes ``topics`` in ``group`` on a daemon thread while the block runs (a service's lifespan); on exit
+    the poll loop stops after its batch (commits what finished) and the consumer leaves its group."""
+    if not enabled:
+        yield
+        return
+    stop = threading.Event()
+    consumer = bus.consumer(topics, group, handler)
+    thread = threading.Thread(target=consumer.run, args=(stop,), name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(join_s)
+        consumer.close()
 
 
 class BackgroundServer:
