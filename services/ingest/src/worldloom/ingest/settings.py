@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worldloom.core.episodes import EpisodeLimits
 from worldloom.core.settings import ServiceSettings
 from worldloom.video.limits import VideoLimits
 
@@ -21,14 +22,28 @@ class LimitSettings(BaseModel):
     max_fps: float = Field(240, gt=0)
 
 
+class EpisodeSettings(BaseModel):
+    """Bounds on the per-step arrays an upload carries beside its video (worldloom.core.episodes)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_action_dims: int = Field(64, ge=1, description="values per action row")
+    max_state_dims: int = Field(256, ge=1, description="values per state row")
+    max_array_bytes: int = Field(64 * 1024**2, ge=1024, description="one array part, and all arrays together")
+    max_json_bytes: int = Field(4 * 1024**2, ge=1024, description="an array sent as JSON text")
+
+
 class IngestSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="WORLDLOOM_INGEST_", env_nested_delimiter="__", extra="forbid")
 
     max_upload_bytes: int = Field(2 * 1024**3, ge=1, description="largest accepted video file")
     limits: LimitSettings = LimitSettings()
+    episodes: EpisodeSettings = EpisodeSettings()
 
     def video_limits(self) -> VideoLimits:
         return VideoLimits(max_bytes=self.max_upload_bytes, **self.limits.model_dump())
+
+    def episode_limits(self) -> EpisodeLimits:
+        return EpisodeLimits(**self.episodes.model_dump())
 
 
 class GymnasiumLimits(BaseSettings):
