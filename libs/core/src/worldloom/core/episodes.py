@@ -193,11 +193,13 @@ def _decode_safetensors(data: bytes) -> dict[str, np.ndarray]:
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        dtype = info.get("dtype") if isinstance(info, dict) else None
+        if not isinstance(info, dict) or not isinstance(info.get("shape"), list):
+            raise ArrayRejected(400, "invalid_array", f"'arrays': the safetensors entry {name!r} is malformed")
+        dtype = info.get("dtype")
         if dtype not in _SAFETENSORS_DTYPES:
             raise ArrayRejected(422, "array_dtype", f"{name!r} is {dtype!r} in safetensors; numeric dtypes only "
                                 f"({', '.join(_SAFETENSORS_DTYPES)})")
-        if len(info.get("shape") or []) > MAX_NDIM:
+        if len(info["shape"]) > MAX_NDIM:
             raise ArrayRejected(422, "array_shape", f"{name!r} has more than {MAX_NDIM} dimensions")
     try:
         return dict(load(data))
