@@ -128,10 +128,11 @@ def test_strimzi_topics_are_the_code_topics_and_their_dlqs(render, profile):
 
 
 def consumed_topics(service: str) -> set[str]:
-    """The topics the service's app subscribes to: `bus.consumer([events.TOPIC_...], ...)` in app.py."""
+    """The topics the service's app subscribes to: `consuming(bus, [events.TOPIC_...], ...)` (the kit's
+    consumer for the life of the app) or `bus.consumer([events.TOPIC_...], ...)` in app.py."""
     source = open(importlib.util.find_spec(f"worldloom.{service}.app").origin).read()
-    calls = re.findall(r"\.consumer\(\s*\[([^\]]*)\]", source)
-    assert calls, f"no bus.consumer([...]) call in worldloom.{service}.app"
+    calls = re.findall(r"(?:\.consumer\(|\bconsuming\(\s*\w+,)\s*\[([^\]]*)\]", source)
+    assert calls, f"no consuming(bus, [...]) or bus.consumer([...]) call in worldloom.{service}.app"
     return {getattr(events, name) for call in calls for name in re.findall(r"events\.(TOPIC_[A-Z_]+)", call)}
 
 

@@ -30,19 +30,25 @@ def _raise_for(resp: httpx.Response) -> None:
         raise ApiFailure(resp.status_code, "http_error", resp.text[:500]) from None
 
 
-def _multipart(path: Path, fields: dict[str, str] | None, progress: Callable[[int], None]) -> tuple[str, int, Iterator[bytes]]:
+def _multipart(path: Path, fields: dict[str, str] | None, progress: Callable[[int], None],
+               parts: dict[str, tuple[str, bytes]] | None = None) -> tuple[str, int, Iterator[bytes]]:
     """Streams a multipart body from disk (no whole-file read) and reports bytes sent: the text
-    ``fields`` first, then the ``file`` part."""
+    ``fields`` first, then small file ``parts`` (name -> (file name, bytes), e.g. an episode's arrays),
+    then the ``file`` part."""
     boundary = uuid.uuid4().hex
-    name = path.name.replace('"', "_").replace("\r", "_").replace("\n", "_")
     head = b""
     for key, value in (fields or {}).items():
         head += (
             f"--{boundary}\r\nContent-Disposition: form-data; name=\"{key}\"\r\n\r\n"
             f"{value}\r\n"
         ).encode()
+    for key, (filename, data) in (parts or {}).items():
+        head += (
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"{key}\"; filename=\"{_safe(filename)}\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n"
+        ).encode() + data + b"\r\n"
     head += (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{_safe(path.name)}\"\r\n"
         f"Content-Type: application/octet-stream\r\n\r\n"
     ).encode()
     tail = f"\r\n--{boundary}--\r\n".encode()
@@ -57,6 +63,10 @@ def _multipart(path: Path, fields: dict[str, str] | None, progress: Callable[[in
         yield tail
 
     return f"multipart/form-data; boundary={boundary}", len(head) + size + len(tail), body()
+
+
+def _safe(name: str) -> str:
+    return name.replace('"', "_").replace("\r", "_").replace("\n", "_")
 
 
 def _quote(segment: str) -> str:
@@ -74,10 +84,12 @@ class WorldloomClient:
         self.http = httpx.Client(base_url=self.api, headers=headers, timeout=timeout_s)
 
     def upload_video(
-        self, path: Path, attributes: dict[str, str] | None = None, progress: Callable[[int], None] = lambda n: None
+        self, path: Path, attributes: dict[str, str] | None = None, progress: Callable[[int], None] = lambda n: None,
+        arrays: dict[str, tuple[str, bytes]] | None = None,
     ) -> dict[str, Any]:
+        """Uploads a video, with an episode's ``arrays`` (part -> (file name, .npy/JSON/safetensors bytes))."""
         fields = {"attributes": json.dumps(attributes)} if attributes else None
-        return self._post_file("/v1/videos", path, fields, progress)
+        return self._post_file("/v1/videos", path, fields, progress, arrays)
 
     def _call(self, method: str, route: str, **kwargs: Any) -> Any:
         """One request; the JSON answer, or :class:`ApiFailure` with the service's error code."""
@@ -86,8 +98,9 @@ class WorldloomClient:
         return resp.json()
 
     def _post_file(self, route: str, path: Path, fields: dict[str, str] | None,
-                   progress: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
-        ctype, length, body = _multipart(path, fields, progress)
+                   progress: Callable[[int], None] = lambda n: None,
+                   parts: dict[str, tuple[str, bytes]] | None = None) -> dict[str, Any]:
+        ctype, length, body = _multipart(path, fields, progress, parts)
         return self._call("POST", route, content=body, headers={"content-type": ctype, "content-length": str(length)})
 
     def import_video(self, uri: str) -> dict[str, Any]:

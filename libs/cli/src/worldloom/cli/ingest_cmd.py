@@ -41,7 +41,9 @@ def upload_all(
     files: list[Path],
     console: Console,
     attributes: dict[Path, dict[str, str]] | None = None,
+    arrays: dict[Path, dict[str, tuple[str, bytes]]] | None = None,
 ) -> list[UploadOutcome]:
+    """Uploads ``files`` one by one under one progress bar, each with its ``attributes`` and episode ``arrays``."""
     outcomes: list[UploadOutcome] = []
     total = sum(f.stat().st_size for f in files)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
@@ -51,16 +53,18 @@ def upload_all(
         for f in files:
             progress.update(task, description=f"{f.name[:32]:<32}")
             try:
-                res = client.upload_video(f, (attributes or {}).get(f), lambda n: progress.advance(task, n))
+                res = client.upload_video(f, (attributes or {}).get(f), lambda n: progress.advance(task, n),
+                                          (arrays or {}).get(f))
             except ApiFailure as exc:
                 outcomes.append(UploadOutcome(f, None, "rejected", f"{exc.code}: {exc.message}"))
                 continue
             video = res["video"]
             info = video["info"]
+            with_arrays = f", arrays {'+'.join(sorted((arrays or {})[f]))}" if (arrays or {}).get(f) else ""
             outcomes.append(UploadOutcome(
                 f, video["video_id"], "duplicate" if res["duplicate"] else "new",
                 f"{info['width']}x{info['height']} {info['fps']:.2f} fps {info['duration_s']:.1f}s "
-                f"{info['frame_count']} frames {info['codec']}",
+                f"{info['frame_count']} frames {info['codec']}{with_arrays}",
                 info,
             ))
         progress.update(task, description="done")

@@ -17,7 +17,8 @@ from rich.console import Console
 
 from worldloom.cli.client import WorldloomClient
 from worldloom.cli.common import IngestApiOpt, SearchApiOpt, TokenOpt, connected, console, video_files
-from worldloom.cli.ingest_cmd import outcome_table, upload_all
+from worldloom.cli.episodes_cmd import load_episodes
+from worldloom.cli.ingest_cmd import UploadOutcome, outcome_table, upload_all
 from worldloom.cli.tokenizer_cmd import tokenizer_app
 from worldloom.cli.world_cmd import predict
 from worldloom.cli.world_train_cmd import model_app  # `model eval` plus train | show | cancel
@@ -46,25 +47,33 @@ def ingest(
     attr: Annotated[Optional[list[str]], typer.Option("--attr", help="KEY=VALUE stored with every video")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print results as JSON lines")] = False,
     env: Annotated[Optional[str], typer.Option("--env", help="record Gymnasium episodes instead, e.g. CartPole-v1")] = None,
-    episodes: Annotated[int, typer.Option(help="with --env: episodes to record")] = 1,
+    episodes: Annotated[Optional[str], typer.Option(
+        help="with --env: episodes to record (default 1); without: a folder of robot episodes to import with their "
+             "actions (annotation/<split>/<id>.json + videos/<split>/<id>/rgb.mp4)")] = None,
     policy: Annotated[str, typer.Option(help='with --env: "random" or "constant:<json>"')] = "random",
     seed: Annotated[int, typer.Option(help="with --env: seed of episode 0 (episode k uses seed+k)")] = 0,
     max_steps: Annotated[int, typer.Option(help="with --env: steps per episode at most")] = 500,
 ) -> None:
-    """Upload videos to the ingest service, or record simulator episodes with their actions (--env)."""
+    """Upload videos to the ingest service, import robot episodes with their actions (--episodes DIR), or
+    record simulator episodes with their actions (--env)."""
     if env:
         if paths:
             raise typer.BadParameter("give video paths or --env, not both")
         with connected("ingest", api, token) as client:
-            job = _record_gymnasium(client, env, episodes, policy, seed, max_steps)
+            job = _record_gymnasium(client, env, _episode_count(episodes), policy, seed, max_steps)
         _print_gymnasium_job(env, job, as_json)
         return
-    if not paths:
-        raise typer.BadParameter("give video files/folders, or --env ENV_ID")
-    files = video_files(paths)
     attrs = _parse_attrs(attr or [])
-    with connected("ingest", api, token) as client:
-        outcomes = upload_all(client, files, console, {f: attrs for f in files} if attrs else None)
+    if episodes is not None:
+        if paths:
+            raise typer.BadParameter("give video paths or --episodes DIR, not both")
+        outcomes = _import_episodes(Path(episodes), attrs, api, token)
+    elif not paths:
+        raise typer.BadParameter("give video files/folders, --episodes DIR, or --env ENV_ID")
+    else:
+        files = video_files(paths)
+        with connected("ingest", api, token) as client:
+            outcomes = upload_all(client, files, console, {f: attrs for f in files} if attrs else None)
     if as_json:
         for o in outcomes:
             typer.echo(json.dumps({"path": str(o.path), "video_id": o.video_id, "result": o.status, "detail": o.detail}))
@@ -72,6 +81,28 @@ def ingest(
         Console().print(outcome_table(outcomes))
     if any(o.status == "rejected" for o in outcomes):
         raise typer.Exit(1)
+
+
+def _episode_count(value: str | None) -> int:
+    try:
+        return int(value) if value is not None else 1
+    except ValueError:
+        raise typer.BadParameter(f"with --env, --episodes is a number of episodes, got {value!r}") from None
+
+
+def _import_episodes(folder: Path, attrs: dict[str, str], api: str | None, token: str | None) -> list[UploadOutcome]:
+    """Every episode of ``folder`` uploaded with its arrays (one progress bar), plus the ones refused locally."""
+    if not (folder / "annotation").is_dir():
+        raise typer.BadParameter(f"{folder} has no annotation/ folder (expected annotation/<split>/<id>.json "
+                                 "and videos/<split>/<id>/rgb.mp4)")
+    found, refused = load_episodes(folder, attrs)
+    if not found and not refused:
+        console.print(f"[yellow]no episodes found under {folder}/annotation")
+        raise typer.Exit(1)
+    with connected("ingest", api, token) as client:
+        outcomes = upload_all(client, [e.video for e in found], console, {e.video: e.attributes for e in found},
+                              {e.video: e.arrays for e in found})
+    return outcomes + refused
 
 
 def _record_gymnasium(client: WorldloomClient, env: str, episodes: int, policy: str, seed: int,

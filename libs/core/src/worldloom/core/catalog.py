@@ -3,7 +3,8 @@
 Every key two places use is a function here, so the layout below is the whole truth:
   raw/<video_id>/video.<ext>, raw/<video_id>/meta.json   ingested videos and their VideoRecord sidecars
   raw/<video_id>/ingest.claim            held while one replica ingests the video
-  raw/<video_id>/actions.safetensors, actions.json      simulator episodes: actions, rewards and their description
+  raw/<video_id>/actions.safetensors, actions.json      an episode's per-step arrays (simulator or upload; written
+                                         and read by worldloom.core.episodes) and their description
   clips/<clip_id>/meta.json            ClipRecord (accepted and rejected clips alike, with reasons)
   clips/<clip_id>/<rendition>.mp4      e.g. preview.mp4 (256p), train.mp4 (square training clip)
   clips/<clip_id>/thumb.jpg, preview.gif

@@ -13,10 +13,11 @@ from starlette.concurrency import run_in_threadpool
 from worldloom.core.bus import Bus, make_bus
 from worldloom.core.catalog import VideoRecord, VideoStatus
 from worldloom.core.claims import Claims
+from worldloom.core.episodes import UPLOAD_PARTS, Episode, EpisodeLimits, episode_from_parts
 from worldloom.core.service import ApiError, create_app
 from worldloom.core.service.background import in_background
 from worldloom.core.service.jsonbody import loads_bounded
-from worldloom.core.service.uploads import receive_multipart
+from worldloom.core.service.uploads import ReceivedForm, receive_multipart
 from worldloom.core.store import ObjectStore, make_store
 from worldloom.ingest.schemas import GymnasiumRequest, ImportRequest, IngestResult, SourceJob, VideoPage
 from worldloom.ingest.service import IngestService
@@ -28,6 +29,13 @@ DESCRIPTION = """Uploads and imports videos. Each video is validated and probed 
 SHA-256 of the bytes, so uploading the same file again returns the same record and emits nothing.
 Still images (PNG, JPEG... whatever the file is named) and single-frame files are refused with
 `still_image`: they are not accepted as one-frame videos.
+
+An upload may carry an episode's per-step arrays beside the video: parts `actions` (required with any
+array), `states`, `rewards`, `terminated`, each `.npy` (no pickles) or JSON, or all in one `arrays` part
+(safetensors, or a JSON object). A video of T frames takes T-1 or T rows per array. They are stored like a
+simulator episode's (`raw/<id>/actions.safetensors` + `actions.json`); bad arrays are a 4xx naming the
+problem (`array_length`, `array_not_finite`, `array_dtype`, `array_too_wide`, `pickled_array`...) and
+nothing is stored.
 
 `/v1/sources/gymnasium` records simulator episodes (MP4 + actions) in the background and ingests
 them the same way; `/v1/sources/jobs/{id}` follows such a job."""
@@ -42,6 +50,13 @@ def _parse_attributes(raw: str | None) -> dict[str, str]:
     return value  # IngestService checks the limits (ATTRIBUTE_LIMITS), for every way in
 
 
+def _episode(form: ReceivedForm, limits: EpisodeLimits) -> Episode | None:
+    """The upload's arrays (file parts, or JSON text fields), checked; None without any."""
+    parts = {name: f.path.read_bytes() for name, f in form.extras.items()}  # each bounded while received
+    parts.update({name: form.fields[name].encode() for name in UPLOAD_PARTS if name in form.fields})
+    return episode_from_parts(parts, limits)
+
+
 def build_router(service: IngestService) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["videos"])
 
@@ -49,18 +64,23 @@ def build_router(service: IngestService) -> APIRouter:
         "/videos",
         response_model=IngestResult,
         status_code=201,
-        summary="Upload a video (multipart: `file`, optional `attributes` JSON)",
-        responses={200: {"description": "already ingested (duplicate)"}, 413: {}, 422: {}},
+        summary="Upload a video (multipart: `file`, optional `attributes` JSON, optional episode arrays)",
+        responses={200: {"description": "already ingested (duplicate)"},
+                   409: {"description": "already ingested with other arrays (episode_conflict)"}, 413: {}, 422: {}},
     )
     async def upload(request: Request, response: Response) -> IngestResult:
+        parts = frozenset(UPLOAD_PARTS)
         form = await receive_multipart(
-            request, allowed_fields=frozenset({"attributes"}), max_file_bytes=service.limits.max_bytes
+            request, allowed_fields=frozenset({"attributes"}) | parts, max_file_bytes=service.limits.max_bytes,
+            extra_files=parts, max_extra_bytes=service.episode_limits.max_array_bytes,
         )
         try:
             attributes = _parse_attributes(form.fields.get("attributes"))
+            episode = await run_in_threadpool(_episode, form, service.episode_limits)
             upload = form.file
             result = await run_in_threadpool(
                 service.ingest_file, upload.path, upload.filename, "upload", attributes, (upload.sha256, upload.size),
+                episode,
             )
         finally:
             form.close()
@@ -131,7 +151,8 @@ def build_app(
     store = store or make_store(settings.store)
     own_bus = bus is None
     bus = bus or make_bus(settings.bus)
-    service = IngestService(store, bus, settings.video_limits(), Claims(store, lease_s=settings.claim_lease_s))
+    service = IngestService(store, bus, settings.video_limits(), Claims(store, lease_s=settings.claim_lease_s),
+                            episode_limits=settings.episode_limits())
     runner = JobRunner(service, GymnasiumLimits())
 
     @asynccontextmanager
@@ -145,8 +166,9 @@ def build_app(
     app = create_app(
         "ingest", settings, [build_router(service), build_sources_router(runner)], description=DESCRIPTION,
         readiness={"store": store.healthy, "bus": bus.healthy},
-        # the upload route may carry a whole video; multipart framing adds a little on top
-        body_limits={("POST", "/v1/videos"): settings.max_upload_bytes + 64 * 1024},
+        # the upload route may carry a whole video and an episode's arrays; multipart framing adds a little
+        body_limits={("POST", "/v1/videos"): settings.max_upload_bytes + settings.episodes.max_array_bytes
+                     + 64 * 1024 * (2 + len(UPLOAD_PARTS))},
         lifespan=lifespan,
     )
     app.state.ingest = service

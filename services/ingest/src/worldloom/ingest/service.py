@@ -6,6 +6,12 @@ invisible; a sidecar still "stored" (the bus was down) is re-emitted by the next
 bytes. The id is the content's SHA-256, so a repeated upload finds the sidecar and emits nothing, and a
 claim per video in the store (worldloom.core.claims) makes two replicas given the same bytes at once
 store and emit once: the second waits for the first and answers "duplicate".
+
+An episode's per-step arrays (worldloom.core.episodes: a simulator's, or an upload's) are checked against
+the probed frame count before anything is written, then stored before the video (actions.safetensors +
+actions.json under raw/<id>/), so the record that makes the video visible always finds them. The same
+video again with other arrays (or arrays where it was stored without) is a 409: a video's episode never
+changes under the clips, tokens and models already made from it.
 """
 
 from __future__ import annotations
@@ -27,11 +33,14 @@ from worldloom.core.catalog import (
     RAW_PREFIX,
     VideoRecord,
     VideoStatus,
+    actions_key,
+    actions_meta_key,
     raw_claim_key,
     raw_meta_key,
     raw_video_key,
 )
 from worldloom.core.claims import ClaimBusy, Claims
+from worldloom.core.episodes import Episode, EpisodeLimits
 from worldloom.core.errors import Refusal
 from worldloom.core.ids import is_sha256_hex, sha256_file
 from worldloom.core.scratch import scratch_prefix
@@ -73,18 +82,27 @@ def validate_filename(name: str | None) -> str:
     return name
 
 
-def check_attributes(attributes: dict[str, str]) -> None:
-    """Attributes every downstream field can store (ATTRIBUTE_LIMITS, from the clip collections' fields)."""
+#: attributes ingest sets itself when a video comes with an episode's arrays (where they are)
+EPISODE_ATTRIBUTES = ("actions_uri", "actions_meta_uri")
+
+
+def check_attributes(attributes: dict[str, str], *, caller: bool = True) -> None:
+    """Attributes every downstream field can store (ATTRIBUTE_LIMITS, from the clip collections' fields);
+    a caller cannot set the ones that point at stored arrays."""
+    if caller and (taken := [k for k in EPISODE_ATTRIBUTES if k in attributes]):
+        raise IngestError(400, "invalid_attributes", f"attribute {taken[0]!r} is set by ingest (where the video's "
+                          "arrays are stored); send the arrays themselves (README: episodes with actions)")
     if problem := ATTRIBUTE_LIMITS.problem(attributes):
         raise IngestError(400, "invalid_attributes", f"'attributes' cannot be stored: {problem}")
 
 
 class IngestService:
     def __init__(self, store: ObjectStore, bus: Bus, limits: VideoLimits, claims: Claims | None = None,
-                 claim_wait_s: float = 300.0) -> None:
+                 claim_wait_s: float = 300.0, episode_limits: EpisodeLimits | None = None) -> None:
         self.store = store
         self.bus = bus
         self.limits = limits
+        self.episode_limits = episode_limits or EpisodeLimits()
         self.claims = claims or Claims(store, lease_s=120.0)
         self.claim_wait_s = claim_wait_s
 
@@ -126,19 +144,31 @@ class IngestService:
         source: str = "upload",
         attributes: dict[str, str] | None = None,
         digest: tuple[str, int] | None = None,
+        episode: Episode | None = None,
     ) -> IngestResult:
-        """Ingests a local file; `digest` is (sha256, size) when the caller hashed it while receiving."""
+        """Ingests a local file; `digest` is (sha256, size) when the caller hashed it while receiving;
+        `episode` the per-step arrays stored with it (checked against its frame count)."""
         filename = validate_filename(filename)
-        check_attributes(attributes or {})
+        attributes = dict(attributes or {})
+        check_attributes(attributes)
         if digest is None:
             with open(path, "rb") as f:
                 digest = sha256_file(f)
         video_id, size = digest
+        if episode is not None:
+            attributes.update(actions_uri=self.store.uri(actions_key(video_id)),
+                              actions_meta_uri=self.store.uri(actions_meta_key(video_id)))
+            check_attributes(attributes, caller=False)
 
         def ingest() -> IngestResult:
             existing = self._record(video_id)
             if existing is None:
-                existing = self._store(path, video_id, size, self._probe(path), filename, source, attributes or {})
+                info = self._probe(path)
+                if episode is not None:
+                    self._check_episode(episode, info.frame_count)
+                existing = self._store(path, video_id, size, info, filename, source, attributes, episode)
+            elif episode is not None:
+                self._same_episode(existing, episode)
             return IngestResult(video=self._emit(existing), duplicate=False)
 
         try:  # one claim per video across replicas: the same bytes uploaded twice at once store and emit once
@@ -151,6 +181,8 @@ class IngestService:
             return result
         done = self._ingested(video_id)
         assert done is not None  # run_once returns None only once the video is ingested
+        if episode is not None:
+            self._same_episode(done, episode)
         VIDEOS.labels("duplicate").inc()
         return IngestResult(video=done, duplicate=True)
 
@@ -182,15 +214,48 @@ class IngestService:
             )
         return info
 
+    def _check_episode(self, episode: Episode, frames: int) -> None:
+        try:
+            episode.check_frames(frames)
+        except Refusal as exc:
+            VIDEOS.labels(f"rejected_{exc.code}").inc()
+            raise IngestError(exc.status, exc.code, exc.message) from None
+
+    def _same_episode(self, record: VideoRecord, episode: Episode) -> None:
+        """A video stored before comes again with arrays: they must be the ones stored with it."""
+        self._check_episode(episode, int(record.info["frame_count"]))
+        try:
+            stored = self.store.get_bytes(actions_key(record.video_id))
+        except ObjectNotFound:
+            stored = None
+        if stored != episode.encode():
+            VIDEOS.labels("rejected_episode_conflict").inc()
+            what = "without arrays" if stored is None else "with other arrays"
+            raise IngestError(409, "episode_conflict", f"video {record.video_id} was ingested {what}; a video's "
+                              "episode does not change once stored (nothing was written)")
+
     def _store(
         self, path: Path, video_id: str, size: int, info: VideoInfo, filename: str, source: str,
-        attributes: dict[str, str],
+        attributes: dict[str, str], episode: Episode | None = None,
     ) -> VideoRecord:
         ext = _EXT_BY_CONTAINER.get(info.container.split(",")[0], "bin")
         content_type = _CONTENT_TYPES.get(ext, "application/octet-stream")
         video_key, meta_key = raw_video_key(video_id, ext), raw_meta_key(video_id)
-        with open(path, "rb") as f:
-            self.store.put_file(video_key, f, size, content_type)
+        written: list[str] = []
+        try:  # outputs first (arrays, then the video), the sidecar that makes them visible last
+            if episode is not None:
+                for key, data, ctype in (
+                        (actions_key(video_id), episode.encode(), "application/octet-stream"),
+                        (actions_meta_key(video_id), episode.description_bytes(info.frame_count, info.fps),
+                         "application/json")):
+                    written.append(key)
+                    self.store.put_bytes(key, data, ctype)
+            written.append(video_key)
+            with open(path, "rb") as f:
+                self.store.put_file(video_key, f, size, content_type)
+        except Exception:
+            self._delete(written)
+            raise
         record = VideoRecord(
             video_id=video_id, uri=self.store.uri(video_key), metadata_uri=self.store.uri(meta_key),
             filename=filename, source=source, size_bytes=size, content_type=content_type,
@@ -200,7 +265,7 @@ class IngestService:
         try:
             self._write_record(record)
         except Exception:
-            self.store.delete(video_key)  # no sidecar -> no video: never leave half an ingest behind
+            self._delete(written)  # no sidecar -> no video: never leave half an ingest behind
             raise
         BYTES.inc(size)
         return record
@@ -252,6 +317,13 @@ class IngestService:
             except (ClaimBusy, IngestError) as exc:  # in flight elsewhere, or the bus is still down
                 log.warning("could not resume %s: %s", vid, exc)
         return announced
+
+    def _delete(self, keys: list[str]) -> None:
+        for key in keys:
+            try:
+                self.store.delete(key)
+            except Exception as exc:  # the first error is the one to report; this leftover is invisible
+                log.warning("could not remove %s after a failed ingest: %s", key, exc)
 
     def _write_record(self, record: VideoRecord) -> None:
         self.store.put_record(raw_meta_key(record.video_id), record)

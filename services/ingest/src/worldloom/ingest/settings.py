@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worldloom.core.episodes import EpisodeLimits
 from worldloom.core.settings import ClaimingSettings
 from worldloom.video.limits import VideoLimits
 
@@ -21,6 +22,16 @@ class LimitSettings(BaseModel):
     max_fps: float = Field(240, gt=0)
 
 
+class EpisodeSettings(BaseModel):
+    """Bounds on the per-step arrays an upload carries beside its video (worldloom.core.episodes)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_action_dims: int = Field(64, ge=1, description="values per action row")
+    max_state_dims: int = Field(256, ge=1, description="values per state row")
+    max_array_bytes: int = Field(64 * 1024**2, ge=1024, description="one array part, and all arrays together")
+    max_json_bytes: int = Field(4 * 1024**2, ge=1024, description="an array sent as JSON text")
+
+
 class IngestSettings(ClaimingSettings):
     model_config = SettingsConfigDict(env_prefix="WORLDLOOM_INGEST_", env_nested_delimiter="__", extra="forbid")
 
@@ -28,9 +39,13 @@ class IngestSettings(ClaimingSettings):
     claim_lease_s: float = Field(120.0, ge=1, description="lease of the claim on a video while it is stored: an "
                                                           "upload killed midway holds the same bytes up this long")
     limits: LimitSettings = LimitSettings()
+    episodes: EpisodeSettings = EpisodeSettings()
 
     def video_limits(self) -> VideoLimits:
         return VideoLimits(max_bytes=self.max_upload_bytes, **self.limits.model_dump())
+
+    def episode_limits(self) -> EpisodeLimits:
+        return EpisodeLimits(**self.episodes.model_dump())
 
 
 class GymnasiumLimits(BaseSettings):

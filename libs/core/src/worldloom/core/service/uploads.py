@@ -3,6 +3,8 @@
 Starlette's form parser spools to a SpooledTemporaryFile through a thread hop per chunk and leaves
 hashing for a second pass; for video uploads that doubles the work. Here one pass writes, hashes and
 enforces the size limit, so the service can reject early and knows the content id when the body ends.
+A route may take further file parts by name (``extra_files``, e.g. an episode's arrays beside its video),
+each streamed to its own temp file under its own limit.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ class ReceivedFile:
 class ReceivedForm:
     file: ReceivedFile
     fields: dict[str, str] = field(default_factory=dict)
+    extras: dict[str, ReceivedFile] = field(default_factory=dict)  # the extra_files parts, by name
 
     def close(self) -> None:
-        self.file.path.unlink(missing_ok=True)
+        for f in (self.file, *self.extras.values()):
+            f.path.unlink(missing_ok=True)
 
 
 class _Part:
@@ -61,6 +65,7 @@ class _ParseState:
         self.hval = bytearray()
         self.file: ReceivedFile | None = None
         self.fields: dict[str, str] = {}
+        self.extras: dict[str, ReceivedFile] = {}
 
 
 async def receive_multipart(
@@ -70,8 +75,11 @@ async def receive_multipart(
     allowed_fields: frozenset[str] = frozenset(),
     max_file_bytes: int,
     max_field_bytes: int = 64 * 1024,
+    extra_files: frozenset[str] = frozenset(),
+    max_extra_bytes: int = 0,
 ) -> ReceivedForm:
-    """Parses multipart/form-data with one file part; raises ApiError with a reason on any misuse."""
+    """Parses multipart/form-data with one ``file_field`` part and at most one part per ``extra_files`` name
+    (each up to ``max_extra_bytes``); raises ApiError with a reason on any misuse."""
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data":
         raise ApiError(415, "unsupported_media_type", f"send multipart/form-data with a '{file_field}' part")
@@ -105,15 +113,22 @@ async def receive_multipart(
         if b"name" not in opts:
             raise ApiError(400, "invalid_multipart", "a form part has no name")
         p.name = opts[b"name"].decode("utf-8", "replace")
+        if p.name in state.fields or p.name in state.extras:
+            raise ApiError(400, "invalid_multipart", f"the form has more than one {p.name!r} part")
         if b"filename" in opts:
-            if p.name != file_field:
-                raise ApiError(400, "unknown_field", f"file part {p.name!r} is not expected; send it as '{file_field}'")
-            if state.file is not None:
+            if p.name != file_field and p.name not in extra_files:
+                expected = f"send it as '{file_field}'" + (f" or one of {sorted(extra_files)}" if extra_files else "")
+                raise ApiError(400, "unknown_field", f"file part {p.name!r} is not expected; {expected}")
+            if p.name == file_field and state.file is not None:
                 raise ApiError(400, "invalid_multipart", f"send exactly one '{file_field}' part")
             p.filename = opts[b"filename"].decode("utf-8", "replace")
             p.fd, name = tempfile.mkstemp(prefix=scratch_prefix("upload"))
             p.path = Path(name)
-            state.file = ReceivedFile(p.path, 0, "", p.filename, None)  # registered early for cleanup
+            received = ReceivedFile(p.path, 0, "", p.filename, None)  # registered early for cleanup
+            if p.name == file_field:
+                state.file = received
+            else:
+                state.extras[p.name] = received
         elif p.name not in allowed_fields:
             allowed = sorted({file_field, *allowed_fields})
             raise ApiError(400, "unknown_field", f"unknown form field {p.name!r}; allowed: {allowed}")
@@ -134,8 +149,12 @@ async def receive_multipart(
             os.close(p.fd)
             p.fd = None
             ctype = p.headers.get(b"content-type")
-            state.file = ReceivedFile(p.path, p.size, p.digest.hexdigest(), p.filename,
-                                      ctype.decode("latin-1") if ctype else None)
+            received = ReceivedFile(p.path, p.size, p.digest.hexdigest(), p.filename,
+                                    ctype.decode("latin-1") if ctype else None)
+            if p.name == file_field:
+                state.file = received
+            else:
+                state.extras[p.name or ""] = received
         else:
             state.fields[p.name or ""] = p.data.decode("utf-8", "replace")
 
@@ -144,10 +163,12 @@ async def receive_multipart(
         if not pending or p is None or p.fd is None:
             pending.clear()
             return
+        limit = max_file_bytes if p.name == file_field else max_extra_bytes
         for chunk in pending:
             p.size += len(chunk)
-            if p.size > max_file_bytes:
-                raise ApiError(413, "payload_too_large", f"the file exceeds the limit of {max_file_bytes} bytes")
+            if p.size > limit:
+                what = "the file" if p.name == file_field else f"the {p.name!r} part"
+                raise ApiError(413, "payload_too_large", f"{what} exceeds the limit of {limit} bytes")
             p.digest.update(chunk)
             os.write(p.fd, chunk)
         pending.clear()
@@ -171,7 +192,10 @@ async def receive_multipart(
     if state.file is None or not state.file.sha256:
         _abort(state)
         raise ApiError(400, "missing_file", f"the form has no complete '{file_field}' part")
-    return ReceivedForm(state.file, state.fields)
+    if incomplete := [name for name, f in state.extras.items() if not f.sha256]:
+        _abort(state)
+        raise ApiError(400, "invalid_multipart", f"the form's {incomplete[0]!r} part is incomplete")
+    return ReceivedForm(state.file, state.fields, state.extras)
 
 
 def _abort(state: _ParseState) -> None:
@@ -179,5 +203,6 @@ def _abort(state: _ParseState) -> None:
     if p is not None and p.fd is not None:
         os.close(p.fd)
         p.fd = None
-    if state.file is not None:
-        state.file.path.unlink(missing_ok=True)
+    for f in (state.file, *state.extras.values()):
+        if f is not None:
+            f.path.unlink(missing_ok=True)

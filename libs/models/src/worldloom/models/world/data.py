@@ -8,7 +8,7 @@ compression, ...). :func:`load_sequences` turns them into :class:`LatentSequence
 tokens ``[T, h, w]`` int64 for :class:`~.autoregressive.ARWorldModel`, latents ``[C, T, h, w]`` float32 for
 :class:`~.diffusion.DiffusionWorldModel`.
 
-Actions (simulator episodes). Ingest stores ``raw/<video_id>/actions.safetensors`` with ``actions``
+Actions (simulator episodes and uploads that carry them). Ingest stores ``raw/<video_id>/actions.safetensors`` with ``actions``
 (``[S, ...]``, one row per environment step) where ``action[i]`` leads from source frame ``i`` to
 ``i + 1`` (S steps, S + 1 frames). The tokenizer's causal temporal compression ``tc`` maps clip frame 0 to
 latent frame 0 and clip frames ``(j-1)*tc+1 .. j*tc`` to latent frame ``j > 0``. So the transition from
@@ -47,6 +47,7 @@ import torch
 from torch import Tensor
 
 from worldloom.core.catalog import TRAIN_RENDITION, actions_key, actions_meta_key, read_clip
+from worldloom.core.episodes import read_episode_arrays
 from worldloom.core.store.base import ObjectNotFound, ObjectStore
 from worldloom.models.tokenizer.shards import read_shard  # the reader lives with the writer
 
@@ -181,15 +182,9 @@ def _clip_alignment(store: ObjectStore, meta: dict[str, Any], video_id: str,
 
 
 def load_episode_arrays(store: ObjectStore, video_id: str) -> dict[str, np.ndarray] | None:
-    """The per-step arrays recorded with an episode (``actions``, ``rewards``, ``terminated``,
-    ``truncated``) from ``raw/<video_id>/actions.safetensors``, or None when the video has none."""
-    from safetensors.numpy import load as load_safetensors
-
-    try:
-        payload = store.get_bytes(actions_key(video_id))
-    except ObjectNotFound:
-        return None
-    return load_safetensors(payload)
+    """The per-step arrays recorded with an episode (simulator or upload), or None when the video has none:
+    the one reader of ``raw/<video_id>/actions.safetensors`` (:func:`worldloom.core.episodes.read_episode_arrays`)."""
+    return read_episode_arrays(store, video_id)
 
 
 # ----------------------------------------------------------------------------------------------- loading

@@ -5,6 +5,7 @@ frame[0] is rendered after reset; frame[i] is what the agent saw *before* action
 is the result of action[i]; frame[T] follows the last step. The arrays file (safetensors, never
 pickle) holds actions/rewards/terminated/truncated with T rows and, when small, observations with
 T + 1 rows aligned with the frames. truncated[T - 1] is also true when `max_steps` cut the episode.
+The arrays are checked, normalised and encoded by worldloom.core.episodes, like an upload's.
 
 Episode k of a request with `seed` s is reset with seed s + k and its policy seeded with s + k, in
 a freshly made env: an episode depends only on (env, env_kwargs, s + k, policy, max_steps), and
@@ -24,8 +25,9 @@ from typing import Any
 
 import gymnasium  # after envs: it sets the headless rendering variables first
 import numpy as np
-from safetensors.numpy import save as save_safetensors
 
+from worldloom.core.episodes import SPECS, Episode, EpisodeLimits, check_arrays
+from worldloom.core.errors import Refusal
 from worldloom.ingest.service import IngestError
 from worldloom.ingest.settings import GymnasiumLimits
 from worldloom.ingest.sources.arrays import action_dtype, describe_space, space_shape, stored_observation_dtype
@@ -65,13 +67,14 @@ class EpisodeRecording:
     arrays_path: Path  # safetensors: actions, rewards, terminated, truncated[, observations]
     description_path: Path  # JSON: spaces, alignment, shapes/dtypes, provenance
     description: dict[str, Any] = field(repr=False)
+    arrays: Episode = field(repr=False)  # the checked arrays ingest stores (the two files' content)
 
     @property
     def frames(self) -> int:
         return self.steps + 1
 
-    def attributes(self, actions_uri: str, description_uri: str) -> dict[str, str]:
-        """The video's ingest attributes: where it came from and where its actions are."""
+    def attributes(self) -> dict[str, str]:
+        """The video's ingest attributes: where it came from (ingest adds where its actions are)."""
         d = self.description
         attrs = {
             "source": "gymnasium", "dataset": f"gymnasium/{self.env_id}", "env": self.env_id,
@@ -79,7 +82,6 @@ class EpisodeRecording:
             "max_steps": str(self.max_steps), "steps": str(self.steps), "ended_by": self.ended_by,
             "total_reward": repr(self.total_reward), "action_space": d["action_space"]["repr"],
             "frame_alignment": "frames=steps+1; frame[i] precedes action[i]",
-            "actions_uri": actions_uri, "actions_meta_uri": description_uri,
             "gymnasium_version": gymnasium.__version__,
             "description": f"{self.env_id} simulation, {self.policy} policy, {self.steps} steps",
         }
@@ -130,6 +132,7 @@ def record_episodes(
     env_kwargs: dict[str, Any] | None = None,
     limits: GymnasiumLimits | None = None,
     progress: ProgressCallback | None = None,
+    episode_limits: EpisodeLimits | None = None,
 ) -> list[EpisodeRecording]:
     """Records `episodes` episodes (episode k seeded with seed + k) into out_dir (a new temp dir if None).
 
@@ -143,8 +146,8 @@ def record_episodes(
     recordings = []
     for k in range(episodes):
         on_step = (lambda n, k=k: progress(k, n)) if progress else None
-        recordings.append(record_episode(env_id, k, seed + k, policy, max_steps, out,
-                                         env_kwargs=env_kwargs, limits=limits, on_step=on_step))
+        recordings.append(record_episode(env_id, k, seed + k, policy, max_steps, out, env_kwargs=env_kwargs,
+                                         limits=limits, on_step=on_step, episode_limits=episode_limits))
     return recordings
 
 
@@ -159,15 +162,18 @@ def record_episode(
     env_kwargs: dict[str, Any] | None = None,
     limits: GymnasiumLimits | None = None,
     on_step: StepCallback | None = None,
+    episode_limits: EpisodeLimits | None = None,
 ) -> EpisodeRecording:
-    """One episode in a fresh env, reset with `seed` (already the per-episode seed)."""
+    """One episode in a fresh env, reset with `seed` (already the per-episode seed); its arrays are checked
+    against `episode_limits` (the ingest service's) like an upload's."""
     limits = limits or GymnasiumLimits()
     env_kwargs = dict(env_kwargs or {})
     stem = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', env_id)}_ep{episode:04d}_seed{seed}"
     paths = (out_dir / f"{stem}.mp4", out_dir / f"{stem}.actions.safetensors", out_dir / f"{stem}.actions.json")
     env = make_env(env_id, env_kwargs)
     try:
-        return _record(env, env_id, episode, seed, policy, max_steps, env_kwargs, limits, paths, on_step)
+        return _record(env, env_id, episode, seed, policy, max_steps, env_kwargs, limits, paths, on_step,
+                       episode_limits or EpisodeLimits())
     except BaseException:
         for p in paths:
             p.unlink(missing_ok=True)
@@ -179,7 +185,7 @@ def record_episode(
 def _record(
     env: gymnasium.Env, env_id: str, episode: int, seed: int, policy: str, max_steps: int,
     env_kwargs: dict[str, Any], limits: GymnasiumLimits, paths: tuple[Path, Path, Path],
-    on_step: StepCallback | None,
+    on_step: StepCallback | None, episode_limits: EpisodeLimits,
 ) -> EpisodeRecording:
     video_path, arrays_path, description_path = paths
     act_dtype = action_dtype(env.action_space)
@@ -226,28 +232,30 @@ def _record(
     if obs_dtype is not None:
         arrays["observations"] = np.asarray(observations, dtype=obs_dtype).reshape(
             (len(observations), *space_shape(env.observation_space)))
-    # one metadata key: safetensors writes __metadata__ from a hash map, so several keys come out in
-    # a random order and the bytes would differ between identical recordings
-    header = json.dumps({"format": FORMAT, "env": env_id, "frame_alignment": FRAME_ALIGNMENT}, sort_keys=True)
-    arrays_path.write_bytes(save_safetensors(arrays, metadata={"worldloom": header}))
+    try:  # the checks an upload's arrays get (an env may return NaN rewards, or too wide an action)
+        checked = check_arrays(arrays, episode_limits, allowed=tuple(SPECS))
+    except Refusal as exc:
+        raise IngestError(exc.status, exc.code, f"{env_id}: {exc.message}") from None
     total_reward = float(np.sum(np.asarray(rewards, dtype=np.float64)))
-    description = {
-        "format": FORMAT, "env": env_id, "env_kwargs": env_kwargs, "episode": episode, "seed": seed,
-        "policy": policy, "max_steps": max_steps, "steps": len(actions), "frames": len(actions) + 1,
-        "fps": float(fps), "render_width": int(first.shape[1]), "render_height": int(first.shape[0]),
+    provenance = {
+        "env": env_id, "env_kwargs": env_kwargs, "episode": episode, "seed": seed,
+        "policy": policy, "max_steps": max_steps, "frames": len(actions) + 1, "fps": float(fps),
+        "render_width": int(first.shape[1]), "render_height": int(first.shape[0]),
         "video_width": writer.width, "video_height": writer.height, "ended_by": ended_by,
         "total_reward": total_reward, "frame_alignment": FRAME_ALIGNMENT,
         "action_space": describe_space(env.action_space),
         "observation_space": describe_space(env.observation_space),
         "observations_stored": obs_dtype is not None,
-        "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()},
         "gymnasium_version": gymnasium.__version__,
     }
-    description_path.write_text(json.dumps(description, indent=2, sort_keys=True) + "\n")
+    ep = Episode(checked, FORMAT, header={"env": env_id, "frame_alignment": FRAME_ALIGNMENT}, fields=provenance)
+    arrays_path.write_bytes(ep.encode())
+    description_path.write_bytes(ep.description_bytes(len(actions) + 1, fps))
     return EpisodeRecording(
         env_id=env_id, episode=episode, seed=seed, policy=policy, max_steps=max_steps, steps=len(actions),
         fps=float(fps), width=writer.width, height=writer.height, total_reward=total_reward, ended_by=ended_by,
-        video_path=video_path, arrays_path=arrays_path, description_path=description_path, description=description,
+        video_path=video_path, arrays_path=arrays_path, description_path=description_path,
+        description=ep.describe(len(actions) + 1, fps), arrays=ep,
     )
 
 

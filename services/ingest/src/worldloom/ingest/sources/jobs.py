@@ -147,7 +147,7 @@ class JobRunner:
 
             try:
                 rec = record_episode(r.env, k, r.seed + k, r.policy, r.max_steps, tmp, env_kwargs=r.env_kwargs,
-                                     limits=self.limits, on_step=on_step)
+                                     limits=self.limits, on_step=on_step, episode_limits=self.service.episode_limits)
             except IngestError as exc:
                 job.errors.append(JobError(episode=k, code=exc.code, message=exc.message))
                 if exc.status != 500:  # the request or the replica is the problem: every episode would fail
