@@ -14,6 +14,7 @@ from torch import nn
 from worldloom.models.rl import ContextClip, WorldModelEnv
 from worldloom.models.rl.sb3 import SB3VecEnv
 from worldloom.models.tokenizer import CausalVideoTokenizer, TokenizerConfig
+from worldloom.models.tokenizer.data import frames_to_tensor
 from worldloom.models.world import FAMILIES, ActionSpec, Sampling, WorldModel, family_class
 from worldloom.models.world.data import LatentSequence
 
@@ -139,8 +140,6 @@ def test_latent_observations_are_the_tokenizers_latents_of_the_context(family: s
     model, clips = env.model, _clips(kind)
     cands = []
     for clip in clips:
-        from worldloom.models.tokenizer.data import frames_to_tensor
-
         with torch.no_grad():
             x = model.encode_video(env.tokenizer, frames_to_tensor(clip.frames)[None])
             feats = model.latent_features(env.tokenizer, x)[0]  # [C, T, h, w]

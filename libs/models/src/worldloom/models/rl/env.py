@@ -314,17 +314,19 @@ class WorldModelEnv(gym.vector.VectorEnv):
 
 
 class _eval:
-    """Eval mode for the model and tokenizer while the env uses them; their own modes are restored."""
+    """Eval mode for the model and tokenizer while the env uses them; a module in training mode goes back to
+    it afterwards. Modules already in eval mode are left alone (``train()`` walks every submodule: a cost
+    per step that showed in profiles)."""
 
     def __init__(self, *modules: torch.nn.Module) -> None:
         self.modules = modules
-        self.modes: list[bool] = []
+        self.switched: list[torch.nn.Module] = []
 
     def __enter__(self) -> None:
-        self.modes = [m.training for m in self.modules]
-        for m in self.modules:
+        self.switched = [m for m in self.modules if m.training]
+        for m in self.switched:
             m.eval()
 
     def __exit__(self, *exc: object) -> None:
-        for m, mode in zip(self.modules, self.modes, strict=True):
-            m.train(mode)
+        for m in self.switched:
+            m.train()
