@@ -90,6 +90,7 @@ bench: install
 	$(BIN)/python bench/bench_tokenizer.py
 	$(BIN)/python bench/bench_tokenizer_ray.py
 	$(BIN)/python bench/bench_world_model.py
+	$(BIN)/python bench/bench_imagination.py
 
 clean:
 	rm -rf out .cache/servers .pytest_cache

@@ -485,6 +485,10 @@ class ARWorldModel(WorldModel):
     def decode_latents(self, tokenizer: Any, latents: Tensor) -> Tensor:
         return tokenizer.decode(latents.to(next(tokenizer.parameters()).device)).float()
 
+    def latent_features(self, tokenizer: Any, latents: Tensor) -> Tensor:
+        """Token ids -> the FSQ codes they stand for (``[B, dim, T, h, w]`` in [-1, 1])."""
+        return tokenizer.indices_to_codes(latents.to(next(tokenizer.parameters()).device)).float()
+
     def training_inputs(self, batch: dict[str, Tensor], context_frames: int,
                         generator: torch.Generator | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
         extra = {k: batch.get(k) for k in ("actions", "text", "rewards", "terminations")}

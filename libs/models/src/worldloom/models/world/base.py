@@ -7,7 +7,8 @@ service, the demo, benchmarks -- only use what is declared here:
 
 * what it works on: ``latent_kind`` (the tokenizer kind it needs), ``time_axis`` (where latent frames
   are in a batch), :meth:`encode_video` / :meth:`decode_latents` (through its tokenizer),
-  :meth:`check_tokenizer`, :meth:`check_sequences`;
+  :meth:`latent_features` (latents as the tokenizer's float grid), :meth:`check_tokenizer`,
+  :meth:`check_sequences`;
 * training: :meth:`training_inputs` (a window batch -> the family's ``forward`` arguments; call it through
   :func:`training_outputs` so a DDP / compiled wrapper's ``forward`` runs), ``throughput_unit`` and
   :attr:`items_per_latent_frame` for the progress curves;
@@ -193,6 +194,11 @@ class WorldModel(nn.Module, ABC):
     @abstractmethod
     def decode_latents(self, tokenizer: Any, latents: Tensor) -> Tensor:
         """Latents in this model's layout -> video ``[B, 3, T, H, W]`` (float)."""
+
+    @abstractmethod
+    def latent_features(self, tokenizer: Any, latents: Tensor) -> Tensor:
+        """Latents in this model's layout -> the tokenizer's continuous latent grid ``[B, C, T, h, w]``
+        float32 (what a policy acting on latents sees, the same for real frames encoded by the tokenizer)."""
 
     @abstractmethod
     def training_inputs(self, batch: dict[str, Tensor], context_frames: int,

@@ -476,6 +476,9 @@ class DiffusionWorldModel(WorldModel):
     def decode_latents(self, tokenizer: Any, latents: Tensor) -> Tensor:
         return tokenizer.decode(latents.float().to(next(tokenizer.parameters()).device)).float()
 
+    def latent_features(self, tokenizer: Any, latents: Tensor) -> Tensor:
+        return latents.float()
+
     def training_inputs(self, batch: dict[str, Tensor], context_frames: int,
                         generator: torch.Generator | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
         x = batch["frames"]
