@@ -146,7 +146,13 @@ def test_the_horizon_plot_is_against_the_real_frames(tmp_path: Path) -> None:
     models = _world_section()["models"]
     series = {name: pts for name, _, _, pts in psnr_series(models)}
     assert series["diffusion model"] == [(1, 26.11), (2, 25.02), (4, 23.5)]
-    assert series["copy-last frame (ar)"] == [(1, 24.4), (2, 23.3), (4, 21.2)]
+    assert series["copy-last frame (ar)"] == [(1, 24.4), (2, 23.3), (4, 21.2)]  # other frames: another baseline
+    same = {f: {**m, "metrics": {**m["metrics"], **{k: v for k, v in models["ar"]["metrics"].items() if "copy_last" in k}}}
+            for f, m in models.items()}
+    lines = psnr_series(same)  # both scored the same held-out frames: copy-last-frame once, grey
+    assert [(name, colour, dashed) for name, colour, dashed, _ in lines] == [
+        ("diffusion model", (214, 39, 40), False), ("ar model", (31, 119, 180), False),
+        ("copy-last frame", (120, 120, 120), True)]
     assert psnr_plot(models, tmp_path / "h.png") and (tmp_path / "h.png").stat().st_size > 0
     unscored = {f: {**m, "metrics": {k: v for k, v in m["metrics"].items() if "_vs_real" not in k}}
                 for f, m in models.items()}

@@ -186,13 +186,17 @@ def _by_horizon(metrics: dict[str, float], who: str, against: str = "real",
 
 
 def psnr_series(models: dict[str, dict[str, Any]]) -> list[tuple[str, tuple[int, int, int], bool, list[tuple[int, float]]]]:
-    """The plot's lines: each family and its copy-last baseline against the real frames (each family
-    scores its own held-out episodes, so each gets its own baseline)."""
-    series: list[tuple[str, tuple[int, int, int], bool, list[tuple[int, float]]]] = []
-    for family, m in models.items():
-        series.append((f"{family} model", COLOURS[family], False, _by_horizon(m["metrics"], "model")))
-        series.append((f"copy-last frame ({family})", COLOURS[family], True, _by_horizon(m["metrics"], "copy_last")))
-    return [s for s in series if s[3]]
+    """The plot's lines against the real frames: each family, and copy-last-frame once (grey) when every
+    family's job scored the same held-out frames (the same baseline figures), else once per family."""
+    Series = tuple[str, tuple[int, int, int], bool, list[tuple[int, float]]]
+    lines: list[Series] = [(f"{f} model", COLOURS[f], False, _by_horizon(m["metrics"], "model"))
+                           for f, m in models.items()]
+    copies = {f: _by_horizon(m["metrics"], "copy_last") for f, m in models.items()}
+    if len({tuple(c) for c in copies.values()}) == 1:
+        lines.append(("copy-last frame", COLOURS["copy_last"], True, next(iter(copies.values()))))
+    else:
+        lines += [(f"copy-last frame ({f})", COLOURS[f], True, c) for f, c in copies.items()]
+    return [s for s in lines if s[3]]
 
 
 def psnr_plot(models: dict[str, dict[str, Any]], path: Path) -> bool:
