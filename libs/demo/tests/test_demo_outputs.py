@@ -83,3 +83,77 @@ def test_worldloom_demo_is_the_cli_command_this_package_provides(tmp_path: Path)
     result = CliRunner().invoke(app, ["demo", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "data folder not found" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def _world_section() -> dict:
+    """Two trained families as the train service reports them: against the real frames and the decoded future."""
+    def metrics(model_real: list[float], copy_real: list[float], model_dec: list[float], copy_dec: list[float]) -> dict:
+        out = {}
+        for h, mr, cr, md, cd in zip((1, 2, 4), model_real, copy_real, model_dec, copy_dec, strict=True):
+            out |= {f"val_model_h{h}_psnr_vs_real": mr, f"val_copy_last_h{h}_psnr_vs_real": cr,
+                    f"val_model_h{h}_ssim_vs_real": mr / 100, f"val_copy_last_h{h}_ssim_vs_real": cr / 100,
+                    f"val_model_h{h}_psnr_vs_decoded": md, f"val_copy_last_h{h}_psnr_vs_decoded": cd}
+        return out
+
+    return {"env": "Pendulum-v1", "models": {
+        "diffusion": {"model_id": "wm-d", "state": "succeeded", "steps": 1200, "train_seconds": 130.0,
+                      "metrics": metrics([26.11, 25.02, 23.50], [24.41, 23.0, 21.0], [31.5, 30.5, 29.5], [30.1, 29.1, 28.1])},
+        "ar": {"model_id": "wm-a", "state": "succeeded", "steps": 400, "train_seconds": 99.0,
+               "metrics": metrics([16.4, 16.3, 16.2], [24.4, 23.3, 21.2], [35.0, 34.0, 33.0], [20.0, 19.0, 18.0])},
+    }}
+
+
+def test_world_summary_headlines_the_real_frames_and_labels_the_decoded_line(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from worldloom.demo.world_stage import world_summary
+
+    console = Console(record=True, width=240, color_system=None)
+    world_summary(_world_section(), tmp_path, console)
+    text = console.export_text()
+    table, _, rest = text.partition("diffusion: beats")
+    assert "against the real frames" in table and "PSNR dB" in table and "SSIM" in table
+    assert "26.11 / 24.41" in table and "0.261 / 0.244" in table and "16.40 / 24.40" in table
+    assert "31.50" not in table and "35.00" not in table  # the decoded future is not in the headline
+    # measured verdicts: diffusion clears 1 dB everywhere (+1.70, +2.02, +2.50), AR nowhere (-8.00 at h1)
+    assert "by >= 1 dB at every horizon (h1 +1.70, h2 +2.02, h4 +2.50 dB)" in text
+    assert "ar: does not beat copy-last-frame by 1 dB at any horizon (h1 -8.00" in text
+    secondary = " ".join(text[text.index("secondary"):].split())
+    assert "decoding of the real future" in secondary and "ar: h1 35.00 / 20.00" in secondary
+    assert "bench" not in text  # no figure this run did not measure
+
+
+def test_world_summary_shows_an_unmeasured_horizon_as_missing_not_as_a_figure(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from worldloom.demo.world_stage import world_summary
+
+    section = _world_section()
+    metrics = section["models"]["ar"]["metrics"]
+    for key in [k for k in metrics if "_vs_real" in k]:
+        del metrics[key]  # e.g. the clips' real renditions were not found
+    del section["models"]["diffusion"]["metrics"]["val_model_h4_psnr_vs_real"]
+    console = Console(record=True, width=240, color_system=None)
+    world_summary(section, tmp_path, console)
+    text = console.export_text()
+    assert "ar: not scored against the real frames in this run" in text
+    assert "diffusion: beats copy-last-frame by >= 1 dB at h1, h2 only (h1 +1.70, h2 +2.02 dB; h4 not measured)" in text
+
+
+def test_the_horizon_plot_is_against_the_real_frames(tmp_path: Path) -> None:
+    from worldloom.demo.world_stage import psnr_plot, psnr_series
+
+    models = _world_section()["models"]
+    series = {name: pts for name, _, _, pts in psnr_series(models)}
+    assert series["diffusion model"] == [(1, 26.11), (2, 25.02), (4, 23.5)]
+    assert series["copy-last frame (ar)"] == [(1, 24.4), (2, 23.3), (4, 21.2)]  # other frames: another baseline
+    same = {f: {**m, "metrics": {**m["metrics"], **{k: v for k, v in models["ar"]["metrics"].items() if "copy_last" in k}}}
+            for f, m in models.items()}
+    lines = psnr_series(same)  # both scored the same held-out frames: copy-last-frame once, grey
+    assert [(name, colour, dashed) for name, colour, dashed, _ in lines] == [
+        ("diffusion model", (214, 39, 40), False), ("ar model", (31, 119, 180), False),
+        ("copy-last frame", (120, 120, 120), True)]
+    assert psnr_plot(models, tmp_path / "h.png") and (tmp_path / "h.png").stat().st_size > 0
+    unscored = {f: {**m, "metrics": {k: v for k, v in m["metrics"].items() if "_vs_real" not in k}}
+                for f, m in models.items()}
+    assert not psnr_plot(unscored, tmp_path / "none.png") and not (tmp_path / "none.png").exists()

@@ -26,6 +26,14 @@ _DTYPES = {
 }
 
 
+#: gRPC keepalive the servers permit. pymilvus pings every 10 s, idle or not; a server with gRPC's default
+#: policy (Milvus Lite, as a file or `milvus-lite server`) allows no pings while no call is open and one per
+#: 5 minutes during a call, so after a minute idle it answers GOAWAY "too_many_pings" (logged to stderr
+#: by gRPC's C core) and the client reconnects. Pinging only during calls, at most every 5 minutes, keeps
+#: within that policy; Milvus on Kubernetes permits it too.
+GRPC_OPTIONS: Mapping[str, int] = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": 0}
+
+
 @dataclass(frozen=True)
 class CollectionSpec:
     """Schema of one collection; `id` is a string primary key (content hashes, clip ids)."""
@@ -83,14 +91,10 @@ class VectorIndex:
         if "://" not in uri:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         self.uri = uri
-        extra: dict[str, object] = {}
-        if "://" in uri:
-            # pymilvus pings every 10 s even when idle; servers with gRPC's default ping policy
-            # (milvus-lite server) answer GOAWAY "too_many_pings" and then refuse reconnects
-            # (dedicated: pymilvus otherwise shares one channel per address, whatever options it was made with)
-            extra["grpc_options"] = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": 0}
-            extra["dedicated"] = True
-        self.client = MilvusClient(uri=uri, token=token or "", **extra)
+        # Every URI, a .db file included (pymilvus serves it from an in-process Milvus Lite gRPC server on
+        # loopback): dedicated, because pymilvus otherwise shares one channel per address, whatever options
+        # it was made with.
+        self.client = MilvusClient(uri=uri, token=token or "", grpc_options=dict(GRPC_OPTIONS), dedicated=True)
         self._lock = threading.Lock()  # Milvus Lite's local client is not safe for concurrent calls
         self._loaded: set[str] = set()
 

@@ -46,10 +46,11 @@ class MilvusServer(ManagedProcess):
             return False
         from pymilvus import MilvusClient
 
-        # a dedicated channel that never pings: a shared default one (10 s keepalive) would be reused
-        # by later clients in this process and trip the server's too_many_pings GOAWAY
-        client = MilvusClient(uri=self.uri, timeout=5, dedicated=True,
-                              grpc_options={"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": 0})
+        from worldloom.core.vectors import GRPC_OPTIONS
+
+        # a dedicated channel with the keepalive the server permits: a shared default one (10 s keepalive)
+        # would be reused by later clients in this process and trip the server's too_many_pings GOAWAY
+        client = MilvusClient(uri=self.uri, timeout=5, dedicated=True, grpc_options=dict(GRPC_OPTIONS))
         try:
             client.list_collections()
         finally:
