@@ -17,6 +17,18 @@ REPO = Path(__file__).resolve().parent
 SHARED_DATA = Path(os.environ.get("WORLDLOOM_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _ray_shut_down_at_the_end() -> Iterator[None]:
+    """Stops the Ray cluster an in-process job started while everything is still running: left to the
+    interpreter's exit, Ray's core worker can outlive its GCS, wait 60 s for it and end the run with an error
+    after every test passed."""
+    import sys
+
+    yield
+    if (ray := sys.modules.get("ray")) is not None and ray.is_initialized():
+        ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

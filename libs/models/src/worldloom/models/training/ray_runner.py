@@ -9,6 +9,7 @@ restarted worker group carries on instead of starting over.
 
 from __future__ import annotations
 
+import importlib
 import os
 import tempfile
 import threading
@@ -39,6 +40,10 @@ class TrainingFailed(RuntimeError):
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to ``address`` or start a local, loopback-only Ray once per process."""
+    if not address:
+        # Ray turns 127.0.0.1 into the host's "reachable" address (its node IP, which every Ray process binds
+        # and dials) unless multi-node clusters are off; a private local cluster has no other node
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
 
     with _init_lock:
@@ -48,6 +53,10 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         if address:
             ray.init(address=address, log_to_driver=False)
             return
+        # the same switch for a process that imported ray before the variable was set: Ray reads it once at
+        # import, into a constant its address helpers read at call time (no public API sets it)
+        constants: Any = importlib.import_module("ray._private.ray_constants")
+        constants.ENABLE_RAY_CLUSTER = False
         # address="local" and a private temp dir: always a fresh cluster of our own, never one another
         # process on this machine started (two embedded services or a benchmark must not share or stop it)
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, _node_ip_address="127.0.0.1",
