@@ -254,6 +254,30 @@ def test_load_policy_from_a_store_and_refusals(tmp_path: Path) -> None:
         load_policy(tampered)
 
 
+def test_trainer_checkpoint_resumes_weights_optimizer_iteration_and_return_scale(tmp_path: Path) -> None:
+    env = SignEnv(4, "continuous")
+    trainer = ImaginationTrainer(_agent(env, hidden=16), env, ImaginationConfig(horizon=4))
+    trainer.train(3)
+    path = trainer.save(tmp_path / "trainer.safetensors")
+    assert (tmp_path / "trainer.optim.safetensors").is_file()
+    fresh = ImaginationTrainer(_agent(env, seed=1, hidden=16), env, ImaginationConfig(horizon=4))
+    assert fresh.restore(path) == 3 and fresh.iteration == 3
+    assert fresh.normalizer.scale == trainer.normalizer.scale is not None
+    for a, b in zip(trainer.agent.state_dict().values(), fresh.agent.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    mine, theirs = trainer.optimizer.state_dict()["state"], fresh.optimizer.state_dict()["state"]
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k]["exp_avg"], theirs[k]["exp_avg"]) for k in mine)
+    assert fresh.train(1)[0].iteration == 4
+    obs = np.random.default_rng(3).standard_normal((8, 4)).astype(np.float32)
+    np.testing.assert_array_equal(load_policy(path).act(obs, deterministic=True),
+                                  trainer.agent.act(obs, deterministic=True))  # a policy checkpoint too
+    with pytest.raises(CheckpointError, match="without trainer state"):
+        fresh.restore(save_policy(tmp_path / "policy.safetensors", trainer.agent))
+    other = ImaginationTrainer(_agent(env, hidden=32), env)
+    with pytest.raises(CheckpointError, match="config differs"):
+        other.restore(path)
+
+
 # --------------------------------------------------------------------------------------------- learning
 
 

@@ -52,7 +52,14 @@ from gymnasium.vector import AutoresetMode
 from torch import Tensor, nn
 
 from worldloom.core.store.base import ObjectStore
-from worldloom.models.checkpoint import CheckpointError, fetch_files, load_weights, read_checkpoint, save_checkpoint
+from worldloom.models.checkpoint import (
+    CheckpointError,
+    fetch_files,
+    load_weights,
+    read_checkpoint,
+    restore_optimizer,
+    save_checkpoint,
+)
 from worldloom.models.rl.configuration_agent import AgentConfig, ImaginationConfig
 from worldloom.models.rl.env import eval_mode
 from worldloom.models.tokenizer.data import frames_to_tensor
@@ -323,8 +330,10 @@ class ImaginationTrainer:
         self.agent, self.env, self.config = agent, env, config or ImaginationConfig()
         self.mode = _check_env(agent, env)
         cfg = self.config
-        self.actor_opt = torch.optim.Adam(agent.actor.parameters(), lr=cfg.actor_lr, eps=1e-5)
-        self.critic_opt = torch.optim.Adam(agent.critic.parameters(), lr=cfg.critic_lr, eps=1e-5)
+        # one optimiser, a param group each (own learning rates), so a checkpoint carries both states
+        self.optimizer = torch.optim.Adam([{"params": list(agent.actor.parameters()), "lr": cfg.actor_lr},
+                                           {"params": list(agent.critic.parameters()), "lr": cfg.critic_lr}],
+                                          eps=1e-5)
         self.normalizer = ReturnNormalizer(cfg.return_decay, cfg.return_low, cfg.return_high)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.iteration = 0
@@ -358,6 +367,30 @@ class ImaginationTrainer:
             reward=m["reward"], actor_loss=m["actor_loss"], critic_loss=m["critic_loss"], entropy=m["entropy"],
             return_scale=self.normalizer.scale or 0.0, imagined_steps_per_s=valid / max(collected, 1e-9),
             seconds=time.perf_counter() - start)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """The policy checkpoint (:func:`save_policy`; :func:`load_policy` reads it) plus what resuming needs:
+        the optimiser's state, the iteration and the return scale."""
+        return save_checkpoint(path, self.agent.state_dict(), format=FORMAT, config=self.agent.config.to_dict(),
+                               meta={"action_kind": self.agent.config.action_kind}, optimizer=self.optimizer,
+                               step=self.iteration, extra={"return_scale": self.normalizer.scale,
+                                                           "imagination": self.config.to_dict()})
+
+    def restore(self, path: str | os.PathLike[str]) -> int:
+        """Weights, optimiser state, iteration and return scale of a :meth:`save` checkpoint (the agent's
+        config must be the checkpoint's); returns the iteration. The env is not part of it: imagination
+        goes on from a fresh reset."""
+        ckpt = read_checkpoint(path, format=FORMAT, device=str(self.agent.device))
+        if AgentConfig.from_dict(ckpt.config) != self.agent.config:
+            raise CheckpointError(f"{path}: the checkpoint's agent config differs from the agent's")
+        if not ckpt.meta.get("optimizer"):
+            raise CheckpointError(f"{path}: a policy without trainer state (saved by save_policy, not a trainer)")
+        load_weights(self.agent, ckpt)
+        restore_optimizer(self.optimizer, ckpt, str(self.agent.device))
+        scale = ckpt.state.extra.get("return_scale")
+        self.normalizer.scale = None if scale is None else float(scale)
+        self.iteration = ckpt.state.step
+        return self.iteration
 
     def _imagine(self) -> tuple[tuple[Tensor, ...], list[float]]:
         env, agent, n, horizon = self.env, self.agent, self.env.num_envs, self.config.horizon
@@ -417,18 +450,14 @@ class ImaginationTrainer:
 
         values = agent.value(flat_obs)
         critic_loss = (0.5 * (values - target).square() * mask).sum() / count
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        nn.utils.clip_grad_norm_(agent.critic.parameters(), cfg.grad_clip)
-        self.critic_opt.step()
-
-        advantage = (target - values.detach()) / divisor
+        advantage = (target - values.detach()) / divisor  # the baseline takes no gradient from the actor
         logp, entropy = agent.log_prob_entropy(flat_obs, flat_raw)
         actor_loss = -((advantage * logp + cfg.entropy * entropy) * mask).sum() / count
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        (critic_loss + actor_loss).backward()  # disjoint parameters: each net gets its own loss's gradient
+        nn.utils.clip_grad_norm_(agent.critic.parameters(), cfg.grad_clip)
         nn.utils.clip_grad_norm_(agent.actor.parameters(), cfg.grad_clip)
-        self.actor_opt.step()
+        self.optimizer.step()
 
         with torch.no_grad():
             for slow, fast in zip(agent.target_critic.parameters(), agent.critic.parameters(), strict=True):
