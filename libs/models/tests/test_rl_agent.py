@@ -299,6 +299,8 @@ def test_agent_learns_the_sign_task_far_better_than_random(kind: str, mode: Auto
     assert np.mean(random_returns) < 2.0
     assert np.mean(trained) > np.mean(random_returns) + 4.0
     assert metrics[-1].entropy < metrics[0].entropy  # the policy sharpened
+    with pytest.raises(RuntimeError, match="did not end within 5 steps"):
+        evaluate(agent, SignEnv(1, kind, length=50, mode=mode), 1, max_steps=5)
     last = metrics[-10:]
     assert np.mean([m.episode_return for m in last if m.episode_return is not None]) > 4.0
 

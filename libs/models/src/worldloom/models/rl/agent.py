@@ -472,6 +472,8 @@ def evaluate(agent: Agent, env: gym.vector.VectorEnv, episodes: int, *, determin
              seed: int | None = None, max_steps: int = 1_000_000) -> list[float]:
     """Undiscounted returns of ``episodes`` whole episodes of ``agent`` in ``env`` (reset with ``seed``). Each
     sub-env contributes its first ``ceil(episodes / N)`` episodes, so short episodes are not over-counted."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
     mode = _check_env(agent, env)
     n = env.num_envs
     per_env = -(-episodes // n)
@@ -479,9 +481,11 @@ def evaluate(agent: Agent, env: gym.vector.VectorEnv, episodes: int, *, determin
     generator = torch.Generator().manual_seed(0 if seed is None else seed)
     returns: list[list[float]] = [[] for _ in range(n)]
     running, pending = np.zeros(n), np.zeros(n, bool)
-    for _ in range(max_steps):
-        if all(len(r) >= per_env for r in returns):
-            break
+    steps = 0
+    while not all(len(r) >= per_env for r in returns):
+        if steps == max_steps:
+            raise RuntimeError(f"{episodes} episodes did not end within {max_steps} steps")
+        steps += 1
         act = agent.act(obs, deterministic=deterministic, generator=generator)
         if isinstance(env.single_action_space, gym.spaces.Box):
             act = act.astype(env.single_action_space.dtype)
@@ -493,7 +497,5 @@ def evaluate(agent: Agent, env: gym.vector.VectorEnv, episodes: int, *, determin
             returns[i].append(float(running[i]))
         running[done] = 0.0
         pending = done if mode == AutoresetMode.NEXT_STEP else np.zeros(n, bool)
-    else:
-        raise RuntimeError(f"{episodes} episodes did not end within {max_steps} steps")
     flat = [r for per in returns for r in per[:per_env]]
     return flat[:episodes]
