@@ -13,10 +13,13 @@ from torch import nn
 
 from worldloom.models.rl import ContextClip, WorldModelEnv
 from worldloom.models.rl.sb3 import SB3VecEnv
-from worldloom.models.tokenizer import CausalVideoTokenizer, TokenizerConfig
 from worldloom.models.tokenizer.data import frames_to_tensor
-from worldloom.models.world import FAMILIES, ActionSpec, Sampling, WorldModel, family_class
+from worldloom.models.world import FAMILIES, Sampling
 from worldloom.models.world.data import LatentSequence
+from worldloom.testkit.imagination import action_spec as _spec
+from worldloom.testkit.imagination import context_clips as _clips
+from worldloom.testkit.imagination import imagination_model as _model
+from worldloom.testkit.imagination import tiny_env as _env
 
 CASES = [("ar", "discrete"), ("diffusion", "continuous"), ("ar", "continuous"), ("diffusion", "discrete")]
 
@@ -27,54 +30,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def _tokenizer(kind: str) -> CausalVideoTokenizer:
-    cfg = TokenizerConfig.preset("tiny", kind, "4x8x8").replace(channels=16)
-    cfg = cfg.replace(fsq_levels=(4, 4, 4)) if kind == "discrete" else cfg.replace(latent_channels=4)
-    torch.manual_seed(0)
-    return CausalVideoTokenizer(cfg).eval()
-
-
-def _model(family: str, action: ActionSpec | None, *, size: int = 32, reward_head: bool = True,
-           window: int = 4) -> tuple[WorldModel, CausalVideoTokenizer]:
-    """A tiny model whose zero-initialised layers (adaLN-Zero) are woken up and whose action embeddings are
-    as large as the frames', so that it reacts to its context and actions from the start, as a trained one
-    does."""
-    cls = family_class(family)
-    tok = _tokenizer(cls.latent_kind)
-    shape = cls.__new__(cls).encode_video(tok, torch.zeros(1, 3, 9, size, size)).shape[1:]
-    cfg = cls.config_for_data(tok.config, shape, size="tiny", action=action, reward_head=reward_head,
-                              window=window, context_frames=window - 1, horizon=1, options={})
-    torch.manual_seed(0)
-    model = cls(cfg.replace(n_layer=1, d_model=32, n_head=2))
-    with torch.no_grad():
-        for p in model.parameters():
-            if not p.any():
-                p.normal_(0.0, 0.2)
-        for p in model.actions.parameters() if model.actions is not None else ():
-            p.normal_(0.0, 1.0)  # actions weigh in as much as the frames do
-    return model.eval(), tok
-
-
-def _spec(kind: str) -> ActionSpec:
-    return ActionSpec.discrete(3) if kind == "discrete" else ActionSpec.continuous(2)
-
-
-def _clips(kind: str, n: int = 3, frames: int = 13, size: int = 32, seed: int = 0) -> list[ContextClip]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        pix = rng.integers(0, 256, (frames, size, size, 3), dtype=np.uint8)
-        acts = rng.integers(0, 3, frames - 1) if kind == "discrete" else rng.uniform(-1, 1, (frames - 1, 2))
-        out.append(ContextClip(pix, acts))
-    return out
-
-
-def _env(family: str, kind: str, observation: str = "latents", num_envs: int = 4, **kw) -> WorldModelEnv:
-    model, tok = _model(family, _spec(kind))
-    return WorldModelEnv(model, tok, _clips(kind), num_envs=num_envs, observation=observation,
-                         sampling=Sampling(steps=2) if family == "diffusion" else None, **kw)
 
 
 def _set_termination(env: WorldModelEnv, logit: float) -> None:

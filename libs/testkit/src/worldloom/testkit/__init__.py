@@ -2,7 +2,8 @@
 dev (each can be halted or killed and started again with its data: outages and crashes), any Worldloom
 service as a process (``services.ServiceProcess``), plus the helpers tests share instead of copying: ``models`` (tiny tokenizers and world models) and
 ``clips`` (curated clips) put test inputs in a store, ``media`` (shared clips, frames, stage tasks) and
-``uploads`` (multipart uploads in, decoded bus events out).
+``uploads`` (multipart uploads in, decoded bus events out), ``imagination`` (tiny world models that
+react to actions, and WorldModelEnvs over them, for the RL tests).
 
 Classes load lazily so `import worldloom.testkit` stays cheap (pymilvus and kafka-python are heavy).
 """

@@ -112,7 +112,7 @@ class WorldModelEnv(gym.vector.VectorEnv):
         self.device = model.device
 
         limit = model.context_latents(1)
-        with _eval(model, tokenizer), torch.inference_mode():
+        with eval_mode(model, tokenizer), torch.inference_mode():
             self._clips = [self._encode(c, i) for i, c in enumerate(contexts)]
         shortest = min(model.num_frames(x) for x, _ in self._clips)
         self.context_frames = min(limit, shortest) if context_frames is None else int(context_frames)
@@ -217,7 +217,7 @@ class WorldModelEnv(gym.vector.VectorEnv):
         if seed is not None or self._generator is None:
             self._generator = torch.Generator().manual_seed(int(self.np_random.integers(2**62)))
         rows = np.arange(self.num_envs) if mask is None else np.flatnonzero(mask)
-        with _eval(self.model, self.tokenizer), torch.inference_mode():
+        with eval_mode(self.model, self.tokenizer), torch.inference_mode():
             self._reset_rows(rows)
         return self._obs.copy(), {}
 
@@ -231,7 +231,7 @@ class WorldModelEnv(gym.vector.VectorEnv):
         infos: dict[str, Any] = {}
         resetting = self._autoreset if self.autoreset_mode == AutoresetMode.NEXT_STEP else np.zeros(n, bool)
         rows = np.flatnonzero(~resetting)
-        with _eval(self.model, self.tokenizer), torch.inference_mode():
+        with eval_mode(self.model, self.tokenizer), torch.inference_mode():
             if len(rows):
                 r, d = self._advance(rows, act[torch.as_tensor(rows, device=self.device)])
                 rewards[rows], terminated[rows] = r, d
@@ -313,7 +313,7 @@ class WorldModelEnv(gym.vector.VectorEnv):
         return tensor_to_frames(video[:, :, -1].transpose(0, 1))  # newest pixel frame of each: [N, H, W, 3]
 
 
-class _eval:
+class eval_mode:
     """Eval mode for the model and tokenizer while the env uses them; a module in training mode goes back to
     it afterwards. Modules already in eval mode are left alone (``train()`` walks every submodule: a cost
     per step that showed in profiles)."""
