@@ -55,7 +55,7 @@ class LoraOptions:
             raise PosttrainError("invalid_lora_options", f"LoRA rank must be an integer >= 1, got {self.rank!r}")
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, int) or self.alpha < 1:
             raise PosttrainError("invalid_lora_options", f"LoRA alpha must be an integer >= 1, got {self.alpha!r}")
-        if not 0.0 <= float(self.dropout) < 1.0:
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise PosttrainError("invalid_lora_options", f"LoRA dropout must be in [0, 1), got {self.dropout!r}")
         if self.target_modules is not None:
             targets = tuple(self.target_modules)
