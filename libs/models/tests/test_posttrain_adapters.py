@@ -15,6 +15,7 @@ from worldloom.models.posttrain import (
     merge,
     prepare,
     resize_actions,
+    resume_state,
     save_adapter,
 )
 from worldloom.models.world import FAMILIES, ActionSpec, build_model, load_world_checkpoint, save_world_checkpoint
@@ -148,3 +149,33 @@ def test_load_refusals_leave_the_base_untouched(family, kit, tmp_path):
     assert not any("lora" in k for k in fresh.state_dict())
     for k, v in fresh.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.parametrize("family", FAMILY)
+def test_resume_from_adapter_checkpoint(family, kit, tmp_path):
+    """A killed LoRA job goes on from its adapter + optimiser state exactly as if it had not stopped."""
+    base_path, sha = _base_file(tmp_path, kit, family)
+    batch = kit.batch(kit.build(family), seed=3)
+
+    def step(model, opt, i):
+        opt.zero_grad()
+        kit.outputs(model, batch, seed=i)["loss"].backward()
+        opt.step()
+
+    model, _ = load_world_checkpoint(base_path)
+    model, info = prepare(model, "lora", lora=LoraOptions(rank=4, alpha=8))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for i in range(3):
+        step(model, opt, i)
+    path = save_adapter(tmp_path / "a.safetensors", model, info, base_model="b", base_sha256=sha, optimizer=opt,
+                        step=3)
+    step(model, opt, 3)
+
+    again, _ = load_world_checkpoint(base_path)
+    load_adapter(path, again)
+    opt2 = torch.optim.AdamW([p for p in again.parameters() if p.requires_grad], lr=1e-2)
+    state = resume_state(path, opt2)
+    assert state.step == 3 and state.optimizer_restored
+    step(again, opt2, 3)
+    for (k, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=k)

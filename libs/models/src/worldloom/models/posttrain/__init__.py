@@ -14,7 +14,7 @@ load onto a base, merge), ``actions`` (add / resize / replace the action encoder
 
 from worldloom.models.posttrain.actions import ActionChange, fits, resize_actions
 from worldloom.models.posttrain.adapters import FORMAT as ADAPTER_FORMAT
-from worldloom.models.posttrain.adapters import adapter_tensors, load_adapter, merge, save_adapter
+from worldloom.models.posttrain.adapters import adapter_tensors, load_adapter, merge, resume_state, save_adapter
 from worldloom.models.posttrain.methods import METHODS, LoraOptions, PosttrainError, Prepared, prepare, resolve_targets
 
 __all__ = [
@@ -31,5 +31,6 @@ __all__ = [
     "prepare",
     "resize_actions",
     "resolve_targets",
+    "resume_state",
     "save_adapter",
 ]

@@ -23,9 +23,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from worldloom.models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from worldloom.models.checkpoint import CheckpointError, TrainState, read_checkpoint, restore_optimizer, save_checkpoint
 from worldloom.models.posttrain.actions import resize_actions
 from worldloom.models.posttrain.methods import LoraOptions, PosttrainError, Prepared, has_adapters, prepare
 from worldloom.models.world.base import WorldModel
@@ -47,14 +48,29 @@ def adapter_tensors(model: WorldModel, prepared: Prepared) -> dict[str, Tensor]:
 
 
 def save_adapter(path: str | os.PathLike[str], model: WorldModel, prepared: Prepared, *, base_model: str,
-                 base_sha256: str, step: int = 0, extra: dict[str, Any] | None = None) -> Path:
-    """Write the adapter of a model prepared with ``method="lora"`` (see the module docstring)."""
+                 base_sha256: str, optimizer: torch.optim.Optimizer | None = None, step: int = 0,
+                 extra: dict[str, Any] | None = None) -> Path:
+    """Write the adapter of a model prepared with ``method="lora"`` (see the module docstring); with
+    ``optimizer`` (built over the trainable parameters) also its state, for :func:`resume_state`."""
     assert prepared.lora is not None
     lora = {**prepared.lora.to_dict(), "target_modules": list(prepared.lora_targets)}
     meta = {"family": model.family, "base_model": base_model, "base_sha256": base_sha256, "lora": lora,
             "new_modules": list(prepared.new_modules)}
     return save_checkpoint(path, adapter_tensors(model, prepared), format=FORMAT, config=model.config.to_dict(),
-                           meta=meta, step=step, extra=extra)
+                           meta=meta, optimizer=optimizer, step=step, extra=extra)
+
+
+def resume_state(path: str | os.PathLike[str], optimizer: torch.optim.Optimizer | None = None,
+                 device: str = "cpu") -> TrainState:
+    """Step and ``extra`` of a saved adapter, restoring ``optimizer`` when the file has its state.
+
+    A resumed LoRA job rebuilds its base, :func:`load_adapter` s its last adapter checkpoint, builds the
+    optimiser over the trainable parameters (the same ones in the same order) and calls this."""
+    ckpt = read_checkpoint(path, format=FORMAT, device=device)
+    state = ckpt.state
+    if optimizer is not None:
+        state.optimizer_restored = restore_optimizer(optimizer, ckpt, device)
+    return state
 
 
 def load_adapter(path: str | os.PathLike[str], model: WorldModel, *, base_sha256: str | None = None,
