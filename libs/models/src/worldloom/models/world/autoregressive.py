@@ -511,6 +511,15 @@ class ARWorldModel(WorldModel):
         res = self(latents, actions=actions, text=text, context_frames=latents.shape[1])
         return res["reward"][:, context_frames:], res["termination_logits"][:, context_frames:]
 
+    def conditioning_modules(self) -> tuple[str, ...]:
+        """The action encoder (into the frame tokens), the text prefix projection and the reward head;
+        the token embedding and LM head are not among them (they are the codebook's, shared with the trunk)."""
+        return tuple(n for n in ("actions", "text", "reward") if getattr(self, n) is not None)
+
+    def lora_targets(self) -> tuple[str, ...]:
+        """Every Linear of the transformer blocks (attention qkv / output, MLP in / out)."""
+        return tuple(n for n, m in self.blocks.named_modules(prefix="blocks") if isinstance(m, nn.Linear))
+
     def _resolve_sampling(self, sampling: Sampling, limits: SamplingLimits) -> Sampling:
         temperature = limits.default_temperature if sampling.temperature is None else float(sampling.temperature)
         if not 0.0 <= temperature <= limits.max_temperature:

@@ -16,7 +16,9 @@ service, the demo, benchmarks -- only use what is declared here:
   :meth:`resolve_sampling` (defaults and limits of the options that apply to the family; the others are
   refused), :meth:`context_latents` / :attr:`max_new_latents` (the context window), and, with a reward head,
   :meth:`rollout_rewards`;
-* construction: :meth:`config_for_data` (a config sized to a tokenizer and its shards).
+* construction: :meth:`config_for_data` (a config sized to a tokenizer and its shards);
+* post-training (:mod:`worldloom.models.posttrain`): :meth:`conditioning_modules` (what the ``heads``
+  method trains) and :meth:`lora_targets` (the Linear layers LoRA adapts by default).
 
 :mod:`.factory` maps family names to classes and saves / loads checkpoints of any family.
 """
@@ -218,6 +220,16 @@ class WorldModel(nn.Module, ABC):
                         context_frames: int) -> tuple[Tensor, Tensor]:
         """Predicted reward and termination logits ``[B, T - context_frames]`` of the frames after the
         context of a finished rollout (needs the reward head)."""
+
+    @abstractmethod
+    def conditioning_modules(self) -> tuple[str, ...]:
+        """Names (as in ``named_modules``) of the conditioning layers and heads this model has: what
+        post-training with ``method="heads"`` trains while the dynamics trunk stays frozen."""
+
+    @abstractmethod
+    def lora_targets(self) -> tuple[str, ...]:
+        """Names of the ``nn.Linear`` layers LoRA adapts when a request names no target modules (the
+        trunk's: where the learnt dynamics live); empty when the family has none."""
 
     @abstractmethod
     def _resolve_sampling(self, sampling: Sampling, limits: SamplingLimits) -> Sampling:

@@ -511,6 +511,16 @@ class DiffusionWorldModel(WorldModel):
             end = start
         return reward[:, context_frames:], logits[:, context_frames:]
 
+    def conditioning_modules(self) -> tuple[str, ...]:
+        """The action encoder and the text conditioner (both feed the per-frame adaLN vector) and the
+        reward head; the timestep embedder belongs to the flow itself and stays with the trunk."""
+        return tuple(n for n in ("actions", "text", "reward") if getattr(self, n) is not None)
+
+    def lora_targets(self) -> tuple[str, ...]:
+        """Every Linear of the DiT blocks, the adaLN modulation projections included (they decide how the
+        conditioning steers each block, so a new domain's conditioning is adapted there too)."""
+        return tuple(n for n, m in self.blocks.named_modules(prefix="blocks") if isinstance(m, nn.Linear))
+
     def _resolve_sampling(self, sampling: Sampling, limits: SamplingLimits) -> Sampling:
         steps = limits.default_steps if sampling.steps is None else int(sampling.steps)
         if not 1 <= steps <= limits.max_steps:
