@@ -21,6 +21,12 @@ Bridge *val* episodes (3 fps robot tabletop) and the Sintel trailer clip (24 fps
   a second table then gives JPEG of frames downscaled 2x or 4x (per frame, of the scales that fit the
   budget, the one closest to the frame; upsampled back after decoding), the classical way to reach such
   rates.
+* Foreground PSNR (issue 11) on held-out simulator frames: random-policy Pendulum-v1 and CartPole-v1
+  episodes on reset seeds training never uses (--fg-envs, --fg-episodes), cut into the same windows;
+  PSNR over the pixels where the real frame differs from its episode's per-pixel median background
+  (threshold 0.1 on [0, 1], grown by 1 px), so the rod and the pole count and the white background does
+  not. A background-only reconstruction scores ~25 dB whole-frame PSNR on Pendulum but ~11 dB here.
+  JPEG at the same bpp is scored on the same masks; the difference is printed in dB.
 * Throughput: encode / decode frames per second, batch of --fps-batch 17-frame clips, median of --reps,
   torch threads = --threads (2). Training time is wall clock on a possibly shared machine.
 
@@ -47,11 +53,16 @@ from typing import Any
 import torch
 from benchlib.tokenizer import (
     EVAL_WINDOW,
+    FG_ENVS,
+    FG_GOAL_DB,
     SIM_ENVS,
+    SimClip,
     TrainingData,
     codec_fps,
+    evaluate_foreground,
     evaluate_heldout,
     heldout_clips,
+    heldout_sim_clips,
     jpeg_backend,
     train_for_minutes,
     training_videos,
@@ -136,11 +147,14 @@ def load_one(spec: Spec, args: argparse.Namespace) -> tuple[CausalVideoTokenizer
 
 
 def evaluate_one(model: CausalVideoTokenizer, sets_by_res: dict[int, dict[str, Any]],
-                 args: argparse.Namespace) -> dict[int, dict[str, Any]]:
+                 sims_by_res: dict[int, dict[str, list[SimClip]]], args: argparse.Namespace) -> dict[int, dict[str, Any]]:
     out = {}
     for res, sets in sets_by_res.items():
         t0 = time.perf_counter()
         row = evaluate_heldout(model, sets, latent_bits=args.latent_bits, jpeg_count=args.jpeg_count)
+        if sims_by_res.get(res):
+            row["simulators"] = evaluate_foreground(model, sims_by_res[res], latent_bits=args.latent_bits,
+                                                    jpeg_count=args.jpeg_count)
         row.update(codec_fps(model, moving_pattern_videos(args.fps_batch, EVAL_WINDOW, res), args.reps))
         row.update(eval_seconds=time.perf_counter() - t0, load_avg=os.getloadavg()[0])
         out[res] = row
@@ -212,6 +226,50 @@ def down_rows(results: list[dict[str, Any]], res: int) -> list[list[str]]:
     return rows
 
 
+def fg_head(envs: list[str]) -> list[str]:
+    head = ["config (kind:comp:train res)", "bpp"]
+    for env in envs:
+        head += [f"fg PSNR {env} tok / JPEG", f"tok - JPEG dB {env}", f"PSNR {env} tok / JPEG"]
+    return head
+
+
+def fg_rows(results: list[dict[str, Any]], res: int, envs: list[str]) -> list[list[str]]:
+    """Foreground PSNR on the held-out simulator frames, tokenizer / same-bpp JPEG (``-`` where a set had no
+    foreground pixel; ``*`` where JPEG could not reach the budget on every frame)."""
+    rows = []
+    for r in results:
+        sims = r["eval"][res].get("simulators")
+        if not sims:
+            continue
+        cells = [r["name"], _f(next(iter(sims.values()))["bpp"], ".3f")]
+        for env in envs:
+            tok, jp = sims[env], sims[env]["jpeg"]
+            star = "" if jp["reached"] >= 1.0 else "*"
+            both = tok["fg_psnr"] is not None and jp["fg_psnr"] is not None
+            cells.append(f"{tok['fg_psnr']:.2f} / {jp['fg_psnr']:.2f}{star}" if both else "-")
+            cells.append(f"{tok['fg_psnr'] - jp['fg_psnr']:+.2f}{star}" if both else "-")
+            cells.append(f"{tok['psnr']:.2f} / {jp['psnr']:.2f}{star}")
+        rows.append(cells)
+    return rows
+
+
+def fg_notes(results: list[dict[str, Any]], res: int, envs: list[str]) -> list[str]:
+    """Issue 11's foreground aim, met or missed, per config and simulator, from this run's figures."""
+    out = []
+    for r in results:
+        sims = r["eval"][res].get("simulators")
+        if not sims:
+            continue
+        parts = []
+        for env in envs:
+            fg = sims[env]["fg_psnr"]
+            parts.append(f"{env} not measured (no foreground pixel)" if fg is None else
+                         f"{env} {fg:.2f} dB {'meets' if fg >= FG_GOAL_DB else 'misses'}")
+        out.append(f"foreground goal for {r['name']} @ {res} (>= {FG_GOAL_DB:g} dB on held-out simulator frames): "
+                   + ", ".join(parts))
+    return out
+
+
 def notes(results: list[dict[str, Any]], res: int) -> list[str]:
     out = []
     for r in results:
@@ -249,6 +307,9 @@ def main() -> None:
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--sim-episodes", type=int, default=2, help="random-policy episodes per simulator")
     ap.add_argument("--sim-envs", default=",".join(SIM_ENVS))
+    ap.add_argument("--fg-envs", default=",".join(FG_ENVS),
+                    help="held-out simulators for foreground PSNR (comma-separated; empty: skip)")
+    ap.add_argument("--fg-episodes", type=int, default=4, help="held-out random-policy episodes per --fg-envs")
     ap.add_argument("--latent-bits", type=int, default=16, choices=[16, 32], help="continuous latent storage")
     ap.add_argument("--jpeg-count", default="scan", choices=["scan", "file"], help="what JPEG bits count")
     ap.add_argument("--fps-batch", type=int, default=4, help="clips per throughput batch")
@@ -277,6 +338,11 @@ def main() -> None:
     sets_by_res = {res: heldout_clips(args.data, res) for res in eval_res}
     print("held-out: " + ", ".join(f"{ds} {len(c)} clips x {EVAL_WINDOW} frames"
                                    for ds, c in sets_by_res[eval_res[0]].items()))
+    fg_envs = [e for e in args.fg_envs.split(",") if e]
+    sims_by_res = {res: heldout_sim_clips(res, fg_envs, args.fg_episodes) for res in eval_res} if fg_envs else {}
+    if sims_by_res:
+        print("held-out simulator episodes (foreground PSNR): " + ", ".join(
+            f"{env} {len({c.episode for c in cs})} episodes, {len(cs)} clips" for env, cs in sims_by_res[eval_res[0]].items()))
 
     train_data: dict[int, TrainingData] = {}
     results: list[dict[str, Any]] = []
@@ -291,10 +357,10 @@ def main() -> None:
                 print(f"training data @ {spec.res * 9 // 8} (random {spec.res} crops): "
                       + json.dumps(train_data[spec.res].summary), flush=True)
             model, train = train_one(spec, train_data[spec.res], args)
-        evaluation = evaluate_one(model, sets_by_res, args)
+        evaluation = evaluate_one(model, sets_by_res, sims_by_res, args)
         results.append({"name": spec.name, "kind": spec.kind, "compression": spec.compression, "res": spec.res,
                         "params": model.num_parameters(), "train": train, "eval": evaluation})
-        write_json(args, results, train_data, sets_by_res, started)  # after every config: a crash keeps the rest
+        write_json(args, results, train_data, sets_by_res, started, sims_by_res)  # after every config: a crash keeps the rest
         first = evaluation[eval_res[0]]
         print(f"  -> {spec.name} @ {eval_res[0]}: bpp {first['bpp']:.3f}, bridge-val "
               f"{first['bridge-val']['psnr']:.2f} dB, sintel {first['sintel']['psnr']:.2f} dB (JPEG "
@@ -310,22 +376,31 @@ def main() -> None:
             print(f"\nwhere plain JPEG cannot reach the budget at {res}x{res}: JPEG of frames downscaled by 2 or 4 "
                   "(per frame the closest of those that fit; antialiased bilinear down, bilinear up after decoding)\n")
             print(markdown(DOWN_HEAD, down))
+        fg = fg_rows(results, res, fg_envs)
+        if fg:
+            print(f"\nforeground PSNR at {res}x{res} on held-out simulator episodes (pixels that differ from the "
+                  "episode's median background, grown by 1 px), tokenizer / JPEG at the same bpp\n")
+            print(markdown(fg_head(fg_envs), fg))
+            for line in fg_notes(results, res, fg_envs):
+                print(line)
     counted = "entropy-coded scan data only (tables/headers not counted)" if args.jpeg_count == "scan" else "whole file"
     print(f"\nbpp: discrete log2(64000) bits/token; continuous {args.latent_bits}-bit latents. JPEG bits: {counted}; "
           "* = JPEG could not reach the budget (quality 1 shown). tok/JPEG = tokenizer PSNR / JPEG PSNR.")
     print(f"load average at end: {os.getloadavg()[0]:.2f}; total {(time.time() - started) / 60:.1f} min")
 
-    write_json(args, results, train_data, sets_by_res, started)
+    write_json(args, results, train_data, sets_by_res, started, sims_by_res)
     print(f"wrote {args.out} and checkpoints under {args.ckpt_dir}")
 
 
 def write_json(args: argparse.Namespace, results: list[dict[str, Any]], train_data: dict[int, TrainingData],
-               sets_by_res: dict[int, dict[str, Any]], started: float) -> None:
+               sets_by_res: dict[int, dict[str, Any]], started: float,
+               sims_by_res: dict[int, dict[str, list[SimClip]]] | None = None) -> None:
     meta = {"argv": sys.argv[1:], "torch": torch.__version__, "threads": args.threads, "cpus": os.cpu_count(),
             "jpeg_backend": jpeg_backend(), "jpeg_count": args.jpeg_count, "latent_bits": args.latent_bits,
             "eval_window": EVAL_WINDOW, "size": args.size, "batch": args.batch, "num_images": args.num_images,
             "lr": args.lr, "train_data": {str(k): v.summary for k, v in train_data.items()},
             "heldout_clips": {str(r): {ds: len(c) for ds, c in s.items()} for r, s in sets_by_res.items()},
+            "heldout_sim_clips": {str(r): {env: len(c) for env, c in s.items()} for r, s in (sims_by_res or {}).items()},
             "total_minutes": (time.time() - started) / 60, "load_avg": os.getloadavg()[0]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".tmp")

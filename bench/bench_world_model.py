@@ -4,7 +4,9 @@
    platform does (clip records, train renditions, actions next to the raw video), encodes them with the
    tokenizers the tokenizer bench trained (out/bench/tokenizers/{discrete,continuous}_4x8x8_64.safetensors)
    into token shards, then trains both families through the real job path (``run_job``, in-process) for
-   a wall-clock budget and prints PSNR/SSIM by horizon on held-out episodes next to copy-last-frame.
+   a wall-clock budget and prints PSNR, foreground PSNR and SSIM by horizon on held-out episodes next to
+   copy-last-frame, and the action gain (PSNR with the true minus shuffled actions; both as the job measures
+   them, see ``worldloom.models.world.evaluation``).
 2. Training throughput with 1 vs 2 Ray Train workers (tokens/s or latent frames/s, steady state).
 3. AR sampling with vs without the KV cache; diffusion quality at 4, 10 and 30 sampling steps.
 
@@ -306,17 +308,22 @@ def _print(results: dict) -> None:
     print(f"\n{ENV}: {results['episodes']} training / {results['val_episodes']} held-out random-policy episodes, "
           f"{results['frames']} frames at 64x64, tiny models, 4x8x8 tokenizers\n")
     print("| family | steps | train min | horizon (latent) | video frames | model PSNR | copy-last PSNR | "
-          "model SSIM | copy-last SSIM | beats copy-last |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "model fg PSNR | copy-last fg PSNR | model SSIM | copy-last SSIM | action gain dB | beats copy-last |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def cell(v: float | None, fmt: str = ".2f") -> str:
+        return "-" if v is None else format(v, fmt)  # "-": the job did not measure it
     for family in ("ar", "diffusion"):
         q, m = results[family], results[family]["metrics"]
         c = CONTEXT
         for h in HORIZONS:
             mp, cp = m.get(f"val_model_h{h}_psnr_vs_real"), m.get(f"val_copy_last_h{h}_psnr_vs_real")
             ms, cs = m.get(f"val_model_h{h}_ssim_vs_real"), m.get(f"val_copy_last_h{h}_ssim_vs_real")
+            mf, cf = m.get(f"val_model_h{h}_fg_psnr_vs_real"), m.get(f"val_copy_last_h{h}_fg_psnr_vs_real")
             lo, hi = (c + h - 2) * 4 + 1, (c + h - 1) * 4
             print(f"| {family} | {q['steps']} | {q['minutes']:.1f} | {h} | {lo}-{hi} | {mp:.2f} | {cp:.2f} | "
-                  f"{ms:.3f} | {cs:.3f} | {'yes' if mp > cp else 'no'} |")
+                  f"{cell(mf)} | {cell(cf)} | {ms:.3f} | {cs:.3f} | "
+                  f"{cell(m.get(f'val_model_h{h}_action_gain_db'), '+.2f')} | {'yes' if mp > cp else 'no'} |")
     ar = results["ar"]
     print(f"\nAR ({results.get('ar_head', 'joint')} head) sampling of {max(HORIZONS)} latent frames after "
           f"{CONTEXT} (batch 2): KV cache {ar['kv_cache_s']:.2f} s, recompute "

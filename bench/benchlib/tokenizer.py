@@ -5,12 +5,16 @@ the same bits per pixel). Measurements, not library code: nothing under libs/ or
 * data: :func:`load_square_clip` (centre square crop, then antialiased resize, with
   :func:`worldloom.models.frames.fit_frames`), :func:`eval_windows` / :func:`heldout_clips` (Bridge val +
   Sintel cut into ``1 + k*t`` frame windows), :func:`simulator_episodes` (headless gymnasium renders,
-  random policy), :func:`training_videos`;
+  random policy), :func:`training_videos`, :func:`heldout_sim_clips` (simulator episodes on seeds training
+  never uses, with each episode's median background);
 * rate: :func:`latent_bpp` (bits per pixel of a tokenizer's latent for a clip);
 * classical reference: :func:`jpeg_at_bpp` (per frame, the highest JPEG quality whose size fits a bpp
   budget, optionally of a downscaled frame) and :func:`jpeg_clip`;
 * model side: :func:`train_for_minutes` (stop by wall clock, cosine lr fitted to the budget),
-  :func:`reconstruct_clips`, :func:`score_clips`, :func:`evaluate_heldout`, :func:`codec_fps`.
+  :func:`reconstruct_clips`, :func:`score_clips`, :func:`evaluate_heldout`, :func:`codec_fps`;
+  :func:`foreground_scores` / :func:`evaluate_foreground`: foreground PSNR (issue 11) of the tokenizer and
+  of same-bpp JPEG on held-out simulator frames, with the metric of
+  :func:`worldloom.models.tokenizer.metrics.foreground_psnr`.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import torch.nn.functional as F
 from worldloom.models.frames import fit_frames
 from worldloom.models.tokenizer.data import frames_to_tensor, tensor_to_frames
 from worldloom.models.tokenizer.losses import LossConfig
-from worldloom.models.tokenizer.metrics import psnr, ssim
+from worldloom.models.tokenizer.metrics import foreground_mask, foreground_psnr, median_background, psnr, ssim
 from worldloom.models.tokenizer.model import CausalVideoTokenizer, TokenizerConfig
 from worldloom.models.tokenizer.train import Batch, train_step
 from worldloom.models.training.optim import lr_at
@@ -154,6 +158,39 @@ def simulator_episodes(env_id: str, episodes: int, res: int, *, min_frames: int 
                 out.append(fit_frames(np.stack(frames), (res, res)))
     finally:
         env.close()
+    return out
+
+
+#: held-out simulators for foreground PSNR (issue 11's aim: >= 25 dB on held-out Pendulum and CartPole)
+FG_ENVS: tuple[str, ...] = ("Pendulum-v1", "CartPole-v1")
+#: reset seeds of the held-out simulator episodes start here: training renders seeds ``seed + 1000 * env
+#: index + attempt`` (a few thousand at most), so the two never share an initial state or action stream
+HELDOUT_SIM_SEED = 1_000_000
+#: issue 11's aim for foreground PSNR on held-out simulator frames (dB)
+FG_GOAL_DB = 25.0
+
+
+@dataclass(frozen=True)
+class SimClip:
+    frames: np.ndarray  # [T, H, W, 3] uint8: one evaluation window of an episode
+    background: torch.Tensor = field(repr=False)  # [3, H, W] on [0, 1]: the whole episode's per-pixel median
+    episode: int = 0
+
+
+def heldout_sim_clips(res: int, envs: Sequence[str] = FG_ENVS, episodes: int = 4, *, seed: int = HELDOUT_SIM_SEED,
+                      window: int = EVAL_WINDOW, multiple: int = 8,
+                      max_frames: int = 96) -> dict[str, list[SimClip]]:
+    """Random-policy episodes of each simulator on held-out seeds (:data:`HELDOUT_SIM_SEED`), cut into
+    evaluation windows like :func:`heldout_clips`; every window carries the background of its whole episode."""
+    out: dict[str, list[SimClip]] = {}
+    for i, env_id in enumerate(envs):
+        clips = []
+        for e, video in enumerate(simulator_episodes(env_id, episodes, res, max_frames=max_frames, seed=seed + 1000 * i)):
+            background = median_background(_model_layout(video)[0])
+            clips += [SimClip(video[a:b], background, e) for a, b in eval_windows(len(video), window, multiple)]
+        if not clips:
+            raise ValueError(f"{env_id}: no held-out episode of {window} frames")
+        out[env_id] = clips
     return out
 
 
@@ -405,6 +442,51 @@ def _scores(pred: Sequence[np.ndarray], ref: Sequence[np.ndarray]) -> dict[str, 
     p, s = clip_scores(pred, ref)
     return {"psnr": statistics.fmean(p), "ssim": statistics.fmean(s), "clips": float(len(ref)),
             "frames": float(sum(len(c) for c in ref)), "clip_psnr": p, "clip_ssim": s}
+
+
+def foreground_scores(pred: Sequence[np.ndarray], clips: Sequence[SimClip]) -> dict[str, float | None]:
+    """Foreground PSNR of uint8 ``pred`` clips against held-out simulator ``clips`` (mask: where the real
+    frame differs from its episode's median background, grown by 1 px; see
+    :func:`~worldloom.models.tokenizer.metrics.foreground_psnr`), and whole-clip PSNR for comparison.
+
+    ``fg_psnr`` is the mean over the clips that have foreground pixels (``fg_clips`` of them; ``None`` when
+    none has any), ``fg_pixels`` the pixels it pooled; frames without foreground are skipped.
+    """
+    if len(pred) != len(clips) or not clips:
+        raise ValueError(f"need the same non-zero number of clips, got {len(pred)} and {len(clips)}")
+    scores, pixels, whole = [], 0, []
+    for p, c in zip(pred, clips, strict=True):
+        ref, got = _model_layout(c.frames), _model_layout(p)
+        fg, n = foreground_psnr(got, ref, foreground_mask(ref, c.background[None]))
+        pixels += int(n[0])
+        if int(n[0]):
+            scores.append(float(fg[0]))
+        whole.append(float(psnr(got, ref)[0]))
+    return {"fg_psnr": statistics.fmean(scores) if scores else None, "fg_pixels": float(pixels),
+            "fg_clips": float(len(scores)), "psnr": statistics.fmean(whole), "clips": float(len(clips)),
+            "frames": float(sum(len(c.frames) for c in clips))}
+
+
+def evaluate_foreground(model: CausalVideoTokenizer, sets: dict[str, list[SimClip]], *, latent_bits: int = 16,
+                        jpeg_count: str = "scan", jpeg: bool = True) -> dict[str, dict[str, object]]:
+    """Per held-out simulator (:func:`heldout_sim_clips`): the tokenizer's reconstruction scored by
+    :func:`foreground_scores`, its bpp, and (``jpeg``) plain JPEG at the same bpp on the same frames
+    (``"jpeg"``: the same scores plus ``bpp`` and ``reached``, the fraction of frames within the budget)."""
+    out: dict[str, dict[str, object]] = {}
+    for env_id, clips in sets.items():
+        frames = [c.frames for c in clips]
+        targets = [latent_bpp(model.config, len(f), f.shape[1], f.shape[2], latent_bits) for f in frames]
+        weights = [len(f) for f in frames]
+        row: dict[str, object] = dict(foreground_scores(reconstruct_clips(model, frames, latent_bits), clips))
+        row["bpp"] = float(np.average(targets, weights=weights))
+        if jpeg:
+            jp = [jpeg_clip(f, t, jpeg_count) for f, t in zip(frames, targets, strict=True)]
+            jrow: dict[str, object] = dict(foreground_scores([j.decoded for j in jp], clips))
+            jrow["bpp"] = float(np.average([j.bpp for j in jp], weights=weights))
+            jrow["reached"] = float(np.average([j.reached for j in jp], weights=weights))
+            row["jpeg"] = jrow
+        out[env_id] = row
+    return out
 
 
 @torch.no_grad()

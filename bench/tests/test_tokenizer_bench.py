@@ -1,5 +1,6 @@
 """Pure parts of the held-out tokenizer benchmark (bench/bench_tokenizer.py): bits per pixel, JPEG at a
-bpp budget, evaluation windows, frame preparation and scoring. No training, no data files."""
+bpp budget, evaluation windows, frame preparation, scoring and foreground PSNR on held-out simulator
+frames. No training, no data files."""
 
 import importlib.util
 import math
@@ -8,19 +9,26 @@ import numpy as np
 import pytest
 import torch
 from benchlib.tokenizer import (
+    HELDOUT_SIM_SEED,
+    SimClip,
     eval_windows,
+    evaluate_foreground,
+    foreground_scores,
+    heldout_sim_clips,
     jpeg_at_bpp,
     jpeg_bits,
     jpeg_clip,
     jpeg_encode,
     jpeg_scan_bytes,
     latent_bpp,
+    reconstruct_clips,
     resize_frame,
     round_latents,
     score_clips,
 )
 
 from worldloom.models.tokenizer.data import moving_pattern_videos, tensor_to_frames
+from worldloom.models.tokenizer.metrics import median_background
 from worldloom.models.tokenizer.model import CausalVideoTokenizer, TokenizerConfig
 
 needs_jpeg = pytest.mark.skipif(
@@ -113,6 +121,60 @@ def test_score_clips_means_per_clip_scores():
     assert 100.0 > s["psnr"] > 50.0  # mean of 100 dB and ~28 dB
     with pytest.raises(ValueError):
         score_clips(clips[:1], clips)
+
+
+def _rod_clip(frames: int = 17, size: int = 32) -> SimClip:
+    """A white frame with a static grey floor and a 1-px dark rod 12 px long moving one column per frame."""
+    video = np.full((frames, size, size, 3), 255, np.uint8)
+    video[:, size - 3] = 120
+    for t in range(frames):
+        video[t, 4:16, 6 + t] = (200, 30, 30)
+    bg = median_background(torch.from_numpy(video).permute(3, 0, 1, 2))
+    return SimClip(video, bg)
+
+
+def test_foreground_scores_a_background_only_reconstruction_badly():
+    clip = _rod_clip()
+    background = np.broadcast_to(clip.frames[:1].copy(), clip.frames.shape).copy()
+    background[:, 4:16] = 255  # the floor stays, the rod is gone
+    blank = foreground_scores([background], [clip])
+    exact = foreground_scores([clip.frames], [clip])
+    assert exact["fg_psnr"] == 100.0 and exact["fg_pixels"] == 17 * 14 * 3 and exact["frames"] == 17
+    # whole-frame PSNR calls the blank reconstruction good, the foreground does not
+    assert blank["psnr"] > 20.0 and blank["fg_psnr"] is not None and blank["fg_psnr"] < blank["psnr"] - 12.0
+    still = SimClip(np.full((17, 32, 32, 3), 255, np.uint8), torch.ones(3, 32, 32))  # nothing moves
+    mixed = foreground_scores([clip.frames, still.frames], [clip, still])
+    assert mixed["fg_clips"] == 1 and mixed["fg_psnr"] == 100.0 and mixed["clips"] == 2  # the still clip is skipped
+    assert foreground_scores([still.frames], [still])["fg_psnr"] is None  # no foreground: no figure
+    with pytest.raises(ValueError):
+        foreground_scores([clip.frames], [clip, still])
+
+
+@needs_jpeg
+def test_evaluate_foreground_scores_tokenizer_and_same_bpp_jpeg_on_the_same_pixels():
+    torch.manual_seed(0)
+    model = CausalVideoTokenizer(TokenizerConfig.preset("tiny", "continuous", "4x8x8").replace(channels=16))
+    out = evaluate_foreground(model, {"rod": [_rod_clip()]})
+    row, jp = out["rod"], out["rod"]["jpeg"]
+    assert row["bpp"] == pytest.approx(latent_bpp(model.config, 17, 32, 32))
+    assert row["fg_pixels"] == jp["fg_pixels"] == 17 * 14 * 3  # the same mask for both
+    assert row["fg_psnr"] is not None and jp["fg_psnr"] is not None and 0.0 < jp["reached"] <= 1.0
+    assert row["fg_psnr"] == foreground_scores(reconstruct_clips(model, [_rod_clip().frames]), [_rod_clip()])["fg_psnr"]
+
+
+def test_heldout_sim_clips_are_windows_of_unseen_episodes_with_their_background():
+    pytest.importorskip("gymnasium")
+    sets = heldout_sim_clips(32, ("CartPole-v1",), episodes=1)
+    clips = sets["CartPole-v1"]
+    assert clips and all(c.frames.shape == (17, 32, 32, 3) and c.background.shape == (3, 32, 32) for c in clips)
+    assert {c.episode for c in clips} == {0}
+    assert foreground_scores([c.frames for c in clips], clips)["fg_pixels"] > 0  # the cart and pole move
+    again = heldout_sim_clips(32, ("CartPole-v1",), episodes=1, seed=HELDOUT_SIM_SEED)["CartPole-v1"]
+    assert all(np.array_equal(a.frames, b.frames) for a, b in zip(clips, again, strict=True))  # seeded
+    from benchlib.tokenizer import simulator_episodes
+
+    trained = simulator_episodes("CartPole-v1", 1, 32)[0]  # what training renders first (seed 0)
+    assert not np.array_equal(trained[0], clips[0].frames[0])
 
 
 # ---------------------------------------------------------------------------------------------- JPEG

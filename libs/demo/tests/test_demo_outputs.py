@@ -92,6 +92,8 @@ def _world_section() -> dict:
         for h, mr, cr, md, cd in zip((1, 2, 4), model_real, copy_real, model_dec, copy_dec, strict=True):
             out |= {f"val_model_h{h}_psnr_vs_real": mr, f"val_copy_last_h{h}_psnr_vs_real": cr,
                     f"val_model_h{h}_ssim_vs_real": mr / 100, f"val_copy_last_h{h}_ssim_vs_real": cr / 100,
+                    f"val_model_h{h}_fg_psnr_vs_real": mr - 10, f"val_copy_last_h{h}_fg_psnr_vs_real": cr - 13,
+                    f"val_model_h{h}_action_gain_db": (mr - cr) / 10,
                     f"val_model_h{h}_psnr_vs_decoded": md, f"val_copy_last_h{h}_psnr_vs_decoded": cd}
         return out
 
@@ -114,10 +116,16 @@ def test_world_summary_headlines_the_real_frames_and_labels_the_decoded_line(tmp
     table, _, rest = text.partition("diffusion: beats")
     assert "against the real frames" in table and "PSNR dB" in table and "SSIM" in table
     assert "26.11 / 24.41" in table and "0.261 / 0.244" in table and "16.40 / 24.40" in table
+    assert "fg PSNR dB" in table and "16.11 / 11.41" in table and "6.40 / 11.40" in table  # the foreground row
     assert "31.50" not in table and "35.00" not in table  # the decoded future is not in the headline
     # measured verdicts: diffusion clears 1 dB everywhere (+1.70, +2.02, +2.50), AR nowhere (-8.00 at h1)
     assert "by >= 1 dB at every horizon (h1 +1.70, h2 +2.02, h4 +2.50 dB)" in text
     assert "ar: does not beat copy-last-frame by 1 dB at any horizon (h1 -8.00" in text
+    # ... and in foreground PSNR (3 dB more margin by construction), then the action gain as measured
+    assert "diffusion (foreground PSNR): beats copy-last-frame by >= 1 dB at every horizon (h1 +4.70" in text
+    assert "ar (foreground PSNR): does not beat copy-last-frame by 1 dB at any horizon (h1 -5.00" in text
+    assert "diffusion: action gain (PSNR with the true actions minus with shuffled actions, against the real " \
+           "frames): h1 +0.17, h2 +0.20, h4 +0.25 dB" in " ".join(text.split())
     secondary = " ".join(text[text.index("secondary"):].split())
     assert "decoding of the real future" in secondary and "ar: h1 35.00 / 20.00" in secondary
     assert "bench" not in text  # no figure this run did not measure
@@ -130,14 +138,24 @@ def test_world_summary_shows_an_unmeasured_horizon_as_missing_not_as_a_figure(tm
 
     section = _world_section()
     metrics = section["models"]["ar"]["metrics"]
-    for key in [k for k in metrics if "_vs_real" in k]:
-        del metrics[key]  # e.g. the clips' real renditions were not found
+    for key in [k for k in metrics if "_vs_real" in k or "action_gain" in k]:
+        del metrics[key]  # e.g. the clips' real renditions were not found (the action gain needs them too)
     del section["models"]["diffusion"]["metrics"]["val_model_h4_psnr_vs_real"]
     console = Console(record=True, width=240, color_system=None)
     world_summary(section, tmp_path, console)
     text = console.export_text()
     assert "ar: not scored against the real frames in this run" in text
     assert "diffusion: beats copy-last-frame by >= 1 dB at h1, h2 only (h1 +1.70, h2 +2.02 dB; h4 not measured)" in text
+    assert "ar (foreground PSNR)" not in text and "ar: action gain" not in text  # nothing measured, nothing said
+    for key in [k for k in section["models"]["diffusion"]["metrics"] if "fg_psnr" in k or "action_gain" in k]:
+        del section["models"]["diffusion"]["metrics"][key]  # real frames, but no foreground pixel, no actions
+    console = Console(record=True, width=240, color_system=None)
+    world_summary(section, tmp_path, console)
+    text = console.export_text()
+    assert "diffusion (foreground PSNR): not measured (no foreground pixel in the scored frames)" in text
+    assert "action gain" not in text
+    fg_row = next(line for line in text.splitlines() if "fg PSNR dB" in line)
+    assert [c for c in fg_row.split("fg PSNR dB")[1].split() if c != "│"] == ["-", "-", "-"]
 
 
 def test_the_horizon_plot_is_against_the_real_frames(tmp_path: Path) -> None:

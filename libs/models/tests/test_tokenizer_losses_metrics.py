@@ -1,4 +1,4 @@
-"""Tokenizer losses and metrics: PSNR/SSIM conventions, codebook usage, GAN pieces."""
+"""Tokenizer losses and metrics: PSNR/SSIM conventions, foreground PSNR, codebook usage, GAN pieces."""
 
 import math
 
@@ -12,7 +12,16 @@ from worldloom.models.tokenizer.losses import (
     hinge_generator_loss,
     reconstruction_loss,
 )
-from worldloom.models.tokenizer.metrics import codebook_usage, psnr, ssim, ssim_frames, to_unit
+from worldloom.models.tokenizer.metrics import (
+    codebook_usage,
+    foreground_mask,
+    foreground_psnr,
+    median_background,
+    psnr,
+    ssim,
+    ssim_frames,
+    to_unit,
+)
 
 
 def _clip(seed: int = 0, shape=(2, 3, 5, 32, 32)) -> torch.Tensor:
@@ -52,6 +61,76 @@ def test_ssim_identity_noise_ordering_and_closed_form():
     # images ([B, C, H, W]) work too, and frames smaller than the window
     assert ssim(a[:, :, 0], a[:, :, 0]).shape == (2,)
     assert ssim(a[..., :6, :6], a[..., :6, :6]).shape == (2,)
+
+
+def rod_episode(frames: int = 24, size: int = 64, length: int = 20) -> torch.Tensor:
+    """``[3, T, size, size]`` in [-1, 1]: a white background, a static grey base line, and a 1-px dark red
+    vertical rod that moves one pixel right per frame (a simulator frame in miniature)."""
+    v = torch.ones(3, frames, size, size)
+    v[:, :, size - 4] = 0.2  # the static base: background, not foreground
+    for t in range(frames):
+        x = 8 + t
+        v[0, t, 10:10 + length, x], v[1:, t, 10:10 + length, x] = 0.6, -0.8
+    return v
+
+
+def test_median_background_and_foreground_mask_of_a_moving_rod():
+    video = rod_episode()
+    bg = median_background(video)
+    clean = torch.ones(3, 64, 64)
+    clean[:, 60] = 0.2
+    assert torch.equal(bg, to_unit(clean))  # the rod covers each pixel < half the time; the base stays
+    u8 = ((video + 1) * 127.5).round().to(torch.uint8)
+    assert torch.allclose(median_background(u8), bg, atol=1 / 255)  # uint8 and float agree
+    thin = foreground_mask(video, bg, dilate=0)
+    assert thin.shape == (24, 64, 64) and thin.dtype == torch.bool
+    assert thin.flatten(1).sum(1).tolist() == [20] * 24  # exactly the rod in each frame, not the static base
+    assert bool(thin[5, 10:30, 13].all()) and not bool(thin[5, :, 12].any())
+    grown = foreground_mask(video, bg)  # default: grown by 1 px, so the rod's neighbours count too
+    assert grown.flatten(1).sum(1).tolist() == [3 * 22] * 24
+    assert foreground_mask(video[None], bg[None]).shape == (1, 24, 64, 64)
+    with pytest.raises(ValueError, match="do not match"):
+        foreground_mask(video, bg[:, :32])
+    with pytest.raises(ValueError, match="one episode"):
+        median_background(video[None])
+
+
+def test_foreground_psnr_scores_a_background_only_prediction_badly():
+    real = rod_episode()[None]  # [1, 3, T, H, W]
+    mask = foreground_mask(real, median_background(real[0])[None])
+    blank = median_background(real[0])[:, None].expand_as(real[0])[None] * 2 - 1  # background alone, no rod
+    near = (real + 0.02 * torch.randn(real.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    fg_blank, pixels = foreground_psnr(blank, real, mask)
+    fg_near, _ = foreground_psnr(near, real, mask)
+    assert pixels.tolist() == [24 * 66]
+    # whole-frame PSNR calls the blank frame good (the rod is 0.5% of the pixels); the foreground does not
+    assert float(psnr(blank, real)) > 25.0 and float(fg_blank) < 8.0
+    assert float(fg_near) > 35.0 and float(fg_near) - float(fg_blank) > 25.0
+    # exact: the rod's 20 px of the 66 masked differ by (0.2, 0.9, 0.9) on [0, 1]; the 46 neighbours match
+    want = 10 * math.log10(1 / ((20 / 66) * (0.2**2 + 0.9**2 + 0.9**2) / 3))
+    assert float(fg_blank) == pytest.approx(want, abs=1e-3)
+    assert float(foreground_psnr(real, real, mask)[0]) == 100.0
+
+
+def test_foreground_psnr_skips_frames_without_foreground_and_reports_none_for_an_empty_clip():
+    real = rod_episode()[None]
+    mask = foreground_mask(real, median_background(real[0])[None])
+    wrong = real.clone()
+    wrong[:, :, 3] = -1.0  # frame 3 is all wrong
+    half = mask.clone()
+    half[:, 3] = False  # ... but has no foreground: it is skipped, not scored
+    assert float(foreground_psnr(wrong, real, half)[0]) == 100.0
+    assert float(foreground_psnr(wrong, real, mask)[0]) < 20.0  # 1 of 24 frames all wrong
+    pair = torch.cat([real, real])
+    empty = torch.stack([mask[0], torch.zeros_like(mask[0])])
+    score, pixels = foreground_psnr(pair, pair, empty)
+    assert pixels.tolist() == [24 * 66, 0] and score[0] == 100.0 and math.isnan(float(score[1]))
+    # images [B, C, H, W] take a [B, H, W] mask
+    img, img_mask = real[:, :, 0], mask[:, 0]
+    background = (median_background(real[0]) * 2 - 1)[None]
+    assert float(foreground_psnr(background, img, img_mask)[0]) < 8.0
+    with pytest.raises(ValueError, match="mask shape"):
+        foreground_psnr(real, real, mask[:, :3])
 
 
 def test_codebook_usage():

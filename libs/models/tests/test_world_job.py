@@ -18,9 +18,14 @@ from worldloom.models.tokenizer import CausalVideoTokenizer, TokenizerConfig, sa
 from worldloom.models.tokenizer.data import moving_pattern_videos
 from worldloom.models.tokenizer.shards import write_shard
 from worldloom.models.training import ScalingSpec
-from worldloom.models.world import ActionSpec, ARConfig, ARWorldModel, DiTConfig
+from worldloom.models.world import ActionSpec, ARConfig, ARWorldModel, DiffusionWorldModel, DiTConfig, Sampling
 from worldloom.models.world.data import WindowSampler, load_sequences, pool_actions
-from worldloom.models.world.evaluation import evaluate_prediction, horizon_video_frames
+from worldloom.models.world.evaluation import (
+    evaluate_prediction,
+    flat_metrics,
+    horizon_video_frames,
+    shuffled_actions,
+)
 from worldloom.models.world.factory import load_world_checkpoint
 from worldloom.models.world.job import WorldModelJob, model_key, run_job
 
@@ -217,14 +222,110 @@ def test_evaluation_per_horizon_and_copy_last_baseline(tmp_path: Path) -> None:
     assert horizon_video_frames(1, 2, 4) == (5, 8)
     for name in ("model", "copy_last"):
         for h in (1, 4, 8):
-            v = res[name][h]
-            assert set(v) == {"psnr_vs_decoded", "ssim_vs_decoded", "psnr_vs_real", "ssim_vs_real"}
+            v = res[name][h]  # an unconditioned model: no action keys
+            assert set(v) == {"psnr_vs_decoded", "ssim_vs_decoded", "psnr_vs_real", "ssim_vs_real",
+                              "fg_psnr_vs_real", "fg_pixels_vs_real"}
             assert all(np.isfinite(x) for x in v.values())
     # deterministic for a seed (greedy AR); without real frames only the decoded numbers
     assert evaluate_prediction(model, tok, seqs, horizons=(1, 4, 8))["model"] == \
         {h: {k: x for k, x in v.items() if k.endswith("decoded")} for h, v in res["model"].items()}
     with pytest.raises(ValueError, match="max_frames"):
         evaluate_prediction(model, tok, seqs, context_frames=2, horizons=(8,))
+
+
+def _rod_videos(n: int, frames: int = FRAMES, size: int = SIZE) -> list[torch.Tensor]:
+    """Real frames as a simulator renders them: a white background and a 1-px dark rod 10 px long that moves
+    one pixel right per frame (from column ``2 + i``); ``[3, T, size, size]`` in [-1, 1]."""
+    out = []
+    for i in range(n):
+        v = torch.ones(3, frames, size, size)
+        for t in range(frames):
+            v[:, t, 4:14, (2 + i + t) % size] = -0.6
+        out.append(v)
+    return out
+
+
+def test_evaluation_foreground_psnr_is_scored_on_the_real_episodes_moving_pixels(tmp_path: Path) -> None:
+    _, store, keys = _setup(tmp_path, "discrete", n=3)
+    seqs = load_sequences(store, keys)
+    tok = _tokenizer("discrete")
+    torch.manual_seed(0)
+    model = ARWorldModel(ARConfig.from_dict(_ar_model()))
+    blank = torch.ones(3, FRAMES, SIZE, SIZE)  # nothing moves: no foreground anywhere
+    res = evaluate_prediction(model, tok, seqs, horizons=(1, 4), real_videos=[_rod_videos(1)[0], None, blank])
+    assert res["sequences"] == 3 and res["real_sequences"] == 2
+    for h in (1, 4):
+        copy = res["copy_last"][h]
+        # one sequence has foreground: 4 frames x (10 + 2) x 3 px (the rod grown by 1 px); the blank one adds 0
+        assert copy["fg_pixels_vs_real"] == 4 * 12 * 3 == res["model"][h]["fg_pixels_vs_real"]
+        # copying the last frame keeps the background right (whole-frame PSNR is high) and the rod wrong
+        assert copy["psnr_vs_real"] > 20.0 and copy["fg_psnr_vs_real"] < copy["psnr_vs_real"] - 15.0
+    only_blank = evaluate_prediction(model, tok, seqs, horizons=(1,), real_videos=[blank])
+    assert only_blank["copy_last"][1]["fg_psnr_vs_real"] is None  # not measured, not a number
+    flat = flat_metrics(only_blank, "val_")
+    assert "val_copy_last_h1_fg_psnr_vs_real" not in flat and flat["val_copy_last_h1_fg_pixels_vs_real"] == 0.0
+    assert flat["val_copy_last_h1_psnr_vs_real"] > 90.0 and flat["val_eval_real_sequences"] == 1.0
+    assert "val_model_h1_fg_psnr_vs_real" in flat_metrics(res, "val_")
+
+
+def test_shuffled_actions_is_a_seeded_permutation_of_the_rows() -> None:
+    acts = torch.arange(24, dtype=torch.float32).view(3, 4, 2)
+    a, b = shuffled_actions(acts, 7), shuffled_actions(acts, 7)
+    assert torch.equal(a, b) and a.shape == acts.shape and not torch.equal(a, acts)
+    rows = sorted(tuple(r) for r in a.reshape(12, 2).tolist())
+    assert rows == sorted(tuple(r) for r in acts.reshape(12, 2).tolist())  # the same rows, across sequences
+    assert {int(r[0]) // 8 for r in a[0].tolist()} != {0}  # sequence 0 now holds rows of others
+    ids = torch.arange(12).view(3, 4)
+    assert sorted(shuffled_actions(ids, 1).flatten().tolist()) == list(range(12))  # discrete ids too
+
+
+def test_action_gain_for_action_conditioned_models_with_real_frames(tmp_path: Path) -> None:
+    _, store, keys = _setup(tmp_path, "discrete", n=3, actions=True)
+    seqs = load_sequences(store, keys, actions="mean")
+    tok = _tokenizer("discrete")
+    real = list(moving_pattern_videos(3, FRAMES, SIZE, seed=1))  # the frames _setup encoded
+    torch.manual_seed(0)
+    acting = ARWorldModel(ARConfig.from_dict(_ar_model(action=ActionSpec.continuous(2))))
+    res = evaluate_prediction(acting, tok, seqs, horizons=(1, 4), real_videos=real)
+    gains = []
+    for h in (1, 4):
+        v = res["model"][h]
+        assert v["action_gain_db"] == pytest.approx(v["psnr_vs_real"] - v["psnr_vs_real_shuffled_actions"])
+        assert "action_gain_db" not in res["copy_last"][h]
+        gains.append(v["action_gain_db"])
+    assert any(abs(g) > 1e-6 for g in gains)  # a random action encoder moves the prediction
+    assert flat_metrics(res, "val_")["val_model_h4_action_gain_db"] == gains[1]
+    # none without real frames, and none for a model without action conditioning (even given actions)
+    assert "action_gain_db" not in evaluate_prediction(acting, tok, seqs, horizons=(1,))["model"][1]
+    torch.manual_seed(0)
+    plain = ARWorldModel(ARConfig.from_dict(_ar_model()))
+    keys_plain = set(evaluate_prediction(plain, tok, seqs, horizons=(1,), real_videos=real)["model"][1])
+    assert not keys_plain & {"action_gain_db", "psnr_vs_real_shuffled_actions"}
+
+
+def test_action_gain_is_zero_for_a_diffusion_model_whose_actions_do_nothing(tmp_path: Path) -> None:
+    """The shuffled rollout draws the same sampling noise: a model that ignores its actions gains exactly 0
+    (a different noise draw would show up as a spurious gain)."""
+    _, store, keys = _setup(tmp_path, "continuous", n=2, actions=True)
+    seqs = load_sequences(store, keys, actions="mean")
+    tok = _tokenizer("continuous")
+    real = list(moving_pattern_videos(2, FRAMES, SIZE, seed=1))
+    torch.manual_seed(0)
+    model = DiffusionWorldModel(DiTConfig.from_dict(_dit_model(action=ActionSpec.continuous(2))))
+    with torch.no_grad():  # adaLN-Zero starts with every block switched off: switch them on, so actions matter
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.2)
+    res = evaluate_prediction(model, tok, seqs, horizons=(1, 3), real_videos=real,
+                              sampling=Sampling(steps=2))
+    assert all(res["model"][h]["action_gain_db"] != 0.0 for h in (1, 3))
+    assert model.actions is not None
+    with torch.no_grad():
+        last = model.actions.proj[-1]
+        last.weight.zero_()
+        last.bias.zero_()  # every action now embeds to 0
+    deaf = evaluate_prediction(model, tok, seqs, horizons=(1, 3), real_videos=real, sampling=Sampling(steps=2))
+    assert [deaf["model"][h]["action_gain_db"] for h in (1, 3)] == [0.0, 0.0]
 
 
 @pytest.mark.integration

@@ -263,16 +263,19 @@ def mark_predicted(frames: np.ndarray, first: int) -> np.ndarray:
     return out
 
 
-#: the headline table's rows: metric key, label, format
-HEADLINE = (("psnr", "PSNR dB", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"))
+#: the headline table's rows: metric key, label, format. Foreground PSNR scores the pixels that differ from
+#: the episode's median background (the rod), where a blank or frozen prediction cannot hide behind the
+#: white background (see worldloom.models.tokenizer.metrics.foreground_psnr)
+HEADLINE = (("psnr", "PSNR dB", "{:.2f}"), ("fg_psnr", "fg PSNR dB", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"))
 #: what "beats copy-last" means in the verdict line (issue 11: a clear margin, >= 1 dB)
 MARGIN_DB = 1.0
 
 
 def world_summary(section: dict[str, Any], out: Path, console: Console) -> None:
-    """The headline: each family against the real held-out frames next to copy-last-frame, then the
-    same against the tokenizer's decoding of the real future as a secondary, labelled line. Every figure
-    is one this run's training job measured; a horizon it did not measure shows "-"."""
+    """The headline: each family against the real held-out frames next to copy-last-frame (PSNR, foreground
+    PSNR, SSIM), the verdicts in PSNR and in foreground PSNR, the action gain, then the same against the
+    tokenizer's decoding of the real future as a secondary, labelled line. Every figure is one this run's
+    training job measured; a horizon it did not measure shows "-"."""
     table = Table(title=f"world models on {section.get('env', ENV)}: held-out episodes against the real frames, "
                         f"model / copy-last-frame, {CONTEXT} context latent frames", title_justify="left")
     for col in ("model", "steps", "train s", "metric", *[f"h{h}" for h in HORIZONS]):
@@ -290,6 +293,12 @@ def world_summary(section: dict[str, Any], out: Path, console: Console) -> None:
             table.add_row(f"{family} {m['model_id']}" if i == 0 else "", str(m["steps"]) if i == 0 else "",
                           f"{m['train_seconds']:.0f}" if i == 0 else "", label, *cells)
         verdicts.append(_verdict(family, m["metrics"]))
+        if _by_horizon(m["metrics"], "model"):  # scored against the real frames: the foreground too
+            verdicts.append(_verdict(family, m["metrics"], "fg_psnr", "foreground PSNR"))
+        gains = _action_gains(m["metrics"])
+        if gains:
+            verdicts.append(f"{family}: action gain (PSNR with the true actions minus with shuffled actions, against "
+                            f"the real frames): {', '.join(f'h{h} {g:+.2f}' for h, g in gains)} dB")
         dm, dc = dict(_by_horizon(m["metrics"], "model", "decoded")), dict(_by_horizon(m["metrics"], "copy_last", "decoded"))
         decoded = [f"h{h} {dm[h]:.2f} / {dc[h]:.2f}" for h in HORIZONS if h in dm and h in dc]
         if decoded:
@@ -306,10 +315,20 @@ def world_summary(section: dict[str, Any], out: Path, console: Console) -> None:
         console.print(f"file: {out / name}")
 
 
-def _verdict(family: str, metrics: dict[str, float]) -> str:
-    """Where the model beats copy-last-frame against the real frames by MARGIN_DB or more, from this run's figures."""
-    model, copy = dict(_by_horizon(metrics, "model")), dict(_by_horizon(metrics, "copy_last"))
+def _action_gains(metrics: dict[str, float]) -> list[tuple[int, float]]:
+    """``[(h, dB)]``: the job's PSNR with the true actions minus with shuffled ones (only where it measured it)."""
+    values = ((h, metrics.get(f"val_model_h{h}_action_gain_db")) for h in HORIZONS)
+    return [(h, float(v)) for h, v in values if v is not None]
+
+
+def _verdict(family: str, metrics: dict[str, float], metric: str = "psnr", label: str = "") -> str:
+    """Where the model beats copy-last-frame against the real frames by MARGIN_DB or more in ``metric``, from
+    this run's figures (``label`` names a metric other than whole-frame PSNR)."""
+    model, copy = dict(_by_horizon(metrics, "model", metric=metric)), dict(_by_horizon(metrics, "copy_last", metric=metric))
     measured = [h for h in HORIZONS if h in model and h in copy]
+    if label and not measured:
+        return f"[yellow]{family} ({label}): not measured (no foreground pixel in the scored frames)"
+    family = f"{family} ({label})" if label else family
     if not measured:
         return f"[yellow]{family}: not scored against the real frames in this run"
     margins = ", ".join(f"h{h} {model[h] - copy[h]:+.2f}" for h in measured)

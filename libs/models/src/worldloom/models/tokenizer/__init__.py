@@ -20,7 +20,14 @@ from worldloom.models.tokenizer.checkpoint import (
     save_checkpoint,
 )
 from worldloom.models.tokenizer.losses import LossConfig, PatchDiscriminator, reconstruction_loss
-from worldloom.models.tokenizer.metrics import codebook_usage, psnr, ssim
+from worldloom.models.tokenizer.metrics import (
+    codebook_usage,
+    foreground_mask,
+    foreground_psnr,
+    median_background,
+    psnr,
+    ssim,
+)
 from worldloom.models.tokenizer.model import (
     COMPRESSIONS,
     FSQ,
@@ -42,7 +49,10 @@ __all__ = [
     "TrainState",
     "codebook_usage",
     "fit",
+    "foreground_mask",
+    "foreground_psnr",
     "load_checkpoint",
+    "median_background",
     "psnr",
     "read_safetensors",
     "reconstruction_loss",
