@@ -9,19 +9,19 @@ mixture on categorical policies, slow critic by EMA); learning rates are larger 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
 
-from worldloom.models.world.common import config_from_dict, config_to_dict
+from worldloom.models.world.common import DictConfig
 
 ActionKind = Literal["discrete", "continuous"]
 
 
 @dataclass(frozen=True)
-class AgentConfig:
+class AgentConfig(DictConfig):
     """Everything needed to rebuild an :class:`~.agent.Agent`; round-trips through JSON.
 
     ``obs_shape`` is one observation's shape (the tokenizer's latent grid ``[C, h, w]`` in a
@@ -92,19 +92,9 @@ class AgentConfig:
             return gym.spaces.Discrete(self.num_actions)
         return gym.spaces.Box(self.action_low, self.action_high, (self.action_dim,), np.float32)
 
-    def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> AgentConfig:
-        return config_from_dict(cls, d)
-
-    def replace(self, **changes: Any) -> AgentConfig:
-        return replace(self, **changes)
-
 
 @dataclass(frozen=True)
-class ImaginationConfig:
+class ImaginationConfig(DictConfig):
     """How :class:`~.agent.ImaginationTrainer` learns: one iteration imagines ``horizon`` steps in every
     sub-env of the vector env, then takes one actor and one critic step on them."""
 
@@ -139,13 +129,3 @@ class ImaginationConfig:
             raise ValueError(f"need 0 <= return_low < return_high <= 100, got {self.return_low}, {self.return_high}")
         if not 0.0 < self.target_tau <= 1.0:
             raise ValueError(f"target_tau must be in (0, 1], got {self.target_tau}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ImaginationConfig:
-        return config_from_dict(cls, d)
-
-    def replace(self, **changes: Any) -> ImaginationConfig:
-        return replace(self, **changes)

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -57,6 +57,7 @@ from worldloom.models.world.common import (
     ActionEncoder,
     ActionSpec,
     Block,
+    DictConfig,
     KVCache,
     RewardHead,
     RMSNorm,
@@ -64,8 +65,6 @@ from worldloom.models.world.common import (
     TextConditioner,
     check_transformer_dims,
     coerce_action_spec,
-    config_from_dict,
-    config_to_dict,
     rand,
     reward_losses,
 )
@@ -75,7 +74,7 @@ MAX_JOINT_TOP_K_VOCAB = 1 << 20
 
 
 @dataclass(frozen=True)
-class ARConfig:
+class ARConfig(DictConfig):
     """Everything needed to rebuild an :class:`ARWorldModel`; round-trips through JSON."""
 
     vocab_size: int = 64_000
@@ -127,16 +126,6 @@ class ARConfig:
     def max_seq_len(self) -> int:
         """Longest flattened sequence: text prefix + one frame token and ``N`` tokens per frame."""
         return (self.max_text_tokens if self.text_dim else 0) + self.max_frames * (self.tokens_per_frame + 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ARConfig:
-        return config_from_dict(cls, d)
-
-    def replace(self, **changes: Any) -> ARConfig:
-        return replace(self, **changes)
 
 
 class DigitEmbedding(nn.Module):

@@ -16,9 +16,10 @@ Conventions used by both families
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, Self, cast
 
 import torch
 import torch.nn.functional as F
@@ -92,6 +93,21 @@ def config_from_dict(cls: type, d: dict[str, Any]) -> Any:
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+class DictConfig:
+    """``to_dict`` / ``from_dict`` / ``replace`` for a frozen config dataclass (checkpoint sidecars and job
+    records hold the dict), written once for every model and agent config."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        return cast(Self, config_from_dict(cls, d))
+
+    def replace(self, **changes: Any) -> Self:
+        return cast(Self, dataclasses.replace(cast(Any, self), **changes))
 
 
 def coerce_action_spec(action: ActionSpec | dict[str, Any] | None) -> ActionSpec | None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -41,6 +41,7 @@ from worldloom.models.world.common import (
     ActionEncoder,
     ActionSpec,
     Block,
+    DictConfig,
     RewardHead,
     RMSNorm,
     SpaceTimePosEmb,
@@ -48,8 +49,6 @@ from worldloom.models.world.common import (
     TimestepEmbedder,
     check_transformer_dims,
     coerce_action_spec,
-    config_from_dict,
-    config_to_dict,
     modulate,
     rand,
     reward_losses,
@@ -63,7 +62,7 @@ _Cond = tuple[Tensor, Tensor | None]
 
 
 @dataclass(frozen=True)
-class DiTConfig:
+class DiTConfig(DictConfig):
     """Everything needed to rebuild a :class:`DiffusionWorldModel`; round-trips through JSON."""
 
     in_channels: int = 16
@@ -124,16 +123,6 @@ class DiTConfig:
     def context_window(self) -> int:
         """Context frames kept per chunk during rollout."""
         return self.max_frames - self.n_future
-
-    def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DiTConfig:
-        return config_from_dict(cls, d)
-
-    def replace(self, **changes: Any) -> DiTConfig:
-        return replace(self, **changes)
 
 
 def patchify(x: Tensor, p: int) -> Tensor:
