@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent
+# An in-process Ray driver whose private cluster is gone (a job thread's cluster stopped under it) waits this
+# long for the GCS before Ray ends the whole process; the default 60 s ended green runs with exit 1
+os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", "3600")
 SHARED_DATA = Path(os.environ.get("WORLDLOOM_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
