@@ -7,10 +7,10 @@ import torch
 
 from worldloom.models.tokenizer.losses import (
     LossConfig,
-    motion_mask,
     PatchDiscriminator,
     hinge_discriminator_loss,
     hinge_generator_loss,
+    motion_mask,
     reconstruction_loss,
 )
 from worldloom.models.tokenizer.metrics import (
