@@ -365,3 +365,69 @@ def test_cli_posttrain_progress_and_model_show_table(env) -> None:
             assert text in shown.output, shown.output
         refused = runner.invoke(cli, [*args[:6], "plain", *args[7:]])
         assert refused.exit_code == 2 and "no_actions" in refused.output, refused.output
+
+
+def test_cli_posttrain_on_a_text_search(env) -> None:
+    """`worldloom posttrain --search "..."`: the captions' MiniLM rows in the index, a text query, the hits
+    saved as a dataset version whose query is the text."""
+    from typer.testing import CliRunner
+
+    from worldloom.cli.main import app as cli
+    from worldloom.core.catalog import TEXT_COLLECTION, clip_row, read_clip
+    from worldloom.core.service.background import BackgroundServer
+    from worldloom.models.text_embedder import shared_text_embedder
+
+    client, store, bus, base, seen, watcher, tmp = env
+    search = client.app.state.posttrain.search()
+    records = [read_clip(store, f"robot{j}c") for j in range(3)]
+    vectors = shared_text_embedder().encode([r.caption for r in records])
+    search.index.upsert(TEXT_COLLECTION, [clip_row(r, "caption", r.clip_id, v.tolist())
+                                          for r, v in zip(records, vectors, strict=True)])
+    with BackgroundServer(client.app) as server:
+        result = CliRunner().invoke(cli, [
+            "posttrain", "--api", server.url, "--base", base, "--search", "the robot moves a block", "--top-k", "3",
+            "--save-as", "robot-text", "--mode", "action", "--method", "lora", "--resize-actions", "--steps", "2",
+            "--batch", "2", "--horizons", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["state"] == "succeeded" and record["lineage"]["datasets"] == ["robot-text@v1"]
+    assert record["lineage"]["dataset_query"]["text"] == "the robot moves a block"
+    manifest = DatasetManifest.model_validate_json(store.get_bytes(dataset_key("robot-text", 1)))
+    assert sorted(manifest.clip_ids) == ["robot0c", "robot1c", "robot2c"] and manifest.query["top_k"] == 3
+
+
+def test_a_killed_service_resumes_its_own_jobs_only(env) -> None:
+    """A job left 'running' by a killed posttrain service (with a checkpoint) is resumed by the next
+    posttrain service, from that checkpoint; a train service on the same registry leaves it alone."""
+    from worldloom.core.catalog import cancel_key
+    from worldloom.core.jobs import read_progress
+    from worldloom.models.posttrain import job as ptjob
+    from worldloom.posttrain.schemas import PosttrainRequest
+    from worldloom.train.app import build_app as build_train
+    from worldloom.train.settings import TrainSettings
+
+    client, store, bus, base, seen, watcher, tmp = env
+    svc = client.app.state.posttrain
+    req = PosttrainRequest.model_validate({**JOB, "base_model": base, "clips": {"source": "robot"}, "mode": "action",
+                                           "method": "lora", "resize_actions": True, "steps": 4,
+                                           "checkpoint_every": 2, "log_every": 3})
+    record, plan = svc.jobs.hooks.plan("wm-killed00000", req)
+    registry = WorldModelRegistry(store)
+    registry.save_plan(record.model_id, plan)
+    registry.save(record.model_copy(update={"state": "running"}))
+    # the dead service's worker got past its step-2 checkpoint, then died (here: stopped at step 3)
+    prefix = f"models/{record.model_id}"
+    store.put_bytes(cancel_key(prefix), b"{}")
+    ptjob.posttrain_loop({**plan, "store": {"kind": "local", "root": str(store.root)}})
+    store.delete(cancel_key(prefix))
+    stopped = read_progress(store, prefix)
+    assert stopped is not None and stopped.step == 3
+    common = dict(http=HttpSettings(auth_required=False), store=StoreSettings(root=store.root),
+                  training={"in_process": True})
+    with TestClient(build_train(TrainSettings(**common), store=store, bus=bus)):
+        time.sleep(1.0)
+    assert registry.raw(record.model_id).state == "running"  # not the train service's job
+    with TestClient(build_app(PosttrainSettings(**common), store=store, bus=bus)) as again:
+        done = _wait(again, record.model_id)
+    assert done["state"] == "succeeded" and done["resumed_from_step"] == [2], done
+    assert store.exists(f"{prefix}/model/adapter.safetensors") and done["metrics"]["train_steps"] == 4
