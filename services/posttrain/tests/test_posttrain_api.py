@@ -360,6 +360,7 @@ def test_cli_posttrain_progress_and_model_show_table(env) -> None:
         assert record["state"] == "succeeded" and record["lineage"]["posttrain"]["lora"]["rank"] == 2
         shown = runner.invoke(cli, ["model", "show", record["model_id"], "--api", train.url])
         assert shown.exit_code == 0, shown.output
+        print(shown.output)  # the before / after / scratch table (pytest -s shows it)
         for text in ("before (base)", "after", "scratch", "model_h1_psnr_vs_decoded", "copy_last_h1_ssim_vs_decoded",
                      "steps_to_loss_target"):
             assert text in shown.output, shown.output
@@ -431,3 +432,20 @@ def test_a_killed_service_resumes_its_own_jobs_only(env) -> None:
         done = _wait(again, record.model_id)
     assert done["state"] == "succeeded" and done["resumed_from_step"] == [2], done
     assert store.exists(f"{prefix}/model/adapter.safetensors") and done["metrics"]["train_steps"] == 4
+
+
+def test_lora_merged_is_a_plain_model(env) -> None:
+    from worldloom.models.posttrain.methods import has_adapters
+    from worldloom.models.world.registry import has_adapter, load_world_model
+
+    client, store, bus, base, seen, watcher, _ = env
+    r = client.post("/v1/jobs", json={**JOB, "base_model": base, "clips": {"source": "robot"}, "mode": "unsupervised",
+                                      "method": "lora", "merge": True, "steps": 2, "eval_horizons": [1]})
+    assert r.status_code == 202, r.text
+    rec = _wait(client, r.json()["model_id"])
+    assert rec["state"] == "succeeded" and rec["model_uri"].endswith("/model/world_model.safetensors"), rec
+    assert not has_adapter(store, rec["model_id"])
+    loaded = load_world_model(store, rec["model_id"])
+    assert not has_adapters(loaded.model) and loaded.model.config.action == load_world_model(store, base).model.config.action
+    _err(client.post("/v1/jobs", json={**JOB, "base_model": base, "clips": {"source": "robot"},
+                                       "mode": "unsupervised", "method": "full", "merge": True}), 422, "invalid_request")
