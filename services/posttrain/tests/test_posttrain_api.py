@@ -114,6 +114,15 @@ def env(tmp_path_factory):
         yield client, store, bus, base["model_id"], seen, watcher, tmp
 
 
+def _second_app(env):
+    """Another posttrain app on the same store, bus and index (a server's lifespan closes its service,
+    so the module's client keeps its own)."""
+    client, store, bus = env[0], env[1], env[2]
+    settings = PosttrainSettings(http=HttpSettings(auth_required=False), store=StoreSettings(root=store.root),
+                                 training={"in_process": True, "max_steps": 500}, max_minutes=5)
+    return build_app(settings, store=store, bus=bus, index=client.app.state.posttrain.search().index)
+
+
 def _err(r, status: int, code: str) -> None:
     assert r.status_code == status, r.text
     assert r.json()["error"]["code"] == code, r.text
@@ -349,7 +358,7 @@ def test_cli_posttrain_progress_and_model_show_table(env) -> None:
     common = dict(http=HttpSettings(auth_required=False), store=StoreSettings(root=store.root),
                   training={"in_process": True})
     runner = CliRunner()
-    with BackgroundServer(client.app) as server, \
+    with BackgroundServer(_second_app(env)) as server, \
             BackgroundServer(build_train(TrainSettings(**common), store=store, bus=bus)) as train:
         args = ["posttrain", "--api", server.url, "--base", base, "--clips-source", "robot", "--mode", "action",
                 "--method", "lora", "--rank", "2", "--resize-actions", "--scratch", "--steps", "2", "--batch", "2",
@@ -384,7 +393,7 @@ def test_cli_posttrain_on_a_text_search(env) -> None:
     vectors = shared_text_embedder().encode([r.caption for r in records])
     search.index.upsert(TEXT_COLLECTION, [clip_row(r, "caption", r.clip_id, v.tolist())
                                           for r, v in zip(records, vectors, strict=True)])
-    with BackgroundServer(client.app) as server:
+    with BackgroundServer(_second_app(env)) as server:
         result = CliRunner().invoke(cli, [
             "posttrain", "--api", server.url, "--base", base, "--search", "the robot moves a block", "--top-k", "3",
             "--save-as", "robot-text", "--mode", "action", "--method", "lora", "--resize-actions", "--steps", "2",
