@@ -98,6 +98,21 @@ def train_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
                             store=c["store"], bus=c["bus"]))
 
 
+@pytest.fixture(scope="module")
+def posttrain_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from worldloom.core.vectors import VectorIndex
+    from worldloom.posttrain.app import build_app
+    from worldloom.posttrain.settings import PosttrainSettings
+
+    tmp = tmp_path_factory.mktemp("posttrain")
+    c = _common(tmp)
+    index = VectorIndex(str(tmp / "vectors.db"))
+    yield _schema(build_app(PosttrainSettings(http=c["http"], store=c["store_settings"],
+                                              training={"in_process": True, "max_steps": 2}),
+                            store=c["store"], bus=c["bus"], index=index))
+    index.close()
+
+
 def _check(case: Any) -> None:
     response = case.call(headers=AUTH)
     where = f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:300]}"
@@ -129,6 +144,6 @@ def _fuzz(schema: Any) -> None:
     assert not failures, "\n".join(failures)
 
 
-@pytest.mark.parametrize("service", ["ingest", "curate", "search", "tokenize", "train"])
+@pytest.mark.parametrize("service", ["ingest", "curate", "search", "tokenize", "train", "posttrain"])
 def test_no_5xx_and_one_error_shape(service: str, request: pytest.FixtureRequest) -> None:
     _fuzz(request.getfixturevalue(f"{service}_api"))

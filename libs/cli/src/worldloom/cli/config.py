@@ -4,7 +4,8 @@
     WORLDLOOM_CLI_SEARCH_URL=...                        (tokenizer ...), train (model train|show|cancel),
     WORLDLOOM_CLI_TOKENIZE_URL=...                      generate (predict, model eval)
     WORLDLOOM_CLI_TRAIN_URL=...
-    WORLDLOOM_CLI_GENERATE_URL=...
+    WORLDLOOM_CLI_GENERATE_URL=...                      posttrain (posttrain)
+    WORLDLOOM_CLI_POSTTRAIN_URL=...
     WORLDLOOM_CLI_GATEWAY_URL=https://worldloom.example  one ingress: <gateway>/<service> for every service
     WORLDLOOM_CLI_TOKEN=...                             bearer token; WORLDLOOM_CLI_<SERVICE>_TOKEN for one service
 
@@ -28,7 +29,7 @@ from typing import Literal, get_args
 from pydantic import SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Service = Literal["ingest", "search", "tokenize", "train", "generate"]
+Service = Literal["ingest", "search", "tokenize", "train", "generate", "posttrain"]
 SERVICES: tuple[Service, ...] = get_args(Service)
 PREFIX = "WORLDLOOM_CLI_"
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -37,10 +38,12 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 DEPRECATED_URLS: dict[Service, tuple[str, ...]] = {
     "train": ("WORLDLOOM_TRAIN_URL", "WORLDLOOM_API_URL"),
     "generate": ("WORLDLOOM_GENERATE_URL", "WORLDLOOM_API_URL"),
+    "posttrain": (),  # newer than the per-service variables: no old names
 }
 DEPRECATED_TOKENS: dict[Service, tuple[str, ...]] = {
     "train": ("WORLDLOOM_TRAIN_TOKEN", "WORLDLOOM_API_TOKEN"),
     "generate": ("WORLDLOOM_GENERATE_TOKEN", "WORLDLOOM_API_TOKEN"),
+    "posttrain": (),
 }
 _LEGACY_URL, _LEGACY_TOKEN = ("WORLDLOOM_API_URL",), ("WORLDLOOM_API_TOKEN",)
 
@@ -60,19 +63,22 @@ class CliSettings(BaseSettings):
     tokenize_url: str | None = None
     train_url: str | None = None
     generate_url: str | None = None
+    posttrain_url: str | None = None
     token: SecretStr | None = None
     ingest_token: SecretStr | None = None
     search_token: SecretStr | None = None
     tokenize_token: SecretStr | None = None
     train_token: SecretStr | None = None
     generate_token: SecretStr | None = None
+    posttrain_token: SecretStr | None = None
 
     @field_validator("*", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("gateway_url", "ingest_url", "search_url", "tokenize_url", "train_url", "generate_url")
+    @field_validator("gateway_url", "ingest_url", "search_url", "tokenize_url", "train_url", "generate_url",
+                     "posttrain_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         return None if value is None else http_url(value)

@@ -154,7 +154,7 @@ class DigitEmbedding(nn.Module):
         self.register_buffer("levels", lv, persistent=False)
         self.register_buffer("basis", torch.cumprod(torch.cat([lv.new_ones(1), lv[:-1]]), 0), persistent=False)
         self.register_buffer("offsets", torch.cumsum(lv, 0) - lv, persistent=False)
-        self.weight = nn.Parameter(torch.randn(int(lv.sum()), d_model) * 0.02)
+        self.weight = nn.Parameter(torch.randn(sum(self.sizes), d_model) * 0.02)  # no .item(): meta-safe
 
     def digits(self, ids: Tensor) -> Tensor:
         return (ids[..., None] // self.basis) % self.levels
