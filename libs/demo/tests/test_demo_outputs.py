@@ -175,3 +175,29 @@ def test_the_horizon_plot_is_against_the_real_frames(tmp_path: Path) -> None:
     unscored = {f: {**m, "metrics": {k: v for k, v in m["metrics"].items() if "_vs_real" not in k}}
                 for f, m in models.items()}
     assert not psnr_plot(unscored, tmp_path / "none.png") and not (tmp_path / "none.png").exists()
+
+
+def test_posttrain_summary_shows_before_after_and_copy_last_against_the_real_frames(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from worldloom.demo.posttrain_stage import posttrain_summary
+
+    m: dict[str, float] = {"base_val_loss": 0.91, "val_loss": 0.42}
+    for h, (before, after, copy) in zip((1, 2, 4), ((17.1, 21.5, 20.0), (16.9, 20.7, 19.1), (16.5, 19.2, 18.4)),
+                                        strict=True):
+        m[f"base_val_model_h{h}_psnr_vs_real"], m[f"val_model_h{h}_psnr_vs_real"] = before, after
+        m[f"val_copy_last_h{h}_psnr_vs_real"] = copy
+        m[f"val_model_h{h}_ssim_vs_real"] = 0.5 + h / 100
+    section = {"model_id": "wm-p", "metrics": m, "steps": 300, "train_seconds": 61.0, "files": {"predictions_gif": "p.gif"},
+               "lineage": {"datasets": ["demo-acrobot-search@v1"], "dataset_query": {"clip_id": "c1"}}}
+    console = Console(record=True, width=240, color_system=None)
+    posttrain_summary(section, tmp_path, console)
+    text = " ".join(console.export_text().replace("│", " ").split())
+    assert "demo-acrobot-search@v1" in text and "clips like c1" in text and "against the real frames" in text
+    assert "before (base, no actions) PSNR dB 17.10 16.90 16.50" in text
+    assert "after (LoRA) PSNR dB 21.50 20.70 19.20" in text and "SSIM 0.510 0.520 0.540" in text
+    assert "copy-last frame PSNR dB 20.00 19.10 18.40" in text and "SSIM - - -" in text  # not measured: "-"
+    assert "held-out loss 0.9100 before -> 0.4200 after (300 steps, 61 s)" in text
+    console = Console(record=True, width=240, color_system=None)
+    posttrain_summary({"error": "no Acrobot-v1 episode passed curation"}, tmp_path, console)
+    assert "no Acrobot-v1 episode passed curation" in console.export_text()

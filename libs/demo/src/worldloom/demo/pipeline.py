@@ -35,6 +35,7 @@ from worldloom.core.settings import HttpSettings, StoreSettings, VectorSettings
 from worldloom.core.store.local import LocalStore
 from worldloom.core.vectors import VectorIndex
 from worldloom.demo.clips import accepted_clips, wait_for_curation
+from worldloom.demo.posttrain_stage import posttrain_stage, posttrain_summary
 from worldloom.demo.tokenizer_stage import DEFAULT_TOKENIZER_STEPS, tokenizer_stage, tokenizer_summary
 from worldloom.demo.world_stage import world_stage, world_summary
 
@@ -140,6 +141,12 @@ def run_demo(data: Path, out: Path, console: Console, tokenizer_steps: int | Non
                     report["world_models"] = world_stage(stack, store, bus, store_settings, http, token, ingest.url,
                                                          tokenize, tok["tokenizer_id"],
                                                          len(accepted_clips(store, config_hash)), out, console)
+                    diffusion = (report["world_models"].get("models") or {}).get("diffusion") or {}
+                    if diffusion.get("state") == "succeeded":
+                        console.rule("[bold]6. post-training on a search (a new embodiment, LoRA)")
+                        report["posttrain"] = posttrain_stage(stack, store, bus, store_settings, http, token, index,
+                                                              ingest.url, tokenize, tok["tokenizer_id"], diffusion,
+                                                              out, console)
 
     report.update({
         "store": str(store.root),
@@ -151,6 +158,8 @@ def run_demo(data: Path, out: Path, console: Console, tokenizer_steps: int | Non
         tokenizer_summary(report["tokenizer"], out, console)
     if "world_models" in report:
         world_summary(report["world_models"], out, console)
+    if "posttrain" in report:
+        posttrain_summary(report["posttrain"], out, console)
     console.print(f"[green]done; report: {out / 'demo_report.json'}")
     return report
 

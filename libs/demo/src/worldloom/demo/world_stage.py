@@ -101,7 +101,7 @@ def world_stage(stack: ExitStack, store: LocalStore, bus: InProcessBus, store_se
     if done:
         if psnr_plot(done, out / PSNR_PNG):
             files["psnr_png"] = PSNR_PNG
-        rows, section["gif_clips"] = _predictions(store, done, clips)
+        rows, section["gif_clips"] = prediction_rows(store, done, clips)
         if rows:
             write_grid_gif(rows, ["real", *[f"{f} predicted" for f in done]], out / PRED_GIF, zoom=2, fps=8.0)
             files["predictions_gif"] = PRED_GIF
@@ -109,7 +109,7 @@ def world_stage(stack: ExitStack, store: LocalStore, bus: InProcessBus, store_se
     return section
 
 
-def _poll(fetch: Callable[[], dict[str, Any]], percent: Callable[[dict[str, Any]], float], label: str,
+def poll_job(fetch: Callable[[], dict[str, Any]], percent: Callable[[dict[str, Any]], float], label: str,
           console: Console, timeout_s: float = 900.0) -> dict[str, Any]:
     """Polls a service job with a progress bar until it succeeds (returned) or fails (ApiFailure)."""
     columns = (TextColumn(f"[bold]{label}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"), TimeElapsedColumn())
@@ -129,7 +129,7 @@ def _poll(fetch: Callable[[], dict[str, Any]], percent: Callable[[dict[str, Any]
 def _record_episodes(client: WorldloomClient, console: Console) -> list[str]:
     job = client.start_gymnasium({"env": ENV, "episodes": EPISODES, "max_steps": EPISODE_STEPS, "seed": 0,
                                   "policy": "random"})
-    job = _poll(lambda: client.source_job(job["job_id"]), lambda j: j["percent"],
+    job = poll_job(lambda: client.source_job(job["job_id"]), lambda j: j["percent"],
                 f"recording {EPISODES} {ENV} episodes", console)
     console.print(f"{len(job['video_ids'])} episodes of {EPISODE_STEPS + 1} frames ingested with actions and rewards "
                   f"(source job {job['job_id']})")
@@ -209,10 +209,12 @@ def psnr_plot(models: dict[str, dict[str, Any]], path: Path) -> bool:
     return True
 
 
-def _predictions(store: LocalStore, models: dict[str, dict[str, Any]], clips: list[ClipRecord],
-                 n: int = 3) -> tuple[list[list[np.ndarray]], list[str]]:
-    """For up to ``n`` held-out episodes: real frames, then each family's prediction (context + future,
-    decoded by its tokenizer, given the episode's recorded actions), all ``[T, 64, 64, 3]`` uint8."""
+def prediction_rows(store: LocalStore, models: dict[str, dict[str, Any]], clips: list[ClipRecord],
+                 n: int = 3, record: dict[str, Any] | None = None,
+                 without_actions: frozenset[str] = frozenset()) -> tuple[list[list[np.ndarray]], list[str]]:
+    """For up to ``n`` of the episodes ``record``'s job held out: real frames, then each model's prediction
+    (context + future, decoded by its tokenizer, given the episode's recorded actions, except for the
+    models named in ``without_actions``), all ``[T, 64, 64, 3]`` uint8."""
     from worldloom.core.catalog import token_shard_key
     from worldloom.models.world import Sampling
     from worldloom.models.world.data import Pool, load_sequences
@@ -221,7 +223,7 @@ def _predictions(store: LocalStore, models: dict[str, dict[str, Any]], clips: li
 
     loaded = {f: load_world_model(store, m["model_id"]) for f, m in models.items()}
     need = CONTEXT + max(HORIZONS)
-    any_record = {"request": {"val_fraction": 0.15}}
+    any_record = record or {"request": {"val_fraction": 0.15}}
     rows: list[list[np.ndarray]] = []
     chosen: list[str] = []
     with tempfile.TemporaryDirectory(prefix="wl-demo-wm-") as tmp:
@@ -229,8 +231,8 @@ def _predictions(store: LocalStore, models: dict[str, dict[str, Any]], clips: li
             if split != "held out" or len(rows) >= n:
                 continue
             preds = []
-            for lw in loaded.values():
-                spec = lw.model.config.action
+            for label, lw in loaded.items():
+                spec = None if label in without_actions else lw.model.config.action
                 pool: Pool | None = None if spec is None else ("mean" if spec.kind == "continuous" else "last")
                 seqs = load_sequences(store, [token_shard_key(lw.record.lineage.tokenizer_id, clip.clip_id)],
                                       actions=pool)
