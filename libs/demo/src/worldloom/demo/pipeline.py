@@ -145,7 +145,8 @@ def run_demo(data: Path, out: Path, console: Console, tokenizer_steps: int | Non
                     if diffusion.get("state") == "succeeded":
                         console.rule("[bold]6. post-training on a search (a new embodiment, LoRA)")
                         report["posttrain"] = posttrain_stage(stack, store, bus, store_settings, http, token, index,
-                                                              ingest.url, tokenize, tok["tokenizer_id"], diffusion,
+                                                              ingest.url, tokenize, tok["tokenizer_id"],
+                                                              len(accepted_clips(store, config_hash)), diffusion,
                                                               out, console)
 
     report.update({

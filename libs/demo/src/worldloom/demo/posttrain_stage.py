@@ -43,7 +43,7 @@ GIF = "posttrain_predictions.gif"
 
 def posttrain_stage(stack: ExitStack, store: LocalStore, bus: InProcessBus, store_settings: StoreSettings,
                     http: HttpSettings, token: str, index: VectorIndex, ingest_url: str, tokenize: WorldloomClient,
-                    continuous_id: str, base: dict[str, Any], out: Path, console: Console,
+                    continuous_id: str, clips_before: int, base: dict[str, Any], out: Path, console: Console,
                     steps: int = DEFAULT_POSTTRAIN_STEPS) -> dict[str, Any]:
     from worldloom.curate.config import SIMULATOR_PROFILE, config_with
     from worldloom.posttrain.app import build_app as build_posttrain
@@ -59,9 +59,10 @@ def posttrain_stage(stack: ExitStack, store: LocalStore, bus: InProcessBus, stor
         video_ids = list(job["video_ids"])
         config_hash = config_with(SIMULATOR_PROFILE).config_hash(None)
         wait_for_curation(store, video_ids, config_hash, console)
-        total = len(accepted_clips(store, config_hash))
-        tokenize.activate_tokenizer(continuous_id)  # the discrete one was active: backfill the new episodes
-        wait_for_tokens(store, continuous_id, total, console)
+        # the discrete tokenizer was active while they were curated: activating the continuous one again
+        # backfills them (the videos of stage 1 and every simulator episode)
+        tokenize.activate_tokenizer(continuous_id)
+        wait_for_tokens(store, continuous_id, clips_before + len(accepted_clips(store, config_hash)), console)
         first = next(c for c in accepted_clips(store, config_hash) if c.video_id in set(video_ids))
     except (ApiFailure, StopIteration) as exc:
         console.print(f"[red]{ENV} episodes failed: {exc}")
