@@ -28,7 +28,7 @@ from typing import Literal, get_args
 from pydantic import SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Service = Literal["ingest", "search", "tokenize", "train", "generate"]
+Service = Literal["ingest", "search", "tokenize", "train", "generate", "rlsim"]
 SERVICES: tuple[Service, ...] = get_args(Service)
 PREFIX = "WORLDLOOM_CLI_"
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -60,19 +60,22 @@ class CliSettings(BaseSettings):
     tokenize_url: str | None = None
     train_url: str | None = None
     generate_url: str | None = None
+    rlsim_url: str | None = None
     token: SecretStr | None = None
     ingest_token: SecretStr | None = None
     search_token: SecretStr | None = None
     tokenize_token: SecretStr | None = None
     train_token: SecretStr | None = None
     generate_token: SecretStr | None = None
+    rlsim_token: SecretStr | None = None
 
     @field_validator("*", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("gateway_url", "ingest_url", "search_url", "tokenize_url", "train_url", "generate_url")
+    @field_validator("gateway_url", "ingest_url", "search_url", "tokenize_url", "train_url", "generate_url",
+                     "rlsim_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         return None if value is None else http_url(value)
