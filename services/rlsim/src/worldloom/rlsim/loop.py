@@ -359,12 +359,15 @@ class Experiment:
     def improve(self) -> dict[str, float]:
         """Tokenizer (first iteration, when the experiment trains it), world model, then the agent."""
         values: dict[str, float] = {}
+        clock = time.perf_counter()
         if self.train_tokenizer and self.iteration == 0:
             spec = self.wm["tokenizer"]
             m = fit_tokenizer(self.tokenizer, self.tok_optimizer, [ep.frames for ep in self.episodes],
                               steps=int(spec["steps"]), batch=int(spec["batch"]),
                               clip_frames=1 + self.repeat * 2, lr=float(spec["lr"]), seed=self.seed)
             values["tokenizer_loss"] = float(m.get("loss", float("nan")))
+            values["tokenizer_s"] = time.perf_counter() - clock
+            clock = time.perf_counter()
             self.sequences.clear()
             self._check_cancel()
         losses = update_world_model(self.model, self.wm_optimizer, self._sequences(), steps=int(self.wm["updates"]),
@@ -374,6 +377,8 @@ class Experiment:
         self.wm_updates += int(self.wm["updates"])
         names = {"loss": "world_model_loss", "reward_loss": "reward_loss", "termination_loss": "termination_loss"}
         values.update({names[k]: v for k, v in losses.items() if k in names})
+        values["world_model_s"] = time.perf_counter() - clock
+        clock = time.perf_counter()
         self._check_cancel()
 
         env = self._imagined_env()
@@ -397,12 +402,14 @@ class Experiment:
         self.trainer_state = self._trainer_state(trainer)
         values["imagined_return"] = float(np.mean(imagined[-10:]))
         values["imagined_steps_per_s"] = float(np.median(rates))
+        values["imagination_s"] = time.perf_counter() - clock
         return values
 
     def evaluate(self) -> dict[str, float]:
         n = int(self.plan["eval_episodes"])
         if n == 0:
             return {}
+        clock = time.perf_counter()
         returns = []
         for j in range(n):
             seed = self.seed + EVAL_SEED_OFFSET + self.iteration * n + j
@@ -412,7 +419,8 @@ class Experiment:
             self.eval_steps += steps
         self.last_return = float(np.mean(returns))
         self.best_return = self.last_return if self.best_return is None else max(self.best_return, self.last_return)
-        return {"real_return": self.last_return, "real_return_std": float(np.std(returns))}
+        return {"real_return": self.last_return, "real_return_std": float(np.std(returns)),
+                "evaluation_s": time.perf_counter() - clock}
 
     def checkpoint(self) -> None:
         state = {"iteration": self.iteration, "real_steps": self.real_steps, "eval_steps": self.eval_steps,
@@ -437,7 +445,9 @@ class Experiment:
             start = time.perf_counter()
             first = self.iteration == 0
             self.collect(int(self.plan["warmup_steps"] if first else self.plan["steps_per_iteration"]))
+            collect_s = time.perf_counter() - start
             values = self.improve()
+            values["collect_s"] = collect_s
             values.update(self.evaluate())
             values["iteration_s"] = time.perf_counter() - start
             self.iteration += 1

@@ -135,7 +135,8 @@ class ExperimentRecord(JobRecord):
     """``step``/``total_steps``/``percent`` count real steps; ``curves`` hold (real step, value) points:
     ``real_return`` (mean return of the evaluation episodes), ``episode_return`` (collected episodes),
     ``imagined_return``, ``world_model_loss``, ``reward_loss``, ``termination_loss``, ``tokenizer_loss``,
-    ``imagined_steps_per_s``; ``notes`` the iteration, episode and video counts."""
+    ``imagined_steps_per_s``, and seconds per phase (``collect_s``, ``tokenizer_s``, ``world_model_s``,
+    ``imagination_s``, ``evaluation_s``, ``iteration_s``); ``notes`` the iteration, episode and step counts."""
 
     id_field = "experiment_id"
 
