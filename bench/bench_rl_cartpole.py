@@ -5,7 +5,8 @@ Worldloom side: an in-process rlsim service (local store, in-process bus: every 
 with its actions and rewards, as in production) runs one experiment on ``--env`` observed as ``--resolution``
 pixels: random warm-up episodes, then per iteration world-model updates, imagination training, a real
 evaluation (``--iter-eval`` episodes on fresh seeds) and more real episodes with the new policy, until ``--steps``
-real steps are spent. The world model is a new tiny AR model on a tokenizer the experiment trains itself. The
+real steps are spent. The world model is a new tiny model (``--family``, diffusion by default) on a tokenizer
+the experiment trains itself. The
 agent decides once per ``t_compression`` (4) real steps and holds its action (the world model's clock).
 
 Baseline: SB3 PPO with its CnnPolicy on the same frames (the same pixels-only wrapper, 4 stacked frames: the
@@ -68,18 +69,20 @@ def efficiency_ratio(baseline: SideResult, ours: SideResult, thresholds: tuple[f
 
 
 def experiment_request(env_id: str, steps: int, resolution: int, seed: int, quick: bool, iter_eval: int,
-                       device: str) -> dict[str, Any]:
-    """The experiment the bench runs (quick: a smoke-sized one)."""
+                       device: str, family: str = "diffusion") -> dict[str, Any]:
+    """The experiment the bench runs (quick: a smoke-sized one). Diffusion by default: one imagined frame is
+    ``sampling_steps`` passes, where the AR family samples its 64 tokens one by one (about 8x slower
+    imagination on CPU at 64x64)."""
     if quick:
-        wm = {"family": "ar", "size": "tiny", "config": {"n_layer": 2, "d_model": 64, "n_head": 2},
-              "tokenizer": {"size": "tiny", "channels": 16, "steps": 60, "batch": 4}, "window": 4,
-              "context_frames": 3, "updates": 30, "batch": 8}
+        wm = {"family": family, "size": "tiny", "config": {"n_layer": 2, "d_model": 64, "n_head": 2},
+              "tokenizer": {"size": "tiny", "channels": 16, "steps": 20, "batch": 4}, "window": 4,
+              "context_frames": 3, "updates": 30, "batch": 8, "sampling_steps": 2}
         agent = {"hidden": 64, "layers": 2, "updates": 30, "imagined_envs": 16, "horizon": 10,
                  "imagined_episode_steps": 50}
         loop = {"warmup_steps": min(steps, 500), "steps_per_iteration": 500}
     else:
-        wm = {"family": "ar", "size": "tiny", "tokenizer": {"size": "tiny", "steps": 600, "batch": 8},
-              "window": 4, "context_frames": 3, "updates": 200, "batch": 16}
+        wm = {"family": family, "size": "tiny", "tokenizer": {"size": "tiny", "steps": 600, "batch": 8},
+              "window": 4, "context_frames": 3, "updates": 200, "batch": 16, "sampling_steps": 4}
         agent = {"hidden": 256, "layers": 2, "updates": 100, "imagined_envs": 32, "horizon": 15,
                  "imagined_episode_steps": 125}
         loop = {"warmup_steps": min(steps, 2000), "steps_per_iteration": 1000}
@@ -225,7 +228,9 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=1000, help="PPO: real steps between periodic evaluations "
                                                                  "(worldloom evaluates after each iteration)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the real env is single-threaded, "
+                                                             "and more threads on a shared machine only contend)")
+    ap.add_argument("--family", default="diffusion", choices=["ar", "diffusion"], help="the new world model's")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true", help="a smoke-sized run (~1-2 minutes)")
     ap.add_argument("--skip-ppo", action="store_true")
@@ -237,7 +242,8 @@ def main() -> None:
     eval_every = 500 if args.quick else args.eval_every
     print(f"{args.env} from {args.resolution}x{args.resolution} pixels, {steps} real steps, seed {args.seed}, "
           f"torch threads {args.threads}, device {args.device}{' (quick)' if args.quick else ''}", flush=True)
-    req = experiment_request(args.env, steps, args.resolution, args.seed, args.quick, iter_eval, args.device)
+    req = experiment_request(args.env, steps, args.resolution, args.seed, args.quick, iter_eval, args.device,
+                             args.family)
     with tempfile.TemporaryDirectory(prefix="wl-bench-rl-") as tmp:
         ours = run_worldloom(req, eval_episodes, Path(tmp), log=lambda m: print(m, flush=True))
     if args.skip_ppo:

@@ -340,7 +340,8 @@ class Experiment:
         return WorldModelEnv(self.model, self.tokenizer, seqs, num_envs=int(self.agent_plan["imagined_envs"]),
                              observation="latents", max_episode_steps=int(self.agent_plan["imagined_episode_steps"]),
                              context_frames=int(self.wm["context_frames"]), sampling=sampling, action_low=low,
-                             action_high=high)
+                             action_high=high,
+                             termination_threshold=float(self.agent_plan.get("termination_threshold", 0.5)))
 
     def _new_agent(self, env: WorldModelEnv) -> Agent:
         cfg = AgentConfig.for_spaces(env.single_observation_space, env.single_action_space,
@@ -390,11 +391,12 @@ class Experiment:
             trainer.normalizer.scale = self.trainer_state["scale"]
             trainer.iteration = int(self.trainer_state["iteration"])
         self.agent.train()
-        imagined, rates = [], []
+        imagined, rates, ends, steps = [], [], 0, 0
         for i in range(int(self.agent_plan["updates"])):
             it = trainer.step()
             imagined.append(it.imagined_return)
             rates.append(it.imagined_steps_per_s)
+            ends, steps = ends + it.episodes, steps + it.imagined_steps
             if i % 10 == 9:
                 self._check_cancel()
         self.agent.eval()
@@ -402,6 +404,7 @@ class Experiment:
         self.trainer_state = self._trainer_state(trainer)
         values["imagined_return"] = float(np.mean(imagined[-10:]))
         values["imagined_steps_per_s"] = float(np.median(rates))
+        values["imagined_episode_ends"] = ends / max(1, steps)  # per imagined step: terminations + truncations
         values["imagination_s"] = time.perf_counter() - clock
         return values
 

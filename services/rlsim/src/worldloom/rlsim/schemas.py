@@ -82,6 +82,9 @@ class AgentSpec(_Strict):
                                                              "experiment iteration")
     imagined_envs: int = Field(16, ge=1, description="imagined environments stepping in one batch")
     imagined_episode_steps: int = Field(100, ge=1, le=10_000, description="imagined steps before truncation")
+    termination_threshold: float = Field(0.5, gt=0, lt=1, description="an imagined episode ends where the "
+                                         "termination head's probability passes this (rare terminations, e.g. "
+                                         "CartPole's, may need it lower)")
     horizon: int = Field(_IMAGINATION["horizon"], ge=1, le=1000)
     gamma: float = Field(_IMAGINATION["gamma"], ge=0, le=1)
     lam: float = Field(_IMAGINATION["lam"], ge=0, le=1)

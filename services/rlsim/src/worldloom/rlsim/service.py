@@ -175,7 +175,8 @@ class ExperimentJobs:
             "use_gpu": req.use_gpu, "world_model": wm,
             "agent": {"network": req.agent.network(), "imagination": req.agent.imagination(req.seed),
                       "updates": req.agent.updates, "imagined_envs": req.agent.imagined_envs,
-                      "imagined_episode_steps": req.agent.imagined_episode_steps},
+                      "imagined_episode_steps": req.agent.imagined_episode_steps,
+                      "termination_threshold": req.agent.termination_threshold},
         }
         record = ExperimentRecord(experiment_id=job_id, name=req.name, env_id=req.env_id, resolution=req.resolution,
                                   config=wm["config"], request=req.model_dump(mode="json"), lineage=lineage,
