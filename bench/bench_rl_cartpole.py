@@ -56,7 +56,9 @@ def first_reaching(curve: list[tuple[int, float]], threshold: float) -> int | No
     return next((int(s) for s, v in curve if v >= threshold), None)
 
 
-def efficiency_ratio(baseline: SideResult, ours: SideResult, thresholds: tuple[float, ...]) -> tuple[float, float] | None:
+def efficiency_ratio(
+    baseline: SideResult, ours: SideResult, thresholds: tuple[float, ...]
+) -> tuple[float, float] | None:
     """(threshold, baseline steps / our steps) for the first threshold both reached."""
     for t in thresholds:
         a, b = first_reaching(baseline.curve, t), first_reaching(ours.curve, t)
@@ -68,31 +70,77 @@ def efficiency_ratio(baseline: SideResult, ours: SideResult, thresholds: tuple[f
 # ------------------------------------------------------------------------------------------- worldloom
 
 
-def experiment_request(env_id: str, steps: int, resolution: int, seed: int, quick: bool, iter_eval: int,
-                       device: str, family: str = "diffusion") -> dict[str, Any]:
+def experiment_request(
+    env_id: str,
+    steps: int,
+    resolution: int,
+    seed: int,
+    quick: bool,
+    iter_eval: int,
+    device: str,
+    family: str = "diffusion",
+) -> dict[str, Any]:
     """The experiment the bench runs (quick: a smoke-sized one). Diffusion by default: one imagined frame is
     ``sampling_steps`` passes, where the AR family samples its 64 tokens one by one (about 8x slower
     imagination on CPU at 64x64)."""
     if quick:
-        wm = {"family": family, "size": "tiny", "config": {"n_layer": 2, "d_model": 64, "n_head": 2},
-              "tokenizer": {"size": "tiny", "channels": 16, "steps": 20, "batch": 4}, "window": 4,
-              "context_frames": 3, "updates": 30, "batch": 8, "sampling_steps": 2}
-        agent = {"hidden": 64, "layers": 2, "updates": 30, "imagined_envs": 16, "horizon": 10,
-                 "imagined_episode_steps": 50}
+        wm = {
+            "family": family,
+            "size": "tiny",
+            "config": {"n_layer": 2, "d_model": 64, "n_head": 2},
+            "tokenizer": {"size": "tiny", "channels": 16, "steps": 20, "batch": 4},
+            "window": 4,
+            "context_frames": 3,
+            "updates": 30,
+            "batch": 8,
+            "sampling_steps": 2,
+        }
+        agent = {
+            "hidden": 64,
+            "layers": 2,
+            "updates": 30,
+            "imagined_envs": 16,
+            "horizon": 10,
+            "imagined_episode_steps": 50,
+        }
         loop = {"warmup_steps": min(steps, 500), "steps_per_iteration": 500}
     else:
-        wm = {"family": family, "size": "tiny", "tokenizer": {"size": "tiny", "steps": 600, "batch": 8},
-              "window": 4, "context_frames": 3, "updates": 200, "batch": 16, "sampling_steps": 4}
-        agent = {"hidden": 256, "layers": 2, "updates": 100, "imagined_envs": 32, "horizon": 15,
-                 "imagined_episode_steps": 125}
+        wm = {
+            "family": family,
+            "size": "tiny",
+            "tokenizer": {"size": "tiny", "steps": 600, "batch": 8},
+            "window": 4,
+            "context_frames": 3,
+            "updates": 200,
+            "batch": 16,
+            "sampling_steps": 4,
+        }
+        agent = {
+            "hidden": 256,
+            "layers": 2,
+            "updates": 100,
+            "imagined_envs": 32,
+            "horizon": 15,
+            "imagined_episode_steps": 125,
+        }
         loop = {"warmup_steps": min(steps, 2000), "steps_per_iteration": 1000}
-    return {"name": "bench", "env_id": env_id, "resolution": resolution, "steps": steps, **loop,
-            "eval_episodes": iter_eval, "seed": seed, "use_gpu": device == "cuda", "world_model": wm,
-            "agent": agent}
+    return {
+        "name": "bench",
+        "env_id": env_id,
+        "resolution": resolution,
+        "steps": steps,
+        **loop,
+        "eval_episodes": iter_eval,
+        "seed": seed,
+        "use_gpu": device == "cuda",
+        "world_model": wm,
+        "agent": agent,
+    }
 
 
-def run_worldloom(req: dict[str, Any], eval_episodes: int, work: Path, poll_s: float = 1.0,
-                  log: Any = print) -> SideResult:
+def run_worldloom(
+    req: dict[str, Any], eval_episodes: int, work: Path, poll_s: float = 1.0, log: Any = print
+) -> SideResult:
     """The experiment through the rlsim service (in-process), then ``eval_episodes`` fresh-seed episodes."""
     from fastapi.testclient import TestClient
 
@@ -102,8 +150,11 @@ def run_worldloom(req: dict[str, Any], eval_episodes: int, work: Path, poll_s: f
     from worldloom.rlsim.app import build_app
     from worldloom.rlsim.settings import RlsimSettings
 
-    settings = RlsimSettings(http=HttpSettings(auth_required=False), store=StoreSettings(root=work / "store"),
-                             rl={"max_eval_episodes": max(eval_episodes, 1)})
+    settings = RlsimSettings(
+        http=HttpSettings(auth_required=False),
+        store=StoreSettings(root=work / "store"),
+        rl={"max_eval_episodes": max(eval_episodes, 1)},
+    )
     start = time.perf_counter()
     with TestClient(build_app(settings, store=LocalStore(work / "store"), bus=InProcessBus())) as client:
         r = client.post("/v1/experiments", json=req)
@@ -116,21 +167,33 @@ def run_worldloom(req: dict[str, Any], eval_episodes: int, work: Path, poll_s: f
             if rec["step"] != last:
                 last = rec["step"]
                 ret = (rec["curves"].get("real_return") or [[0, float("nan")]])[-1][1]
-                log(f"  worldloom {rec['state']:<9} real steps {rec['step']:>6}/{rec['total_steps']}  "
-                    f"eval return {ret:8.1f}  {time.perf_counter() - start:6.0f}s")
+                log(
+                    f"  worldloom {rec['state']:<9} real steps {rec['step']:>6}/{rec['total_steps']}  "
+                    f"eval return {ret:8.1f}  {time.perf_counter() - start:6.0f}s"
+                )
             if rec["state"] in ("succeeded", "failed", "cancelled"):
                 break
             time.sleep(poll_s)
         if rec["state"] != "succeeded":
             raise SystemExit(f"experiment {eid} ended {rec['state']}: {rec['error']}")
         policy_id = rec["lineage"]["policy_id"]
-        ev = client.post(f"/v1/policies/{policy_id}/evaluate",
-                         json={"episodes": eval_episodes, "seed": FRESH_SEED, "video": False}).json()
+        ev = client.post(
+            f"/v1/policies/{policy_id}/evaluate", json={"episodes": eval_episodes, "seed": FRESH_SEED, "video": False}
+        ).json()
     curve = [(int(s), float(v)) for s, v in rec["curves"].get("real_return", [])]
     rates = [v for _, v in rec["curves"].get("imagined_steps_per_s", [])]
-    return SideResult("worldloom (rlsim)", ev["returns"], curve, time.perf_counter() - start,
-                      {"iterations": rec["metrics"].get("iterations"), "episodes_ingested": rec["metrics"].get("episodes"),
-                       "imagined_steps_per_s": float(np.median(rates)) if rates else None, "policy": policy_id})
+    return SideResult(
+        "worldloom (rlsim)",
+        ev["returns"],
+        curve,
+        time.perf_counter() - start,
+        {
+            "iterations": rec["metrics"].get("iterations"),
+            "episodes_ingested": rec["metrics"].get("episodes"),
+            "imagined_steps_per_s": float(np.median(rates)) if rates else None,
+            "policy": policy_id,
+        },
+    )
 
 
 # ------------------------------------------------------------------------------------------------- SB3
@@ -163,8 +226,18 @@ def evaluate_sb3(model: Any, env_id: str, resolution: int, episodes: int, seed: 
     return returns
 
 
-def run_ppo(env_id: str, steps: int, resolution: int, seed: int, eval_every: int, iter_eval: int,
-            eval_episodes: int, quick: bool, device: str, log: Any = print) -> SideResult:
+def run_ppo(
+    env_id: str,
+    steps: int,
+    resolution: int,
+    seed: int,
+    eval_every: int,
+    iter_eval: int,
+    eval_episodes: int,
+    quick: bool,
+    device: str,
+    log: Any = print,
+) -> SideResult:
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack, VecTransposeImage
@@ -182,15 +255,26 @@ def run_ppo(env_id: str, steps: int, resolution: int, seed: int, eval_every: int
                 self.next += eval_every
                 rets = evaluate_sb3(self.model, env_id, resolution, iter_eval, seed + 1_000_000 + self.num_timesteps)
                 curve.append((self.num_timesteps, float(np.mean(rets))))
-                log(f"  ppo       real steps {self.num_timesteps:>6}/{steps}  eval return {curve[-1][1]:8.1f}  "
-                    f"{time.perf_counter() - start:6.0f}s")
+                log(
+                    f"  ppo       real steps {self.num_timesteps:>6}/{steps}  eval return {curve[-1][1]:8.1f}  "
+                    f"{time.perf_counter() - start:6.0f}s"
+                )
             return True
 
     venv = VecTransposeImage(VecFrameStack(DummyVecEnv([lambda: pixel_env(env_id, resolution)]), 4))
     venv.seed(seed)
     n_steps = 128 if quick else 512
-    model = PPO("CnnPolicy", venv, n_steps=n_steps, batch_size=64, n_epochs=4, learning_rate=2.5e-4, seed=seed,
-                device=device, verbose=0)
+    model = PPO(
+        "CnnPolicy",
+        venv,
+        n_steps=n_steps,
+        batch_size=64,
+        n_epochs=4,
+        learning_rate=2.5e-4,
+        seed=seed,
+        device=device,
+        verbose=0,
+    )
     model.learn(total_timesteps=steps, callback=Periodic())
     venv.close()
     final = evaluate_sb3(model, env_id, resolution, eval_episodes, FRESH_SEED)
@@ -203,16 +287,22 @@ def run_ppo(env_id: str, steps: int, resolution: int, seed: int, eval_every: int
 def report(env_id: str, steps: int, ours: SideResult, ppo: SideResult) -> str:
     thresholds = THRESHOLDS.get(env_id, ())
     lines = [f"{env_id}, {steps} real steps, final evaluation: {len(ours.final_returns)} episodes on fresh seeds", ""]
-    head = f"{'':<20} {'mean return':>12} {'std':>7} " + " ".join(f"{'steps to ' + str(int(t)):>14}" for t in thresholds)
+    head = f"{'':<20} {'mean return':>12} {'std':>7} " + " ".join(
+        f"{'steps to ' + str(int(t)):>14}" for t in thresholds
+    )
     lines += [head + f" {'wall s':>8}", "-" * (len(head) + 9)]
     for side in (ours, ppo):
         reach = " ".join(f"{str(first_reaching(side.curve, t) or '-'):>14}" for t in thresholds)
-        lines.append(f"{side.name:<20} {side.mean:>12.1f} {np.std(side.final_returns):>7.1f} {reach} "
-                     f"{side.seconds:>8.0f}")
+        lines.append(
+            f"{side.name:<20} {side.mean:>12.1f} {np.std(side.final_returns):>7.1f} {reach} {side.seconds:>8.0f}"
+        )
     ratio = efficiency_ratio(ppo, ours, thresholds)
     lines.append("")
-    lines.append(f"sample-efficiency ratio (PPO steps / worldloom steps to {int(ratio[0])}): {ratio[1]:.2f}" if ratio
-                 else "sample-efficiency ratio: n/a (no threshold reached by both)")
+    lines.append(
+        f"sample-efficiency ratio (PPO steps / worldloom steps to {int(ratio[0])}): {ratio[1]:.2f}"
+        if ratio
+        else "sample-efficiency ratio: n/a (no threshold reached by both)"
+    )
     lines.append(f"worldloom: {json.dumps(ours.notes)}")
     return "\n".join(lines)
 
@@ -223,13 +313,22 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="real-step budget (default 30000; --quick 1500)")
     ap.add_argument("--resolution", type=int, default=64)
     ap.add_argument("--eval-episodes", type=int, default=20, help="final evaluation episodes (fresh seeds)")
-    ap.add_argument("--iter-eval", type=int, default=None, help="episodes per periodic evaluation (default 5; "
-                                                               "--quick 2)")
-    ap.add_argument("--eval-every", type=int, default=1000, help="PPO: real steps between periodic evaluations "
-                                                                 "(worldloom evaluates after each iteration)")
+    ap.add_argument(
+        "--iter-eval", type=int, default=None, help="episodes per periodic evaluation (default 5; --quick 2)"
+    )
+    ap.add_argument(
+        "--eval-every",
+        type=int,
+        default=1000,
+        help="PPO: real steps between periodic evaluations (worldloom evaluates after each iteration)",
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the real env is single-threaded, "
-                                                             "and more threads on a shared machine only contend)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: the real env is single-threaded, and more threads on a shared machine only contend)",
+    )
     ap.add_argument("--family", default="diffusion", choices=["ar", "diffusion"], help="the new world model's")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true", help="a smoke-sized run (~1-2 minutes)")
@@ -240,17 +339,31 @@ def main() -> None:
     iter_eval = args.iter_eval or (2 if args.quick else 5)
     eval_episodes = 3 if args.quick and args.eval_episodes == 20 else args.eval_episodes
     eval_every = 500 if args.quick else args.eval_every
-    print(f"{args.env} from {args.resolution}x{args.resolution} pixels, {steps} real steps, seed {args.seed}, "
-          f"torch threads {args.threads}, device {args.device}{' (quick)' if args.quick else ''}", flush=True)
-    req = experiment_request(args.env, steps, args.resolution, args.seed, args.quick, iter_eval, args.device,
-                             args.family)
+    print(
+        f"{args.env} from {args.resolution}x{args.resolution} pixels, {steps} real steps, seed {args.seed}, "
+        f"torch threads {args.threads}, device {args.device}{' (quick)' if args.quick else ''}",
+        flush=True,
+    )
+    req = experiment_request(
+        args.env, steps, args.resolution, args.seed, args.quick, iter_eval, args.device, args.family
+    )
     with tempfile.TemporaryDirectory(prefix="wl-bench-rl-") as tmp:
         ours = run_worldloom(req, eval_episodes, Path(tmp), log=lambda m: print(m, flush=True))
     if args.skip_ppo:
         ppo = SideResult("SB3 PPO CnnPolicy", [float("nan")], [], 0.0)
     else:
-        ppo = run_ppo(args.env, steps, args.resolution, args.seed, eval_every, iter_eval, eval_episodes, args.quick,
-                      args.device, log=lambda m: print(m, flush=True))
+        ppo = run_ppo(
+            args.env,
+            steps,
+            args.resolution,
+            args.seed,
+            eval_every,
+            iter_eval,
+            eval_episodes,
+            args.quick,
+            args.device,
+            log=lambda m: print(m, flush=True),
+        )
     print()
     print(report(args.env, steps, ours, ppo))
 

@@ -37,8 +37,12 @@ def test_the_bench_requests_are_valid_and_within_the_default_limits(env_id: str,
 
 def test_the_worldloom_side_runs_tiny(tmp_path: Path) -> None:
     req = bench.experiment_request("CartPole-v1", 60, 32, 0, True, 1, "cpu")
-    req["world_model"].update(config={"n_layer": 1, "d_model": 32, "n_head": 2}, updates=2, batch=2,
-                              tokenizer={"channels": 16, "steps": 1, "batch": 1})
+    req["world_model"].update(
+        config={"n_layer": 1, "d_model": 32, "n_head": 2},
+        updates=2,
+        batch=2,
+        tokenizer={"channels": 16, "steps": 1, "batch": 1},
+    )
     req["agent"].update(hidden=16, layers=1, updates=2, imagined_envs=2, horizon=2)
     req.update(warmup_steps=60, max_episode_steps=30)
     side = bench.run_worldloom(req, 2, tmp_path, poll_s=0.1, log=lambda _m: None)

@@ -18,10 +18,15 @@ from worldloom.core.settings import HttpSettings, StoreSettings
 from worldloom.core.store.local import LocalStore
 
 TOKEN = "cli-rl-token"
-TINY = {"world_model": {"config": {"n_layer": 1, "d_model": 32, "n_head": 2}, "batch": 2,
-                        "tokenizer": {"channels": 16, "steps": 2, "batch": 2}},
-        "agent": {"hidden": 32, "layers": 1, "imagined_envs": 4, "horizon": 4, "imagined_episode_steps": 20},
-        "max_episode_steps": 50}
+TINY = {
+    "world_model": {
+        "config": {"n_layer": 1, "d_model": 32, "n_head": 2},
+        "batch": 2,
+        "tokenizer": {"channels": 16, "steps": 2, "batch": 2},
+    },
+    "agent": {"hidden": 32, "layers": 1, "imagined_envs": 4, "horizon": 4, "imagined_episode_steps": 20},
+    "max_episode_steps": 50,
+}
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +47,30 @@ def run(service: tuple[str, Path], *args: str) -> Result:
 
 
 def test_run_show_and_eval(service) -> None:
-    result = run(service, "run", "--env", "CartPole-v1", "--steps", "80", "--resolution", "32", "--warmup", "40",
-                 "--per-iteration", "40", "--eval-episodes", "1", "--wm-updates", "2", "--agent-updates", "2",
-                 "--poll", "0.1", "--request", json.dumps(TINY))
+    result = run(
+        service,
+        "run",
+        "--env",
+        "CartPole-v1",
+        "--steps",
+        "80",
+        "--resolution",
+        "32",
+        "--warmup",
+        "40",
+        "--per-iteration",
+        "40",
+        "--eval-episodes",
+        "1",
+        "--wm-updates",
+        "2",
+        "--agent-updates",
+        "2",
+        "--poll",
+        "0.1",
+        "--request",
+        json.dumps(TINY),
+    )
     assert result.exit_code == 0, result.output
     assert "real steps" in result.output and "return" in result.output  # the progress bar's fields
     policy_id = result.stdout.strip().splitlines()[-1]

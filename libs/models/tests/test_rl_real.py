@@ -44,13 +44,20 @@ def test_pixel_observation_shows_only_pixels() -> None:
 
 def test_frame_policy_decides_every_action_repeat_frames() -> None:
     model, tok = imagination_model("ar", ActionSpec.discrete(2), size=32)
-    agent = Agent(AgentConfig(obs_shape=tuple(model.latent_features(tok, model.encode_video(
-        tok, torch.zeros(1, 3, 1, 32, 32))).shape[1:2]) + tuple(model.latent_grid), num_actions=2))
+    agent = Agent(
+        AgentConfig(
+            obs_shape=tuple(
+                model.latent_features(tok, model.encode_video(tok, torch.zeros(1, 3, 1, 32, 32))).shape[1:2]
+            )
+            + tuple(model.latent_grid),
+            num_actions=2,
+        )
+    )
     act = FramePolicy(gym.spaces.Discrete(2), agent, model, tok, action_repeat=4, seed=0)
     rng = np.random.default_rng(0)
     actions = [act(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(12)]
     for start in (0, 4, 8):  # held between decisions
-        assert len(set(actions[start:start + 4])) == 1
+        assert len(set(actions[start : start + 4])) == 1
     assert all(a in (0, 1) for a in actions) and act.decide_s > 0
     rand = FramePolicy(gym.spaces.Discrete(2), None, None, None, action_repeat=2, seed=1)
     seq = [rand(None) for _ in range(20)]

@@ -29,12 +29,29 @@ from worldloom.rlsim.app import build_app
 from worldloom.rlsim.settings import DEFAULT_ENVS, RlsimSettings
 from worldloom.testkit.imagination import imagination_model
 
-TINY_WM = dict(family="ar", size="tiny", config=dict(n_layer=1, d_model=32, n_head=2),
-               tokenizer=dict(size="tiny", channels=16, steps=2, batch=2), window=4, context_frames=3, updates=3,
-               batch=2)
+TINY_WM = dict(
+    family="ar",
+    size="tiny",
+    config=dict(n_layer=1, d_model=32, n_head=2),
+    tokenizer=dict(size="tiny", channels=16, steps=2, batch=2),
+    window=4,
+    context_frames=3,
+    updates=3,
+    batch=2,
+)
 TINY_AGENT = dict(hidden=32, layers=1, updates=3, imagined_envs=4, horizon=4, imagined_episode_steps=20)
-REQ: dict[str, Any] = dict(env_id="CartPole-v1", resolution=32, steps=120, warmup_steps=60, steps_per_iteration=60,
-                           max_episode_steps=50, eval_episodes=1, seed=3, world_model=TINY_WM, agent=TINY_AGENT)
+REQ: dict[str, Any] = dict(
+    env_id="CartPole-v1",
+    resolution=32,
+    steps=120,
+    warmup_steps=60,
+    steps_per_iteration=60,
+    max_episode_steps=50,
+    eval_episodes=1,
+    seed=3,
+    world_model=TINY_WM,
+    agent=TINY_AGENT,
+)
 
 
 class NoPixels(gym.Env):
@@ -62,8 +79,11 @@ TEST_ENVS = [*DEFAULT_ENVS, "RlsimTestNoPixels-v0", "RlsimTestMultiAction-v0", "
 
 
 def _settings(root: Path, **rl: Any) -> RlsimSettings:
-    return RlsimSettings(http=HttpSettings(auth_required=False), store=StoreSettings(root=root),
-                         rl={"allowed_envs": TEST_ENVS, "max_real_steps": 5000, **rl})
+    return RlsimSettings(
+        http=HttpSettings(auth_required=False),
+        store=StoreSettings(root=root),
+        rl={"allowed_envs": TEST_ENVS, "max_real_steps": 5000, **rl},
+    )
 
 
 @pytest.fixture
@@ -74,8 +94,9 @@ def env(tmp_path: Path) -> Iterator[tuple[TestClient, LocalStore, InProcessBus]]
         yield client, store, bus
 
 
-def _wait(client: TestClient, eid: str, states: tuple[str, ...] = ("succeeded", "failed", "cancelled"),
-          timeout: float = 240) -> dict[str, Any]:
+def _wait(
+    client: TestClient, eid: str, states: tuple[str, ...] = ("succeeded", "failed", "cancelled"), timeout: float = 240
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     rec: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -96,9 +117,16 @@ def _registered_model(store: LocalStore, tmp: Path, model_id: str, actions: int)
     path = save_world_checkpoint(tmp / model_id / "world_model.safetensors", model)
     for f in (path, path.with_suffix(".json")):
         store.put_bytes(f"{world_model_key(model_id).rsplit('/', 1)[0]}/{f.name}", f.read_bytes())
-    WorldModelRegistry(store).save(WorldModelRecord(
-        model_id=model_id, name="pre", family="ar", state="succeeded", config=model.config.to_dict(),
-        lineage=WorldModelLineage(tokenizer_id=tid)))
+    WorldModelRegistry(store).save(
+        WorldModelRecord(
+            model_id=model_id,
+            name="pre",
+            family="ar",
+            state="succeeded",
+            config=model.config.to_dict(),
+            lineage=WorldModelLineage(tokenizer_id=tid),
+        )
+    )
 
 
 def test_experiment_runs_ingests_registers_and_evaluates(env) -> None:
@@ -112,8 +140,15 @@ def test_experiment_runs_ingests_registers_and_evaluates(env) -> None:
     assert rec["state"] == "succeeded", rec
     assert rec["step"] == rec["total_steps"] == 120 and rec["percent"] == 100.0
     assert rec["metrics"]["real_steps"] == 120 and rec["metrics"]["iterations"] == 2
-    for curve in ("real_return", "imagined_return", "world_model_loss", "reward_loss", "imagined_steps_per_s",
-                  "episode_return", "tokenizer_loss"):
+    for curve in (
+        "real_return",
+        "imagined_return",
+        "world_model_loss",
+        "reward_loss",
+        "imagined_steps_per_s",
+        "episode_return",
+        "tokenizer_loss",
+    ):
         assert rec["curves"][curve], curve
     assert [s for s, _ in rec["curves"]["real_return"]] == [60, 120]  # one evaluation per iteration
 
@@ -123,7 +158,9 @@ def test_experiment_runs_ingests_registers_and_evaluates(env) -> None:
     pol = client.get(f"/v1/policies/{policies[0]['policy_id']}").json()
     lin = pol["lineage"]
     assert lin["experiment_id"] == eid and lin["env_id"] == "CartPole-v1" and lin["real_steps"] == 120
-    assert store.exists(store.key_from_uri(lin["world_model_uri"])) and store.exists(store.key_from_uri(pol["policy_uri"]))
+    assert store.exists(store.key_from_uri(lin["world_model_uri"])) and store.exists(
+        store.key_from_uri(pol["policy_uri"])
+    )
     assert pol["action_kind"] == "discrete" and pol["action_repeat"] == 4 and pol["resolution"] == 32
     watcher.drain(idle_polls=2, timeout_s=0.2)
     assert len(seen) == 1
@@ -133,8 +170,7 @@ def test_experiment_runs_ingests_registers_and_evaluates(env) -> None:
     assert seen[0].event_id == events.effect_id(events.TOPIC_POLICIES_TRAINED, pol["policy_id"])
 
     # every training episode is an ingested video with its actions and rewards, announced like any other
-    ingested = [events.payload_of(events.decode(m.value)).video_id
-                for m in bus.messages(events.TOPIC_VIDEOS_INGESTED)]
+    ingested = [events.payload_of(events.decode(m.value)).video_id for m in bus.messages(events.TOPIC_VIDEOS_INGESTED)]
     assert sorted(ingested) == sorted(lin["video_ids"])
     steps = 0
     for vid in lin["video_ids"]:

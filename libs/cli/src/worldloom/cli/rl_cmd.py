@@ -19,8 +19,9 @@ from worldloom.cli.client import WorldloomClient
 from worldloom.cli.common import RlsimApiOpt, TokenOpt, connected, console
 from worldloom.cli.tokenizer_cmd import latest
 
-rl_app = typer.Typer(help="Agents that learn inside a world model on a budget of real environment steps.",
-                     no_args_is_help=True)
+rl_app = typer.Typer(
+    help="Agents that learn inside a world model on a budget of real environment steps.", no_args_is_help=True
+)
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -33,14 +34,21 @@ def _ret(record: dict[str, Any], curve: str) -> str:
 def follow(client: WorldloomClient, record: dict[str, Any], poll_s: float = 1.0) -> dict[str, Any]:
     """Polls an experiment until it ends: a bar over real steps with the latest real and imagined returns."""
     eid = record["experiment_id"]
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
-               TextColumn("real steps {task.completed:.0f}/{task.total:.0f}"), TextColumn("{task.fields[stats]}"),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TextColumn("real steps {task.completed:.0f}/{task.total:.0f}"),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console) as progress:
         task = progress.add_task(eid, total=record.get("total_steps") or 1, stats="")
         while True:
-            stats = (f"return {_ret(record, 'real_return')}  imagined {_ret(record, 'imagined_return')}  "
-                     f"iteration {(record.get('notes') or {}).get('iteration', 0)}  {record['state']}")
+            stats = (
+                f"return {_ret(record, 'real_return')}  imagined {_ret(record, 'imagined_return')}  "
+                f"iteration {(record.get('notes') or {}).get('iteration', 0)}  {record['state']}"
+            )
             progress.update(task, completed=record.get("step", 0), total=record.get("total_steps") or 1, stats=stats)
             if record["state"] in TERMINAL:
                 return record
@@ -49,8 +57,12 @@ def follow(client: WorldloomClient, record: dict[str, Any], poll_s: float = 1.0)
 
 
 def experiment_table(record: dict[str, Any]) -> Table:
-    table = Table(title=f"{record['experiment_id']} ({record['env_id']}, {record['resolution']}px): {record['state']}, "
-                        f"{record.get('percent', 0):.0f}%", title_justify="left", min_width=44)
+    table = Table(
+        title=f"{record['experiment_id']} ({record['env_id']}, {record['resolution']}px): {record['state']}, "
+        f"{record.get('percent', 0):.0f}%",
+        title_justify="left",
+        min_width=44,
+    )
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in sorted((record.get("metrics") or {}).items()):
@@ -75,8 +87,12 @@ def run(
     model: Annotated[Optional[str], typer.Option("--model", help="start from this registered world model")] = None,
     family: Annotated[str, typer.Option(help="a new world model's family: ar | diffusion")] = "ar",
     size: Annotated[str, typer.Option(help="a new world model's size preset")] = "tiny",
-    tokenizer: Annotated[Optional[str], typer.Option(
-        "--tokenizer", help="a trained tokenizer for a new world model (default: the experiment trains one)")] = None,
+    tokenizer: Annotated[
+        Optional[str],
+        typer.Option(
+            "--tokenizer", help="a trained tokenizer for a new world model (default: the experiment trains one)"
+        ),
+    ] = None,
     tokenizer_steps: Annotated[int, typer.Option("--tokenizer-steps", help="when the experiment trains it")] = 300,
     warmup: Annotated[int, typer.Option(help="random-policy real steps before the first update")] = 2000,
     per_iteration: Annotated[int, typer.Option("--per-iteration", help="real steps collected per iteration")] = 1000,
@@ -85,8 +101,10 @@ def run(
     agent_updates: Annotated[int, typer.Option("--agent-updates", help="imagination updates per iteration")] = 50,
     seed: Annotated[int, typer.Option(help="seed of the episodes, weights and imagination")] = 0,
     gpu: Annotated[bool, typer.Option("--gpu", help="train on a GPU")] = False,
-    extra: Annotated[Optional[str], typer.Option(
-        "--request", help="JSON merged into the request (e.g. '{\"agent\": {\"horizon\": 32}}')")] = None,
+    extra: Annotated[
+        Optional[str],
+        typer.Option("--request", help='JSON merged into the request (e.g. \'{"agent": {"horizon": 32}}\')'),
+    ] = None,
     name: Annotated[str, typer.Option(help="a name for the registry")] = "experiment",
     poll: Annotated[float, typer.Option(help="seconds between progress polls")] = 1.0,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="start the experiment and return")] = False,
@@ -103,10 +121,19 @@ def run(
     else:
         world |= {"family": family, "size": size}
         world |= {"tokenizer_id": tokenizer} if tokenizer else {"tokenizer": {"steps": tokenizer_steps}}
-    body: dict[str, Any] = {"name": name, "env_id": env, "steps": steps, "resolution": resolution,
-                            "warmup_steps": warmup, "steps_per_iteration": per_iteration,
-                            "eval_episodes": eval_episodes, "seed": seed, "use_gpu": gpu, "world_model": world,
-                            "agent": {"updates": agent_updates}}
+    body: dict[str, Any] = {
+        "name": name,
+        "env_id": env,
+        "steps": steps,
+        "resolution": resolution,
+        "warmup_steps": warmup,
+        "steps_per_iteration": per_iteration,
+        "eval_episodes": eval_episodes,
+        "seed": seed,
+        "use_gpu": gpu,
+        "world_model": world,
+        "agent": {"updates": agent_updates},
+    }
     if extra:
         try:
             patch = json.loads(extra)
@@ -122,8 +149,10 @@ def run(
             try:
                 record = follow(client, record, poll)
             except KeyboardInterrupt:
-                console.print(f"\n[yellow]stopped waiting; {eid} keeps running on the service.[/]\n"
-                              f"  progress: worldloom rl show {eid}\n  cancel:   worldloom rl cancel {eid}")
+                console.print(
+                    f"\n[yellow]stopped waiting; {eid} keeps running on the service.[/]\n"
+                    f"  progress: worldloom rl show {eid}\n  cancel:   worldloom rl cancel {eid}"
+                )
                 raise typer.Exit(130) from None
     if as_json:
         typer.echo(json.dumps(record, indent=2))
@@ -137,9 +166,12 @@ def run(
 
 
 @rl_app.command("show")
-def show(experiment_id: Annotated[str, typer.Argument(help="experiment id")],
-         as_json: Annotated[bool, typer.Option("--json")] = False, api: RlsimApiOpt = None,
-         token: TokenOpt = None) -> None:
+def show(
+    experiment_id: Annotated[str, typer.Argument(help="experiment id")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    api: RlsimApiOpt = None,
+    token: TokenOpt = None,
+) -> None:
     """State, percent, real steps, curves' latest values and metrics of an experiment."""
     with connected("rlsim", api, token) as client:
         record = client.experiment(experiment_id)
@@ -150,8 +182,9 @@ def show(experiment_id: Annotated[str, typer.Argument(help="experiment id")],
 
 
 @rl_app.command("cancel")
-def cancel(experiment_id: Annotated[str, typer.Argument(help="experiment id")], api: RlsimApiOpt = None,
-           token: TokenOpt = None) -> None:
+def cancel(
+    experiment_id: Annotated[str, typer.Argument(help="experiment id")], api: RlsimApiOpt = None, token: TokenOpt = None
+) -> None:
     """Cancel a queued or running experiment."""
     with connected("rlsim", api, token) as client:
         record = client.cancel_experiment(experiment_id)
@@ -159,8 +192,9 @@ def cancel(experiment_id: Annotated[str, typer.Argument(help="experiment id")], 
 
 
 @rl_app.command("policies")
-def policies(as_json: Annotated[bool, typer.Option("--json")] = False, api: RlsimApiOpt = None,
-             token: TokenOpt = None) -> None:
+def policies(
+    as_json: Annotated[bool, typer.Option("--json")] = False, api: RlsimApiOpt = None, token: TokenOpt = None
+) -> None:
     """The policy registry."""
     with connected("rlsim", api, token) as client:
         items = client.policies()
@@ -171,8 +205,13 @@ def policies(as_json: Annotated[bool, typer.Option("--json")] = False, api: Rlsi
     for col in ("policy", "env", "experiment", "real steps", "final return"):
         table.add_column(col)
     for p in items:
-        table.add_row(p["policy_id"], p["env_id"], p["lineage"]["experiment_id"], str(p["lineage"]["real_steps"]),
-                      f"{p['metrics'].get('final_return', float('nan')):.1f}")
+        table.add_row(
+            p["policy_id"],
+            p["env_id"],
+            p["lineage"]["experiment_id"],
+            str(p["lineage"]["real_steps"]),
+            f"{p['metrics'].get('final_return', float('nan')):.1f}",
+        )
     console.print(table)
 
 
@@ -198,8 +237,11 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
-    table = Table(title=f"{policy_id} on {result['env_id']}: mean return {result['mean_return']:.1f} "
-                        f"(std {result['std_return']:.1f})", title_justify="left")
+    table = Table(
+        title=f"{policy_id} on {result['env_id']}: mean return {result['mean_return']:.1f} "
+        f"(std {result['std_return']:.1f})",
+        title_justify="left",
+    )
     table.add_column("seed", justify="right")
     table.add_column("return", justify="right")
     table.add_column("steps", justify="right")

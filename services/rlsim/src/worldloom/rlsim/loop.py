@@ -80,8 +80,12 @@ from worldloom.video.limits import VideoLimits
 log = logging.getLogger("worldloom.rlsim.loop")
 
 EVAL_SEED_OFFSET = 1_000_000
-WORLD_FILE, TOKENIZER_FILE, AGENT_FILE, STATE_FILE = ("world_model.safetensors", "tokenizer.safetensors",
-                                                       "agent.safetensors", "state.json")
+WORLD_FILE, TOKENIZER_FILE, AGENT_FILE, STATE_FILE = (
+    "world_model.safetensors",
+    "tokenizer.safetensors",
+    "agent.safetensors",
+    "state.json",
+)
 
 
 @dataclass
@@ -110,12 +114,14 @@ class Ingest:
     episode_limits: EpisodeLimits
 
 
-def make_ingest(store: ObjectStore, bus: Bus, video_limits: VideoLimits, episode_limits: EpisodeLimits,
-                claim_lease_s: float) -> Ingest:
+def make_ingest(
+    store: ObjectStore, bus: Bus, video_limits: VideoLimits, episode_limits: EpisodeLimits, claim_lease_s: float
+) -> Ingest:
     from worldloom.core.claims import Claims
 
-    service = IngestService(store, bus, video_limits, claims=Claims(store, lease_s=claim_lease_s),
-                            episode_limits=episode_limits)
+    service = IngestService(
+        store, bus, video_limits, claims=Claims(store, lease_s=claim_lease_s), episode_limits=episode_limits
+    )
     return Ingest(service, episode_limits)
 
 
@@ -123,8 +129,9 @@ def action_repeat(tokenizer: Any) -> int:
     return int(tokenizer.config.t_compression)
 
 
-def run_episode(env_id: str, resolution: int, seed: int, policy: FramePolicy, max_steps: int,
-                video: Path | None = None) -> tuple[float, int]:
+def run_episode(
+    env_id: str, resolution: int, seed: int, policy: FramePolicy, max_steps: int, video: Path | None = None
+) -> tuple[float, int]:
     """One real episode (not ingested: evaluations); optionally its frames as an MP4. Returns (return, steps)."""
     from worldloom.video.mp4_writer import Mp4Writer
 
@@ -171,8 +178,9 @@ def load_world(store: ObjectStore, key: str, device: torch.device) -> WorldModel
     return model
 
 
-def load_experiment_models(store: ObjectStore, experiment_id: str,
-                           device: str = "cpu") -> tuple[WorldModel, CausalVideoTokenizer]:
+def load_experiment_models(
+    store: ObjectStore, experiment_id: str, device: str = "cpu"
+) -> tuple[WorldModel, CausalVideoTokenizer]:
     """The finished experiment's world model and tokenizer (what its policy acts through), eval mode."""
     dev = torch.device(device)
     model = load_world(store, experiment_world_model_key(experiment_id), dev).eval()
@@ -221,10 +229,12 @@ class Experiment:
             self.train_tokenizer = True
         self.tokenizer.eval()
         self.model.eval()
-        self.wm_optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.wm["lr"], betas=(0.9, 0.95),
-                                              weight_decay=0.01)
-        self.tok_optimizer = torch.optim.Adam(self.tokenizer.parameters(), lr=(self.wm.get("tokenizer") or {}).get(
-            "lr", 1e-3))
+        self.wm_optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=self.wm["lr"], betas=(0.9, 0.95), weight_decay=0.01
+        )
+        self.tok_optimizer = torch.optim.Adam(
+            self.tokenizer.parameters(), lr=(self.wm.get("tokenizer") or {}).get("lr", 1e-3)
+        )
         self.repeat = action_repeat(self.tokenizer)
         probe = PixelObservation(make_env(self.plan["env_id"]), self.plan["resolution"])
         self.action_space = probe.action_space
@@ -241,8 +251,9 @@ class Experiment:
                 self.writer.resumed(0, [os.getpid()])
                 return
             state = json.loads((folder / STATE_FILE).read_text())
-            load_world_checkpoint(folder / WORLD_FILE, model=self.model, optimizer=self.wm_optimizer,
-                                  device=str(self.device))
+            load_world_checkpoint(
+                folder / WORLD_FILE, model=self.model, optimizer=self.wm_optimizer, device=str(self.device)
+            )
             load_tokenizer_checkpoint(folder / TOKENIZER_FILE, model=self.tokenizer, device=str(self.device))
             self.tokenizer.eval()
             self.model.eval()
@@ -269,8 +280,14 @@ class Experiment:
             self.store.download(self.store.key_from_uri(record.uri), str(path))
             res = int(self.plan["resolution"])
             frames, _ = read_frames(path, size=(res, res))
-        return RealEpisode(video_id, seed, frames, arrays["actions"], arrays["rewards"],
-                           arrays.get("terminated", np.zeros(len(arrays["rewards"]), bool)))
+        return RealEpisode(
+            video_id,
+            seed,
+            frames,
+            arrays["actions"],
+            arrays["rewards"],
+            arrays.get("terminated", np.zeros(len(arrays["rewards"]), bool)),
+        )
 
     # ------------------------------------------------------------------------------------- pieces
 
@@ -279,8 +296,15 @@ class Experiment:
             raise JobCancelled()
 
     def _policy(self, seed: int, deterministic: bool = False) -> FramePolicy:
-        return FramePolicy(self.action_space, self.agent, self.model, self.tokenizer, action_repeat=self.repeat,
-                           seed=seed, deterministic=deterministic)
+        return FramePolicy(
+            self.action_space,
+            self.agent,
+            self.model,
+            self.tokenizer,
+            action_repeat=self.repeat,
+            seed=seed,
+            deterministic=deterministic,
+        )
 
     def collect(self, steps: int) -> None:
         """Real episodes with the current policy (random before the first agent) until ``steps`` more real
@@ -300,14 +324,30 @@ class Experiment:
             max_steps = min(int(self.plan["max_episode_steps"]), target - self.real_steps)
             name = "random" if self.agent is None else f"rlsim:{self.id}/iteration-{self.iteration}"
             with tempfile.TemporaryDirectory(prefix="wl-rl-rec-") as tmp:
-                rec = record_episode(self.plan["env_id"], index, seed, name, max_steps, Path(tmp), limits=limits,
-                                     episode_limits=self.ingest.episode_limits, wrap=wrap,
-                                     act=self._policy(seed))
-                result = ingest_recording(self.ingest.service, rec, {"experiment": self.id,
-                                                                     "iteration": str(self.iteration)})
+                rec = record_episode(
+                    self.plan["env_id"],
+                    index,
+                    seed,
+                    name,
+                    max_steps,
+                    Path(tmp),
+                    limits=limits,
+                    episode_limits=self.ingest.episode_limits,
+                    wrap=wrap,
+                    act=self._policy(seed),
+                )
+                result = ingest_recording(
+                    self.ingest.service, rec, {"experiment": self.id, "iteration": str(self.iteration)}
+                )
             arrays = rec.arrays.arrays
-            episode = RealEpisode(result.video.video_id, seed, np.stack(holder[0].frames), arrays["actions"],
-                                  arrays["rewards"], arrays["terminated"])
+            episode = RealEpisode(
+                result.video.video_id,
+                seed,
+                np.stack(holder[0].frames),
+                arrays["actions"],
+                arrays["rewards"],
+                arrays["terminated"],
+            )
             self.episodes.append(episode)
             self.real_steps += episode.steps
             self.writer.log(self.real_steps, {"episode_return": episode.total_reward})
@@ -318,8 +358,9 @@ class Experiment:
         for ep in self.episodes:
             seq = self.sequences.get(ep.video_id)
             if seq is None:
-                seq = episode_sequence(self.model, self.tokenizer, ep.frames, ep.actions, ep.rewards, ep.terminated,
-                                       video_id=ep.video_id)
+                seq = episode_sequence(
+                    self.model, self.tokenizer, ep.frames, ep.actions, ep.rewards, ep.terminated, video_id=ep.video_id
+                )
                 if seq is None:
                     continue
                 self.sequences[ep.video_id] = seq
@@ -329,23 +370,35 @@ class Experiment:
     def _imagined_env(self) -> WorldModelEnv:
         seqs = [s for s in self._sequences() if s.frames >= self.wm["context_frames"]]
         if not seqs:
-            raise RuntimeError(f"no real episode has {self.wm['context_frames']} latent frames to start imagined "
-                               "episodes from; collect longer episodes (warmup_steps) or lower context_frames")
+            raise RuntimeError(
+                f"no real episode has {self.wm['context_frames']} latent frames to start imagined "
+                "episodes from; collect longer episodes (warmup_steps) or lower context_frames"
+            )
         space = self.action_space
         low, high = -1.0, 1.0  # a discrete env ignores them
         if isinstance(space, gym.spaces.Box):
             low, high = float(np.min(space.low)), float(np.max(space.high))
-        sampling = Sampling(steps=int(self.wm["sampling_steps"])) if "steps" in self.model.sampling_options \
-            else Sampling()
-        return WorldModelEnv(self.model, self.tokenizer, seqs, num_envs=int(self.agent_plan["imagined_envs"]),
-                             observation="latents", max_episode_steps=int(self.agent_plan["imagined_episode_steps"]),
-                             context_frames=int(self.wm["context_frames"]), sampling=sampling, action_low=low,
-                             action_high=high,
-                             termination_threshold=float(self.agent_plan.get("termination_threshold", 0.5)))
+        sampling = (
+            Sampling(steps=int(self.wm["sampling_steps"])) if "steps" in self.model.sampling_options else Sampling()
+        )
+        return WorldModelEnv(
+            self.model,
+            self.tokenizer,
+            seqs,
+            num_envs=int(self.agent_plan["imagined_envs"]),
+            observation="latents",
+            max_episode_steps=int(self.agent_plan["imagined_episode_steps"]),
+            context_frames=int(self.wm["context_frames"]),
+            sampling=sampling,
+            action_low=low,
+            action_high=high,
+            termination_threshold=float(self.agent_plan.get("termination_threshold", 0.5)),
+        )
 
     def _new_agent(self, env: WorldModelEnv) -> Agent:
-        cfg = AgentConfig.for_spaces(env.single_observation_space, env.single_action_space,
-                                     **self.agent_plan["network"])
+        cfg = AgentConfig.for_spaces(
+            env.single_observation_space, env.single_action_space, **self.agent_plan["network"]
+        )
         torch.manual_seed(self.seed + 1)
         return Agent(cfg).to(self.device)
 
@@ -354,8 +407,11 @@ class Experiment:
 
     @staticmethod
     def _trainer_state(trainer: ImaginationTrainer) -> dict[str, Any]:
-        return {"optimizer": trainer.optimizer.state_dict(), "scale": trainer.normalizer.scale,
-                "iteration": trainer.iteration}
+        return {
+            "optimizer": trainer.optimizer.state_dict(),
+            "scale": trainer.normalizer.scale,
+            "iteration": trainer.iteration,
+        }
 
     def improve(self) -> dict[str, float]:
         """Tokenizer (first iteration, when the experiment trains it), world model, then the agent."""
@@ -363,18 +419,33 @@ class Experiment:
         clock = time.perf_counter()
         if self.train_tokenizer and self.iteration == 0:
             spec = self.wm["tokenizer"]
-            m = fit_tokenizer(self.tokenizer, self.tok_optimizer, [ep.frames for ep in self.episodes],
-                              steps=int(spec["steps"]), batch=int(spec["batch"]),
-                              clip_frames=1 + self.repeat * 2, lr=float(spec["lr"]), seed=self.seed)
+            m = fit_tokenizer(
+                self.tokenizer,
+                self.tok_optimizer,
+                [ep.frames for ep in self.episodes],
+                steps=int(spec["steps"]),
+                batch=int(spec["batch"]),
+                clip_frames=1 + self.repeat * 2,
+                lr=float(spec["lr"]),
+                seed=self.seed,
+            )
             values["tokenizer_loss"] = float(m.get("loss", float("nan")))
             values["tokenizer_s"] = time.perf_counter() - clock
             clock = time.perf_counter()
             self.sequences.clear()
             self._check_cancel()
-        losses = update_world_model(self.model, self.wm_optimizer, self._sequences(), steps=int(self.wm["updates"]),
-                                    batch=int(self.wm["batch"]), window=int(self.wm["window"]),
-                                    context_frames=int(self.wm["context_frames"]), lr=float(self.wm["lr"]),
-                                    seed=self.seed, start_step=self.wm_updates)
+        losses = update_world_model(
+            self.model,
+            self.wm_optimizer,
+            self._sequences(),
+            steps=int(self.wm["updates"]),
+            batch=int(self.wm["batch"]),
+            window=int(self.wm["window"]),
+            context_frames=int(self.wm["context_frames"]),
+            lr=float(self.wm["lr"]),
+            seed=self.seed,
+            start_step=self.wm_updates,
+        )
         self.wm_updates += int(self.wm["updates"])
         names = {"loss": "world_model_loss", "reward_loss": "reward_loss", "termination_loss": "termination_loss"}
         values.update({names[k]: v for k, v in losses.items() if k in names})
@@ -416,19 +487,33 @@ class Experiment:
         returns = []
         for j in range(n):
             seed = self.seed + EVAL_SEED_OFFSET + self.iteration * n + j
-            ret, steps = run_episode(self.plan["env_id"], int(self.plan["resolution"]), seed,
-                                     self._policy(seed, deterministic=True), int(self.plan["max_episode_steps"]))
+            ret, steps = run_episode(
+                self.plan["env_id"],
+                int(self.plan["resolution"]),
+                seed,
+                self._policy(seed, deterministic=True),
+                int(self.plan["max_episode_steps"]),
+            )
             returns.append(ret)
             self.eval_steps += steps
         self.last_return = float(np.mean(returns))
         self.best_return = self.last_return if self.best_return is None else max(self.best_return, self.last_return)
-        return {"real_return": self.last_return, "real_return_std": float(np.std(returns)),
-                "evaluation_s": time.perf_counter() - clock}
+        return {
+            "real_return": self.last_return,
+            "real_return_std": float(np.std(returns)),
+            "evaluation_s": time.perf_counter() - clock,
+        }
 
     def checkpoint(self) -> None:
-        state = {"iteration": self.iteration, "real_steps": self.real_steps, "eval_steps": self.eval_steps,
-                 "wm_updates": self.wm_updates, "best_return": self.best_return, "last_return": self.last_return,
-                 "episodes": [{"video_id": e.video_id, "seed": e.seed} for e in self.episodes]}
+        state = {
+            "iteration": self.iteration,
+            "real_steps": self.real_steps,
+            "eval_steps": self.eval_steps,
+            "wm_updates": self.wm_updates,
+            "best_return": self.best_return,
+            "last_return": self.last_return,
+            "episodes": [{"video_id": e.video_id, "seed": e.seed} for e in self.episodes],
+        }
 
         def write(folder: Path) -> None:
             save_world_checkpoint(folder / WORLD_FILE, self.model, optimizer=self.wm_optimizer, step=self.wm_updates)
@@ -455,11 +540,20 @@ class Experiment:
             values["iteration_s"] = time.perf_counter() - start
             self.iteration += 1
             self.writer.log(self.real_steps, values, force=True)
-            self.writer.progress.notes.update(iteration=self.iteration, episodes=len(self.episodes),
-                                              eval_steps=self.eval_steps, real_steps=self.real_steps)
+            self.writer.progress.notes.update(
+                iteration=self.iteration,
+                episodes=len(self.episodes),
+                eval_steps=self.eval_steps,
+                real_steps=self.real_steps,
+            )
             self.checkpoint()
-            log.info("experiment %s iteration %d: %d real steps, %s", self.id, self.iteration, self.real_steps,
-                     {k: round(v, 3) for k, v in values.items()})
+            log.info(
+                "experiment %s iteration %d: %d real steps, %s",
+                self.id,
+                self.iteration,
+                self.real_steps,
+                {k: round(v, 3) for k, v in values.items()},
+            )
             if self.iteration >= max_iterations:
                 break
         if self.agent is None:  # resumed after the last checkpoint of a finished run
@@ -472,28 +566,48 @@ class Experiment:
         with tempfile.TemporaryDirectory(prefix="wl-rl-final-") as tmp:
             folder = Path(tmp) / "model"
             folder.mkdir()
-            save_world_checkpoint(folder / WORLD_FILE, self.model, step=self.wm_updates,
-                                  extra={"experiment_id": self.id, "window": self.wm["window"],
-                                         "context_frames": self.wm["context_frames"]})
+            save_world_checkpoint(
+                folder / WORLD_FILE,
+                self.model,
+                step=self.wm_updates,
+                extra={
+                    "experiment_id": self.id,
+                    "window": self.wm["window"],
+                    "context_frames": self.wm["context_frames"],
+                },
+            )
             save_tokenizer_checkpoint(folder / TOKENIZER_FILE, self.tokenizer)
             publish_files(self.store, folder, model_dir(self.prefix))
             pol = Path(tmp) / "policy"
             pol.mkdir()
-            save_policy(pol / "policy.safetensors", self.agent, step=self.iteration,
-                        extra={"experiment_id": self.id, "action_repeat": self.repeat})
+            save_policy(
+                pol / "policy.safetensors",
+                self.agent,
+                step=self.iteration,
+                extra={"experiment_id": self.id, "action_repeat": self.repeat},
+            )
             publish_files(self.store, pol, model_dir(policy_prefix(self.plan["policy_id"])))
         n_eval = int(self.plan["eval_episodes"])
-        self.writer.note("lineage", {
-            "video_ids": [e.video_id for e in self.episodes],
-            "training_seeds": [self.seed, self.seed + len(self.episodes)],
-            "eval_seeds": [self.seed + EVAL_SEED_OFFSET, self.seed + EVAL_SEED_OFFSET + self.iteration * n_eval],
-            "action_repeat": self.repeat, "action_kind": self.agent.config.action_kind,
-            "agent_config": self.agent.config.to_dict(), "world_model_family": self.model.family,
-            "world_model_config": self.model.config.to_dict(),
-            "tokenizer_key": self.wm.get("tokenizer_key"),
-        })
-        metrics = {"real_steps": float(self.real_steps), "episodes": float(len(self.episodes)),
-                   "iterations": float(self.iteration), "eval_steps": float(self.eval_steps)}
+        self.writer.note(
+            "lineage",
+            {
+                "video_ids": [e.video_id for e in self.episodes],
+                "training_seeds": [self.seed, self.seed + len(self.episodes)],
+                "eval_seeds": [self.seed + EVAL_SEED_OFFSET, self.seed + EVAL_SEED_OFFSET + self.iteration * n_eval],
+                "action_repeat": self.repeat,
+                "action_kind": self.agent.config.action_kind,
+                "agent_config": self.agent.config.to_dict(),
+                "world_model_family": self.model.family,
+                "world_model_config": self.model.config.to_dict(),
+                "tokenizer_key": self.wm.get("tokenizer_key"),
+            },
+        )
+        metrics = {
+            "real_steps": float(self.real_steps),
+            "episodes": float(len(self.episodes)),
+            "iterations": float(self.iteration),
+            "eval_steps": float(self.eval_steps),
+        }
         if self.last_return is not None:
             metrics["final_return"] = self.last_return
         if self.best_return is not None:

@@ -39,13 +39,15 @@ class WorldModelSpec(_Strict):
     model_id: str | None = Field(None, pattern=_ID, description="start from this registered world model")
     family: Literal["ar", "diffusion"] | None = None
     size: str = Field("tiny", description=f"one of {sorted(SIZES)}")
-    config: dict[str, Any] = Field(default_factory=dict, description="overrides of the new model's config fields "
-                                   "(e.g. n_layer, d_model): checked by the family's config")
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="overrides of the new model's config fields "
+        "(e.g. n_layer, d_model): checked by the family's config",
+    )
     tokenizer_id: str | None = Field(None, pattern=_ID, description="a trained tokenizer (tokenize service)")
     tokenizer: TokenizerSpec | None = None
     window: int = Field(4, ge=2, le=64, description="latent frames per training window")
-    context_frames: int = Field(3, ge=1, le=63, description="latent frames the model and the imagined env "
-                                                             "condition on")
+    context_frames: int = Field(3, ge=1, le=63, description="latent frames the model and the imagined env condition on")
     updates: int = Field(100, ge=1, le=100_000, description="world-model optimiser steps per iteration")
     batch: int = Field(8, ge=1, le=1024)
     lr: float = Field(3e-4, gt=0, le=1)
@@ -55,16 +57,20 @@ class WorldModelSpec(_Strict):
     def _check(self) -> Self:
         if self.model_id is not None:
             if self.family is not None or self.tokenizer_id is not None or self.tokenizer is not None or self.config:
-                raise ValueError("give either model_id (start from a registered model) or a new model's family, "
-                                 "config and tokenizer, not both")
+                raise ValueError(
+                    "give either model_id (start from a registered model) or a new model's family, "
+                    "config and tokenizer, not both"
+                )
             return self
         if self.family is None:
             raise ValueError("give model_id or a new model's family ('ar' or 'diffusion')")
         if self.size not in SIZES:
             raise ValueError(f"size must be one of {sorted(SIZES)}")
         if (self.tokenizer_id is None) == (self.tokenizer is None):
-            raise ValueError("a new world model needs exactly one of tokenizer_id (a trained tokenizer) or "
-                             "tokenizer (trained by the experiment)")
+            raise ValueError(
+                "a new world model needs exactly one of tokenizer_id (a trained tokenizer) or "
+                "tokenizer (trained by the experiment)"
+            )
         if self.context_frames >= self.window:
             raise ValueError("context_frames must be smaller than window")
         return self
@@ -78,13 +84,19 @@ class AgentSpec(_Strict):
     unimix: float = Field(0.01, ge=0, lt=1)
     min_std: float = Field(0.1, gt=0, le=10)
     max_std: float = Field(1.0, gt=0, le=10)
-    updates: int = Field(50, ge=1, le=100_000, description="imagination iterations (actor + critic steps) per "
-                                                             "experiment iteration")
+    updates: int = Field(
+        50, ge=1, le=100_000, description="imagination iterations (actor + critic steps) per experiment iteration"
+    )
     imagined_envs: int = Field(16, ge=1, description="imagined environments stepping in one batch")
     imagined_episode_steps: int = Field(100, ge=1, le=10_000, description="imagined steps before truncation")
-    termination_threshold: float = Field(0.5, gt=0, lt=1, description="an imagined episode ends where the "
-                                         "termination head's probability passes this (rare terminations, e.g. "
-                                         "CartPole's, may need it lower)")
+    termination_threshold: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="an imagined episode ends where the "
+        "termination head's probability passes this (rare terminations, e.g. "
+        "CartPole's, may need it lower)",
+    )
     horizon: int = Field(_IMAGINATION["horizon"], ge=1, le=1000)
     gamma: float = Field(_IMAGINATION["gamma"], ge=0, le=1)
     lam: float = Field(_IMAGINATION["lam"], ge=0, le=1)
@@ -107,15 +119,22 @@ class ExperimentRequest(_Strict):
     name: str = Field("experiment", min_length=1, max_length=100)
     env_id: str = Field(min_length=1, max_length=100, description="a Gymnasium id on the server's allow-list")
     resolution: int = Field(64, description="observations are the rendered frames at resolution x resolution")
-    steps: int = Field(ge=1, description="budget of real environment steps (the episodes the world model learns "
-                                         "from); evaluation episodes are counted apart")
-    warmup_steps: int = Field(2000, ge=1, description="real steps with a uniform random policy before the first "
-                                                      "update")
+    steps: int = Field(
+        ge=1,
+        description="budget of real environment steps (the episodes the world model learns "
+        "from); evaluation episodes are counted apart",
+    )
+    warmup_steps: int = Field(2000, ge=1, description="real steps with a uniform random policy before the first update")
     steps_per_iteration: int = Field(1000, ge=1, description="real steps the current policy collects per iteration")
-    max_episode_steps: int | None = Field(None, ge=1, description="truncate real episodes here (default: the env's "
-                                                                  "own limit, capped by the server's)")
-    eval_episodes: int = Field(5, ge=0, le=100, description="real evaluation episodes after each iteration (fresh "
-                                                            "seeds, deterministic policy; not ingested)")
+    max_episode_steps: int | None = Field(
+        None, ge=1, description="truncate real episodes here (default: the env's own limit, capped by the server's)"
+    )
+    eval_episodes: int = Field(
+        5,
+        ge=0,
+        le=100,
+        description="real evaluation episodes after each iteration (fresh seeds, deterministic policy; not ingested)",
+    )
     world_model: WorldModelSpec
     agent: AgentSpec = AgentSpec()
     seed: int = Field(0, ge=0, le=2**30)
@@ -129,8 +148,11 @@ class ExperimentRequest(_Strict):
 
 class ExperimentLineage(BaseModel):
     base_world_model: str | None = Field(None, description="the registered model the experiment started from")
-    tokenizer_id: str | None = Field(None, description="the registered tokenizer; None when the experiment trained "
-                                                        "its own (experiments/<id>/model/tokenizer.safetensors)")
+    tokenizer_id: str | None = Field(
+        None,
+        description="the registered tokenizer; None when the experiment trained "
+        "its own (experiments/<id>/model/tokenizer.safetensors)",
+    )
     policy_id: str = ""
 
 
@@ -156,8 +178,9 @@ class PolicyLineage(BaseModel):
     tokenizer_uri: str = Field(description="the tokenizer whose latents the policy acts on")
     base_world_model: str | None = None
     tokenizer_id: str | None = None
-    video_ids: list[str] = Field(default_factory=list, description="the ingested real episodes the world model "
-                                                                   "learnt from")
+    video_ids: list[str] = Field(
+        default_factory=list, description="the ingested real episodes the world model learnt from"
+    )
     real_steps: int = 0
     training_seeds: tuple[int, int] = Field((0, 0), description="[first, last + 1) seeds of the training episodes")
     eval_seeds: tuple[int, int] = Field((0, 0), description="[first, last + 1) seeds of the per-iteration evaluations")
@@ -180,8 +203,13 @@ class PolicyRecord(BaseModel):
 
 class EvaluateRequest(_Strict):
     episodes: int = Field(10, ge=1, description="real episodes (server limit: max_eval_episodes)")
-    seed: int | None = Field(None, ge=0, le=2**31 - 1_000_000, description="first seed (episode k: seed + k); "
-                             "default: past every seed the experiment used; a seed it trained on is refused")
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**31 - 1_000_000,
+        description="first seed (episode k: seed + k); "
+        "default: past every seed the experiment used; a seed it trained on is refused",
+    )
     deterministic: bool = Field(True, description="the policy's most likely action instead of a sample")
     video: bool = Field(True, description="store the first episode as an MP4 (what the agent saw)")
 

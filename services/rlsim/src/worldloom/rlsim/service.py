@@ -90,20 +90,30 @@ def policy_id_of(experiment_id: str) -> str:
 def check_env(env_id: str, limits: RlLimits) -> tuple[gym.Space, int, int]:
     """(action space, episode step limit, render fps) of an env experiments may use; RlsimError otherwise."""
     if env_id not in limits.allowed_envs:
-        raise RlsimError(422, "env_not_allowed", f"{env_id!r} is not on this server's allow-list "
-                         f"(rl.allowed_envs: {', '.join(limits.allowed_envs)})")
+        raise RlsimError(
+            422,
+            "env_not_allowed",
+            f"{env_id!r} is not on this server's allow-list (rl.allowed_envs: {', '.join(limits.allowed_envs)})",
+        )
     spec = gym.registry.get(env_id)
     if spec is None:
         raise RlsimError(422, "unknown_env", f"{env_id!r} is allow-listed but not a registered Gymnasium id here")
     try:
-        creator = gym.envs.registration.load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str) \
+        creator = (
+            gym.envs.registration.load_env_creator(spec.entry_point)
+            if isinstance(spec.entry_point, str)
             else spec.entry_point
+        )
     except Exception as exc:
         raise RlsimError(501, "env_unavailable", f"{env_id}: {type(exc).__name__}: {exc}") from None
     modes = (getattr(creator, "metadata", None) or {}).get("render_modes") or []
     if "rgb_array" not in modes:
-        raise RlsimError(422, "env_cannot_render", f"{env_id} has no rgb_array render mode (it renders "
-                         f"{list(modes) or 'nothing'}): experiments observe the env through its pixels only")
+        raise RlsimError(
+            422,
+            "env_cannot_render",
+            f"{env_id} has no rgb_array render mode (it renders "
+            f"{list(modes) or 'nothing'}): experiments observe the env through its pixels only",
+        )
     try:
         env = gym.make(env_id, render_mode="rgb_array")
     except Exception as exc:
@@ -140,8 +150,14 @@ class ExperimentJobs:
 
     id_prefix = "rl"
 
-    def __init__(self, store: ObjectStore, bus: Bus, registry: JobRegistry[ExperimentRecord], limits: RlLimits,
-                 policies: PolicyRegistry) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        bus: Bus,
+        registry: JobRegistry[ExperimentRecord],
+        limits: RlLimits,
+        policies: PolicyRegistry,
+    ) -> None:
         self.store, self.bus, self.registry, self.limits, self.policies = store, bus, registry, limits, policies
 
     # ---------------------------------------------------------------------------------------- plan
@@ -149,44 +165,82 @@ class ExperimentJobs:
     def plan(self, job_id: str, req: ExperimentRequest) -> tuple[ExperimentRecord, dict[str, Any]]:
         lim = self.limits
         if req.steps > lim.max_real_steps:
-            raise RlsimError(422, "budget_too_large", f"{req.steps} real steps; the limit is {lim.max_real_steps} "
-                             "(rl.max_real_steps)")
+            raise RlsimError(
+                422,
+                "budget_too_large",
+                f"{req.steps} real steps; the limit is {lim.max_real_steps} (rl.max_real_steps)",
+            )
         if not lim.min_resolution <= req.resolution <= lim.max_resolution:
-            raise RlsimError(422, "bad_resolution", f"resolution must be within {lim.min_resolution}.."
-                             f"{lim.max_resolution}, got {req.resolution}")
+            raise RlsimError(
+                422,
+                "bad_resolution",
+                f"resolution must be within {lim.min_resolution}..{lim.max_resolution}, got {req.resolution}",
+            )
         if req.agent.imagined_envs > lim.max_imagined_envs:
-            raise RlsimError(422, "too_many_imagined_envs", f"{req.agent.imagined_envs} imagined envs; the limit is "
-                             f"{lim.max_imagined_envs}")
+            raise RlsimError(
+                422,
+                "too_many_imagined_envs",
+                f"{req.agent.imagined_envs} imagined envs; the limit is {lim.max_imagined_envs}",
+            )
         iterations = 1 + math.ceil(max(0, req.steps - req.warmup_steps) / req.steps_per_iteration)
         if iterations > lim.max_iterations:
-            raise RlsimError(422, "too_many_iterations", f"{req.steps} steps at {req.steps_per_iteration} per "
-                             f"iteration after {req.warmup_steps} warm-up steps is {iterations} iterations; the limit "
-                             f"is {lim.max_iterations} (raise steps_per_iteration)")
+            raise RlsimError(
+                422,
+                "too_many_iterations",
+                f"{req.steps} steps at {req.steps_per_iteration} per "
+                f"iteration after {req.warmup_steps} warm-up steps is {iterations} iterations; the limit "
+                f"is {lim.max_iterations} (raise steps_per_iteration)",
+            )
         space, episode_limit, _ = check_env(req.env_id, lim)
         max_episode_steps = min(req.max_episode_steps or episode_limit, lim.max_episode_steps)
         wm, lineage = self._world_model(req, env_action_spec(space))
         policy_id = policy_id_of(job_id)
         lineage.policy_id = policy_id
         plan = {
-            "experiment_id": job_id, "policy_id": policy_id, "env_id": req.env_id, "resolution": req.resolution,
-            "steps": req.steps, "warmup_steps": min(req.warmup_steps, req.steps),
-            "steps_per_iteration": req.steps_per_iteration, "max_episode_steps": max_episode_steps,
-            "eval_episodes": req.eval_episodes, "max_iterations": lim.max_iterations, "seed": req.seed,
-            "use_gpu": req.use_gpu, "world_model": wm,
-            "agent": {"network": req.agent.network(), "imagination": req.agent.imagination(req.seed),
-                      "updates": req.agent.updates, "imagined_envs": req.agent.imagined_envs,
-                      "imagined_episode_steps": req.agent.imagined_episode_steps,
-                      "termination_threshold": req.agent.termination_threshold},
+            "experiment_id": job_id,
+            "policy_id": policy_id,
+            "env_id": req.env_id,
+            "resolution": req.resolution,
+            "steps": req.steps,
+            "warmup_steps": min(req.warmup_steps, req.steps),
+            "steps_per_iteration": req.steps_per_iteration,
+            "max_episode_steps": max_episode_steps,
+            "eval_episodes": req.eval_episodes,
+            "max_iterations": lim.max_iterations,
+            "seed": req.seed,
+            "use_gpu": req.use_gpu,
+            "world_model": wm,
+            "agent": {
+                "network": req.agent.network(),
+                "imagination": req.agent.imagination(req.seed),
+                "updates": req.agent.updates,
+                "imagined_envs": req.agent.imagined_envs,
+                "imagined_episode_steps": req.agent.imagined_episode_steps,
+                "termination_threshold": req.agent.termination_threshold,
+            },
         }
-        record = ExperimentRecord(experiment_id=job_id, name=req.name, env_id=req.env_id, resolution=req.resolution,
-                                  config=wm["config"], request=req.model_dump(mode="json"), lineage=lineage,
-                                  total_steps=req.steps)
+        record = ExperimentRecord(
+            experiment_id=job_id,
+            name=req.name,
+            env_id=req.env_id,
+            resolution=req.resolution,
+            config=wm["config"],
+            request=req.model_dump(mode="json"),
+            lineage=lineage,
+            total_steps=req.steps,
+        )
         return record, plan
 
     def _world_model(self, req: ExperimentRequest, action: ActionSpec) -> tuple[dict[str, Any], ExperimentLineage]:
         spec = req.world_model
-        common = {"window": spec.window, "context_frames": spec.context_frames, "updates": spec.updates,
-                  "batch": spec.batch, "lr": spec.lr, "sampling_steps": spec.sampling_steps}
+        common = {
+            "window": spec.window,
+            "context_frames": spec.context_frames,
+            "updates": spec.updates,
+            "batch": spec.batch,
+            "lr": spec.lr,
+            "sampling_steps": spec.sampling_steps,
+        }
         if spec.model_id is not None:
             return self._registered_model(req, action, common)
         assert spec.family is not None
@@ -194,8 +248,12 @@ class ExperimentJobs:
         if spec.tokenizer_id is not None:
             tokenizer = self._tokenizer(spec.tokenizer_id)
             if tokenizer.config.kind != family.latent_kind:
-                raise RlsimError(422, "tokenizer_kind", f"the {spec.family} family needs a {family.latent_kind} "
-                                 f"tokenizer; {spec.tokenizer_id} is {tokenizer.config.kind}")
+                raise RlsimError(
+                    422,
+                    "tokenizer_kind",
+                    f"the {spec.family} family needs a {family.latent_kind} "
+                    f"tokenizer; {spec.tokenizer_id} is {tokenizer.config.kind}",
+                )
             tokenizer_key: str | None = tokenizer_model_key(spec.tokenizer_id)
         else:
             assert spec.tokenizer is not None
@@ -207,24 +265,42 @@ class ExperimentJobs:
         self._check_resolution(req.resolution, tokenizer.config.s_compression)
         tc = tokenizer.config.t_compression
         with torch.no_grad():
-            shape = family.__new__(family).encode_video(
-                tokenizer.eval(), torch.zeros(1, 3, 1 + tc, req.resolution, req.resolution)).shape[1:]
+            shape = (
+                family.__new__(family)
+                .encode_video(tokenizer.eval(), torch.zeros(1, 3, 1 + tc, req.resolution, req.resolution))
+                .shape[1:]
+            )
         try:
-            cfg = family.config_for_data(tokenizer.config, shape, size=spec.size, action=action, reward_head=True,
-                                         window=spec.window, context_frames=spec.context_frames, horizon=1,
-                                         options={})
+            cfg = family.config_for_data(
+                tokenizer.config,
+                shape,
+                size=spec.size,
+                action=action,
+                reward_head=True,
+                window=spec.window,
+                context_frames=spec.context_frames,
+                horizon=1,
+                options={},
+            )
             if spec.config:
                 cfg = cfg.replace(**spec.config)
             config = cfg.to_dict()
             model_config(spec.family, config)
         except (TypeError, ValueError, IncompatibleModel) as exc:
             raise RlsimError(422, "bad_config", f"world model: {exc}") from None
-        wm = {**common, "family": spec.family, "config": config, "base_key": None, "tokenizer_key": tokenizer_key,
-              "tokenizer": spec.tokenizer.model_dump() if spec.tokenizer is not None else None}
+        wm = {
+            **common,
+            "family": spec.family,
+            "config": config,
+            "base_key": None,
+            "tokenizer_key": tokenizer_key,
+            "tokenizer": spec.tokenizer.model_dump() if spec.tokenizer is not None else None,
+        }
         return wm, ExperimentLineage(tokenizer_id=spec.tokenizer_id)
 
-    def _registered_model(self, req: ExperimentRequest, action: ActionSpec,
-                          common: dict[str, Any]) -> tuple[dict[str, Any], ExperimentLineage]:
+    def _registered_model(
+        self, req: ExperimentRequest, action: ActionSpec, common: dict[str, Any]
+    ) -> tuple[dict[str, Any], ExperimentLineage]:
         model_id = req.world_model.model_id or ""
         record = WorldModelRegistry(self.store).raw(model_id)  # ModelNotFound: 404
         if record.state != "succeeded":
@@ -234,14 +310,23 @@ class ExperimentJobs:
         except (TypeError, ValueError) as exc:
             raise RlsimError(422, "bad_model", f"world model {model_id}: {exc}") from None
         if cfg.action is None:
-            raise RlsimError(422, "no_action_conditioning", f"world model {model_id} takes no actions: an agent "
-                             "cannot act in it (train one with actions: true)")
+            raise RlsimError(
+                422,
+                "no_action_conditioning",
+                f"world model {model_id} takes no actions: an agent cannot act in it (train one with actions: true)",
+            )
         if not cfg.reward_head:
-            raise RlsimError(422, "no_reward_head", f"world model {model_id} has no reward and termination heads "
-                             "(train it with rewards: true)")
+            raise RlsimError(
+                422,
+                "no_reward_head",
+                f"world model {model_id} has no reward and termination heads (train it with rewards: true)",
+            )
         if cfg.action != action:
-            raise RlsimError(422, "action_space_mismatch", f"world model {model_id} takes {_describe(cfg.action)} "
-                             f"actions; {req.env_id} has {_describe(action)}")
+            raise RlsimError(
+                422,
+                "action_space_mismatch",
+                f"world model {model_id} takes {_describe(cfg.action)} actions; {req.env_id} has {_describe(action)}",
+            )
         tokenizer_id = record.lineage.tokenizer_id
         tokenizer = self._tokenizer(tokenizer_id)
         self._check_resolution(req.resolution, tokenizer.config.s_compression)
@@ -249,15 +334,29 @@ class ExperimentJobs:
         h, w = model.latent_grid
         s = tokenizer.config.s_compression
         if (h * s, w * s) != (req.resolution, req.resolution):
-            raise RlsimError(422, "resolution_mismatch", f"world model {model_id} imagines {w * s}x{h * s} frames; "
-                             f"the experiment asks for {req.resolution}x{req.resolution}")
+            raise RlsimError(
+                422,
+                "resolution_mismatch",
+                f"world model {model_id} imagines {w * s}x{h * s} frames; "
+                f"the experiment asks for {req.resolution}x{req.resolution}",
+            )
         limit = model.context_latents(1)
         if req.world_model.context_frames > limit or req.world_model.window > cfg.max_frames:
-            raise RlsimError(422, "bad_config", f"world model {model_id} conditions on at most {limit} latent frames "
-                             f"and trains on windows of at most {cfg.max_frames}; got context_frames="
-                             f"{req.world_model.context_frames}, window={req.world_model.window}")
-        wm = {**common, "family": record.family, "config": record.config, "base_key": world_model_key(model_id),
-              "tokenizer_key": tokenizer_model_key(tokenizer_id), "tokenizer": None}
+            raise RlsimError(
+                422,
+                "bad_config",
+                f"world model {model_id} conditions on at most {limit} latent frames "
+                f"and trains on windows of at most {cfg.max_frames}; got context_frames="
+                f"{req.world_model.context_frames}, window={req.world_model.window}",
+            )
+        wm = {
+            **common,
+            "family": record.family,
+            "config": record.config,
+            "base_key": world_model_key(model_id),
+            "tokenizer_key": tokenizer_model_key(tokenizer_id),
+            "tokenizer": None,
+        }
         return wm, ExperimentLineage(base_world_model=model_id, tokenizer_id=tokenizer_id)
 
     def _tokenizer(self, tokenizer_id: str) -> Any:
@@ -269,17 +368,25 @@ class ExperimentJobs:
     @staticmethod
     def _check_resolution(resolution: int, s_compression: int) -> None:
         if resolution % s_compression:
-            raise RlsimError(422, "bad_resolution", f"resolution {resolution} is not a multiple of the tokenizer's "
-                             f"spatial compression {s_compression}")
+            raise RlsimError(
+                422,
+                "bad_resolution",
+                f"resolution {resolution} is not a multiple of the tokenizer's spatial compression {s_compression}",
+            )
 
     # -------------------------------------------------------------------------------- run, finish
 
     def worker(self, record: ExperimentRecord, plan: dict[str, Any]) -> WorkerSpec:
         from worldloom.core.catalog import plan_key
 
-        return WorkerSpec(job_id=record.job_id, loop=f"{loop.__name__}:run_experiment", config=plan,
-                          plan_key=plan_key(experiment_prefix(record.job_id)), workers=1,
-                          use_gpu=bool(plan.get("use_gpu")))
+        return WorkerSpec(
+            job_id=record.job_id,
+            loop=f"{loop.__name__}:run_experiment",
+            config=plan,
+            plan_key=plan_key(experiment_prefix(record.job_id)),
+            workers=1,
+            use_gpu=bool(plan.get("use_gpu")),
+        )
 
     def model_key(self, job_id: str) -> str:
         return policy_key(policy_id_of(job_id))
@@ -289,13 +396,25 @@ class ExperimentJobs:
         policy id."""
         policy = self.policies.record_for(record)
         payload = events.PolicyTrained(
-            policy_id=policy.policy_id, experiment_id=record.experiment_id, env_id=record.env_id,
-            policy_uri=policy.policy_uri, world_model_uri=policy.lineage.world_model_uri,
-            tokenizer_uri=policy.lineage.tokenizer_uri, base_world_model=policy.lineage.base_world_model or "",
-            video_ids=policy.lineage.video_ids, real_steps=policy.lineage.real_steps, resolution=policy.resolution,
-            action_kind=policy.action_kind, metrics=policy.metrics)
-        env = events.new_event("rlsim", payload, lineage=[record.experiment_id, *policy.lineage.video_ids[:16]],
-                               event_id=events.effect_id(events.TOPIC_POLICIES_TRAINED, policy.policy_id))
+            policy_id=policy.policy_id,
+            experiment_id=record.experiment_id,
+            env_id=record.env_id,
+            policy_uri=policy.policy_uri,
+            world_model_uri=policy.lineage.world_model_uri,
+            tokenizer_uri=policy.lineage.tokenizer_uri,
+            base_world_model=policy.lineage.base_world_model or "",
+            video_ids=policy.lineage.video_ids,
+            real_steps=policy.lineage.real_steps,
+            resolution=policy.resolution,
+            action_kind=policy.action_kind,
+            metrics=policy.metrics,
+        )
+        env = events.new_event(
+            "rlsim",
+            payload,
+            lineage=[record.experiment_id, *policy.lineage.video_ids[:16]],
+            event_id=events.effect_id(events.TOPIC_POLICIES_TRAINED, policy.policy_id),
+        )
         self.bus.publish(events.TOPIC_POLICIES_TRAINED, env, policy.policy_id)
 
 
@@ -329,8 +448,13 @@ class PolicyRegistry:
             raise PolicyNotFound(f"no policy {policy_id!r}") from None
 
     def list(self) -> list[PolicyRecord]:
-        ids = sorted({i.key.split("/")[1] for i in self.store.list("policies/")
-                      if i.key.endswith(f"/{POLICY_RECORD}") and i.key.count("/") == 2})
+        ids = sorted(
+            {
+                i.key.split("/")[1]
+                for i in self.store.list("policies/")
+                if i.key.endswith(f"/{POLICY_RECORD}") and i.key.count("/") == 2
+            }
+        )
         return sorted((self.get(i) for i in ids), key=lambda r: r.created_at, reverse=True)
 
     def record_for(self, experiment: ExperimentRecord) -> PolicyRecord:
@@ -347,17 +471,30 @@ class PolicyRegistry:
         eid = experiment.experiment_id
         tokenizer_uri = self.store.uri(experiment_tokenizer_key(eid))
         lineage = PolicyLineage(
-            experiment_id=eid, env_id=experiment.env_id, world_model_uri=self.store.uri(experiment_world_model_key(eid)),
-            tokenizer_uri=tokenizer_uri, base_world_model=experiment.lineage.base_world_model,
-            tokenizer_id=experiment.lineage.tokenizer_id, video_ids=list(notes["video_ids"]),
+            experiment_id=eid,
+            env_id=experiment.env_id,
+            world_model_uri=self.store.uri(experiment_world_model_key(eid)),
+            tokenizer_uri=tokenizer_uri,
+            base_world_model=experiment.lineage.base_world_model,
+            tokenizer_id=experiment.lineage.tokenizer_id,
+            video_ids=list(notes["video_ids"]),
             real_steps=int(experiment.metrics.get("real_steps", experiment.total_steps)),
-            training_seeds=tuple(notes["training_seeds"]), eval_seeds=tuple(notes["eval_seeds"]))
+            training_seeds=tuple(notes["training_seeds"]),
+            eval_seeds=tuple(notes["eval_seeds"]),
+        )
         record = PolicyRecord(
-            policy_id=policy_id, name=experiment.name, env_id=experiment.env_id, resolution=experiment.resolution,
-            action_kind=notes["action_kind"], action_repeat=int(notes["action_repeat"]),
-            policy_uri=self.store.uri(policy_key(policy_id)), agent_config=notes["agent_config"],
+            policy_id=policy_id,
+            name=experiment.name,
+            env_id=experiment.env_id,
+            resolution=experiment.resolution,
+            action_kind=notes["action_kind"],
+            action_repeat=int(notes["action_repeat"]),
+            policy_uri=self.store.uri(policy_key(policy_id)),
+            agent_config=notes["agent_config"],
             world_model={"family": notes["world_model_family"], "config": notes["world_model_config"]},
-            lineage=lineage, metrics=experiment.metrics)
+            lineage=lineage,
+            metrics=experiment.metrics,
+        )
         self.store.put_bytes(self.key(policy_id), record.model_dump_json(indent=1).encode(), "application/json")
         return record
 
@@ -366,12 +503,19 @@ class PolicyRegistry:
 
 
 class RlsimService:
-    def __init__(self, store: ObjectStore, bus: Bus, limits: RlLimits, resources: TrainingResources,
-                 ingest: loop.Ingest) -> None:
+    def __init__(
+        self, store: ObjectStore, bus: Bus, limits: RlLimits, resources: TrainingResources, ingest: loop.Ingest
+    ) -> None:
         self.store, self.limits = store, limits
         self.registry: JobRegistry[ExperimentRecord] = JobRegistry(
-            store, ExperimentRecord, root=EXPERIMENTS_ROOT, record_file=EXPERIMENT_RECORD,
-            not_found=ExperimentNotFound, kind="experiment", metric_kind="rl_experiment")
+            store,
+            ExperimentRecord,
+            root=EXPERIMENTS_ROOT,
+            record_file=EXPERIMENT_RECORD,
+            not_found=ExperimentNotFound,
+            kind="experiment",
+            metric_kind="rl_experiment",
+        )
         self.policies = PolicyRegistry(store)
         self.hooks = ExperimentJobs(store, bus, self.registry, limits, self.policies)
 
@@ -380,8 +524,13 @@ class RlsimService:
 
         # an experiment request is no JobRequest (no dataset: it makes its own data) but has what the platform
         # checks: steps (the real-step budget), workers (always 1) and use_gpu
-        self.jobs = JobManager(store, self.registry, self.hooks, resources,  # type: ignore[type-var]
-                               launcher=LocalLauncher(runner))
+        self.jobs = JobManager(
+            store,
+            self.registry,
+            self.hooks,
+            resources,  # type: ignore[type-var]
+            launcher=LocalLauncher(runner),
+        )
 
     # ---------------------------------------------------------------------------------- evaluate
 
@@ -389,14 +538,21 @@ class RlsimService:
         """``req.episodes`` real episodes on fresh seeds: returns, lengths and an MP4 of the first episode."""
         policy = self.policies.get(policy_id)
         if req.episodes > self.limits.max_eval_episodes:
-            raise RlsimError(422, "too_many_episodes", f"{req.episodes} episodes; the limit is "
-                             f"{self.limits.max_eval_episodes} (rl.max_eval_episodes)")
+            raise RlsimError(
+                422,
+                "too_many_episodes",
+                f"{req.episodes} episodes; the limit is {self.limits.max_eval_episodes} (rl.max_eval_episodes)",
+            )
         lo, hi = policy.lineage.training_seeds
         first = req.seed if req.seed is not None else max(hi, policy.lineage.eval_seeds[1])
         seeds = list(range(first, first + req.episodes))
         if seeds[0] < hi and seeds[-1] >= lo:
-            raise RlsimError(422, "seed_used_in_training", f"seeds {seeds[0]}..{seeds[-1]} overlap the training "
-                             f"episodes' seeds {lo}..{hi - 1}; evaluate on seeds the policy never saw")
+            raise RlsimError(
+                422,
+                "seed_used_in_training",
+                f"seeds {seeds[0]}..{seeds[-1]} overlap the training "
+                f"episodes' seeds {lo}..{hi - 1}; evaluate on seeds the policy never saw",
+            )
         space, max_steps, _ = check_env(policy.env_id, self.limits)
         agent = load_policy(self.store, policy_key(policy_id))
         model, tokenizer = loop.load_experiment_models(self.store, policy.lineage.experiment_id)
@@ -406,8 +562,15 @@ class RlsimService:
         video_key = None
         with tempfile.TemporaryDirectory(prefix="wl-rl-eval-") as tmp:
             for k, seed in enumerate(seeds):
-                act = FramePolicy(space, agent, model, tokenizer, action_repeat=policy.action_repeat, seed=seed,
-                                  deterministic=req.deterministic)
+                act = FramePolicy(
+                    space,
+                    agent,
+                    model,
+                    tokenizer,
+                    action_repeat=policy.action_repeat,
+                    seed=seed,
+                    deterministic=req.deterministic,
+                )
                 video = Path(tmp) / "episode-0.mp4" if (k == 0 and req.video) else None
                 ret, steps = loop.run_episode(policy.env_id, policy.resolution, seed, act, max_steps, video)
                 returns.append(ret)
@@ -418,12 +581,21 @@ class RlsimService:
                     with open(video, "rb") as f:
                         self.store.put_file(video_key, f, video.stat().st_size, "video/mp4")
         result = EvaluationResult(
-            evaluation_id=evaluation_id, policy_id=policy_id, env_id=policy.env_id, seeds=seeds, returns=returns,
-            lengths=lengths, mean_return=float(np.mean(returns)), std_return=float(np.std(returns)),
-            video_key=video_key, video_uri=self.store.uri(video_key) if video_key else None,
-            video_url=f"/v1/policies/{policy_id}/evaluations/{evaluation_id}/video" if video_key else None)
-        self.store.put_bytes(f"{prefix}/result.json", json.dumps(result.model_dump(mode="json")).encode(),
-                             "application/json")
+            evaluation_id=evaluation_id,
+            policy_id=policy_id,
+            env_id=policy.env_id,
+            seeds=seeds,
+            returns=returns,
+            lengths=lengths,
+            mean_return=float(np.mean(returns)),
+            std_return=float(np.std(returns)),
+            video_key=video_key,
+            video_uri=self.store.uri(video_key) if video_key else None,
+            video_url=f"/v1/policies/{policy_id}/evaluations/{evaluation_id}/video" if video_key else None,
+        )
+        self.store.put_bytes(
+            f"{prefix}/result.json", json.dumps(result.model_dump(mode="json")).encode(), "application/json"
+        )
         return result
 
     def evaluation_video(self, policy_id: str, evaluation_id: str) -> bytes:
@@ -433,8 +605,9 @@ class RlsimService:
         try:
             return self.store.get_bytes(f"{policy_evaluation_prefix(policy_id, evaluation_id)}/episode-0.mp4")
         except ObjectNotFound:
-            raise RlsimError(404, "evaluation_not_found", f"policy {policy_id} has no evaluation video "
-                             f"{evaluation_id}") from None
+            raise RlsimError(
+                404, "evaluation_not_found", f"policy {policy_id} has no evaluation video {evaluation_id}"
+            ) from None
 
     def close(self) -> None:
         self.jobs.close()

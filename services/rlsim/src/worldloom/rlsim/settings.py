@@ -15,8 +15,10 @@ class RlLimits(BaseModel):
     """What one experiment or evaluation may ask for; a request past a limit is a 422 naming it."""
 
     model_config = ConfigDict(extra="forbid")
-    allowed_envs: list[str] = Field(default_factory=lambda: list(DEFAULT_ENVS),
-                                    description="Gymnasium ids experiments may act in (each must render rgb_array)")
+    allowed_envs: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ENVS),
+        description="Gymnasium ids experiments may act in (each must render rgb_array)",
+    )
     max_real_steps: int = Field(100_000, ge=1, description="real environment steps one experiment may use")
     max_episode_steps: int = Field(1000, ge=1, description="real steps per episode (longer ones are truncated)")
     min_resolution: int = Field(16, ge=16)

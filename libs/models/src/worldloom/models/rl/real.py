@@ -65,7 +65,7 @@ def square_frame(frame: np.ndarray, resolution: int) -> np.ndarray:
     if k >= 2:
         m = side // k * k
         off = (side - m) // 2
-        x = torch.from_numpy(np.ascontiguousarray(square[off:off + m, off:off + m])).permute(2, 0, 1)[None].float()
+        x = torch.from_numpy(np.ascontiguousarray(square[off : off + m, off : off + m])).permute(2, 0, 1)[None].float()
         square = F.avg_pool2d(x, k).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
     return fit_frames(square[None], (resolution, resolution))[0]
 
@@ -112,8 +112,17 @@ class FramePolicy:
     ``action_repeat`` frames, held in between. Without an agent the decisions are uniform random (seeded:
     the warm-up data); with one, the agent acts on the latent of the newest latent frame (module docstring)."""
 
-    def __init__(self, action_space: gym.Space, agent: Agent | None, model: WorldModel | None, tokenizer: Any, *,
-                 action_repeat: int, seed: int, deterministic: bool = False) -> None:
+    def __init__(
+        self,
+        action_space: gym.Space,
+        agent: Agent | None,
+        model: WorldModel | None,
+        tokenizer: Any,
+        *,
+        action_repeat: int,
+        seed: int,
+        deterministic: bool = False,
+    ) -> None:
         if action_repeat < 1:
             raise ValueError("action_repeat must be >= 1")
         if agent is not None and (model is None or tokenizer is None):
@@ -138,7 +147,7 @@ class FramePolicy:
         if self.agent is None:
             return self.space.sample()
         assert self.model is not None
-        recent = np.stack(self.frames[-(1 + 2 * self.repeat):])
+        recent = np.stack(self.frames[-(1 + 2 * self.repeat) :])
         latent = encode_frames(self.model, self.tokenizer, recent)
         action = self.agent.act(latent, deterministic=self.deterministic, generator=self.generator)
         if isinstance(self.space, gym.spaces.Discrete):
@@ -150,8 +159,16 @@ class FramePolicy:
 # ------------------------------------------------------------------------------------------- world model
 
 
-def episode_sequence(model: WorldModel, tokenizer: Any, frames: np.ndarray, actions: np.ndarray,
-                     rewards: np.ndarray, terminated: np.ndarray, *, video_id: str = "") -> LatentSequence | None:
+def episode_sequence(
+    model: WorldModel,
+    tokenizer: Any,
+    frames: np.ndarray,
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    terminated: np.ndarray,
+    *,
+    video_id: str = "",
+) -> LatentSequence | None:
     """One real episode (``T + 1`` frames at the tokenizer's resolution, ``T`` actions / rewards / flags) as a
     training sequence in the model's layout with pooled actions, per-frame rewards and terminations, the
     tail padded to a whole latent frame (module docstring). None when the episode has no step."""
@@ -159,8 +176,10 @@ def episode_sequence(model: WorldModel, tokenizer: Any, frames: np.ndarray, acti
     if steps == 0:
         return None
     if len(frames) != steps + 1 or len(rewards) != steps or len(terminated) != steps:
-        raise ValueError(f"an episode of {steps} steps needs {steps + 1} frames and {steps} rewards and flags; got "
-                         f"{len(frames)}, {len(rewards)}, {len(terminated)}")
+        raise ValueError(
+            f"an episode of {steps} steps needs {steps + 1} frames and {steps} rewards and flags; got "
+            f"{len(frames)}, {len(rewards)}, {len(terminated)}"
+        )
     tc = tokenizer.config.t_compression
     pad = (-steps) % tc
     if pad:
@@ -172,22 +191,39 @@ def episode_sequence(model: WorldModel, tokenizer: Any, frames: np.ndarray, acti
     spec = model.action_spec
     assert spec is not None
     pool: Pool = "last" if spec.kind == "discrete" else "mean"
-    pooled, _ = pool_actions(actions if spec.kind == "discrete" else actions.reshape(len(actions), -1),
-                             latent_frames, tc, 0, pool)
+    pooled, _ = pool_actions(
+        actions if spec.kind == "discrete" else actions.reshape(len(actions), -1), latent_frames, tc, 0, pool
+    )
     r, _ = pool_actions(rewards.astype(np.float32), latent_frames, tc, 0, "sum")
     d, _ = pool_actions(terminated.astype(np.float32), latent_frames, tc, 0, "max")
     device = next(tokenizer.parameters()).device
     with torch.no_grad():
         latents = model.encode_video(tokenizer, frames_to_tensor(frames)[None].to(device))[0].cpu()
     zero = np.zeros(1, np.float32)
-    return LatentSequence(latents, model.latent_kind, actions=torch.from_numpy(pooled),
-                          rewards=torch.from_numpy(np.concatenate([zero, r])),
-                          terminations=torch.from_numpy(np.concatenate([zero, d])), video_id=video_id)
+    return LatentSequence(
+        latents,
+        model.latent_kind,
+        actions=torch.from_numpy(pooled),
+        rewards=torch.from_numpy(np.concatenate([zero, r])),
+        terminations=torch.from_numpy(np.concatenate([zero, d])),
+        video_id=video_id,
+    )
 
 
-def update_world_model(model: WorldModel, optimizer: torch.optim.Optimizer, sequences: Sequence[LatentSequence], *,
-                       steps: int, batch: int, window: int, context_frames: int, lr: float, seed: int,
-                       start_step: int = 0, grad_clip: float = 1.0) -> dict[str, float]:
+def update_world_model(
+    model: WorldModel,
+    optimizer: torch.optim.Optimizer,
+    sequences: Sequence[LatentSequence],
+    *,
+    steps: int,
+    batch: int,
+    window: int,
+    context_frames: int,
+    lr: float,
+    seed: int,
+    start_step: int = 0,
+    grad_clip: float = 1.0,
+) -> dict[str, float]:
     """``steps`` optimiser steps of the world model's training loss (frames + reward and termination heads) on
     windows of ``sequences``; returns the mean losses. ``start_step`` keeps data order and noise distinct
     across calls (the experiment passes the world model's total steps so far). Cosine decay restarts every
@@ -216,9 +252,17 @@ def update_world_model(model: WorldModel, optimizer: torch.optim.Optimizer, sequ
     return {k: v / steps for k, v in sums.items() if math.isfinite(v)}
 
 
-def fit_tokenizer(tokenizer: CausalVideoTokenizer, optimizer: torch.optim.Optimizer,
-                  episodes: Sequence[np.ndarray], *, steps: int, batch: int, clip_frames: int, lr: float,
-                  seed: int) -> dict[str, float]:
+def fit_tokenizer(
+    tokenizer: CausalVideoTokenizer,
+    optimizer: torch.optim.Optimizer,
+    episodes: Sequence[np.ndarray],
+    *,
+    steps: int,
+    batch: int,
+    clip_frames: int,
+    lr: float,
+    seed: int,
+) -> dict[str, float]:
     """``steps`` reconstruction steps of a tokenizer on random ``clip_frames``-frame clips of real episodes
     (``[T, H, W, 3]`` uint8 each; shorter episodes give shorter clips); returns the last step's metrics."""
     if clip_frames < 1 or (clip_frames - 1) % tokenizer.config.t_compression:
@@ -234,7 +278,7 @@ def fit_tokenizer(tokenizer: CausalVideoTokenizer, optimizer: torch.optim.Optimi
             ep = episodes[int(rng.integers(len(episodes)))]
             length = min(clip_frames, 1 + (len(ep) - 1) // tc * tc)
             start = int(rng.integers(len(ep) - length + 1))
-            clip = ep[start:start + length]
+            clip = ep[start : start + length]
             if length < clip_frames:  # short episode: hold its last frame (what padding does for the model)
                 clip = np.concatenate([clip, np.repeat(clip[-1:], clip_frames - length, axis=0)])
             clips.append(frames_to_tensor(clip))
