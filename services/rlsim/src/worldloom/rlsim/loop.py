@@ -92,7 +92,7 @@ WORLD_FILE, TOKENIZER_FILE, AGENT_FILE, STATE_FILE = (
 class RealEpisode:
     video_id: str
     seed: int
-    frames: np.ndarray  # [T + 1, R, R, 3] uint8: what the agent saw
+    frames: np.ndarray  # [T + 1, R, R, 3] uint8: what the agent saw (released once encoded)
     actions: np.ndarray
     rewards: np.ndarray
     terminated: np.ndarray
@@ -477,6 +477,11 @@ class Experiment:
         values["imagined_steps_per_s"] = float(np.median(rates))
         values["imagined_episode_ends"] = ends / max(1, steps)  # per imagined step: terminations + truncations
         values["imagination_s"] = time.perf_counter() - clock
+        # the tokenizer is final from here on: an encoded episode's pixels are not needed again (30,000 real
+        # steps at 64x64 would otherwise hold ~370 MB; a resumed run decodes them from the stored videos)
+        for ep in self.episodes:
+            if ep.video_id in self.sequences:
+                ep.frames = ep.frames[:0]
         return values
 
     def evaluate(self) -> dict[str, float]:
