@@ -138,7 +138,7 @@ def test_experiment_runs_ingests_registers_and_evaluates(env) -> None:
     eid = r.json()["experiment_id"]
     rec = _wait(client, eid)
     assert rec["state"] == "succeeded", rec
-    assert rec["step"] == rec["total_steps"] == 120 and rec["percent"] == 100.0
+    assert rec["step"] == rec["real_steps"] == rec["total_steps"] == 120 and rec["percent"] == 100.0
     assert rec["metrics"]["real_steps"] == 120 and rec["metrics"]["iterations"] == 2
     for curve in (
         "real_return",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 from worldloom.core.jobs import JobRecord, dataclass_defaults
 from worldloom.models.rl import ImaginationConfig
@@ -169,6 +169,12 @@ class ExperimentRecord(JobRecord):
     env_id: str
     resolution: int
     lineage: ExperimentLineage = Field(default_factory=ExperimentLineage)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def real_steps(self) -> int:
+        """Real environment steps used so far (``step``; the budget is ``total_steps``)."""
+        return self.step
 
 
 class PolicyLineage(BaseModel):
