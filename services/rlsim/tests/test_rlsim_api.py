@@ -299,3 +299,11 @@ def test_refusals_before_anything_runs(env, tmp_path: Path) -> None:
     _refused(client, {**REQ, "world_model": {**TINY_WM, "tokenizer_id": "tok-x"}}, 422, "invalid_request")
     assert client.get("/v1/experiments").json() == []  # nothing was planned, let alone run
     assert not bus.messages(events.TOPIC_VIDEOS_INGESTED)
+
+
+def test_settings_refuse_a_launcher_rlsim_would_ignore(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    for training in ({"launcher": "rayjob"}, {"ray_address": "ray://head:10001"}):
+        with pytest.raises(ValidationError, match="own process"):
+            RlsimSettings(store=StoreSettings(root=tmp_path), training=training)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from worldloom.core.settings import ClaimingSettings, TrainingResources
@@ -37,3 +39,14 @@ class RlsimSettings(ClaimingSettings):
     # the real episodes are ingested like any video: the ingest service's limits apply to them
     limits: LimitSettings = LimitSettings()
     episodes: EpisodeSettings = EpisodeSettings()
+
+    @model_validator(mode="after")
+    def _local_only(self) -> Self:
+        """Experiments run in this process (a real env, the world model and the agent take turns, and the
+        episodes go onto this service's bus): a Ray address or RayJob launcher would be silently ignored."""
+        if self.training.launcher != "local" or self.training.ray_address:
+            raise ValueError(
+                "rlsim runs experiments in its own process: training.launcher must be 'local' and "
+                "training.ray_address unset"
+            )
+        return self
