@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data
 PYTEST_ARGS ?=
 
-.PHONY: help install browser tools control-plane demo lint test test-unit test-k8s chart images servers-up servers-down proto bench clean
+.PHONY: help install gl browser tools control-plane demo lint test test-unit test-k8s chart images servers-up servers-down proto bench clean
 
 help:
 	@echo "make demo    - set up and run the embedded pipeline on $(DATA) (output in out/demo)"
@@ -24,7 +24,12 @@ $(BIN)/.installed: uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml servi
 	$(UV) sync --frozen --all-packages --python $(PYTHON)
 	@touch $@
 
-install: $(BIN)/.installed
+install: $(BIN)/.installed gl
+
+# Debian's Mesa EGL for headless MuJoCo rendering (MUJOCO_GL=egl: the ingest simulator source's Reacher/Pusher arms)
+GL_PACKAGES := libegl1 libegl-mesa0 libopengl0 libgl1-mesa-dri
+gl:
+	@dpkg -s $(GL_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(GL_PACKAGES) >/dev/null; }
 
 demo: install
 	$(BIN)/worldloom demo --data $(DATA) --out out/demo

@@ -2,10 +2,13 @@
 
     .venv/bin/python bench/bench_tokenizer_quick.py speed
     .venv/bin/python bench/bench_tokenizer_quick.py bridge --kind continuous --minutes 5
+    .venv/bin/python bench/bench_tokenizer_quick.py motion --kind continuous --steps 150 --motion-weight 4
 
 ``bridge`` trains on ``<data>/videos/train/*/rgb.mp4`` downscaled to 64x64 and reports PSNR/SSIM on
 ``<data>/videos/val/*`` (each whole val video, trimmed to ``1 + k*t_compression`` frames, encoded and
-decoded in one go). The held-out benchmark against JPEG is ``bench/bench_tokenizer.py``.
+decoded in one go). ``motion`` trains the same tokenizer twice on random-policy Pendulum and CartPole
+episodes, with and without the loss's motion weighting (same seed, steps and batches), and prints PSNR and
+foreground PSNR on held-out episodes for both, and the difference in dB. The held-out benchmark against JPEG is ``bench/bench_tokenizer.py``.
 """
 
 from __future__ import annotations
@@ -86,9 +89,39 @@ def bridge(data: Path, kind: str, minutes: float, size: str = "tiny", res: int =
     return history
 
 
+def motion(kind: str, steps: int, weight: float, size: str = "tiny", res: int = 64, batch: int = 4,
+           frames: int = 17, lr: float = 1e-3, episodes: int = 6) -> dict[str, object]:
+    """A/B of ``LossConfig.motion_weight`` (0 vs ``weight``) on simulator episodes, held out by episode."""
+    from benchlib.tokenizer import evaluate_foreground, heldout_sim_clips, simulator_episodes
+
+    from worldloom.models.tokenizer.losses import LossConfig
+
+    train = [frames_to_tensor(v) for i, env in enumerate(("Pendulum-v1", "CartPole-v1"))
+             for v in simulator_episodes(env, episodes, res, seed=1000 * i)]
+    heldout = heldout_sim_clips(res)
+    out: dict[str, object] = {"train_videos": len(train), "steps": steps, "kind": kind}
+    for w in (0.0, weight):
+        torch.manual_seed(0)
+        model = CausalVideoTokenizer(TokenizerConfig.preset(size, kind, "4x8x8"))  # type: ignore[arg-type]
+        sampler = ClipSampler(train, frames, batch, num_images=0, seed=0)
+        t0 = time.perf_counter()
+        fit(model, sampler, steps, lr=lr, log_every=max(1, steps // 5), loss_cfg=LossConfig(motion_weight=w))
+        scores = evaluate_foreground(model, heldout, jpeg=False)
+        out[f"motion_weight={w:g}"] = {env: {k: round(float(v), 2) for k, v in row.items()
+                                             if k in ("psnr", "fg_psnr") and v is not None}
+                                       for env, row in scores.items()} | {"train_s": round(time.perf_counter() - t0)}
+    base, new = out["motion_weight=0"], out[f"motion_weight={weight:g}"]
+    assert isinstance(base, dict) and isinstance(new, dict)
+    out["fg_psnr_gain_db"] = {env: round(new[env]["fg_psnr"] - base[env]["fg_psnr"], 2) for env in heldout}
+    out["psnr_gain_db"] = {env: round(new[env]["psnr"] - base[env]["psnr"], 2) for env in heldout}
+    print(json.dumps(out, indent=1), flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["speed", "bridge"])
+    ap.add_argument("what", choices=["speed", "bridge", "motion"])
+    ap.add_argument("--motion-weight", type=float, default=4.0, help="motion: the weight compared with 0")
     ap.add_argument("--kind", default="continuous", choices=["continuous", "discrete"])
     ap.add_argument("--size", default="tiny")
     ap.add_argument("--minutes", type=float, default=5.0)
@@ -106,6 +139,8 @@ def main() -> None:
     if args.what == "speed":
         for kind in ("continuous", "discrete"):
             print(kind, json.dumps(bench_speed(args.size, kind)), flush=True)
+    elif args.what == "motion":
+        motion(args.kind, args.steps or 150, args.motion_weight, size=args.size, batch=args.batch, lr=args.lr)
     else:
         bridge(args.data, args.kind, args.minutes, size=args.size, batch=args.batch, lr=args.lr,
                eval_every=args.eval_every, out=args.out, steps=args.steps, augment=args.augment)

@@ -27,7 +27,7 @@ from worldloom.testkit.chart import (
 
 FULLNAME = f"{RELEASE}-worldloom"
 GPU = "nvidia.com/gpu"
-JOB_SERVICES = ("tokenize", "train")  # the services that launch training jobs
+JOB_SERVICES = ("tokenize", "train", "posttrain")  # the services that launch training jobs
 
 
 def enabled_services(profile: str | None) -> list[str]:
@@ -129,7 +129,7 @@ def test_every_service_has_probes_a_service_account_and_a_service(render, profil
 
 
 def test_values_have_a_block_only_for_services_that_exist():
-    """A block for a service with no code (posttrain, rlsim before they land) would render a parameter
+    """A block for a service with no code (rlsim before it lands) would render a parameter
     nothing applies; each block's module must be importable from its own service folder."""
     import importlib.util
 

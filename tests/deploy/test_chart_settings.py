@@ -173,7 +173,7 @@ def test_ray_cluster_runs_the_pinned_ray_and_the_job_services_point_at_it(render
     head_service = f"{cluster['metadata']['name']}-head-svc"  # KubeRay's name for the head's Service
     pods = service_pods(docs)
     gpu_groups = any(GPU_KEY in str(g["template"]) for g in cluster["spec"]["workerGroupSpecs"])
-    for service in ("tokenize", "train"):
+    for service in ("tokenize", "train", "posttrain"):
         settings = load_rendered(service, pods[service]["containers"][0], monkeypatch)
         assert settings.training.ray_address == f"ray://{head_service}:10001"
         assert settings.training.allow_gpu is gpu_groups
@@ -214,7 +214,7 @@ def test_the_rayjobs_the_services_launch_are_valid_and_under_the_charts_network_
 
     docs = render("rayjob")
     policies = kinds(docs, "NetworkPolicy")
-    for service in ("tokenize", "train"):
+    for service in ("tokenize", "train", "posttrain"):
         settings = load_rendered(service, service_pods(docs)[service]["containers"][0], monkeypatch)
         assert settings.training.launcher == "rayjob" and settings.training.ray_address is None
         launcher = RayJobLauncher(settings.training.rayjob, settings.store, ENTRYPOINT)

@@ -99,6 +99,21 @@ def train_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
+def posttrain_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from worldloom.core.vectors import VectorIndex
+    from worldloom.posttrain.app import build_app
+    from worldloom.posttrain.settings import PosttrainSettings
+
+    tmp = tmp_path_factory.mktemp("posttrain")
+    c = _common(tmp)
+    index = VectorIndex(str(tmp / "vectors.db"))
+    yield _schema(build_app(PosttrainSettings(http=c["http"], store=c["store_settings"],
+                                              training={"in_process": True, "max_steps": 2}),
+                            store=c["store"], bus=c["bus"], index=index))
+    index.close()
+
+
+@pytest.fixture(scope="module")
 def rlsim_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from worldloom.rlsim.app import build_app
     from worldloom.rlsim.settings import RlsimSettings
@@ -139,6 +154,6 @@ def _fuzz(schema: Any) -> None:
     assert not failures, "\n".join(failures)
 
 
-@pytest.mark.parametrize("service", ["ingest", "curate", "search", "tokenize", "train", "rlsim"])
+@pytest.mark.parametrize("service", ["ingest", "curate", "search", "tokenize", "train", "posttrain", "rlsim"])
 def test_no_5xx_and_one_error_shape(service: str, request: pytest.FixtureRequest) -> None:
     _fuzz(request.getfixturevalue(f"{service}_api"))

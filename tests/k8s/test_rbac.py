@@ -18,7 +18,7 @@ from worldloom.testkit.chart import RELEASE
 pytestmark = pytest.mark.integration
 
 FULLNAME = f"{RELEASE}-worldloom"
-JOB_SERVICES = ("tokenize", "train")
+JOB_SERVICES = ("tokenize", "train", "posttrain")
 OTHER_SERVICES = ("ingest", "curate", "search")
 ALLOWED = [("create", "rayjobs.ray.io"), ("get", "rayjobs.ray.io"), ("list", "rayjobs.ray.io"),
            ("watch", "rayjobs.ray.io"), ("delete", "rayjobs.ray.io"), ("get", "rayjobs.ray.io", "status")]

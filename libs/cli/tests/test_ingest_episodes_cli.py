@@ -108,3 +108,17 @@ def test_episode_folder_mistakes(service, shared_data: Path, tmp_path: Path) -> 
     details = " ".join(o["detail"] for o in by_detail)
     assert "array_length" in details and "no 'action' list" in details and "no video" in details
     assert list(store.list("raw/")) == []
+
+
+def test_cli_records_a_scripted_mujoco_arm_at_64x64(service) -> None:
+    """`ingest --env Reacher-v5 --policy scripted --env-kwargs ...`: the simulated-arm corpus of issue 12."""
+    url, store, _ = service
+    result = run(url, "--env", "Reacher-v5", "--policy", "scripted:0.1", "--episodes", "1", "--max-steps", "5",
+                 "--env-kwargs", '{"width": 64, "height": 64}', "--json")
+    assert result.exit_code == 0, result.output
+    job = json.loads(result.stdout)
+    assert job["state"] == "succeeded", job["errors"]
+    meta = VideoRecord.model_validate_json(store.get_bytes(raw_meta_key(job["video_ids"][0])))
+    assert (meta.info["width"], meta.info["height"], meta.info["frame_count"]) == (64, 64, 6)
+    assert load_episode_arrays(store, meta.video_id)["actions"].shape == (5, 2)
+    assert run(url, "--env", "Reacher-v5", "--env-kwargs", "[1]").exit_code == 2

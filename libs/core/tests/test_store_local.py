@@ -63,3 +63,15 @@ def test_uri_from_elsewhere_is_refused(tmp_path):
         store.key_from_uri("file:///etc/passwd")
     with pytest.raises(InvalidKey):
         store.key_from_uri("s3://bucket/key")
+
+
+def test_listing_skips_objects_deleted_while_it_runs(tmp_path):
+    """A claim released between the folder walk and its stat is left out, not an error (a poller
+    counting markers beside claims hit that)."""
+    store = LocalStore(tmp_path)
+    for name in ("a.done", "b.claim", "c.done"):
+        store.put_bytes(f"tokens/t/{name}", b"x")
+    listing = store.list("tokens/t/")
+    assert next(listing).key == "tokens/t/a.done"
+    store.delete("tokens/t/b.claim")
+    assert [o.key for o in listing] == ["tokens/t/c.done"]

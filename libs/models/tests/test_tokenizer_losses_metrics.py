@@ -10,6 +10,7 @@ from worldloom.models.tokenizer.losses import (
     PatchDiscriminator,
     hinge_discriminator_loss,
     hinge_generator_loss,
+    motion_mask,
     reconstruction_loss,
 )
 from worldloom.models.tokenizer.metrics import (
@@ -155,6 +156,28 @@ def test_reconstruction_loss_and_config():
     assert LossConfig.from_dict(LossConfig(adversarial_weight=0.1).to_dict()).adversarial_weight == 0.1
     assert not LossConfig().adversarial_active(10**6)  # GAN is off by default
     assert not LossConfig(adversarial_weight=0.1, adversarial_start_step=5).adversarial_active(4)
+
+
+def test_motion_weight_counts_errors_on_moving_pixels_more():
+    """A still white background with a dark dot moving across it: dropping the dot (a blank
+    reconstruction) costs more with motion weighting, an equal error on the background the same or less;
+    single images are unaffected."""
+    clip = torch.ones(1, 3, 5, 8, 8)
+    for t in range(5):
+        clip[:, :, t, 3, t + 1] = -1.0
+    mask = motion_mask(clip)
+    assert mask.shape == (1, 1, 5, 8, 8) and float(mask[0, 0, 2, 3, 3]) == 1.0 and float(mask[0, 0, 2, 0, 0]) == 0.0
+    blank = torch.ones_like(clip)
+    off = LossConfig(ssim_weight=0.0)
+    on = LossConfig(ssim_weight=0.0, motion_weight=4.0)
+    assert float(reconstruction_loss(blank, clip, on)[0]) > 3 * float(reconstruction_loss(blank, clip, off)[0])
+    background_error = clip.clone()
+    background_error[:, :, :, 0, 0] = 0.0
+    assert float(reconstruction_loss(background_error, clip, on)[0]) <= \
+        float(reconstruction_loss(background_error, clip, off)[0])
+    image = clip[:, :, :1]
+    assert float(reconstruction_loss(blank[:, :, :1], image, on)[0]) == \
+        pytest.approx(float(reconstruction_loss(blank[:, :, :1], image, off)[0]))
 
 
 def test_patch_discriminator_and_hinge_losses():

@@ -145,6 +145,35 @@ def test_greedy_generation_is_deterministic_and_matches_teacher_forcing():
     assert torch.equal(pred[:, 1:], g1[:, 1:])
 
 
+@pytest.mark.parametrize("levels", [None, (4, 4, 4)])
+def test_copy_bias_starts_from_the_previous_frame_and_matches_teacher_forcing(levels):
+    """A fresh copy-bias model's greedy rollout repeats the last context frame (its own logits are near
+    zero, the gain is not); teacher forcing applies the same bias as generation, with and without the
+    KV cache; frame 0 gets no bias; the gain is a trained parameter."""
+    m = _model(copy_prev=True, fsq_levels=levels)
+    plain = _model(fsq_levels=levels)
+    ctx, a = _tokens(t=2), _actions(t=4)
+    g = m.generate(ctx, 3, a, temperature=0.0)
+    assert all(torch.equal(g[:, t], ctx[:, -1]) for t in (2, 3, 4))
+    assert not torch.equal(plain.generate(ctx, 3, a, temperature=0.0)[:, 2], ctx[:, -1])
+    assert torch.equal(m.generate(ctx, 3, a, temperature=1.0, generator=torch.Generator().manual_seed(3)),
+                       m.generate(ctx, 3, a, temperature=1.0, generator=torch.Generator().manual_seed(3),
+                                  use_kv_cache=False))
+    key = "digit_logits" if levels else "logits"
+    with torch.no_grad():
+        biased, unbiased = m(g, a)[key], plain(g, a)[key]
+        pred = biased.argmax(-1) if levels is None else None
+    if pred is not None:
+        assert torch.equal(pred[:, 2:], g[:, 2:])
+    m.train()
+    loss = m(_tokens(t=3), _actions(t=2), context_frames=1)["loss"]
+    loss.backward()
+    assert m.copy_gain is not None and m.copy_gain.grad is not None and bool(m.copy_gain.grad.abs().sum() > 0)
+    assert torch.allclose(biased[:, 0], unbiased[:, 0]) and not torch.allclose(biased[:, 1:], unbiased[:, 1:])
+    cfg = ARConfig.from_dict(json.loads(json.dumps(m.config.to_dict())))
+    assert cfg.copy_prev and not ARConfig.from_dict({**cfg.to_dict(), "copy_prev": False}).copy_prev
+
+
 def test_seeded_sampling_is_reproducible():
     m = _model()
     ctx = _tokens(t=1)

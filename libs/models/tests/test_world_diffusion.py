@@ -129,6 +129,26 @@ def test_sampling_is_deterministic_and_rolls_out_in_chunks():
     assert not torch.allclose(s1, m.sample(ctx, 5, a + 1, steps=3, generator=_gen(1)))
 
 
+def test_residual_model_predicts_the_change_from_the_last_context_frame():
+    """A fresh model's velocity is 0, so a plain model samples the starting noise; a residual model
+    samples the last context frame plus that same noise, and its loss ignores an offset shared by
+    context and target (the flow only sees the change)."""
+    plain, resid = _model(randomise=False), _model(randomise=False, residual=True)
+    ctx, a = _lat(2), _actions(4)
+    noise = plain.sample(ctx, 2, a, steps=2, generator=_gen(3))[:, :, 2:]
+    moved = resid.sample(ctx, 2, a, steps=2, generator=_gen(3))[:, :, 2:]
+    assert torch.allclose(moved - ctx[:, :, -1:], noise, atol=1e-6)
+    target = _lat(2, seed=5)
+    resid.train()
+    loss = resid(ctx, target, a, generator=_gen(4))["loss"]
+    assert torch.allclose(loss, resid(ctx + 3.0, target + 3.0, a, generator=_gen(4))["loss"])
+    plain.train()
+    assert not torch.allclose(plain(ctx, target, a, generator=_gen(4))["loss"],
+                              plain(ctx + 3.0, target + 3.0, a, generator=_gen(4))["loss"])
+    with pytest.raises(ValueError, match="at least one context frame"):
+        resid(ctx[:, :, :0], target, a[:, :1], generator=_gen(4))
+
+
 def test_classifier_free_guidance_scale_matters_only_with_conditioning():
     m = _model()
     ctx, a, txt = _lat(2), _actions(3), torch.randn(2, 384)

@@ -413,3 +413,60 @@ def test_build_predictors_fails_fast_or_skips(store_root):
         build_predictors(settings)
     served = build_predictors(settings.model_copy(update={"skip_unloadable": True}))
     assert [p.name for p in served] == ["wm-dit"]
+
+
+def test_lora_adapter_model_is_served_on_its_cached_base(tmp_path):
+    """A LoRA post-trained model kept as an adapter (a new embodiment's 5-wide actions on a 3-wide base):
+    the store holds only the adapter, the predictor builds base + adapter (no merged copy anywhere) with
+    exactly the trained weights, and serves actions of the new width while the base refuses them."""
+    import copy
+
+    from kserve.errors import InvalidInput
+
+    from worldloom.core.catalog import world_model_adapter_key, world_model_key
+    from worldloom.models.checkpoint import publish_files
+    from worldloom.models.posttrain import LoraOptions, prepare, resize_actions, save_adapter
+    from worldloom.models.world import ActionSpec
+    from worldloom.models.world.registry import (
+        BASES,
+        WorldModelLineage,
+        WorldModelRecord,
+        WorldModelRegistry,
+        load_world_model,
+        stored_weights_sha256,
+    )
+
+    store = make_store(StoreSettings(kind="local", root=tmp_path / "store"))
+    put_tokenizer(store, "tok-d", "discrete", tmp_path)
+    base = tiny_ar()
+    put_world_model(store, "wm-base", base, "ar", "tok-d", tmp_path)
+    child = copy.deepcopy(base)
+    change = resize_actions(child, ActionSpec.continuous(5), resize=True)
+    child, info = prepare(child, "lora", lora=LoraOptions(rank=2, alpha=4), new_modules=change.new_modules)
+    g = torch.Generator().manual_seed(9)
+    with torch.no_grad():  # "trained": the adapters and the new encoder moved
+        for p in child.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=g) * 0.1)
+    folder = tmp_path / "adapter"
+    sha = stored_weights_sha256(store, world_model_key("wm-base"))
+    save_adapter(folder / "adapter.safetensors", child, info, base_model="wm-base", base_sha256=sha)
+    publish_files(store, folder, world_model_adapter_key("wm-lora").rsplit("/", 1)[0])
+    WorldModelRegistry(store).save(WorldModelRecord(
+        model_id="wm-lora", name="wm-lora", family="ar", config=child.config.to_dict(), state="succeeded",
+        lineage=WorldModelLineage(tokenizer_id="tok-d", parent_model="wm-base", posttrain={"method": "lora"})))
+    assert not store.exists(world_model_key("wm-lora"))
+
+    loaded = load_world_model(store, "wm-lora")
+    want = child.state_dict()
+    got = loaded.model.state_dict()
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+    cached = len(BASES)  # the cache holds one base however many times its adapters load
+    load_world_model(store, "wm-lora")
+    assert len(BASES) == cached
+
+    inputs = [("context_frames", "UINT8", _frames(5)), ("actions", "FP32", np.ones((2, 5)))]
+    res = asyncio.run(_predictor(store, "wm-lora").predict(_infer("wm-lora", inputs, {"num_frames": 4, "seed": 2})))
+    assert res.outputs[0].shape == [4, RES, RES, 3]
+    with pytest.raises(InvalidInput, match="action width"):
+        asyncio.run(_predictor(store, "wm-base").predict(_infer("wm-base", inputs, {"num_frames": 4})))

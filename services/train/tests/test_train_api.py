@@ -120,7 +120,8 @@ def test_bad_requests_get_clear_4xx(env) -> None:
     err(client.post("/v1/jobs", json={**base, "size": "huge"}), 422, "invalid_request")
     err(client.post("/v1/jobs", json={**base, "family": "gan"}), 422, "invalid_request")
     err(client.post("/v1/jobs", json={**base, "unknown": 1}), 422, "invalid_request")
-    err(client.post("/v1/jobs", json={**base, "parent_model": "wm-nope"}), 404, "model_not_found")
+    # post-training moved to the posttrain service: the field is unknown here
+    err(client.post("/v1/jobs", json={**base, "parent_model": "wm-nope"}), 422, "invalid_request")
     err(client.post("/v1/jobs", json={**base, "dataset": {"name": "nope"}, "clips": None}), 404, "dataset_not_found")
     err(client.get("/v1/jobs/wm-nope"), 404, "model_not_found")
     err(client.get("/v1/models/Bad..ID"), 404, "model_not_found")
@@ -142,29 +143,6 @@ def test_cancel_and_model_not_ready(env) -> None:
     assert client.delete(f"/v1/jobs/{mid}").status_code == 200
     assert _wait(client, mid)["state"] == "cancelled"
     assert client.get("/v1/models").json() == []
-
-
-def test_post_training_starts_from_the_parent_weights(env) -> None:
-    from safetensors.numpy import load as load_safetensors
-
-    client, store, bus = env
-    parent = client.post("/v1/jobs", json={**JOB, "family": "ar", "tokenizer_id": "tok-discrete"}).json()["model_id"]
-    assert _wait(client, parent)["state"] == "succeeded"
-    # a child with actions (a module the parent lacks), one step at a negligible learning rate
-    r = client.post("/v1/jobs", json={**JOB, "family": "ar", "tokenizer_id": "tok-discrete", "actions": True,
-                                      "parent_model": parent, "steps": 1, "lr": 1e-12, "eval_horizons": []})
-    assert r.status_code == 202, r.text
-    child = _wait(client, r.json()["model_id"])
-    assert child["state"] == "succeeded" and child["lineage"]["parent_model"] == parent
-    copied = child["notes"]["init_from"]
-    assert copied["tensors_copied"] > 10 and copied["tensors_new"] > 0, copied
-    weights = {mid: load_safetensors(store.get_bytes(f"models/{mid}/model/world_model.safetensors"))
-               for mid in (parent, child["model_id"])}
-    name = "blocks.0.attn.qkv.weight"
-    assert np.allclose(weights[parent][name], weights[child["model_id"]][name], atol=1e-6)
-    bad = client.post("/v1/jobs", json={**JOB, "family": "diffusion", "tokenizer_id": "tok-continuous",
-                                        "parent_model": parent})
-    assert bad.status_code == 422 and bad.json()["error"]["code"] == "parent_mismatch", bad.text
 
 
 def test_cli_model_train_show_and_refusals(env) -> None:

@@ -155,6 +155,10 @@ class WorldloomClient:
         """Starts a world-model training job (a WorldModelJobRequest); the answer is the queued WorldModelRecord."""
         return self._call("POST", "/v1/jobs", json=body)
 
+    def posttrain(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Starts a post-training job (a PosttrainRequest) on the posttrain service; the queued record."""
+        return self._call("POST", "/v1/jobs", json=body)
+
     def world_job(self, model_id: str) -> dict[str, Any]:
         """State, percent, step, ETA, loss/throughput curves, metrics and lineage of one training job."""
         return self._call("GET", f"/v1/jobs/{_quote(model_id)}")

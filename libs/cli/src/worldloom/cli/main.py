@@ -19,6 +19,7 @@ from worldloom.cli.client import WorldloomClient
 from worldloom.cli.common import IngestApiOpt, SearchApiOpt, TokenOpt, connected, console, video_files
 from worldloom.cli.episodes_cmd import load_episodes
 from worldloom.cli.ingest_cmd import UploadOutcome, outcome_table, upload_all
+from worldloom.cli.posttrain_cmd import posttrain
 from worldloom.cli.rl_cmd import rl_app
 from worldloom.cli.tokenizer_cmd import tokenizer_app
 from worldloom.cli.world_cmd import predict
@@ -29,6 +30,7 @@ app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(model_app, name="model")
 app.add_typer(rl_app, name="rl")
 app.command("predict")(predict)
+app.command("posttrain")(posttrain)
 
 
 def _parse_attrs(pairs: list[str]) -> dict[str, str]:
@@ -52,9 +54,12 @@ def ingest(
     episodes: Annotated[Optional[str], typer.Option(
         help="with --env: episodes to record (default 1); without: a folder of robot episodes to import with their "
              "actions (annotation/<split>/<id>.json + videos/<split>/<id>/rgb.mp4)")] = None,
-    policy: Annotated[str, typer.Option(help='with --env: "random" or "constant:<json>"')] = "random",
+    policy: Annotated[str, typer.Option(help='with --env: "random", "constant:<json>", or "scripted[:<noise>]" (Reacher-v5, Pusher-v5)')] = "random",
     seed: Annotated[int, typer.Option(help="with --env: seed of episode 0 (episode k uses seed+k)")] = 0,
     max_steps: Annotated[int, typer.Option(help="with --env: steps per episode at most")] = 500,
+    env_kwargs: Annotated[Optional[str], typer.Option(
+        "--env-kwargs", help='with --env: gymnasium.make arguments as a JSON object, e.g. \'{"width": 64, "height": 64}\' '
+                             "(MuJoCo render size)")] = None,
 ) -> None:
     """Upload videos to the ingest service, import robot episodes with their actions (--episodes DIR), or
     record simulator episodes with their actions (--env)."""
@@ -62,7 +67,8 @@ def ingest(
         if paths:
             raise typer.BadParameter("give video paths or --env, not both")
         with connected("ingest", api, token) as client:
-            job = _record_gymnasium(client, env, _episode_count(episodes), policy, seed, max_steps)
+            job = _record_gymnasium(client, env, _episode_count(episodes), policy, seed, max_steps,
+                                    _env_kwargs(env_kwargs))
         _print_gymnasium_job(env, job, as_json)
         return
     attrs = _parse_attrs(attr or [])
@@ -107,14 +113,27 @@ def _import_episodes(folder: Path, attrs: dict[str, str], api: str | None, token
     return outcomes + refused
 
 
+def _env_kwargs(text: str | None) -> dict:
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise typer.BadParameter(f"--env-kwargs takes a JSON object, got {text!r}")
+    return value
+
+
 def _record_gymnasium(client: WorldloomClient, env: str, episodes: int, policy: str, seed: int,
-                      max_steps: int) -> dict:
+                      max_steps: int, env_kwargs: dict | None = None) -> dict:
     """Starts a recording job on the ingest service and follows it with a progress bar; the final job."""
     import time
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    body = {"env": env, "episodes": episodes, "policy": policy, "seed": seed, "max_steps": max_steps}
+    body = {"env": env, "episodes": episodes, "policy": policy, "seed": seed, "max_steps": max_steps,
+            "env_kwargs": env_kwargs or {}}
     job = client.start_gymnasium(body)
     with Progress(TextColumn(f"[bold]recording {env}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                   TimeElapsedColumn(), console=console) as progress:

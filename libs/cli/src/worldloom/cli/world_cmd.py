@@ -4,6 +4,11 @@ Both talk to the generate model server (KServe): ``predict`` to its video route
 ``POST /v1/models/<id>:video``, ``model eval`` to the Open Inference Protocol v2 route
 ``POST /v2/models/<id>/infer`` (JSON). The server's base URL comes from ``--api``, else
 ``WORLDLOOM_CLI_GENERATE_URL``, else the gateway (see :mod:`worldloom.cli.config`).
+
+Both also take a robot-episode folder (``videos/<split>/<id>/rgb.mp4`` + ``annotation/<split>/<id>.json``
+with ``action``, BridgeData V2 / Cosmos layout, read by :func:`worldloom.cli.episodes_cmd.read_episodes`):
+then the episode's own actions go with its context, one row per video-frame transition
+(``actions[i]`` leads from frame i to frame i + 1), which the server pools per latent frame.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from rich.table import Table
 
 from worldloom.cli.client import ApiFailure, WorldloomClient
 from worldloom.cli.common import GenerateApiOpt, TokenOpt, api_errors, console, open_client, video_files
+from worldloom.cli.episodes_cmd import RobotEpisode, read_episodes
 from worldloom.cli.ingest_cmd import short_path
 
 model_app = typer.Typer(help="Train world models (train service) and evaluate them (generate service).", no_args_is_help=True)
@@ -68,12 +74,28 @@ def load_actions(path: Path) -> list[Any]:
             arr = np.asarray(doc)
         else:
             raise ValueError("use a .npy or .json file")
+        return action_array(arr).tolist()
     except (ValueError, OSError) as exc:
         raise typer.BadParameter(f"{path}: {exc}", param_hint="--actions") from None
+
+
+def action_array(rows: Any) -> np.ndarray:
+    """Action rows as float32 ``[N, D]`` (continuous) or int64 ``[N]`` (discrete ids); ValueError otherwise."""
+    try:
+        arr = np.asarray(rows)
+    except ValueError:
+        arr = np.asarray([], dtype=object)  # ragged rows
     if arr.dtype.kind not in "iuf" or arr.ndim not in (1, 2) or arr.size == 0:
-        raise typer.BadParameter(f"{path}: actions must be a non-empty [N, D] float or [N] integer array; got "
-                                 f"shape {list(arr.shape)} {arr.dtype}", param_hint="--actions")
-    return arr.tolist()
+        raise ValueError(f"actions must be a non-empty [N, D] float or [N] integer array; got shape "
+                         f"{list(arr.shape)} {arr.dtype}")
+    if arr.dtype.kind == "f" or arr.ndim == 2:
+        return arr.astype(np.float32).reshape(arr.shape[0], -1)
+    return arr.astype(np.int64)
+
+
+def episode_folder(path: Path) -> bool:
+    """A robot-episode folder (``annotation/<split>/<id>.json`` beside ``videos/``) rather than videos."""
+    return path.is_dir() and (path / "annotation").is_dir()
 
 
 def _parse_resolution(value: Any) -> tuple[int, int]:
@@ -97,11 +119,14 @@ def parse_horizons(text: str) -> list[int]:
     return values
 
 
-def v2_request(context: np.ndarray, parameters: dict[str, Any]) -> dict[str, Any]:
-    """Open Inference Protocol v2 JSON body: uint8 context frames + scalar parameters."""
-    return {"inputs": [{"name": "context_frames", "datatype": "UINT8", "shape": list(context.shape),
-                        "data": context.reshape(-1).tolist()}],
-            "parameters": parameters}
+def v2_request(context: np.ndarray, parameters: dict[str, Any], actions: np.ndarray | None = None) -> dict[str, Any]:
+    """Open Inference Protocol v2 JSON body: uint8 context frames (+ action rows) + scalar parameters."""
+    inputs = [{"name": "context_frames", "datatype": "UINT8", "shape": list(context.shape),
+               "data": context.reshape(-1).tolist()}]
+    if actions is not None:
+        inputs.append({"name": "actions", "datatype": "FP32" if actions.dtype.kind == "f" else "INT64",
+                       "shape": list(actions.shape), "data": actions.reshape(-1).tolist()})
+    return {"inputs": inputs, "parameters": parameters}
 
 
 def v2_frames(response: dict[str, Any]) -> np.ndarray:
@@ -116,12 +141,17 @@ def v2_frames(response: dict[str, Any]) -> np.ndarray:
 
 def predict(
     model: Annotated[str, typer.Option("--model", "-m", help="world-model id served by the generate server")],
-    context: Annotated[Path, typer.Option("--context", "-c", help="context video; its first frames start the prediction")],
+    context: Annotated[Path, typer.Option(
+        "--context", "-c", help="context video, or a robot-episode folder (with --episode: its video and actions); "
+                                "the first frames start the prediction")],
     frames: Annotated[int, typer.Option("--frames", "-n", min=1, help="video frames to predict")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output file: .mp4 or .gif")],
     actions: Annotated[Optional[Path], typer.Option(
         help=".npy or .json action rows: one per latent transition, or one per video-frame transition "
-             "(pooled by the server)")] = None,
+             "(pooled by the server); with an episode folder, instead of the episode's own")] = None,
+    episode: Annotated[Optional[str], typer.Option(
+        help="with an episode folder as --context: the episode id (default: the first one of --split)")] = None,
+    split: Annotated[Optional[str], typer.Option(help="with an episode folder as --context: its split, e.g. val")] = None,
     context_frames: Annotated[int, typer.Option(
         "--context-frames", min=1, help="context frames to send (the first ones); the server keeps the latest "
                                         "1 + k*tc that fit the model's window")] = 5,
@@ -141,17 +171,25 @@ def predict(
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in ("mp4", "gif"):
         raise typer.BadParameter(f"the output must end in .mp4 or .gif, got {out.name!r}", param_hint="--out")
-    if not context.is_file():
-        raise typer.BadParameter(f"no such file: {context}", param_hint="--context")
+    ep = pick_episode(context, split, episode) if episode_folder(context) else None
+    if ep is None:
+        if episode is not None or split is not None:
+            raise typer.BadParameter(f"{context} is not an episode folder (no annotation/ in it): --episode and "
+                                     "--split need one", param_hint="--context")
+        if not context.is_file():
+            raise typer.BadParameter(f"no such file: {context}", param_hint="--context")
+    video_path = ep.video if ep is not None else context
     action_rows = load_actions(actions) if actions is not None else None
     try:
-        ctx = read_video(context, context_frames)
+        ctx = read_video(video_path, context_frames)
     except VideoRejected as exc:
-        console.print(f"[red]cannot read the context video {context}: {exc.code}: {exc.reason}")
+        console.print(f"[red]cannot read the context video {video_path}: {exc.code}: {exc.reason}")
         raise typer.Exit(1) from None
     if ctx.shape[0] == 0:
-        console.print(f"[red]the context video {context} has no frames")
+        console.print(f"[red]the context video {video_path} has no frames")
         raise typer.Exit(1)
+    if ep is not None and action_rows is None:
+        action_rows = _episode_rows(ep, ctx.shape[0], frames, model, seed, api, token)
     body: dict[str, Any] = {
         "context_frames": {"shape": list(ctx.shape), "b64": base64.b64encode(ctx.tobytes()).decode()},
         "num_frames": frames, "format": fmt,
@@ -169,9 +207,47 @@ def predict(
     out.write_bytes(data)
     used_seed, n = headers.get("x-seed", "?"), headers.get("x-frames", str(frames))
     used_ctx = headers.get("x-context-frames-used", "?")
-    typer.echo(f"wrote {out}: {n} frames, seed {used_seed}, {used_ctx} of {ctx.shape[0]} context frames used")
+    source = f" of episode {ep.label}" + (f" ({ep.texts[0]})" if ep.texts else "") if ep is not None else ""
+    typer.echo(f"wrote {out}: {n} frames, seed {used_seed}, {used_ctx} of {ctx.shape[0]} context frames{source} used"
+               + (f", {len(action_rows)} action rows" if action_rows is not None else ""))
     if seed is None:
         console.print(f"reproduce with --seed {used_seed}")
+
+
+def pick_episode(folder: Path, split: str | None, episode: str | None) -> RobotEpisode:
+    """The episode ``episode`` (or the first one) of ``folder``'s ``split`` (or any split)."""
+    found, refused = read_episodes(folder, split)
+    if episode is not None:
+        found = [e for e in found if episode in (e.episode, e.label, e.video.parent.name)]
+    if not found:
+        which = f"episode {episode!r}" if episode is not None else "an episode"
+        reasons = "; ".join(f"{short_path(r.path)}: {r.detail}" for r in refused[:3])
+        raise typer.BadParameter(f"{folder} has no usable {which}" + (f" in split {split!r}" if split else "")
+                                 + (f" ({reasons})" if reasons else ""), param_hint="--context")
+    return found[0]
+
+
+def _episode_rows(ep: RobotEpisode, sent: int, frames: int, model: str, seed: int | None, api: str | None,
+                  token: str | None) -> list[Any]:
+    """The episode's rows for this request: one per video-frame transition of the sent context and the
+    predicted latent frames (``sent + ceil(frames / tc) * tc - 1``; tc asked from the server)."""
+    try:
+        rows = action_array(ep.actions)
+    except ValueError as exc:
+        console.print(f"[red]episode {ep.label}: {exc}")
+        raise typer.Exit(1) from None
+    client = open_client("generate", api, token)
+    try:
+        with api_errors(client.api), console.status(f"asking {model} for its temporal compression"):
+            tc = probe_model(client, model, 0 if seed is None else seed).tc
+    finally:
+        client.close()
+    need = sent + -(-frames // tc) * tc - 1
+    if rows.shape[0] < need:
+        console.print(f"[red]episode {ep.label} has {rows.shape[0]} action rows; {sent} context frames + "
+                      f"{-(-frames // tc) * tc} predicted (tc={tc}) need {need}: predict fewer --frames")
+        raise typer.Exit(1)
+    return rows[:need].tolist()
 
 
 # ----------------------------------------------------------------------------------------------- eval
@@ -225,38 +301,85 @@ class VideoEval:
     context_frames_used: int | None = None
     #: horizon -> {"frames": [first, last] (1-based video frame numbers), "model": {psnr, ssim}, "copy_last": {...}}
     horizons: dict[int, dict[str, Any]] = field(default_factory=dict)
+    episode: str | None = None  # "<split>/<id>" for a robot episode
+    actions_sent: int | None = None  # action rows sent with the context (episodes)
 
 
-def evaluate_video(client: WorldloomClient, info: ModelInfo, path: Path, context_frames: int, horizons: list[int],
-                   seed: int) -> VideoEval:
+@dataclass
+class EvalItem:
+    """One video to score: a plain file, or an episode of a folder (with its actions unless left out)."""
+
+    path: Path
+    episode: RobotEpisode | None = None
+    send_actions: bool = True
+
+
+def eval_items(paths: list[Path], split: str | None, send_actions: bool) -> tuple[list[EvalItem], list[VideoEval]]:
+    """Episode folders expand into their episodes (of ``split`` when given), other paths into videos; the
+    folder's unusable episodes come back as failed rows."""
+    items: list[EvalItem] = []
+    failed: list[VideoEval] = []
+    plain = [p for p in paths if not episode_folder(p)]
+    for folder in (p for p in paths if episode_folder(p)):
+        found, refused = read_episodes(folder, split)
+        if not found and not refused:
+            raise typer.BadParameter(f"{folder} has no episodes" + (f" in split {split!r}" if split else "")
+                                     + " (annotation/<split>/<id>.json)")
+        items += [EvalItem(e.video, e, send_actions) for e in found]
+        failed += [VideoEval(str(r.path), error=f"rejected: {r.detail}") for r in refused]
+    if plain:
+        items += [EvalItem(f) for f in video_files(plain)]
+    return items, failed
+
+
+def evaluate_video(client: WorldloomClient, info: ModelInfo, path: Path | EvalItem, context_frames: int,
+                   horizons: list[int], seed: int) -> VideoEval:
+    """Scores one video (an :class:`EvalItem` for an episode: its actions go with the context, one row per
+    video-frame transition: ``context_frames + max(h) * tc - 1`` rows)."""
     from worldloom.models.frames import fit_frames
     from worldloom.video.errors import VideoRejected
 
+    item = path if isinstance(path, EvalItem) else EvalItem(path)
+    path, ep = item.path, item.episode
+
+    def failed(error: str) -> VideoEval:
+        return VideoEval(str(path), error=error, episode=ep.label if ep else None)
+
     tc, need = info.tc, max(horizons) * info.tc
+    actions = None
+    if ep is not None and item.send_actions:
+        try:
+            rows = action_array(ep.actions)
+        except ValueError as exc:
+            return failed(f"bad_actions: {exc}")
+        if rows.shape[0] < context_frames + need - 1:
+            return failed(f"too_few_actions: {rows.shape[0]} rows; horizon {max(horizons)} needs one per frame "
+                          f"transition: {context_frames} + {need} - 1 = {context_frames + need - 1}")
+        actions = rows[: context_frames + need - 1]
     try:
         video = read_video(path, context_frames + need)
     except VideoRejected as exc:
-        return VideoEval(str(path), error=f"{exc.code}: {exc.reason}")
+        return failed(f"{exc.code}: {exc.reason}")
     if video.shape[0] < context_frames + need:
-        return VideoEval(str(path), error=f"too_short: {video.shape[0]} frames; horizon {max(horizons)} needs "
-                                          f"{context_frames} context + {max(horizons)} x {tc} = {context_frames + need}")
+        return failed(f"too_short: {video.shape[0]} frames; horizon {max(horizons)} needs "
+                      f"{context_frames} context + {max(horizons)} x {tc} = {context_frames + need}")
     video = fit_frames(video, info.resolution)  # as the server fits the context
     ctx, real = video[:context_frames], video[context_frames:]
     try:
-        res = client.infer(info.model_id, v2_request(ctx, {"num_frames": need, "seed": seed}))
+        res = client.infer(info.model_id, v2_request(ctx, {"num_frames": need, "seed": seed}, actions))
     except ApiFailure as exc:
         if exc.status in _FATAL_STATUS:
             raise
         if exc.status == 400 and exc.message.startswith("num_frames="):  # the same for every video
             raise ApiFailure(exc.status, exc.code, f"{exc.message}; horizon {max(horizons)} needs {need} frames "
                                                    f"(tc={tc}): use smaller --horizons") from None
-        return VideoEval(str(path), error=f"{exc.code}: {exc.message}")
+        return failed(f"{exc.code}: {exc.message}")
     pred = v2_frames(res)
     if pred.shape != real.shape:
-        return VideoEval(str(path), error=f"bad_response: predicted frames {list(pred.shape)}, expected "
-                                          f"{list(real.shape)}")
+        return failed(f"bad_response: predicted frames {list(pred.shape)}, expected {list(real.shape)}")
     copy_last = np.repeat(ctx[-1:], tc, axis=0)
-    result = VideoEval(str(path), context_frames_used=int(res.get("parameters", {}).get("context_frames_used", 0)))
+    result = VideoEval(str(path), context_frames_used=int(res.get("parameters", {}).get("context_frames_used", 0)),
+                       episode=ep.label if ep else None, actions_sent=None if actions is None else len(actions))
     for h in horizons:
         block = slice((h - 1) * tc, h * tc)
         p_model = frame_metrics(pred[block], real[block])
@@ -302,7 +425,7 @@ def eval_table(info: ModelInfo, rows: list[VideoEval], horizons: list[int], cont
         return out
 
     for r in rows:
-        name = short_path(Path(r.path))
+        name = r.episode or short_path(Path(r.path))
         if r.error is not None:
             table.add_row(name, f"[red]failed: {r.error}", *blank)
             continue
@@ -319,17 +442,23 @@ def eval_table(info: ModelInfo, rows: list[VideoEval], horizons: list[int], cont
 
 @model_app.command("eval")
 def eval_(
-    paths: Annotated[list[Path], typer.Argument(help="video files or folders (searched recursively)")],
+    paths: Annotated[list[Path], typer.Argument(
+        help="video files or folders (searched recursively), or robot-episode folders (annotation/<split>/<id>.json "
+             "+ videos/<split>/<id>/rgb.mp4: each episode scored with its own actions)")],
     model: Annotated[str, typer.Option("--model", "-m", help="world-model id served by the generate server")],
     context_frames: Annotated[int, typer.Option("--context-frames", min=1,
                                                 help="C: the video's first C frames are the context")] = 5,
     horizons: Annotated[str, typer.Option(help="comma-separated horizons h (see above)")] = "1,4,8",
     seed: Annotated[int, typer.Option(help="sampling seed of every prediction")] = 0,
+    split: Annotated[Optional[str], typer.Option(help="episode folders: only this split (e.g. val)")] = None,
+    send_actions: Annotated[bool, typer.Option(
+        "--actions/--no-actions", help="episode folders: send each episode's actions (--no-actions: context "
+                                       "only, for models without actions or to see what the actions add)")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
     api: GenerateApiOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """Prediction quality of a world model on local videos, next to the copy-last-frame baseline.
+    """Prediction quality of a world model on local videos or robot episodes, next to the copy-last-frame baseline.
 
     For each video the first C frames are the context; the model predicts what follows (one v2
     request per video, enough frames for the largest horizon). Horizon h is the h-th block of tc
@@ -338,10 +467,12 @@ def eval_(
     6-9, h=4 is frames 18-21. Real frames are centre-cropped and resized to the model's resolution
     the same way the server fits the context. PSNR (dB) and SSIM of the model's frames and of the
     last context frame repeated (copy-last) against the real frames, per video and their mean.
+    An episode folder's episodes send their actions with the context: rows 1 .. C + max(h)*tc - 1
+    (one per video-frame transition; the server pools them per latent frame).
     Exit 1 if any video failed (the reason is shown), 2 for a server or model problem.
     """
     hs = parse_horizons(horizons)
-    files = video_files(paths)
+    files, refused = eval_items(paths, split, send_actions)
     client = open_client("generate", api, token)
     rows: list[VideoEval] = []
     try:
@@ -352,15 +483,18 @@ def eval_(
             with Progress(*columns, console=console, transient=True) as progress:
                 task = progress.add_task("evaluating", total=len(files))
                 for f in files:
-                    progress.update(task, description=f"{f.name[:32]:<32}")
+                    name = f.episode.label if f.episode else f.path.name
+                    progress.update(task, description=f"{name[:32]:<32}")
                     rows.append(evaluate_video(client, info, f, context_frames, hs, seed))
                     progress.advance(task)
     finally:
         client.close()
+    rows += refused
     if as_json:
         doc = {"model_id": info.model_id, "family": info.family, "resolution": list(info.resolution),
                "t_compression": info.tc, "context_frames": context_frames, "horizons": hs, "seed": seed,
-               "videos": [{"path": r.path, "error": r.error, "context_frames_used": r.context_frames_used,
+               "videos": [{"path": r.path, "episode": r.episode, "error": r.error,
+                           "context_frames_used": r.context_frames_used, "actions_sent": r.actions_sent,
                            "horizons": {str(h): v for h, v in r.horizons.items()}} for r in rows],
                "mean": {**(m := eval_means(rows, hs)), "horizons": {str(h): v for h, v in m["horizons"].items()}},
                "failed": sum(r.error is not None for r in rows)}

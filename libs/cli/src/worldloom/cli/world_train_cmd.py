@@ -65,14 +65,13 @@ def train(
     lr: Annotated[float, typer.Option(help="peak learning rate")] = 3e-4,
     workers: Annotated[int, typer.Option(help="Ray Train workers (data parallel)")] = 1,
     gpu: Annotated[bool, typer.Option("--gpu", help="one GPU per worker")] = False,
-    parent: Annotated[Optional[str], typer.Option("--parent", help="post-train from this model's weights")] = None,
     seed: Annotated[int, typer.Option(help="seed of the weights and the data order")] = 0,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="start the job and return")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the final record as JSON")] = False,
     api: TrainApiOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """Pretrain (or, with --parent, post-train) a world model and follow the job with a progress bar.
+    """Pretrain a world model and follow the job with a progress bar (post-training: `worldloom posttrain`).
 
     Exit 1 if the job fails or is cancelled, 2 if the service refuses the request."""
     from worldloom.cli.world_cmd import parse_horizons
@@ -82,7 +81,7 @@ def train(
     body: dict[str, Any] = {
         "name": name, "family": family.value, "size": size, "tokenizer_id": tokenizer, "actions": actions, "text": text,
         "window": window, "context_frames": context_frames, "eval_horizons": parse_horizons(horizons), "steps": steps,
-        "batch": batch, "lr": lr, "workers": workers, "use_gpu": gpu, "parent_model": parent, "seed": seed}
+        "batch": batch, "lr": lr, "workers": workers, "use_gpu": gpu, "seed": seed}
     if dataset is not None:
         body["dataset"] = dataset_ref(dataset)
     else:
@@ -109,13 +108,18 @@ def train(
 def show(model_id: Annotated[str, typer.Argument(help="world-model id")],
          as_json: Annotated[bool, typer.Option("--json")] = False, api: TrainApiOpt = None,
          token: TokenOpt = None) -> None:
-    """State, percent done, metrics and lineage of a training job / registered model."""
+    """State, percent done, metrics and lineage of a training job / registered model; for a post-trained
+    one also its held-out figures before (the base), after and against the scratch baseline."""
+    from worldloom.cli.posttrain_cmd import comparison_table
+
     with connected("train", api, token) as client:
         record = client.world_job(model_id)
     if as_json:
         typer.echo(json.dumps(record, indent=2))
     else:
         console.print(record_table(record))
+        if (table := comparison_table(record)) is not None:
+            console.print(table)
 
 
 @model_app.command("cancel")

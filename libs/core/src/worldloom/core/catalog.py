@@ -344,6 +344,7 @@ TOKENIZER_RECORD = "job.json"
 WORLD_MODEL_RECORD = "record.json"
 TOKENIZER_FILE = "tokenizer.safetensors"
 WORLD_MODEL_FILE = "world_model.safetensors"
+WORLD_MODEL_ADAPTER_FILE = "adapter.safetensors"
 ACTIVE_TOKENIZER_KEY = f"{TOKENIZERS_ROOT}/active.json"
 
 
@@ -385,6 +386,11 @@ def world_model_prefix(model_id: str) -> str:
 
 def world_model_key(model_id: str) -> str:
     return f"{model_dir(world_model_prefix(model_id))}/{WORLD_MODEL_FILE}"
+
+
+def world_model_adapter_key(model_id: str) -> str:
+    """A LoRA post-trained model kept apart from its base: only the adapter (loaded onto the base)."""
+    return f"{model_dir(world_model_prefix(model_id))}/{WORLD_MODEL_ADAPTER_FILE}"
 
 
 def token_shard_key(tokenizer_id: str, clip_id: str) -> str:

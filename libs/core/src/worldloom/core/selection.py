@@ -13,7 +13,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from worldloom.core.catalog import TRAIN_RENDITION, DatasetManifest, dataset_key, iter_clip_records, read_dataset
+from worldloom.core.catalog import (
+    TRAIN_RENDITION,
+    DatasetManifest,
+    dataset_key,
+    iter_clip_records,
+    read_clip,
+    read_dataset,
+)
 from worldloom.core.errors import Refusal
 from worldloom.core.store.base import InvalidKey, ObjectNotFound, ObjectStore
 
@@ -124,3 +131,35 @@ def select_clips(store: ObjectStore, dataset: DatasetRef | None, clips: ClipFilt
     sel.clips.sort(key=lambda c: c.clip_id)
     sel.ids_sha256 = hashlib.sha256("\n".join(c.clip_id for c in sel.clips).encode()).hexdigest()
     return sel
+
+
+def select_clip_ids(store: ObjectStore, clip_ids: list[str], max_clips: int = 100_000) -> Selection:
+    """The accepted clips with a training rendition among ``clip_ids`` (e.g. a search's hits, before they
+    are saved as a dataset); the caller labels the selection."""
+    chosen = []
+    for cid in dict.fromkeys(clip_ids):
+        try:
+            rec = read_clip(store, cid)
+        except (ObjectNotFound, InvalidKey):
+            continue
+        if rec.status == "accepted" and TRAIN_RENDITION in rec.renditions:
+            chosen.append(SelectedClip(rec.clip_id, rec.video_id, rec.renditions[TRAIN_RENDITION]))
+    if not chosen:
+        raise SelectionError(422, "no_clips", "none of the clips is an accepted clip with a training rendition")
+    if len(chosen) > max_clips:
+        raise SelectionError(422, "too_many_clips", f"{len(chosen)} clips; the limit is {max_clips}")
+    chosen.sort(key=lambda c: c.clip_id)
+    return Selection(chosen, ids_sha256=hashlib.sha256("\n".join(c.clip_id for c in chosen).encode()).hexdigest())
+
+
+def uncaptioned(store: ObjectStore, clips: list[SelectedClip]) -> list[str]:
+    """Ids of the clips without a caption (text conditioning needs one on every clip)."""
+    missing = []
+    for clip in clips:
+        try:
+            record = read_clip(store, clip.clip_id)
+        except ObjectNotFound:
+            record = None
+        if record is None or not record.caption.strip():
+            missing.append(clip.clip_id)
+    return missing

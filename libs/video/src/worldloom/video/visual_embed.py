@@ -112,3 +112,27 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray | float:
     """Cosine similarity of unit vectors (rows); a plain dot product since embeddings are normalised."""
     out = np.asarray(a) @ np.asarray(b).T
     return float(out) if np.ndim(out) == 0 else out
+
+
+def embed_image_bytes(data: bytes) -> np.ndarray:
+    """Embed an encoded image (JPEG, PNG, ...: the first frame ffmpeg decodes) -> ``[DIM]``; a query image
+    is embedded like a curated clip's keyframes. ``ValueError`` when the bytes decode to no frame."""
+    import tempfile
+    from pathlib import Path
+
+    from worldloom.core.scratch import scratch_prefix
+    from worldloom.video.analysis import analysis_frames
+    from worldloom.video.errors import VideoRejected
+
+    if not data:
+        raise ValueError("the image is empty")
+    with tempfile.NamedTemporaryFile(prefix=scratch_prefix("image")) as tmp:
+        tmp.write(data)
+        tmp.flush()
+        try:
+            frames = analysis_frames(Path(tmp.name), max_frames=1).frames
+        except VideoRejected as exc:
+            raise ValueError(exc.reason) from None
+    if len(frames) == 0:
+        raise ValueError("the image has no decodable frame")
+    return embed_clip(frames[:1])

@@ -41,7 +41,7 @@ class GymnasiumRequest(BaseModel):
 
     env: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_./-]+$", examples=["CartPole-v1"])
     episodes: int = Field(1, description="1..max_episodes")
-    policy: str = Field("random", min_length=1, max_length=256, description='"random" or "constant:<json>"')
+    policy: str = Field("random", min_length=1, max_length=256, description='"random", "constant:<json>" or, for Reacher-v5 and Pusher-v5, "scripted[:<noise 0..1>]"')
     seed: int = 0
     max_steps: int = Field(500, description="1..max_steps; the video has steps + 1 frames")
     env_kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to gymnasium.make")

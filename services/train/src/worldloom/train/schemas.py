@@ -37,9 +37,6 @@ class WorldModelJobRequest(JobRequest):
     log_every: int = Field(_JOB["log_every"], ge=1)
     eval_steps: int = Field(_JOB["eval_steps"], ge=1, le=100, description="diffusion sampling steps for evaluation")
     seed: int = _JOB["seed"]
-    parent_model: str | None = Field(None, description="post-training: start from this model's weights (same family "
-                                                       "and tokenizer; tensors that fit are copied, e.g. a new "
-                                                       "action width starts fresh); recorded in the lineage")
     ar_head: Literal["factorized", "joint"] | None = Field(
         None, description="ar family only: one softmax per FSQ digit ('factorized', the default: fast) or one over "
                           "the whole codebook ('joint')")

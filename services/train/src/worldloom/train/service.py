@@ -1,35 +1,33 @@
 """World-model pretraining jobs on the job platform: select tokenized clips, size the model from the
 tokenizer and its shards, run on Ray Train, announce the finished model on ``models.trained``.
+(Starting from a trained model's weights is post-training: the posttrain service.)
 
 Refusals (4xx before anything runs) are :class:`TrainError`; the service kit answers them.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import fields
 from typing import Any
 
 from worldloom.core import events
 from worldloom.core.bus import Bus
 from worldloom.core.catalog import (
-    actions_meta_key,
-    read_clip,
     token_shard_key,
     world_model_key,
     world_model_prefix,
 )
 from worldloom.core.errors import Refusal
 from worldloom.core.jobs import JobManager, WorkerSpec
-from worldloom.core.selection import SelectedClip, select_clips
+from worldloom.core.selection import SelectedClip, select_clips, uncaptioned
 from worldloom.core.settings import StoreSettings, TrainingResources
-from worldloom.core.store.base import ObjectNotFound, ObjectStore
+from worldloom.core.store.base import ObjectStore
 from worldloom.models.checkpoint import CheckpointError
 from worldloom.models.tokenizer.job import load_tokenizer
 from worldloom.models.tokenizer.shards import read_shard
 from worldloom.models.training.driver import job_launcher, worker_spec
 from worldloom.models.world import ActionSpec, IncompatibleModel, family_class
-from worldloom.models.world.data import load_episode_arrays
+from worldloom.models.world.data import episode_action_spec, load_episode_arrays
 from worldloom.models.world.job import WorldModelJob, train_loop
 from worldloom.models.world.registry import WorldModelLineage, WorldModelRecord, WorldModelRegistry
 from worldloom.train.schemas import WorldModelJobRequest
@@ -55,8 +53,6 @@ class WorldModelJobs:
     # ------------------------------------------------------------------------------------------ plan
 
     def plan(self, job_id: str, req: WorldModelJobRequest) -> tuple[WorldModelRecord, dict[str, Any]]:
-        if req.parent_model:
-            self._check_parent(req)
         sel = select_clips(self.store, req.dataset, req.clips, self.resources.max_clips)
         tokenized = [c for c in sel.clips if self.store.exists(token_shard_key(req.tokenizer_id, c.clip_id))]
         if not tokenized:
@@ -67,16 +63,15 @@ class WorldModelJobs:
             self._check_captions(sel.clips)
         train, val = sel.split(req.val_fraction)
         config = self._model_config(req, train[0])
-        parent = world_model_key(req.parent_model) if req.parent_model else None
         try:
             job = WorldModelJob(prefix=world_model_prefix(job_id), store={}, model=config,
                                 train_keys=[token_shard_key(req.tokenizer_id, c.clip_id) for c in train],
                                 val_keys=[token_shard_key(req.tokenizer_id, c.clip_id) for c in val],
-                                init_from=parent, **{name: getattr(req, name) for name in _SHARED})
+                                **{name: getattr(req, name) for name in _SHARED})
         except ValueError as exc:
             raise TrainError(422, "bad_config", str(exc)) from None
         lineage = WorldModelLineage(datasets=[sel.label], clip_filter=sel.clip_filter, tokenizer_id=req.tokenizer_id,
-                                    parent_model=req.parent_model, clip_ids_sha256=sel.ids_sha256,
+                                    clip_ids_sha256=sel.ids_sha256,
                                     train_clips=len(train), val_clips=len(val))
         record = WorldModelRecord(model_id=job_id, name=req.name, family=req.family, size=req.size, config=config,
                                   request=req.model_dump(mode="json"), lineage=lineage, total_steps=req.steps)
@@ -110,39 +105,17 @@ class WorldModelJobs:
         return cfg.to_dict()
 
     def _action_spec(self, video_id: str) -> ActionSpec:
-        try:
-            space = json.loads(self.store.get_bytes(actions_meta_key(video_id)))["action_space"]
-        except (ObjectNotFound, KeyError, ValueError):
+        spec = episode_action_spec(self.store, video_id)
+        if spec is None:
             raise TrainError(422, "no_actions", f"video {video_id} has no recorded actions "
-                             "(only simulator episodes have them); train without 'actions'") from None
-        if space.get("type") == "Discrete":
-            return ActionSpec.discrete(int(space["n"]))
-        dim = 1
-        for d in space.get("shape") or [1]:
-            dim *= int(d)
-        return ActionSpec.continuous(dim)
+                             "(only simulator episodes have them); train without 'actions'")
+        return spec
 
     def _check_captions(self, clips: list[SelectedClip]) -> None:
-        missing = []
-        for clip in clips:
-            try:
-                record = read_clip(self.store, clip.clip_id)
-            except ObjectNotFound:
-                record = None
-            if record is None or not record.caption.strip():
-                missing.append(clip.clip_id)
+        missing = uncaptioned(self.store, clips)
         if missing:
             raise TrainError(422, "no_captions", f"{len(missing)} of {len(clips)} selected clips have no caption "
                              f"(e.g. {missing[0]}); train without 'text' or select captioned clips")
-
-    def _check_parent(self, req: WorldModelJobRequest) -> None:
-        parent = self.registry.raw(req.parent_model or "")  # ModelNotFound: 404
-        if parent.state != "succeeded":
-            raise TrainError(409, "model_not_ready", f"parent model {parent.model_id} is {parent.state}")
-        if parent.family != req.family or parent.lineage.tokenizer_id != req.tokenizer_id:
-            raise TrainError(422, "parent_mismatch", f"parent model {parent.model_id} is a {parent.family} model on "
-                             f"tokenizer {parent.lineage.tokenizer_id}; post-training needs the same family and "
-                             "tokenizer (its tokens mean nothing in another tokenizer's space)")
 
     # ------------------------------------------------------------------------------------- run, finish
 
@@ -159,7 +132,7 @@ class WorldModelJobs:
         payload = events.ModelTrained(
             model_id=record.model_id, name=record.name, family=record.family, size=record.size,
             tokenizer_id=req.tokenizer_id, model_uri=record.model_uri or "", datasets=record.lineage.datasets,
-            parent_model=req.parent_model or "", metrics=record.metrics, steps=req.steps)
+            parent_model="", metrics=record.metrics, steps=req.steps)
         env = events.new_event("train", payload, lineage=[req.tokenizer_id, *record.lineage.datasets],
                                event_id=events.effect_id(events.TOPIC_MODELS_TRAINED, record.model_id))
         self.bus.publish(events.TOPIC_MODELS_TRAINED, env, record.model_id)
@@ -170,7 +143,8 @@ class TrainService:
                  resources: TrainingResources) -> None:
         self.registry = WorldModelRegistry(store)
         self.jobs = JobManager(store, self.registry, WorldModelJobs(store, store_settings, bus, self.registry, resources),
-                               resources, launcher=job_launcher(resources, store_settings))
+                               resources, launcher=job_launcher(resources, store_settings),
+                               owns=lambda r: not r.lineage.posttrain)  # post-trained models: the posttrain service
 
     def model(self, model_id: str) -> WorldModelRecord:
         """A finished model (409 while its job is not)."""

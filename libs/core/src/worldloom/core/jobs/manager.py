@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -71,8 +72,11 @@ class JobHooks(Protocol[R, Q]):
 class JobManager(Generic[R, Q]):
     def __init__(self, store: ObjectStore, registry: JobRegistry[R], hooks: JobHooks[R, Q],
                  resources: TrainingResources, *, launcher: Launcher, announce_attempts: int = 4,
-                 announce_backoff_s: float = 1.0) -> None:
+                 announce_backoff_s: float = 1.0, owns: Callable[[R], bool] | None = None) -> None:
+        """``owns``: which records of the registry are this service's jobs, when services share one
+        (pretraining and post-training both write world models): the others are never resumed here."""
         self.store, self.registry, self.hooks, self.resources = store, registry, hooks, resources
+        self.owns = owns
         self.launcher = launcher
         self.announce_attempts, self.announce_backoff_s = max(1, announce_attempts), announce_backoff_s
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{registry.root}-job")
@@ -197,6 +201,8 @@ class JobManager(Generic[R, Q]):
             try:
                 record = self.registry.raw(job_id)
             except Refusal:
+                continue
+            if self.owns is not None and not self.owns(record):
                 continue
             if record.state == "succeeded" and not record.announced:
                 self._announce(record)

@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,10 +59,12 @@ class LocalStore(ObjectStore):
             raise ObjectNotFound(key) from None
 
     def stat(self, key: str) -> ObjectInfo:
-        path = self._path(key)
-        if not path.is_file():
+        try:
+            st = self._path(key).stat()
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+        if not stat.S_ISREG(st.st_mode):
             raise ObjectNotFound(key)
-        st = path.stat()
         return ObjectInfo(key, st.st_size, None, datetime.fromtimestamp(st.st_mtime, timezone.utc))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
@@ -74,7 +77,11 @@ class LocalStore(ObjectStore):
                 if key.startswith(prefix):
                     keys.append(key)
         for key in sorted(keys):
-            yield self.stat(key)
+            try:
+                info = self.stat(key)
+            except ObjectNotFound:  # deleted since the walk (e.g. a released claim): skipped, as S3 would
+                continue
+            yield info
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

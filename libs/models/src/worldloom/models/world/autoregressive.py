@@ -34,6 +34,13 @@ Vocabulary, two heads:
   lookup-free / FSQ tokens are usually modelled with, at the cost of ignoring correlations between the
   digits of one token.
 
+Copy bias (``copy_prev=True``, what ``config_for_data`` builds): the logits of token ``x_{t,s}`` get a learned
+gain (one per FSQ digit, or one for a joint head) added on the id the same position held in frame ``t - 1``.
+Most of a small scene does not change between frames; without the bias a small model first learns the
+codebook's marginal (a blank background) and only much later that "same as before" is the best guess, so
+it predicts nothing moving and loses even the still parts. With it, "nothing moves" is the starting point
+and the transformer spends its capacity on what changes.
+
 Sampling (:meth:`ARWorldModel.generate`) feeds one token at a time through a :class:`~.common.KVCache`,
 or, with ``use_kv_cache=False``, recomputes the whole prefix for each token (the reference the cache is
 tested against). Randomness comes only from the given ``torch.Generator`` (Gumbel-max sampling).
@@ -69,6 +76,8 @@ from worldloom.models.world.common import (
     reward_losses,
 )
 
+#: starting copy gain (logits): with FSQ digits of 5-8 levels the previous digit starts at ~50-60%
+COPY_GAIN_INIT = 2.0
 #: largest codebook for which a factorised head's top-k forms the joint distribution (a [B, vocab] tensor)
 MAX_JOINT_TOP_K_VOCAB = 1 << 20
 
@@ -93,6 +102,8 @@ class ARConfig(DictConfig):
     #: the tokenizer's FSQ levels: factorised per-digit embedding and head (see the module docstring).
     fsq_levels: tuple[int, ...] | None = None
     reward_head: bool = False
+    #: add a learned gain on the previous frame's id at the same position (see the module docstring).
+    copy_prev: bool = False
     size: str = field(default="custom", compare=False)
 
     def __post_init__(self) -> None:
@@ -143,7 +154,7 @@ class DigitEmbedding(nn.Module):
         self.register_buffer("levels", lv, persistent=False)
         self.register_buffer("basis", torch.cumprod(torch.cat([lv.new_ones(1), lv[:-1]]), 0), persistent=False)
         self.register_buffer("offsets", torch.cumsum(lv, 0) - lv, persistent=False)
-        self.weight = nn.Parameter(torch.randn(int(lv.sum()), d_model) * 0.02)
+        self.weight = nn.Parameter(torch.randn(sum(self.sizes), d_model) * 0.02)  # no .item(): meta-safe
 
     def digits(self, ids: Tensor) -> Tensor:
         return (ids[..., None] // self.basis) % self.levels
@@ -183,6 +194,8 @@ class ARWorldModel(WorldModel):
         else:
             self.lm_head = None if cfg.tie_embeddings else nn.Linear(d, cfg.vocab_size, bias=False)
         self.reward = RewardHead(d) if cfg.reward_head else None
+        n_gain = len(cfg.fsq_levels) if cfg.fsq_levels else 1
+        self.copy_gain = nn.Parameter(torch.full((n_gain,), COPY_GAIN_INIT)) if cfg.copy_prev else None
         self._init_weights()
 
     @classmethod
@@ -262,6 +275,18 @@ class ARWorldModel(WorldModel):
         """Logits: ``[..., vocab_size]``, or ``[..., sum(fsq_levels)]`` (every digit's logits side by side)."""
         return self.lm_head(h) if self.lm_head is not None else F.linear(h, self.wte.weight)
 
+    def _copy_bias(self, logits: Tensor, prev: Tensor) -> Tensor:
+        """``logits [..., V']`` plus the copy gain on ``prev`` (ids ``[...]``, the same position one frame
+        earlier); unchanged without ``copy_prev``."""
+        if self.copy_gain is None:
+            return logits
+        if isinstance(self.wte, DigitEmbedding):
+            idx = self.wte.digits(prev) + self.wte.offsets
+            gain = self.copy_gain.to(logits.dtype).expand(*idx.shape)
+        else:
+            idx, gain = prev[..., None], self.copy_gain.to(logits.dtype).expand(*prev.shape, 1)
+        return logits.scatter_add(-1, idx, gain)
+
     def _nll(self, logits: Tensor, targets: Tensor) -> Tensor:
         """Mean negative log-likelihood of ``targets`` per token (factorised: the sum over its digits)."""
         if not isinstance(self.wte, DigitEmbedding):
@@ -299,6 +324,9 @@ class ARWorldModel(WorldModel):
         hid = self._transformer(x, self._causal_mask(x.shape[1], 0, x.device))
         frames = hid[:, hid.shape[1] - t * (n + 1):].reshape(b, t, n + 1, -1)
         logits = self._head(frames[:, :, :n])
+        if self.copy_gain is not None and t > 1:
+            flat = tokens.reshape(b, t, n)
+            logits = torch.cat([logits[:, :1], self._copy_bias(logits[:, 1:], flat[:, :-1])], dim=1)
         key = "digit_logits" if self.config.fsq_levels else "logits"
         out: dict[str, Tensor] = {key: logits.view(b, t, h, w, -1)}
         if t > context_frames:
@@ -399,7 +427,10 @@ class ARWorldModel(WorldModel):
                     hid = self._transformer(new, self._causal_mask(new.shape[1], cache.length, seq.device), cache)
                 else:  # reference path: recompute the full prefix
                     hid = self._transformer(seq[:, :filled], self._causal_mask(filled, 0, seq.device))
-                tok = self._sample(self._head(hid[:, -1]), temperature, top_k, generator)
+                logits = self._head(hid[:, -1])
+                if t > 0:
+                    logits = self._copy_bias(logits, out[:, t - 1, s])
+                tok = self._sample(logits, temperature, top_k, generator)
                 out[:, t, s] = tok
                 seq[:, filled] = self._token_emb(tok, t, s).to(seq.dtype)
                 filled += 1
@@ -413,7 +444,8 @@ class ARWorldModel(WorldModel):
                         action: ActionSpec | None, reward_head: bool, window: int, context_frames: int,
                         horizon: int, options: dict[str, Any]) -> ARConfig:
         """Vocabulary from the tokenizer's codebook (per-digit head with ``ar_head="factorized"``, the
-        default), ``tokens_per_frame`` from the shards, room for the context plus the longest horizon."""
+        default), ``tokens_per_frame`` from the shards, room for the context plus the longest horizon, the
+        copy bias (the module docstring says why)."""
         opts = dict(options)
         head = opts.pop("ar_head", None) or "factorized"
         if opts:
@@ -425,7 +457,7 @@ class ARWorldModel(WorldModel):
         _, h, w = latent_shape
         return ARConfig.for_tokenizer(tokenizer_config, size, factorized=head == "factorized",
                                       tokens_per_frame=int(h) * int(w), action=action, reward_head=reward_head,
-                                      max_frames=max(window, context_frames + horizon))
+                                      max_frames=max(window, context_frames + horizon), copy_prev=True)
 
     def check_tokenizer(self, tokenizer_config: Any) -> None:
         cfg = self.config

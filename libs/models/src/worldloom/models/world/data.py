@@ -50,6 +50,7 @@ from worldloom.core.catalog import TRAIN_RENDITION, actions_key, actions_meta_ke
 from worldloom.core.episodes import read_episode_arrays
 from worldloom.core.store.base import ObjectNotFound, ObjectStore
 from worldloom.models.tokenizer.shards import read_shard  # the reader lives with the writer
+from worldloom.models.world.common import ActionSpec
 
 Pool = Literal["mean", "last", "sum", "max"]
 
@@ -341,3 +342,18 @@ class WindowSampler:
         out = self.batch_at(self.step)
         self.step += 1
         return out
+
+
+def episode_action_spec(store: ObjectStore, video_id: str) -> ActionSpec | None:
+    """The action space an episode was recorded with (``raw/<video_id>/actions.json``: a gymnasium
+    ``Discrete(n)`` or a ``Box`` of some shape, flattened), or None when the video has no actions."""
+    try:
+        space = json.loads(store.get_bytes(actions_meta_key(video_id)))["action_space"]
+    except (ObjectNotFound, KeyError, TypeError, ValueError):
+        return None
+    if space.get("type") == "Discrete":
+        return ActionSpec.discrete(int(space["n"]))
+    dim = 1
+    for d in space.get("shape") or [1]:
+        dim *= int(d)
+    return ActionSpec.continuous(dim)

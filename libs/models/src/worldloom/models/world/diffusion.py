@@ -19,6 +19,11 @@ null embeddings) with probability ``cond_drop`` per sample; :meth:`DiffusionWorl
 ``v_uncond + s * (v_cond - v_uncond)``. Context frames are never dropped, so guidance strengthens the
 text/action signal relative to plain continuation.
 
+Residual targets (``residual=True``, what ``config_for_data`` builds): the flow runs on the change from the
+last context frame (``target - context[:, :, -1:]``) and sampling adds that frame back. Most of a small
+scene stays still from one frame to the next, so an uncertain model's average prediction is "nothing
+moves" (copy-last) instead of a grey blur of every possible frame, and capacity goes to what moves.
+
 Long horizons are rolled out in chunks: predict ``n_future`` frames from the last
 ``max_frames - n_future`` frames, append, repeat (positions are re-indexed from 0 in every window).
 """
@@ -88,6 +93,8 @@ class DiTConfig(DictConfig):
     #: frame ``f`` attends only to frames ``<= f`` (else attention over the whole window).
     frame_causal: bool = False
     reward_head: bool = False
+    #: flow on ``target - last context frame`` (see the module docstring); needs >= 1 context frame.
+    residual: bool = False
     size: str = field(default="custom", compare=False)
 
     def __post_init__(self) -> None:
@@ -272,7 +279,7 @@ class DiffusionWorldModel(WorldModel):
         text = self.check_conditioning(b, frames, actions, text, action_mask)
         if self.reward is None and (rewards is not None or terminations is not None):
             raise ValueError("rewards/terminations given but the model has no reward head (config.reward_head)")
-        x0 = target.float()
+        x0 = target.float() - self._anchor(context)
         t = self._sample_t(b, generator)
         noise = rand(tuple(x0.shape), generator, self.device, normal=True)
         tb = t.view(b, 1, 1, 1, 1)
@@ -290,6 +297,14 @@ class DiffusionWorldModel(WorldModel):
             out.update(extra)
             out["loss"] = flow + sum(extra.values(), torch.zeros((), device=flow.device))
         return out
+
+    def _anchor(self, context: Tensor) -> Tensor | float:
+        """What the flow's output is added to: the last context frame (residual models) or nothing."""
+        if not self.config.residual:
+            return 0.0
+        if context.shape[2] < 1:
+            raise ValueError("a residual diffusion model needs at least one context frame")
+        return context[:, :, -1:].float()
 
     # -------------------------------------------------------------------------------------- sampling
 
@@ -319,7 +334,8 @@ class DiffusionWorldModel(WorldModel):
     def velocity(self, context: Tensor, x_t: Tensor, t: float | Tensor, actions: Tensor | None = None,
                  text: Tensor | None = None, cfg_scale: float = 1.0, *,
                  action_mask: Tensor | None = None) -> Tensor:
-        """Predicted (guided) velocity ``[B, C, Tf, h, w]`` for noisy frames ``x_t`` at time ``t`` (eval mode)."""
+        """Predicted (guided) velocity ``[B, C, Tf, h, w]`` for noisy frames ``x_t`` at time ``t`` (eval mode);
+        for a residual model ``x_t`` and the velocity live in residual space (relative to the last context frame)."""
         cfg = self.config
         self._check_latents(context, "context", 0, cfg.max_frames - 1)
         self._check_latents(x_t, "x_t", 1, cfg.max_frames - context.shape[2])
@@ -380,7 +396,7 @@ class DiffusionWorldModel(WorldModel):
                                           cfg_scale)
                         x_next = x + (t1 - t0) * 0.5 * (v + v2)
                     x = x_next
-                video = torch.cat([video, x], dim=2)
+                video = torch.cat([video, x + self._anchor(clean)], dim=2)
         finally:
             self.train(was_training)
         return video.to(context.dtype)
@@ -413,7 +429,8 @@ class DiffusionWorldModel(WorldModel):
                         action: ActionSpec | None, reward_head: bool, window: int, context_frames: int,
                         horizon: int, options: dict[str, Any]) -> DiTConfig:
         """Channels and grid from the shards; a window of ``window`` frames predicting the last
-        ``window - context_frames`` (longer horizons roll out in chunks); 2x2 patches from 8x8 latents."""
+        ``window - context_frames`` (longer horizons roll out in chunks); 2x2 patches from 8x8 latents; residual
+        targets (the module docstring says why)."""
         if options:
             raise ValueError(f"options {sorted(options)} do not apply to diffusion models")
         if tokenizer_config.kind != cls.latent_kind or len(latent_shape) != 4:
@@ -421,7 +438,7 @@ class DiffusionWorldModel(WorldModel):
         c, _, h, w = (int(d) for d in latent_shape)
         return DiTConfig.preset(size, in_channels=c, latent_size=(h, w), patch_size=2 if min(h, w) >= 8 else 1,
                                 max_frames=window, n_future=window - context_frames, action=action,
-                                reward_head=reward_head)
+                                reward_head=reward_head, residual=True)
 
     def check_tokenizer(self, tokenizer_config: Any) -> None:
         cfg = self.config

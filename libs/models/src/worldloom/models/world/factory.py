@@ -48,6 +48,14 @@ def build_model(family: str, config: dict[str, Any]) -> WorldModel:
     return family_class(family)(model_config(family, config))
 
 
+def build_skeleton(family: str, config: dict[str, Any]) -> WorldModel:
+    """The architecture on the ``meta`` device (names and shapes, no memory, no init): what a service
+    checks a request against (LoRA targets, heads, a new action encoder) before anything is trained.
+    The device context is thread-local, so training threads of the same process are not affected."""
+    with torch.device("meta"):
+        return build_model(family, config)
+
+
 def save_world_checkpoint(path: str | os.PathLike[str], model: WorldModel, *,
                           optimizer: torch.optim.Optimizer | None = None, step: int = 0,
                           extra: dict[str, Any] | None = None) -> Path:

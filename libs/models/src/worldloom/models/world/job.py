@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from worldloom.core.catalog import TRAIN_RENDITION, WORLD_MODEL_FILE, ClipRecord, clip_meta_key, model_dir
 from worldloom.core.jobs import ProgressWriter
 from worldloom.core.store.base import ObjectStore
-from worldloom.models.checkpoint import CheckpointError, StoreCheckpoints, publish_files, read_safetensors
+from worldloom.models.checkpoint import StoreCheckpoints, publish_files
 from worldloom.models.training import ScalingSpec
 from worldloom.models.training.optim import autocast_for, set_lr
 from worldloom.models.training.worker import JobCancelled, broadcast_flag, gather_pids, launch, run_worker
@@ -86,10 +86,6 @@ class WorldModelJob:
     eval_steps: int = 10  # diffusion sampling steps
     eval_real_frames: bool = True  # also compare with the clips' real frames when their rendition exists
     threads_per_worker: int = 1
-    #: post-training: start from this model's weights (a ``.../world_model.safetensors`` key in the store);
-    #: tensors whose name and shape match are copied, the rest (e.g. a new embodiment's action encoder)
-    #: start fresh. A resumed job continues from its own checkpoint instead.
-    init_from: str | None = None
     #: condition on each clip's caption (MiniLM embedding, one prefix token / adaLN input per clip)
     text: bool = False
     #: train the reward / termination heads on the episodes' recorded rewards (the model needs reward_head)
@@ -135,24 +131,6 @@ class WorldModelJob:
         return asdict(self)
 
 
-def init_from_parent(model: WorldModel, store: ObjectStore, key: str, tmp: Path,
-                     device: torch.device) -> dict[str, int]:
-    """Copy the parent checkpoint's tensors that fit ``model`` (same name and shape); returns counts.
-
-    Why partial: post-training on another robot changes the action width, a text- or reward-conditioned
-    child adds modules; the shared transformer is what carries the learnt dynamics."""
-    local = tmp / "parent.safetensors"
-    store.download(key, str(local))
-    parent = read_safetensors(local, device=str(device))
-    own = model.state_dict()
-    fits = {k: v for k, v in parent.items() if k in own and own[k].shape == v.shape}
-    if not fits:
-        raise CheckpointError(f"{key}: no tensor of the parent model fits this model (different family or size?)")
-    model.load_state_dict(fits, strict=False)
-    return {"tensors_copied": len(fits), "parent_tensors_skipped": len(parent) - len(fits),
-            "tensors_new": len(own) - len(fits)}
-
-
 @torch.no_grad()
 def validation_loss(model: WorldModel, sequences: list[LatentSequence], job: WorldModelJob,
                     batches: int = 4) -> dict[str, float]:
@@ -188,7 +166,8 @@ def train_loop(config: dict[str, Any]) -> None:
                lambda env: _train(job, env.info, env.store, env.ckpts, env.writer))
 
 
-def _load_tokenizer(store: ObjectStore, tokenizer_id: str, device: torch.device) -> Any:
+def load_job_tokenizer(store: ObjectStore, tokenizer_id: str, device: torch.device) -> Any:
+    """The job's tokenizer for evaluation (ValueError when it is missing)."""
     from worldloom.models.tokenizer.job import CheckpointMissing, load_tokenizer
 
     try:
@@ -225,7 +204,7 @@ def _train(job: WorldModelJob, info: Any, store: ObjectStore, ckpts: StoreCheckp
     device = torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
     tokenizer = None
     if info.rank == 0 and job.eval_horizons:  # fail before training, not after it
-        tokenizer = _load_tokenizer(store, job.tokenizer_id, device)
+        tokenizer = load_job_tokenizer(store, job.tokenizer_id, device)
     sequences = load_sequences(store, job.train_keys, actions=job.action_pooling, min_frames=job.window,
                                text=job.text, rewards=job.rewards)
     if not sequences:
@@ -239,10 +218,6 @@ def _train(job: WorldModelJob, info: Any, store: ObjectStore, ckpts: StoreCheckp
             _, state = load_world_checkpoint(Path(tmp) / MODEL_FILE, model=model, optimizer=optimizer,
                                              device=str(device))
             start = state.step
-        if start == 0 and job.init_from:
-            copied = init_from_parent(model, store, job.init_from, Path(tmp), device)
-            if writer is not None:
-                writer.note("init_from", {"model": job.init_from, **copied})
     trained: nn.Module = model
     if info.world_size > 1:
         import ray.train.torch
@@ -287,7 +262,7 @@ def _train(job: WorldModelJob, info: Any, store: ObjectStore, ckpts: StoreCheckp
             ckpts.save(done, partial(_write_checkpoint, model, optimizer, done, job.seed))
     if info.rank != 0 or writer is None:
         return
-    metrics = _final_metrics(job, store, model, tokenizer, sequences)
+    metrics = evaluate_job(job, store, model, tokenizer, sequences)
     with tempfile.TemporaryDirectory(prefix="wl-final-") as tmp:
         path = save_world_checkpoint(Path(tmp) / MODEL_FILE, model, step=job.steps,
                                      extra={"metrics": metrics, "tokenizer_id": job.tokenizer_id,
@@ -300,8 +275,12 @@ def _write_checkpoint(model: WorldModel, optimizer: torch.optim.Optimizer, step:
     save_world_checkpoint(folder / MODEL_FILE, model, optimizer=optimizer, step=step, extra={"seed": seed})
 
 
-def _final_metrics(job: WorldModelJob, store: ObjectStore, model: WorldModel, tokenizer: Any,
-                   train_sequences: list[LatentSequence]) -> dict[str, float]:
+def evaluate_job(job: WorldModelJob, store: ObjectStore, model: WorldModel, tokenizer: Any,
+                 train_sequences: list[LatentSequence]) -> dict[str, float]:
+    """A trained model's figures on the job's held-out clips (``val_*``; ``train_*`` without any):
+    teacher-forced losses and, with a tokenizer, PSNR/SSIM per horizon vs the decoded and the real
+    frames next to the copy-last baseline. The post-training service scores base, post-trained and
+    scratch models with it, so every record's figures mean the same."""
     tag = "val_" if job.val_keys else "train_"
     sequences = (load_sequences(store, job.val_keys, actions=job.action_pooling, text=job.text,
                                 rewards=job.rewards)

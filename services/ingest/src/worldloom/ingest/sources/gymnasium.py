@@ -102,7 +102,7 @@ def check_request(env_id: str, episodes: int, policy: str, seed: int, max_steps:
     if seed < 0 or seed + episodes - 1 > MAX_SEED:
         raise IngestError(422, "invalid_seed", f"seed + episodes - 1 must be within 0..{MAX_SEED}, got seed {seed}")
     resolve_env(env_id)
-    parse_policy(policy)
+    parse_policy(policy, env_id)
     check_env_kwargs(env_kwargs or {}, limits.max_env_kwargs_bytes)
     for key, value in _sizes(env_kwargs or {}):  # refuse an oversized render before the env allocates it
         if value > max(limits.max_width, limits.max_height):
@@ -198,7 +198,7 @@ def _record(
     video_path, arrays_path, description_path = paths
     act_dtype = action_dtype(env.action_space)
     obs_dtype = stored_observation_dtype(env.observation_space, limits.max_observation_bytes)
-    act = act or make_policy(policy, env.action_space, seed)
+    act = act or make_policy(policy, env.action_space, seed, env_id)
     fps = _render_fps(env, env_id)
     try:
         obs, _ = env.reset(seed=seed)
