@@ -307,3 +307,29 @@ def test_settings_refuse_a_launcher_rlsim_would_ignore(tmp_path: Path) -> None:
     for training in ({"launcher": "rayjob"}, {"ray_address": "ray://head:10001"}):
         with pytest.raises(ValidationError, match="own process"):
             RlsimSettings(store=StoreSettings(root=tmp_path), training=training)
+
+
+def test_continuous_actions_pendulum_with_a_diffusion_model(env) -> None:
+    client, store, _ = env
+    wm = {**TINY_WM, "family": "diffusion", "sampling_steps": 2}
+    req = {
+        **REQ,
+        "env_id": "Pendulum-v1",
+        "steps": 80,
+        "warmup_steps": 40,
+        "steps_per_iteration": 40,
+        "max_episode_steps": 40,
+        "world_model": wm,
+    }
+    r = client.post("/v1/experiments", json=req)
+    assert r.status_code == 202, r.text
+    rec = _wait(client, r.json()["experiment_id"])
+    assert rec["state"] == "succeeded", rec
+    pol = client.get("/v1/policies").json()[0]
+    assert pol["action_kind"] == "continuous" and pol["agent_config"]["action_low"] == -2.0
+    assert pol["world_model"]["family"] == "diffusion"
+    arrays = read_episode_arrays(store, pol["lineage"]["video_ids"][-1])
+    assert arrays is not None and arrays["actions"].shape[1:] == (1,) and arrays["actions"].dtype == np.float32
+    assert np.abs(arrays["actions"]).max() <= 2.0
+    ev = client.post(f"/v1/policies/{pol['policy_id']}/evaluate", json={"episodes": 1, "video": False}).json()
+    assert len(ev["returns"]) == 1 and ev["returns"][0] < 0 and ev["video_key"] is None
