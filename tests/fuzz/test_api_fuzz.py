@@ -113,6 +113,16 @@ def posttrain_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     index.close()
 
 
+@pytest.fixture(scope="module")
+def rlsim_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from worldloom.rlsim.app import build_app
+    from worldloom.rlsim.settings import RlsimSettings
+
+    c = _common(tmp_path_factory.mktemp("rlsim"))
+    yield _schema(build_app(RlsimSettings(http=c["http"], store=c["store_settings"], rl={"max_real_steps": 2}),
+                            store=c["store"], bus=c["bus"]))
+
+
 def _check(case: Any) -> None:
     response = case.call(headers=AUTH)
     where = f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:300]}"
@@ -144,6 +154,6 @@ def _fuzz(schema: Any) -> None:
     assert not failures, "\n".join(failures)
 
 
-@pytest.mark.parametrize("service", ["ingest", "curate", "search", "tokenize", "train", "posttrain"])
+@pytest.mark.parametrize("service", ["ingest", "curate", "search", "tokenize", "train", "posttrain", "rlsim"])
 def test_no_5xx_and_one_error_shape(service: str, request: pytest.FixtureRequest) -> None:
     _fuzz(request.getfixturevalue(f"{service}_api"))

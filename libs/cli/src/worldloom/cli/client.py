@@ -169,6 +169,35 @@ class WorldloomClient:
     def cancel_world_job(self, model_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/v1/jobs/{_quote(model_id)}")
 
+    # ---- rlsim service
+
+    def start_experiment(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Starts an RL experiment (an ExperimentRequest); the answer is the queued ExperimentRecord."""
+        return self._call("POST", "/v1/experiments", json=body)
+
+    def experiment(self, experiment_id: str) -> dict[str, Any]:
+        """State, percent, real steps used, learning curves and metrics of one experiment."""
+        return self._call("GET", f"/v1/experiments/{_quote(experiment_id)}")
+
+    def cancel_experiment(self, experiment_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/experiments/{_quote(experiment_id)}")
+
+    def policies(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/policies")
+
+    def policy(self, policy_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/policies/{_quote(policy_id)}")
+
+    def evaluate_policy(self, policy_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Real episodes on unseen seeds: returns, lengths and the video's key and URL path."""
+        return self._call("POST", f"/v1/policies/{_quote(policy_id)}/evaluate", json=body)
+
+    def download(self, route: str) -> bytes:
+        """The raw bytes at ``route`` (e.g. an evaluation's video)."""
+        resp = self.http.get(route)
+        _raise_for(resp)
+        return resp.content
+
     def import_tokenizer(self, path: Path, name: str | None = None) -> dict[str, Any]:
         return self._post_file("/v1/tokenizers:import", path, {"name": name} if name else None)
 

@@ -29,6 +29,7 @@ TokenizeApiOpt = Annotated[Optional[str], _api("tokenize")]
 TrainApiOpt = Annotated[Optional[str], _api("train")]
 GenerateApiOpt = Annotated[Optional[str], _api("generate")]
 PosttrainApiOpt = Annotated[Optional[str], _api("posttrain")]
+RlsimApiOpt = Annotated[Optional[str], _api("rlsim")]
 TokenOpt = Annotated[Optional[str], typer.Option(
     "--token", help=f"bearer token (default: ${PREFIX}<SERVICE>_TOKEN, else ${PREFIX}TOKEN)")]
 

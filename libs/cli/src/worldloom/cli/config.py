@@ -5,7 +5,8 @@
     WORLDLOOM_CLI_TOKENIZE_URL=...                      generate (predict, model eval)
     WORLDLOOM_CLI_TRAIN_URL=...
     WORLDLOOM_CLI_GENERATE_URL=...                      posttrain (posttrain)
-    WORLDLOOM_CLI_POSTTRAIN_URL=...
+    WORLDLOOM_CLI_POSTTRAIN_URL=...                     rlsim (rl run|show|cancel|policies|eval)
+    WORLDLOOM_CLI_RLSIM_URL=...
     WORLDLOOM_CLI_GATEWAY_URL=https://worldloom.example  one ingress: <gateway>/<service> for every service
     WORLDLOOM_CLI_TOKEN=...                             bearer token; WORLDLOOM_CLI_<SERVICE>_TOKEN for one service
 
@@ -29,7 +30,7 @@ from typing import Literal, get_args
 from pydantic import SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Service = Literal["ingest", "search", "tokenize", "train", "generate", "posttrain"]
+Service = Literal["ingest", "search", "tokenize", "train", "generate", "posttrain", "rlsim"]
 SERVICES: tuple[Service, ...] = get_args(Service)
 PREFIX = "WORLDLOOM_CLI_"
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -39,11 +40,13 @@ DEPRECATED_URLS: dict[Service, tuple[str, ...]] = {
     "train": ("WORLDLOOM_TRAIN_URL", "WORLDLOOM_API_URL"),
     "generate": ("WORLDLOOM_GENERATE_URL", "WORLDLOOM_API_URL"),
     "posttrain": (),  # newer than the per-service variables: no old names
+    "rlsim": (),
 }
 DEPRECATED_TOKENS: dict[Service, tuple[str, ...]] = {
     "train": ("WORLDLOOM_TRAIN_TOKEN", "WORLDLOOM_API_TOKEN"),
     "generate": ("WORLDLOOM_GENERATE_TOKEN", "WORLDLOOM_API_TOKEN"),
     "posttrain": (),
+    "rlsim": (),
 }
 _LEGACY_URL, _LEGACY_TOKEN = ("WORLDLOOM_API_URL",), ("WORLDLOOM_API_TOKEN",)
 
@@ -64,6 +67,7 @@ class CliSettings(BaseSettings):
     train_url: str | None = None
     generate_url: str | None = None
     posttrain_url: str | None = None
+    rlsim_url: str | None = None
     token: SecretStr | None = None
     ingest_token: SecretStr | None = None
     search_token: SecretStr | None = None
@@ -71,6 +75,7 @@ class CliSettings(BaseSettings):
     train_token: SecretStr | None = None
     generate_token: SecretStr | None = None
     posttrain_token: SecretStr | None = None
+    rlsim_token: SecretStr | None = None
 
     @field_validator("*", mode="before")
     @classmethod
@@ -78,7 +83,7 @@ class CliSettings(BaseSettings):
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("gateway_url", "ingest_url", "search_url", "tokenize_url", "train_url", "generate_url",
-                     "posttrain_url")
+                     "posttrain_url", "rlsim_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         return None if value is None else http_url(value)

@@ -20,6 +20,7 @@ from worldloom.cli.common import IngestApiOpt, SearchApiOpt, TokenOpt, connected
 from worldloom.cli.episodes_cmd import load_episodes
 from worldloom.cli.ingest_cmd import UploadOutcome, outcome_table, upload_all
 from worldloom.cli.posttrain_cmd import posttrain
+from worldloom.cli.rl_cmd import rl_app
 from worldloom.cli.tokenizer_cmd import tokenizer_app
 from worldloom.cli.world_cmd import predict
 from worldloom.cli.world_train_cmd import model_app  # `model eval` plus train | show | cancel
@@ -27,6 +28,7 @@ from worldloom.cli.world_train_cmd import model_app  # `model eval` plus train |
 app = typer.Typer(help="Worldloom: build world foundation models from video.", no_args_is_help=True)
 app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(model_app, name="model")
+app.add_typer(rl_app, name="rl")
 app.command("predict")(predict)
 app.command("posttrain")(posttrain)
 

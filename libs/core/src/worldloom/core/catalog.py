@@ -415,6 +415,45 @@ def backfill_done_key(tokenizer_id: str) -> str:
     return f"{tokenizer_prefix(tokenizer_id)}/backfill.json"
 
 
+
+# RL in imagination (services/rlsim): an experiment is a job (record, plan, progress, checkpoints per
+# iteration); its policy lands in the policy registry with lineage.
+#   experiments/<id>/record.json   ExperimentRecord; checkpoints/ hold one folder per finished iteration
+#   experiments/<id>/model/        the updated world model (+ the tokenizer when the experiment trained one)
+#   policies/<id>/record.json      PolicyRecord (lineage: world model, episodes, experiment)
+#   policies/<id>/model/           policy.safetensors (+ .json sidecar)
+#   policies/<id>/evaluations/<evaluation>/  returns.json and episode videos of POST .../evaluate
+
+EXPERIMENTS_ROOT = "experiments"
+POLICIES_ROOT = "policies"
+EXPERIMENT_RECORD = "record.json"
+POLICY_RECORD = "record.json"
+POLICY_FILE = "policy.safetensors"
+
+
+def experiment_prefix(experiment_id: str) -> str:
+    return job_prefix(EXPERIMENTS_ROOT, experiment_id)
+
+
+def experiment_world_model_key(experiment_id: str) -> str:
+    return f"{model_dir(experiment_prefix(experiment_id))}/{WORLD_MODEL_FILE}"
+
+
+def experiment_tokenizer_key(experiment_id: str) -> str:
+    return f"{model_dir(experiment_prefix(experiment_id))}/{TOKENIZER_FILE}"
+
+
+def policy_prefix(policy_id: str) -> str:
+    return job_prefix(POLICIES_ROOT, policy_id)
+
+
+def policy_key(policy_id: str) -> str:
+    return f"{model_dir(policy_prefix(policy_id))}/{POLICY_FILE}"
+
+
+def policy_evaluation_prefix(policy_id: str, evaluation_id: str) -> str:
+    return f"{policy_prefix(policy_id)}/evaluations/{evaluation_id}"
+
 # --------------------------------------------------------------------------------------------- layout
 
 

@@ -21,6 +21,7 @@ ClipCurated = pb.ClipCurated
 DatasetCreated = pb.DatasetCreated
 ClipTokenized = pb.ClipTokenized
 ModelTrained = pb.ModelTrained
+PolicyTrained = pb.PolicyTrained
 
 # Topic names live here so producers and consumers cannot drift apart.
 TOPIC_VIDEOS_INGESTED = "videos.ingested"
@@ -28,6 +29,7 @@ TOPIC_CLIPS_CURATED = "clips.curated"
 TOPIC_DATASETS_CREATED = "datasets.created"
 TOPIC_CLIPS_TOKENIZED = "clips.tokenized"
 TOPIC_MODELS_TRAINED = "models.trained"
+TOPIC_POLICIES_TRAINED = "policies.trained"
 
 
 def dlq_topic(topic: str) -> str:

@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Envelope(_message.Message):
-    __slots__ = ("event_id", "schema_version", "type", "producer", "time", "lineage", "video_ingested", "clip_curated", "dataset_created", "clip_tokenized", "model_trained")
+    __slots__ = ("event_id", "schema_version", "type", "producer", "time", "lineage", "video_ingested", "clip_curated", "dataset_created", "clip_tokenized", "model_trained", "policy_trained")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class Envelope(_message.Message):
     DATASET_CREATED_FIELD_NUMBER: _ClassVar[int]
     CLIP_TOKENIZED_FIELD_NUMBER: _ClassVar[int]
     MODEL_TRAINED_FIELD_NUMBER: _ClassVar[int]
+    POLICY_TRAINED_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     schema_version: int
     type: str
@@ -33,7 +34,8 @@ class Envelope(_message.Message):
     dataset_created: DatasetCreated
     clip_tokenized: ClipTokenized
     model_trained: ModelTrained
-    def __init__(self, event_id: _Optional[str] = ..., schema_version: _Optional[int] = ..., type: _Optional[str] = ..., producer: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Iterable[str]] = ..., video_ingested: _Optional[_Union[VideoIngested, _Mapping]] = ..., clip_curated: _Optional[_Union[ClipCurated, _Mapping]] = ..., dataset_created: _Optional[_Union[DatasetCreated, _Mapping]] = ..., clip_tokenized: _Optional[_Union[ClipTokenized, _Mapping]] = ..., model_trained: _Optional[_Union[ModelTrained, _Mapping]] = ...) -> None: ...
+    policy_trained: PolicyTrained
+    def __init__(self, event_id: _Optional[str] = ..., schema_version: _Optional[int] = ..., type: _Optional[str] = ..., producer: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Iterable[str]] = ..., video_ingested: _Optional[_Union[VideoIngested, _Mapping]] = ..., clip_curated: _Optional[_Union[ClipCurated, _Mapping]] = ..., dataset_created: _Optional[_Union[DatasetCreated, _Mapping]] = ..., clip_tokenized: _Optional[_Union[ClipTokenized, _Mapping]] = ..., model_trained: _Optional[_Union[ModelTrained, _Mapping]] = ..., policy_trained: _Optional[_Union[PolicyTrained, _Mapping]] = ...) -> None: ...
 
 class VideoInfo(_message.Message):
     __slots__ = ("container", "codec", "width", "height", "fps", "duration_s", "frame_count", "rotation", "has_audio", "pix_fmt", "start_time_s")
@@ -193,6 +195,41 @@ class ModelTrained(_message.Message):
     metrics: _containers.ScalarMap[str, float]
     steps: int
     def __init__(self, model_id: _Optional[str] = ..., name: _Optional[str] = ..., family: _Optional[str] = ..., size: _Optional[str] = ..., tokenizer_id: _Optional[str] = ..., model_uri: _Optional[str] = ..., datasets: _Optional[_Iterable[str]] = ..., parent_model: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., steps: _Optional[int] = ...) -> None: ...
+
+class PolicyTrained(_message.Message):
+    __slots__ = ("policy_id", "experiment_id", "env_id", "policy_uri", "world_model_uri", "tokenizer_uri", "base_world_model", "video_ids", "real_steps", "resolution", "action_kind", "metrics")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    POLICY_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ENV_ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_URI_FIELD_NUMBER: _ClassVar[int]
+    WORLD_MODEL_URI_FIELD_NUMBER: _ClassVar[int]
+    TOKENIZER_URI_FIELD_NUMBER: _ClassVar[int]
+    BASE_WORLD_MODEL_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_IDS_FIELD_NUMBER: _ClassVar[int]
+    REAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    ACTION_KIND_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    policy_id: str
+    experiment_id: str
+    env_id: str
+    policy_uri: str
+    world_model_uri: str
+    tokenizer_uri: str
+    base_world_model: str
+    video_ids: _containers.RepeatedScalarFieldContainer[str]
+    real_steps: int
+    resolution: int
+    action_kind: str
+    metrics: _containers.ScalarMap[str, float]
+    def __init__(self, policy_id: _Optional[str] = ..., experiment_id: _Optional[str] = ..., env_id: _Optional[str] = ..., policy_uri: _Optional[str] = ..., world_model_uri: _Optional[str] = ..., tokenizer_uri: _Optional[str] = ..., base_world_model: _Optional[str] = ..., video_ids: _Optional[_Iterable[str]] = ..., real_steps: _Optional[int] = ..., resolution: _Optional[int] = ..., action_kind: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class DeadLetter(_message.Message):
     __slots__ = ("topic", "partition", "offset", "key", "value", "error", "error_type", "attempts", "consumer_group", "failed_at")

@@ -32,7 +32,7 @@ from worldloom.ingest.service import IngestError
 from worldloom.ingest.settings import GymnasiumLimits
 from worldloom.ingest.sources.arrays import action_dtype, describe_space, space_shape, stored_observation_dtype
 from worldloom.ingest.sources.envs import check_env_kwargs, make_env, resolve_env
-from worldloom.ingest.sources.policies import make_policy, parse_policy
+from worldloom.ingest.sources.policies import Policy, make_policy, parse_policy
 from worldloom.video.mp4_writer import Mp4Writer
 
 FORMAT = "worldloom.gymnasium/1"
@@ -163,17 +163,25 @@ def record_episode(
     limits: GymnasiumLimits | None = None,
     on_step: StepCallback | None = None,
     episode_limits: EpisodeLimits | None = None,
+    wrap: Callable[[gymnasium.Env], gymnasium.Env] | None = None,
+    act: Policy | None = None,
 ) -> EpisodeRecording:
     """One episode in a fresh env, reset with `seed` (already the per-episode seed); its arrays are checked
-    against `episode_limits` (the ingest service's) like an upload's."""
+    against `episode_limits` (the ingest service's) like an upload's.
+
+    `wrap` wraps the fresh env (e.g. pixels-only observations: what the recorder renders is then the
+    wrapper's frame) and `act` replaces the named `policy`'s actions (an agent being trained, services/rlsim);
+    `policy` is then only the provenance string stored with the episode."""
     limits = limits or GymnasiumLimits()
     env_kwargs = dict(env_kwargs or {})
     stem = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', env_id)}_ep{episode:04d}_seed{seed}"
     paths = (out_dir / f"{stem}.mp4", out_dir / f"{stem}.actions.safetensors", out_dir / f"{stem}.actions.json")
     env = make_env(env_id, env_kwargs)
+    if wrap is not None:
+        env = wrap(env)
     try:
         return _record(env, env_id, episode, seed, policy, max_steps, env_kwargs, limits, paths, on_step,
-                       episode_limits or EpisodeLimits())
+                       episode_limits or EpisodeLimits(), act)
     except BaseException:
         for p in paths:
             p.unlink(missing_ok=True)
@@ -185,12 +193,12 @@ def record_episode(
 def _record(
     env: gymnasium.Env, env_id: str, episode: int, seed: int, policy: str, max_steps: int,
     env_kwargs: dict[str, Any], limits: GymnasiumLimits, paths: tuple[Path, Path, Path],
-    on_step: StepCallback | None, episode_limits: EpisodeLimits,
+    on_step: StepCallback | None, episode_limits: EpisodeLimits, act: Policy | None = None,
 ) -> EpisodeRecording:
     video_path, arrays_path, description_path = paths
     act_dtype = action_dtype(env.action_space)
     obs_dtype = stored_observation_dtype(env.observation_space, limits.max_observation_bytes)
-    act = make_policy(policy, env.action_space, seed, env_id)
+    act = act or make_policy(policy, env.action_space, seed, env_id)
     fps = _render_fps(env, env_id)
     try:
         obs, _ = env.reset(seed=seed)

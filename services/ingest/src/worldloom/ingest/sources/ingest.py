@@ -19,9 +19,11 @@ __all__ = ["INGEST_SOURCE", "actions_key", "ingest_recording"]
 INGEST_SOURCE = "gymnasium"
 
 
-def ingest_recording(service: IngestService, rec: EpisodeRecording) -> IngestResult:
-    """Validates, stores and announces one episode like an upload (idempotent by content)."""
+def ingest_recording(service: IngestService, rec: EpisodeRecording,
+                     attributes: dict[str, str] | None = None) -> IngestResult:
+    """Validates, stores and announces one episode like an upload (idempotent by content); `attributes` are
+    added to the recording's own (e.g. the RL experiment that collected it)."""
     with open(rec.video_path, "rb") as f:
         digest = sha256_file(f)
-    return service.ingest_file(rec.video_path, rec.video_path.name, INGEST_SOURCE, rec.attributes(), digest,
-                               episode=rec.arrays)
+    return service.ingest_file(rec.video_path, rec.video_path.name, INGEST_SOURCE,
+                               {**rec.attributes(), **(attributes or {})}, digest, episode=rec.arrays)
