@@ -201,3 +201,20 @@ def test_posttrain_summary_shows_before_after_and_copy_last_against_the_real_fra
     console = Console(record=True, width=240, color_system=None)
     posttrain_summary({"error": "no Acrobot-v1 episode passed curation"}, tmp_path, console)
     assert "no Acrobot-v1 episode passed curation" in console.export_text()
+
+
+def test_rl_summary_and_learning_curve_show_what_the_experiment_measured(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from worldloom.demo.rl_stage import learning_curve, rl_summary
+
+    curves = {"real_return": [[500, 9.5], [1000, 31.0]], "imagined_return": [[500, 4.0], [1000, 12.5]]}
+    assert learning_curve(curves, tmp_path / "c.png") and (tmp_path / "c.png").stat().st_size > 1000
+    assert not learning_curve({}, tmp_path / "none.png") and not (tmp_path / "none.png").exists()
+    section = {"experiment_id": "rl-x", "state": "succeeded", "seconds": 45.0, "curves": curves,
+               "lineage": {"policy_id": "pol-x"}, "evaluation": {"returns": [20.0, 30.0]}, "files": {"gif": "g.gif"}}
+    console = Console(record=True, width=200, color_system=None)
+    rl_summary(section, tmp_path, console)
+    text = " ".join(console.export_text().replace("│", " ").split())
+    assert "rl-x on CartPole-v1" in text and "500 9.5 4.0" in text and "1000 31.0 12.5" in text
+    assert "pol-x: 2 real episodes on unseen seeds, mean return 25.0" in text and "g.gif" in text

@@ -36,6 +36,7 @@ from worldloom.core.store.local import LocalStore
 from worldloom.core.vectors import VectorIndex
 from worldloom.demo.clips import accepted_clips, wait_for_curation
 from worldloom.demo.posttrain_stage import posttrain_stage, posttrain_summary
+from worldloom.demo.rl_stage import rl_stage, rl_summary
 from worldloom.demo.tokenizer_stage import DEFAULT_TOKENIZER_STEPS, tokenizer_stage, tokenizer_summary
 from worldloom.demo.world_stage import world_stage, world_summary
 
@@ -149,6 +150,10 @@ def run_demo(data: Path, out: Path, console: Console, tokenizer_steps: int | Non
                                                               len(accepted_clips(store, config_hash)), diffusion,
                                                               out, console)
 
+        if world_models:
+            console.rule("[bold]7. RL in the world model's imagination (a short closed loop)")
+            report["rl"] = rl_stage(stack, store, bus, store_settings, http, token, out, console)
+
     report.update({
         "store": str(store.root),
         "uploaded": [{"path": str(o.path), "video_id": o.video_id, "result": o.status, "detail": o.detail}
@@ -161,6 +166,8 @@ def run_demo(data: Path, out: Path, console: Console, tokenizer_steps: int | Non
         world_summary(report["world_models"], out, console)
     if "posttrain" in report:
         posttrain_summary(report["posttrain"], out, console)
+    if "rl" in report:
+        rl_summary(report["rl"], out, console)
     console.print(f"[green]done; report: {out / 'demo_report.json'}")
     return report
 
