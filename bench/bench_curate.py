@@ -22,8 +22,8 @@ from worldloom.core.vectors import VectorIndex
 from worldloom.curate.config import CurationConfig
 from worldloom.curate.service import CurateService
 from worldloom.curate.settings import CurateSettings
-from worldloom.ingest.service import IngestService
 from worldloom.models.text_embedder import shared_text_embedder
+from worldloom.video.ingest import IngestService
 from worldloom.video.limits import VideoLimits
 from worldloom.video.probe import probe
 

@@ -201,8 +201,8 @@ def run_worldloom(
 
 def pixel_env(env_id: str, resolution: int) -> Any:
     """The same pixels-only observation the worldloom agent gets (``PixelObservation``)."""
-    from worldloom.ingest.sources.envs import make_env
     from worldloom.models.rl.real import PixelObservation
+    from worldloom.sim.envs import make_env
 
     return PixelObservation(make_env(env_id), resolution)
 

@@ -22,7 +22,7 @@ def ingest(a: dict[str, Any]) -> dict[str, Any]:
     from worldloom.core.bus.kafka import KafkaBus
     from worldloom.core.settings import BusSettings, StoreSettings
     from worldloom.core.store.factory import make_store
-    from worldloom.ingest.service import IngestService
+    from worldloom.video.ingest import IngestService
     from worldloom.video.limits import VideoLimits
 
     bus = KafkaBus(BusSettings(**a["bus"]))

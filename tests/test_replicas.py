@@ -89,7 +89,7 @@ def test_two_replicas_curating_the_same_video_curate_it_once(s3_settings, kafka_
     from worldloom.core.bus.inprocess import InProcessBus
     from worldloom.core.catalog import curated_marker_key
     from worldloom.core.store.factory import make_store
-    from worldloom.ingest.service import IngestService
+    from worldloom.video.ingest import IngestService
     from worldloom.video.limits import VideoLimits
 
     s3 = make_store(s3_settings)

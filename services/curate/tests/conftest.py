@@ -23,7 +23,7 @@ class Env:
     index: VectorIndex
 
     def ingest(self, path: Path, attributes: dict[str, str] | None = None) -> str:
-        from worldloom.ingest.service import IngestService
+        from worldloom.video.ingest import IngestService
         from worldloom.video.limits import VideoLimits
 
         svc = IngestService(self.store, self.bus, VideoLimits())

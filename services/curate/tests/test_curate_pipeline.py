@@ -127,7 +127,7 @@ def test_broken_mid_stream_keeps_the_good_part(env, tmp_path):
     good = synthetic.write_video(tmp_path / "long.mp4", width=160, height=120, frames=240, fps=24, faststart=True)
     broken = synthetic.write_truncated(good, tmp_path / "broken.mp4", 0.6)
     # ingest refuses truncated files, so ingest the good one and let it rot in the store afterwards
-    from worldloom.ingest.service import IngestService
+    from worldloom.video.ingest import IngestService
     from worldloom.video.limits import VideoLimits
 
     svc_i = IngestService(env.store, env.bus, VideoLimits())

@@ -20,9 +20,9 @@ from worldloom.core.bus.inprocess import InProcessBus
 from worldloom.core.catalog import actions_key, actions_meta_key, raw_meta_key
 from worldloom.core.settings import StoreSettings
 from worldloom.ingest.app import build_app
-from worldloom.ingest.sources import record_episodes
-from worldloom.ingest.sources.ingest import ingest_recording
 from worldloom.models.world.data import load_episode_arrays
+from worldloom.sim import record_episodes
+from worldloom.sim.ingest import ingest_recording
 from worldloom.testkit.uploads import published
 
 AUTH = {"Authorization": "Bearer test-token"}

@@ -47,7 +47,7 @@ def catalog(tmp_path_factory, shared_data) -> Catalog:
     from worldloom.curate.config import CurationConfig
     from worldloom.curate.service import CurateService
     from worldloom.curate.settings import CurateSettings
-    from worldloom.ingest.service import IngestService
+    from worldloom.video.ingest import IngestService
     from worldloom.video.limits import VideoLimits
 
     root = tmp_path_factory.mktemp("catalog")

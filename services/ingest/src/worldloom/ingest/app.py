@@ -21,8 +21,9 @@ from worldloom.core.service.uploads import ReceivedForm, receive_multipart
 from worldloom.core.store import ObjectStore, make_store
 from worldloom.ingest.schemas import GymnasiumRequest, ImportRequest, IngestResult, SourceJob, VideoPage
 from worldloom.ingest.service import IngestService
-from worldloom.ingest.settings import GymnasiumLimits, IngestSettings
+from worldloom.ingest.settings import IngestSettings
 from worldloom.ingest.sources.jobs import JobRunner
+from worldloom.sim.settings import GymnasiumLimits
 
 DESCRIPTION = """Uploads and imports videos. Each video is validated and probed (PyAV), stored under
 `raw/<sha256>/` with a JSON sidecar, and announced on the `videos.ingested` topic. The id is the

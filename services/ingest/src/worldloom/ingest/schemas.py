@@ -1,6 +1,7 @@
 """The ingest API's request and response shapes. The sidecar stored next to each raw video
 (VideoRecord) is in the core catalog, because curate reads it too; a SourceJob is also what the store
-keeps of a recording job (jobs/<job_id>.json)."""
+keeps of a recording job (jobs/<job_id>.json). IngestResult and VideoPage are the shared ingest core's
+(worldloom.video.ingest), re-exported here."""
 
 from __future__ import annotations
 
@@ -9,12 +10,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from worldloom.core.catalog import ATTRIBUTE_LIMITS, VideoRecord
+from worldloom.core.catalog import ATTRIBUTE_LIMITS
+from worldloom.video.ingest import IngestResult, VideoPage
 
-
-class IngestResult(BaseModel):
-    video: VideoRecord
-    duplicate: bool = Field(description="true when this content was already ingested (no new event)")
+__all__ = ["IngestResult", "VideoPage"]
 
 
 class ImportRequest(BaseModel):
@@ -24,11 +23,6 @@ class ImportRequest(BaseModel):
     filename: str | None = Field(None, max_length=255)
     attributes: dict[str, str] = Field(default_factory=dict, max_length=ATTRIBUTE_LIMITS.max_entries,
                                        description="checked against ATTRIBUTE_LIMITS like an upload's")
-
-
-class VideoPage(BaseModel):
-    items: list[VideoRecord]
-    next_page_token: str | None = None
 
 
 JobState = Literal["queued", "running", "succeeded", "failed"]

@@ -5,9 +5,9 @@
                      -> update the world model on every episode so far -> train the agent in imagination
                      -> evaluate it in the real env -> checkpoint -> collect more episodes with it
 
-Every collected episode is recorded and ingested by the ingest service's own code
-(:func:`worldloom.ingest.sources.gymnasium.record_episode` with a pixels-only wrapper and the agent as the
-policy, then :func:`~worldloom.ingest.sources.ingest.ingest_recording`): an MP4 of what the agent saw, the
+Every collected episode is recorded and ingested by the code the ingest service uses too
+(:func:`worldloom.sim.gymnasium.record_episode` with a pixels-only wrapper and the agent as the
+policy, then :func:`~worldloom.sim.ingest.ingest_recording` over :class:`worldloom.video.ingest.IngestService`): an MP4 of what the agent saw, the
 actions / rewards / terminated / truncated arrays and ``videos.ingested``, so curation, search and training see
 it like any other video (``source: gymnasium``, attributes ``experiment`` and ``iteration``).
 
@@ -52,11 +52,6 @@ from worldloom.core.catalog import (
 from worldloom.core.episodes import EpisodeLimits
 from worldloom.core.jobs import ProgressWriter
 from worldloom.core.store.base import ObjectStore
-from worldloom.ingest.service import IngestService
-from worldloom.ingest.settings import GymnasiumLimits
-from worldloom.ingest.sources.envs import make_env
-from worldloom.ingest.sources.gymnasium import record_episode
-from worldloom.ingest.sources.ingest import ingest_recording
 from worldloom.models.checkpoint import StoreCheckpoints, fetch_files, publish_files
 from worldloom.models.rl import Agent, AgentConfig, ImaginationConfig, ImaginationTrainer, WorldModelEnv, save_policy
 from worldloom.models.rl.real import (
@@ -74,7 +69,12 @@ from worldloom.models.world import Sampling
 from worldloom.models.world.base import WorldModel
 from worldloom.models.world.data import LatentSequence, load_episode_arrays
 from worldloom.models.world.factory import build_model, load_world_checkpoint, save_world_checkpoint
+from worldloom.sim.envs import make_env
+from worldloom.sim.gymnasium import record_episode
+from worldloom.sim.ingest import ingest_recording
+from worldloom.sim.settings import GymnasiumLimits
 from worldloom.video.decode import read_frames
+from worldloom.video.ingest import IngestService
 from worldloom.video.limits import VideoLimits
 
 log = logging.getLogger("worldloom.rlsim.loop")
@@ -108,7 +108,7 @@ class RealEpisode:
 
 @dataclass
 class Ingest:
-    """What recording and ingesting an episode needs: the ingest service's code over this store and bus."""
+    """What recording and ingesting an episode needs: the shared ingest core over this store and bus."""
 
     service: IngestService
     episode_limits: EpisodeLimits

@@ -48,7 +48,6 @@ from worldloom.core.jobs import JobManager, JobNotFound, JobRegistry, LocalLaunc
 from worldloom.core.jobs.registry import valid_job_id
 from worldloom.core.settings import TrainingResources
 from worldloom.core.store.base import ObjectNotFound, ObjectStore
-from worldloom.ingest.sources.envs import resolve_env
 from worldloom.models.checkpoint import CheckpointError
 from worldloom.models.rl import AgentConfig, load_policy
 from worldloom.models.rl.real import FramePolicy
@@ -68,6 +67,7 @@ from worldloom.rlsim.schemas import (
     PolicyRecord,
 )
 from worldloom.rlsim.settings import RlLimits
+from worldloom.sim.envs import resolve_env
 
 EVALUATIONS = Counter("worldloom_rlsim_evaluation_episodes_total", "Real episodes run by policy evaluations")
 
@@ -131,7 +131,7 @@ def check_env(env_id: str, limits: RlLimits) -> tuple[gym.Space, int, int]:
             raise ValueError(f"a Box action space needs finite bounds, got {space}")
     except ValueError as exc:
         raise RlsimError(422, "unsupported_action_space", f"{env_id}: {exc}") from None
-    resolve_env(env_id)  # recordable by ingest (its allow-list of env families): IngestError otherwise
+    resolve_env(env_id)  # recordable (worldloom.sim's allow-list of env families): IngestError otherwise
     steps = spec.max_episode_steps or limits.max_episode_steps
     return space, min(int(steps), limits.max_episode_steps), fps
 

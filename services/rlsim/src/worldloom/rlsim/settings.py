@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from worldloom.core.settings import ClaimingSettings, TrainingResources
-from worldloom.ingest.settings import EpisodeSettings, LimitSettings
+from worldloom.video.ingest import EpisodeSettings, LimitSettings
 
 DEFAULT_ENVS = ["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "Pendulum-v1", "MountainCarContinuous-v0"]
 
@@ -36,7 +36,7 @@ class RlsimSettings(ClaimingSettings):
     rl: RlLimits = RlLimits()
     training: TrainingResources = TrainingResources()
     claim_lease_s: float = Field(120.0, ge=1, description="lease of the ingest claim on an episode's video")
-    # the real episodes are ingested like any video: the ingest service's limits apply to them
+    # the real episodes are ingested like any video: the ingest core's limits apply to them
     limits: LimitSettings = LimitSettings()
     episodes: EpisodeSettings = EpisodeSettings()
 

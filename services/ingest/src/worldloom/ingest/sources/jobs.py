@@ -24,11 +24,11 @@ from worldloom.core.scratch import scratch_prefix
 from worldloom.core.store import ObjectNotFound, ObjectStore
 from worldloom.ingest.schemas import EpisodeOutcome, GymnasiumRequest, JobError, SourceJob
 from worldloom.ingest.service import IngestError, IngestService
-from worldloom.ingest.settings import GymnasiumLimits
-from worldloom.ingest.sources.envs import allowed_envs, available
-from worldloom.ingest.sources.gymnasium import check_request, record_episode
-from worldloom.ingest.sources.ingest import ingest_recording
-from worldloom.ingest.sources.policies import policy_names
+from worldloom.sim.envs import allowed_envs, available
+from worldloom.sim.gymnasium import check_request, record_episode
+from worldloom.sim.ingest import ingest_recording
+from worldloom.sim.policies import policy_names
+from worldloom.sim.settings import GymnasiumLimits
 
 log = logging.getLogger("worldloom.ingest.sources")
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from worldloom.core.catalog import actions_key
 from worldloom.core.ids import sha256_file
-from worldloom.ingest.schemas import IngestResult
-from worldloom.ingest.service import IngestService
-from worldloom.ingest.sources.gymnasium import EpisodeRecording
+from worldloom.sim.gymnasium import EpisodeRecording
+from worldloom.video.ingest import IngestResult, IngestService
 
 __all__ = ["INGEST_SOURCE", "actions_key", "ingest_recording"]
 

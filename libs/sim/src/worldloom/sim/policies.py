@@ -4,7 +4,7 @@ A policy spec is "<name>" or "<name>:<argument>". Every policy is seeded from th
 an episode is a pure function of (env, env_kwargs, seed, policy, max_steps) — the property that
 makes re-recording give the same video id. Register more (trained...) with `register_policy`; the
 spec string is stored with each episode. Factories and checks get the env id: "scripted" exists for
-some envs only (sources.scripted: MuJoCo Reacher-v5 and Pusher-v5 arms).
+some envs only (worldloom.sim.scripted: MuJoCo Reacher-v5 and Pusher-v5 arms).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any, Protocol
 import numpy as np
 from gymnasium import spaces
 
-from worldloom.ingest.service import IngestError
-from worldloom.ingest.sources.scripted import check_env, check_noise, make_scripted
+from worldloom.sim.scripted import check_env, check_noise, make_scripted
+from worldloom.video.ingest import IngestError
 
 
 class Policy(Protocol):

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from gymnasium import spaces
 
-from worldloom.ingest.service import IngestError
+from worldloom.video.ingest import IngestError
 
 if TYPE_CHECKING:
-    from worldloom.ingest.sources.policies import Policy
+    from worldloom.sim.policies import Policy
 
 # observation -> unclipped action
 Controller = Callable[[np.ndarray], np.ndarray]

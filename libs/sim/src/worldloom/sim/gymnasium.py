@@ -28,11 +28,11 @@ import numpy as np
 
 from worldloom.core.episodes import SPECS, Episode, EpisodeLimits, check_arrays
 from worldloom.core.errors import Refusal
-from worldloom.ingest.service import IngestError
-from worldloom.ingest.settings import GymnasiumLimits
-from worldloom.ingest.sources.arrays import action_dtype, describe_space, space_shape, stored_observation_dtype
-from worldloom.ingest.sources.envs import check_env_kwargs, make_env, resolve_env
-from worldloom.ingest.sources.policies import Policy, make_policy, parse_policy
+from worldloom.sim.arrays import action_dtype, describe_space, space_shape, stored_observation_dtype
+from worldloom.sim.envs import check_env_kwargs, make_env, resolve_env
+from worldloom.sim.policies import Policy, make_policy, parse_policy
+from worldloom.sim.settings import GymnasiumLimits
+from worldloom.video.ingest import IngestError
 from worldloom.video.mp4_writer import Mp4Writer
 
 FORMAT = "worldloom.gymnasium/1"
@@ -136,7 +136,7 @@ def record_episodes(
 ) -> list[EpisodeRecording]:
     """Records `episodes` episodes (episode k seeded with seed + k) into out_dir (a new temp dir if None).
 
-    The caller owns the files; hand each recording to `sources.ingest.ingest_recording` to store it.
+    The caller owns the files; hand each recording to `worldloom.sim.ingest.ingest_recording` to store it.
     Raises IngestError for a refused request or an env that fails.
     """
     limits = limits or GymnasiumLimits()

@@ -26,7 +26,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import gymnasium
 
-from worldloom.ingest.service import IngestError
+from worldloom.video.ingest import IngestError
 
 
 @dataclass(frozen=True)

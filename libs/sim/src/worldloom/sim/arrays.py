@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from worldloom.ingest.service import IngestError
+from worldloom.video.ingest import IngestError
 
 
 def space_shape(space: spaces.Space) -> tuple[int, ...]:
