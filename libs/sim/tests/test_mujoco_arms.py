@@ -86,3 +86,23 @@ def test_shadow_map_sized_to_the_frame():
     finally:
         small.close()
         large.close()
+
+
+def test_a_process_that_renders_mujoco_can_then_build_torch_optimizers() -> None:
+    """Mesa's software EGL and triton each carry an LLVM: triton loaded after Mesa segfaulted the process
+    (the first AdamW imports it). make_env loads triton first; a fresh interpreter renders a MuJoCo frame,
+    then builds an optimizer, and exits 0."""
+    import subprocess
+    import sys
+
+    script = (
+        "import torch\n"
+        "from worldloom.sim.envs import make_env\n"
+        "env = make_env('Reacher-v5', {'width': 32, 'height': 32})\n"
+        "env.reset(seed=0)\n"
+        "assert env.render().shape == (32, 32, 3)\n"
+        "torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))])\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), (done.returncode, done.stderr[-2000:])

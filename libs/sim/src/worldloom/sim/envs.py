@@ -151,9 +151,27 @@ def _walk(value: Any, key: str = "") -> list[tuple[str, str | None]]:
     return [(key, value)] if isinstance(value, str) else []
 
 
+@cache
+def load_triton_before_mesa() -> bool:
+    """Import triton (torch's GPU compiler, a dependency of the CUDA torch builds) if it is installed.
+
+    Why: on a machine without a GPU, MuJoCo's EGL is Mesa's software renderer (llvmpipe), which carries
+    its own LLVM, and so does triton's native library. A process that loads Mesa first and triton after
+    (torch imports it with its first optimizer) dies with a segmentation fault in the loader; the other
+    order works. Any process that renders MuJoCo and may train (a test run, rlsim, the demo) calls this
+    before the first MuJoCo env is made. Returns whether triton was loaded."""
+    try:
+        importlib.import_module("triton")
+    except Exception:  # absent (CPU-only torch) or broken: nothing to order
+        return False
+    return True
+
+
 def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> gymnasium.Env:
     """gym.make with rgb_array rendering; dependency and argument errors become IngestError."""
     fam = resolve_env(env_id)
+    if fam.name == "mujoco":
+        load_triton_before_mesa()
     try:
         env = gymnasium.make(env_id, render_mode="rgb_array", **(env_kwargs or {}))
     except (gymnasium.error.DependencyNotInstalled, ImportError) as exc:

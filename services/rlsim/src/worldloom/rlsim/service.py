@@ -52,7 +52,6 @@ from worldloom.models.checkpoint import CheckpointError
 from worldloom.models.rl import AgentConfig, load_policy
 from worldloom.models.rl.real import FramePolicy
 from worldloom.models.tokenizer.job import load_tokenizer
-from worldloom.models.training.driver import preload_for_job_threads
 from worldloom.models.world import ActionSpec, IncompatibleModel, family_class
 from worldloom.models.world.factory import model_config
 from worldloom.models.world.registry import WorldModelRegistry
@@ -522,8 +521,6 @@ class RlsimService:
 
         def runner(spec: WorkerSpec) -> None:
             loop.run_experiment(spec.config, store, ingest)
-
-        preload_for_job_threads()  # experiments train on the job manager's threads
 
         # an experiment request is no JobRequest (no dataset: it makes its own data) but has what the platform
         # checks: steps (the real-step budget), workers (always 1) and use_gpu

@@ -52,22 +52,12 @@ def run_here(spec: WorkerSpec, *, store: StoreSettings, address: str | None = No
            name=spec.job_id, address=address, in_process=in_process)
 
 
-def preload_for_job_threads() -> None:
-    """Import ``torch._dynamo`` now, in the caller's (main) thread. The first optimizer a process builds
-    imports it (and, through it, triton's native library); when that first import happens on a job
-    thread while other threads run, the process has died with a segmentation fault inside the
-    extension loader. Services that run jobs on threads call this once when they are built."""
-    import torch._dynamo  # noqa: F401
-
-
 def job_launcher(resources: TrainingResources, store: StoreSettings) -> Launcher:
     """The launcher the deployment asks for: ``local`` (this process drives Ray Train) or ``rayjob``."""
     if resources.launcher == "rayjob":
         from worldloom.core.jobs.rayjob import RayJobLauncher
 
         return RayJobLauncher(resources.rayjob, store, ENTRYPOINT)
-    if resources.in_process:
-        preload_for_job_threads()
     return LocalLauncher(partial(run_here, store=store, address=resources.ray_address, in_process=resources.in_process))
 
 
