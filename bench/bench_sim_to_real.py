@@ -190,6 +190,20 @@ def ratio_to_reach(
     return out
 
 
+def ratio_targets(post: Sequence[Sequence[float]], scratch: Sequence[Sequence[float]]) -> list[dict[str, Any]]:
+    """:func:`ratio_to_reach` for the post-trained curve's own values at 1/10, 1/4, 1/2 and all of its
+    steps: how the saving changes with the loss asked for (early, the base's prior; late, the data)."""
+    if not post:
+        return []
+    points = sorted((int(st), float(v)) for st, v in post)
+    last = points[-1][0]
+    out = []
+    for frac in (0.1, 0.25, 0.5, 1.0):
+        step, value = min(points, key=lambda p: abs(p[0] - frac * last))
+        out.append({"at_step": step, **ratio_to_reach(post, scratch, value)})
+    return out
+
+
 def aims(records: dict[str, dict[str, Any]], ratio: dict[str, Any]) -> list[str]:
     """The issue's aims, each with its measured margins: post-trained (full) beats scratch and copy-last at
     every horizon (PSNR and SSIM against the real frames); scratch needs >= 2x the steps."""
@@ -293,7 +307,9 @@ def _accepted(store: Any, video_ids: Sequence[str], config_hash: str) -> list[An
     return clips
 
 
-def run(data: Path, out: Path, budget: Budget, console: Console, work: Path) -> dict[str, Any]:
+def run(
+    data: Path, out: Path, budget: Budget, console: Console, work: Path, tokenizer_bridge_train: bool = False
+) -> dict[str, Any]:
     from worldloom.cli.episodes_cmd import load_episodes
     from worldloom.cli.ingest_cmd import upload_all
     from worldloom.core.bus.inprocess import InProcessBus
@@ -448,6 +464,9 @@ def run(data: Path, out: Path, budget: Budget, console: Console, work: Path) -> 
         # 3. the tokenizer on the base corpus only
         console.rule("[bold]2. tokenizer on the base corpus (arms + Sintel, no Bridge)")
         base_clips = [c.clip_id for c in clips["sim"] + clips["sintel"]]
+        if tokenizer_bridge_train:  # the tokenizer only (pixels, no actions); the world-model base sees no Bridge
+            base_clips += [c.clip_id for v in bridge["train"] for c in by_video.get(v, [])]
+        report["tokenizer_data"] = "arms + sintel" + (" + bridge train frames" if tokenizer_bridge_train else "")
         search.create_dataset(
             {
                 "name": "base-corpus",
@@ -608,6 +627,7 @@ def run(data: Path, out: Path, budget: Budget, console: Console, work: Path) -> 
         if post_curve
         else {},
     }
+    report["steps_ratio"]["at_targets"] = ratio_targets(post_curve, scratch_curve)
     report["curves"] = {m_: (r.get("curves") or {}).get("val_loss") for m_, r in records.items()}
     report["curves"]["scratch"] = scratch_curve
     # the issue's aim: the steps scratch needs to reach the post-trained model's (final) validation loss
@@ -770,7 +790,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     rec = tok.get("bridge_val_reconstruction") or []
     print(
         "\nBridge val episodes (5, never trained on), 64x64, 2 context latent frames (5 video frames), "
-        "against the REAL frames (PSNR dB / SSIM):"
+        f"tokenizer on {report.get('tokenizer_data')}, against the REAL frames (PSNR dB / SSIM):"
     )
     print(markdown(head, report["quality_vs_real"]))
     print("\nthe same against the tokenizer's decoding of the real future (the dynamics alone):")
@@ -804,6 +824,16 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         print(
             f"steps to reach the post-trained model's final val loss {fin['target']:.4f}: post-trained "
             f"{fin['posttrained_steps']}, scratch {fin['scratch_steps']}; {bound}"
+        )
+    for r in sr.get("at_targets") or []:
+        got = (
+            f"ratio {r['ratio']:.2f}"
+            if "ratio" in r
+            else (f"ratio > {r['ratio_lower_bound']:.2f}" if "ratio_lower_bound" in r else "-")
+        )
+        print(
+            f"  target = post-trained loss at step {r['at_step']} ({r['target']:.4f}): post-trained "
+            f"{r['posttrained_steps']}, scratch {r['scratch_steps']} steps; {got}"
         )
     print("\nper method (the same Bridge task, one run):")
     rows = []
@@ -887,6 +917,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny budgets: the path works, the figures mean nothing")
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("WORLDLOOM_SHARED_DATA", "../shared/data")))
     ap.add_argument("--out", type=Path, default=Path("out/bench"))
+    ap.add_argument(
+        "--tokenizer-bridge-train",
+        action="store_true",
+        help="also train the tokenizer on the Bridge train episodes' frames (never val; the base world model "
+        "still sees no Bridge): separates the tokenizer's domain gap from the dynamics' transfer",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the run's store (out/bench/sim_to_real_store)")
     ap.add_argument("--probe", type=Path, help=argparse.SUPPRESS)  # the memory probe's child
     args = ap.parse_args()
@@ -903,8 +939,10 @@ def main() -> None:
     work = args.out / "sim_to_real_store"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    name = "sim_to_real_quick" if args.quick else "sim_to_real"
-    report = run(args.data, args.out, QUICK if args.quick else FULL, console, work)
+    name = ("sim_to_real_quick" if args.quick else "sim_to_real") + (
+        "_tok_bridge" if args.tokenizer_bridge_train else ""
+    )
+    report = run(args.data, args.out, QUICK if args.quick else FULL, console, work, args.tokenizer_bridge_train)
     report["mode"] = "quick" if args.quick else "full"
     (args.out / f"{name}.json").write_text(json.dumps(report, indent=2, default=str))
     plot_curves(report, args.out / f"{name}_val_loss.png")

@@ -63,3 +63,13 @@ def test_aims_say_met_or_missed_with_the_margins():
     assert lines[-1] == "MET: scratch needs 2.50x the steps (aim >= 2x)"
     assert bench.aims({}, {"ratio_lower_bound": 1.5})[-1].startswith("UNDECIDED")
     assert bench.aims({}, {"ratio": 1.2})[-1].startswith("MISSED")
+
+
+def test_ratio_at_targets_read_off_the_post_trained_curve():
+    post = [(0, 1.0), (10, 0.5), (20, 0.4), (30, 0.3), (40, 0.3)]
+    scratch = [(0, 2.0), (10, 1.0), (20, 0.8), (30, 0.5), (40, 0.45)]
+    rows = bench.ratio_targets(post, scratch)
+    assert [r["at_step"] for r in rows] == [0, 10, 20, 40]  # nearest logged steps to 1/10, 1/4, 1/2, all of 40
+    assert rows[1]["target"] == 0.5 and rows[1]["ratio"] == 3.0  # scratch reaches 0.5 at 30, post at 10
+    assert rows[3]["target"] == 0.3 and rows[3]["posttrained_steps"] == 30 and rows[3]["ratio_lower_bound"] == 40 / 30
+    assert bench.ratio_targets([], scratch) == []
