@@ -96,6 +96,7 @@ bench: install
 	$(BIN)/python bench/bench_tokenizer_ray.py
 	$(BIN)/python bench/bench_world_model.py
 	$(BIN)/python bench/bench_imagination.py
+	$(BIN)/python bench/bench_sim_to_real.py
 
 clean:
 	rm -rf out .cache/servers .pytest_cache

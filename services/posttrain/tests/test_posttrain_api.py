@@ -281,6 +281,47 @@ def test_search_data_is_saved_as_a_dataset_with_its_query(env) -> None:
     assert _wait(client, r.json()["model_id"])["state"] == "succeeded"
 
 
+def test_a_held_out_dataset_replaces_the_hashed_split(env) -> None:
+    """``held_out``: a saved dataset (a benchmark's val episodes) is what the job evaluates on, and every
+    selected clip of its episodes leaves training; refused when it leaves nothing to train on or is missing."""
+    import json as _json
+
+    from worldloom.core.catalog import plan_key, read_clip
+
+    client, store, bus, base, seen, watcher, _ = env
+
+    def manifest(name: str, clip_ids: list[str]) -> None:
+        clips = []
+        for cid in clip_ids:
+            rec = read_clip(store, cid)
+            clips.append({"clip_id": cid, "video_id": rec.video_id,
+                          "renditions": {TRAIN_RENDITION: store.uri(rec.renditions[TRAIN_RENDITION])}})
+        store.put_record(dataset_key(name, 1), DatasetManifest(name=name, version=1, created_at=datetime.now(
+            timezone.utc), clip_ids=clip_ids, clips=clips))
+
+    manifest("robot-val", ["robot0c"])  # the hashed split would hold out robot2
+    manifest("robot-all", ["robot0c", "robot1c", "robot2c"])
+    body = {**JOB, "base_model": base, "clips": {"source": "robot"}, "mode": "action", "method": "heads",
+            "resize_actions": True, "steps": 2, "held_out": {"name": "robot-val"}}
+    r = client.post("/v1/jobs", json=body)
+    assert r.status_code == 202, r.text
+    mid, lineage = r.json()["model_id"], r.json()["lineage"]
+    assert (lineage["train_clips"], lineage["val_clips"]) == (2, 1)
+    assert lineage["posttrain"]["held_out"] == "robot-val@v1"
+    plan = _json.loads(store.get_bytes(plan_key(f"models/{mid}")))
+    assert plan["val_keys"] == [f"tokens/{TOK}/robot0c.tar"]
+    assert sorted(plan["train_keys"]) == [f"tokens/{TOK}/robot1c.tar", f"tokens/{TOK}/robot2c.tar"]
+    assert _wait(client, mid)["state"] == "succeeded"
+    # the default split (no held_out) holds out another episode by hash: the dataset really chose it
+    default = client.post("/v1/jobs", json={**body, "held_out": None, "steps": 1}).json()
+    assert default["lineage"]["posttrain"]["held_out"] is None
+    assert _json.loads(store.get_bytes(plan_key(f"models/{default['model_id']}")))["val_keys"] == [
+        f"tokens/{TOK}/robot2c.tar"]
+    assert _wait(client, default["model_id"])["state"] == "succeeded"
+    _err(client.post("/v1/jobs", json={**body, "held_out": {"name": "robot-all"}}), 422, "no_clips")
+    _err(client.post("/v1/jobs", json={**body, "held_out": {"name": "nope"}}), 404, "dataset_not_found")
+
+
 def test_supervised_heads_and_a_minutes_budget(env) -> None:
     client, store, bus, base, seen, watcher, _ = env
     r = client.post("/v1/jobs", json={**JOB, "base_model": base, "clips": {"source": "robot"}, "mode": "supervised",

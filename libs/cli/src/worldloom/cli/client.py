@@ -129,6 +129,10 @@ class WorldloomClient:
     def search(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", "/v1/search", json=body)
 
+    def create_dataset(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Saves a dataset version on the search service (a DatasetRequest: clip ids or a query); the manifest."""
+        return self._call("POST", "/v1/datasets", json=body)
+
     # ---- tokenize service
 
     def train_tokenizer(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from worldloom.core.clipsearch import SearchRequest
 from worldloom.core.jobs import JobRequest, dataclass_defaults
+from worldloom.core.selection import DatasetRef
 from worldloom.models.posttrain.job import PosttrainJob
 
 _JOB = dataclass_defaults(PosttrainJob)
@@ -92,6 +93,9 @@ class PosttrainRequest(JobRequest):
     eval_steps: int = Field(_JOB["eval_steps"], ge=1, le=100, description="diffusion sampling steps for evaluation")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of the clips held out for evaluation, as whole "
                                                              "episodes / source videos (never single clips)")
+    held_out: DatasetRef | None = Field(None, description=(
+        "the evaluation episodes as a saved dataset (e.g. a benchmark's val split) instead of a hashed "
+        "val_fraction of the data: every selected clip of their videos leaves training"))
 
     @model_validator(mode="after")
     def _one_data_source(self) -> Self:  # replaces JobRequest's: a search is a third source

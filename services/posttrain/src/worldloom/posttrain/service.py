@@ -29,7 +29,7 @@ from worldloom.core.catalog import (
 from worldloom.core.clipsearch import ClipSearch, SearchRequest
 from worldloom.core.errors import Refusal
 from worldloom.core.jobs import JobManager, WorkerSpec
-from worldloom.core.selection import Selection, select_clip_ids, select_clips, uncaptioned
+from worldloom.core.selection import SelectedClip, Selection, select_clip_ids, select_clips, uncaptioned
 from worldloom.core.settings import StoreSettings
 from worldloom.core.store.base import ObjectStore
 from worldloom.core.vectors import VectorIndex
@@ -88,12 +88,8 @@ class PosttrainJobs:
                                    f"tokenized with {tokenizer_id}, the base model's tokenizer; tokenize them with it "
                                    "(activate it in the tokenize service)")
         sel.clips = tokenized
-        train, val = sel.split(req.val_fraction)
-        if not val:
-            raise PosttrainRefused(422, "no_held_out", f"the {len(sel.clips)} selected clips come from "
-                                   f"{len({c.video_id or c.clip_id for c in sel.clips})} episode(s)/video(s); "
-                                   "evaluation holds out whole episodes, so the data needs at least two")
-        action = self._check_mode(req, base, sel)
+        train, val, held_label = self._split(req, sel, tokenizer_id)
+        action = self._check_mode(req, base, Selection([*train, *val]))
         config, new = self._model_config(req, base, action)
         window = req.window or int((base.request or {}).get("window") or 4)
         context = req.context_frames or int((base.request or {}).get("context_frames") or 1)
@@ -124,13 +120,36 @@ class PosttrainJobs:
             posttrain={"mode": req.mode, "method": req.method, "lora": lora, "merge": req.merge, "action": action,
                        "resize_actions": req.resize_actions, "new_modules": list(new),
                        "baselines": list(req.baselines), "minutes": req.minutes, "steps": steps,
-                       "base_size": base.size})
+                       "base_size": base.size, "held_out": held_label})
         record = WorldModelRecord(model_id=job_id, name=req.name, family=base.family, size=base.size, config=config,
                                   request=accepted.model_dump(mode="json"), lineage=lineage,
                                   total_steps=steps * (1 + len(req.baselines)))
         plan = job.to_dict()
         del plan["store"]  # credentials are added at run time, never written to the store
         return record, plan
+
+    def _split(self, req: PosttrainRequest, sel: Selection,
+               tokenizer_id: str) -> tuple[list[SelectedClip], list[SelectedClip], str | None]:
+        """(train, held-out, the held-out dataset's label): the request's ``held_out`` dataset (its
+        episodes' clips leave training), else whole episodes hashed off by ``val_fraction``."""
+        if req.held_out is None:
+            train, val = sel.split(req.val_fraction)
+            if not val:
+                raise PosttrainRefused(422, "no_held_out", f"the {len(sel.clips)} selected clips come from "
+                                       f"{len({c.video_id or c.clip_id for c in sel.clips})} episode(s)/video(s); "
+                                       "evaluation holds out whole episodes, so the data needs at least two")
+            return train, val, None
+        held = select_clips(self.store, req.held_out, None, self.resources.max_clips)  # dataset_not_found: 404
+        val = [c for c in held.clips if self.store.exists(token_shard_key(tokenizer_id, c.clip_id))]
+        if not val:
+            raise PosttrainRefused(422, "no_held_out", f"none of the {len(held.clips)} clips of the held-out dataset "
+                                   f"{held.label} is tokenized with {tokenizer_id}, the base model's tokenizer")
+        videos = {c.video_id or c.clip_id for c in held.clips}
+        train = [c for c in sel.clips if (c.video_id or c.clip_id) not in videos]
+        if not train:
+            raise PosttrainRefused(422, "no_clips", f"every one of the {len(sel.clips)} selected clips belongs to an "
+                                   f"episode of the held-out dataset {held.label}; nothing is left to train on")
+        return train, val, held.label
 
     def _base(self, req: PosttrainRequest) -> WorldModelRecord:
         base = self.registry.raw(req.base_model)  # ModelNotFound: 404
