@@ -61,6 +61,7 @@ def test_an_idle_session_gets_no_goaway_from_milvus_lite(milvus_uri: str, tmp_pa
     uris = {**{("server", k): milvus_uri for k in kinds}, **{("file", k): str(tmp_path / f"{k}.db") for k in kinds}}
     procs = {key: _start(uri, key[1]) for key, uri in uris.items()}
     outputs = {key: p.communicate(timeout=IDLE_S + 120) for key, p in procs.items()}
+    refused = []  # the controls that were sent GOAWAY
     for (target, kind), (out, err) in outputs.items():
         assert procs[target, kind].returncode == 0, f"{target} {kind}: {err[-2000:]}"
         result = json.loads(out.strip().splitlines()[-1])
@@ -69,6 +70,9 @@ def test_an_idle_session_gets_no_goaway_from_milvus_lite(milvus_uri: str, tmp_pa
         if kind == "vector_index":
             assert result["top"] == "a"
             assert not goaway, f"{target}: an idle VectorIndex session was sent GOAWAY:\n" + "\n".join(goaway)
-        else:
-            assert goaway, (f"{target}: pymilvus's default keepalive was not refused within {IDLE_S} s idle, so "
-                            "this test no longer shows anything (has pymilvus's default or the server changed?)")
+        elif goaway:
+            refused.append(target)
+    # the control: pymilvus's defaults get refused by at least one of the two servers in the same idle time
+    # (when the server counts the pings varies with load; it has been one target or both)
+    assert refused, (f"pymilvus's default keepalive was not refused within {IDLE_S} s idle by either target, so "
+                     "this test no longer shows anything (has pymilvus's default or the server changed?)")
