@@ -930,9 +930,6 @@ def main() -> None:
         probe_main(args.probe)
         return
     os.environ.setdefault("MUJOCO_GL", "egl")
-    # torch's compiler stack loads triton's LLVM; loaded after MuJoCo's EGL (Mesa's own LLVM) it segfaults,
-    # and curation imports it lazily on a worker thread: load it first
-    import torch._dynamo  # noqa: F401
 
     console = Console(stderr=True)
     args.out.mkdir(parents=True, exist_ok=True)

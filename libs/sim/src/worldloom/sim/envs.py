@@ -158,8 +158,8 @@ def load_triton_before_mesa() -> bool:
     Why: on a machine without a GPU, MuJoCo's EGL is Mesa's software renderer (llvmpipe), which carries
     its own LLVM, and so does triton's native library. A process that loads Mesa first and triton after
     (torch imports it with its first optimizer) dies with a segmentation fault in the loader; the other
-    order works. Any process that renders MuJoCo and may train (a test run, rlsim, the demo) calls this
-    before the first MuJoCo env is made. Returns whether triton was loaded."""
+    order works, so :func:`make_env` calls this before it makes a MuJoCo env. Returns whether triton was
+    loaded."""
     try:
         importlib.import_module("triton")
     except Exception:  # absent (CPU-only torch) or broken: nothing to order
